@@ -1,0 +1,241 @@
+"""The experiment schema: YAML in, a validated `Experiment` out, with errors that name the key and file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agenttrain.errors import UserError
+
+
+class ConfigError(UserError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Price(Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class LLMConfig(Strict):
+    base_url: str | None = None  # else OPENAI_BASE_URL, else OpenAI
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(8, ge=1, le=512)
+    timeout_s: float = Field(120, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+    cache: bool = True
+    cache_dir: Path | None = None  # default: the per-user cache folder
+    prices: dict[str, Price] = Field(default_factory=dict)  # model -> price; overrides the defaults
+
+    def resolved_base_url(self) -> str | None:
+        return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+
+
+class LLMOverride(Strict):
+    """Per-role endpoint settings; unset fields fall back to the top-level `llm`."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    concurrency: int | None = Field(None, ge=1, le=512)
+    timeout_s: float | None = Field(None, gt=0)
+    max_retries: int | None = Field(None, ge=0, le=50)
+
+
+class TaskConfig(Strict):
+    name: Literal["math", "jsonl", "tabmwp", "gaia"]
+    path: Path | None = None
+    train_path: Path | None = None
+    test_path: Path | None = None
+    val_path: Path | None = None
+    types: list[str] | None = None  # MATH subjects
+    levels: list[int] | None = None  # MATH levels 1-5, GAIA levels 1-3
+    ques_types: list[Literal["free_text", "multi_choice"]] | None = None  # TabMWP
+    grades: list[int] | None = None  # TabMWP
+    gaia_split: Literal["validation", "test"] = "validation"
+    train_size: int | None = Field(20, ge=0)
+    test_size: int | None = Field(80, ge=0)
+    val_size: int = Field(0, ge=0)
+    seed: int = 0
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str = "id"
+    scorer: Literal["math", "numeric", "exact", "tabmwp", "gaia"] | None = None
+
+    @model_validator(mode="after")
+    def _has_data(self) -> TaskConfig:
+        if self.path is None and self.train_path is None:
+            raise ValueError("set `task.path` (or `task.train_path` and `task.test_path` for jsonl)")
+        return self
+
+
+class AgentConfig(Strict):
+    type: Literal["assistant", "react"] = "assistant"
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(0, ge=0, le=2)
+    max_turns: int = Field(15, ge=1, le=100)
+    max_tokens: int | None = Field(None, ge=1)
+    max_failed_calls: int = Field(3, ge=1)  # then the model is told to finish
+    llm: LLMOverride | None = None
+
+
+class OptimizerConfig(Strict):
+    model: str = "gpt-4o"
+    temperature: float = Field(0, ge=0, le=2)
+    epochs: int = Field(10, ge=0)
+    max_actions: int = Field(3, ge=1, le=20)
+    early_stop: int = Field(10, ge=1)
+    roll_back: bool = True
+    max_prompt_tokens: int = Field(60000, ge=2000)
+    max_action_retries: int = Field(3, ge=0, le=10)
+    batch_size: int | None = Field(None, ge=1)
+    # same_batch: re-evaluate the incumbent on each epoch's batch; paper: compare with its last score
+    batch_compare: Literal["same_batch", "paper"] = "same_batch"
+    llm: LLMOverride | None = None
+
+
+class SandboxConfig(Strict):
+    timeout_s: float = Field(30, gt=0)
+    cpu_s: int = Field(60, ge=1)
+    memory_mb: int = Field(2048, ge=64)
+    max_processes: int = Field(64, ge=1)
+    max_file_mb: int = Field(64, ge=1)
+    max_output_chars: int = Field(20000, ge=100)
+    network: bool = False
+    env_allow: list[str] = Field(default_factory=list)
+    install_packages: bool = False
+    warm_workers: int = Field(2, ge=0, le=64)
+
+
+class BudgetConfig(Strict):
+    max_usd: float | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    task: TaskConfig
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    output_dir: Path = Path("runs")
+
+    def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
+        """The top-level `llm` with the role's `llm` override applied."""
+        override = (self.agent if role == "agent" else self.optimizer).llm
+        if override is None:
+            return self.llm
+        return self.llm.model_copy(update=override.model_dump(exclude_none=True))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def content_hash(self) -> str:
+        """Hash of everything that changes results; `output_dir` and cache settings do not."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "budget"})
+        data["llm"].pop("cache_dir", None)
+        data["llm"].pop("cache", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`a.b=c` strings to a nested dict; values are read as YAML (`3` is an int, `[A, B]` a list)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optimizer.epochs=3")
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is set both as a value and as a section")
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _absolute_paths(experiment: Experiment, base: Path) -> Experiment:
+    """Relative paths are taken from the working directory; store them absolute so runs are portable."""
+    task_update = {
+        field: (base / value).resolve()
+        for field in ("path", "train_path", "test_path", "val_path")
+        if (value := getattr(experiment.task, field)) is not None
+    }
+    experiment.task = experiment.task.model_copy(update=task_update)
+    experiment.output_dir = (base / experiment.output_dir).resolve()
+    return experiment
+
+
+def _check_files(experiment: Experiment, source: str) -> None:
+    for field in ("path", "train_path", "test_path", "val_path"):
+        value = getattr(experiment.task, field)
+        if value is not None and not value.exists():
+            raise ConfigError(f"{source}: task.{field}: {value} does not exist")
+
+
+def load_experiment(path: Path, overrides: list[str] | None = None, *, base: Path | None = None) -> Experiment:
+    """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
+    data = _merge(_read_yaml(path), parse_overrides(overrides or []))
+    try:
+        experiment = Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, str(path))) from None
+    experiment = _absolute_paths(experiment, base or Path.cwd())
+    _check_files(experiment, str(path))
+    return experiment
+
+
+def check_api_keys(experiment: Experiment, source: str) -> None:
+    """OpenAI itself needs a key; a custom endpoint (vLLM, Ollama, ...) may run without one."""
+    for role in ("agent", "optimizer"):
+        llm = experiment.llm_for(role)
+        if llm.resolved_base_url() is None and not os.environ.get(llm.api_key_env):
+            raise ConfigError(
+                f"{source}: {role} uses OpenAI but ${llm.api_key_env} is not set "
+                f"(export it, or set llm.base_url / llm.api_key_env)"
+            )

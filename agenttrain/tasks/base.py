@@ -1,0 +1,79 @@
+"""What every task set shares: the `Example` record, the `Task` interface, and the seeded split."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from agenttrain.errors import UserError
+
+AnswerFormat = Literal["boxed", "final_answer"]
+
+
+class DataError(UserError):
+    """A data file that cannot be read; the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    question: str  # the full task text shown to the agent (tables rendered, attachments named)
+    answer: str  # the gold answer as the scorer expects it
+    fields: dict[str, Any] = field(default_factory=dict)  # extra fields the scorer reads (choices, unit, ...)
+    files: tuple[Path, ...] = ()  # attachments copied into the rollout's working directory
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: list[Example]
+    test: list[Example]
+    val: list[Example]
+
+    def get(self, name: str) -> list[Example]:
+        if name not in ("train", "test", "val"):
+            raise UserError(f"unknown split {name!r}; use train, test or val")
+        return getattr(self, name)
+
+
+class Task(Protocol):
+    name: str
+    scorer: str  # a name from agenttrain.scorers
+    answer_format: AnswerFormat  # what the agent is asked to end with
+
+    def splits(self) -> Splits:
+        """The seeded train/test/val examples that pass the config's filters."""
+        ...
+
+
+def _stable_order(examples: Sequence[Example], seed: int) -> list[Example]:
+    """Sort by id first so that the split depends on the data and the seed, not on file order."""
+    ordered = sorted(examples, key=lambda e: hashlib.sha256(e.id.encode()).hexdigest())
+    random.Random(seed).shuffle(ordered)
+    return ordered
+
+
+def split_examples(
+    examples: Sequence[Example], train_size: int | None, test_size: int | None, val_size: int, seed: int
+) -> Splits:
+    """Disjoint seeded train/val/test samples. `None` for a size means "all that remain"."""
+    ids = [e.id for e in examples]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise DataError(f"two examples share the id {duplicate!r}; ids must be unique")
+    pool = _stable_order(examples, seed)
+    fixed = (train_size or 0) + val_size + (test_size or 0)
+    if fixed > len(pool):
+        raise DataError(
+            f"asked for {train_size} train + {val_size} val + {test_size} test examples, "
+            f"but only {len(pool)} match the filters"
+        )
+    train_n = train_size if train_size is not None else len(pool) - val_size - (test_size or 0)
+    train = pool[:train_n]
+    val = pool[train_n : train_n + val_size]
+    rest = pool[train_n + val_size :]
+    test = rest if test_size is None else rest[:test_size]
+    return Splits(train=train, test=test, val=val)

@@ -1,0 +1,163 @@
+"""A fake OpenAI-compatible server on 127.0.0.1: real HTTP for the real `openai` client, scripted replies.
+
+A test gives a `responder(request_body) -> reply`. Replies are decided from the request's content
+(never from arrival order), so concurrent rollouts get deterministic answers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    prompt_tokens: int = 10
+    completion_tokens: int = 5
+
+
+@dataclass
+class Fault:
+    """An HTTP failure: a status with an optional Retry-After, a malformed body, or a hang."""
+
+    status: int = 500
+    retry_after: float | None = None
+    malformed: bool = False
+    delay_s: float = 0.0
+
+
+Responder = Callable[[dict[str, Any]], "Reply | Fault | str"]
+
+
+def text(content: str) -> Reply:
+    return Reply(content=content)
+
+
+def tool_call(name: str, arguments: dict[str, Any] | str, call_id: str = "call_1") -> Reply:
+    return tool_calls([(name, arguments)], call_id)
+
+
+def tool_calls(calls: list[tuple[str, dict[str, Any] | str]], call_id: str = "call") -> Reply:
+    return Reply(
+        tool_calls=[
+            {
+                "id": f"{call_id}_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+            }
+            for i, (name, args) in enumerate(calls)
+        ]
+    )
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    users = [m for m in body["messages"] if m.get("role") == "user"]
+    return str(users[-1].get("content") or "") if users else ""
+
+
+def first_user_text(body: dict[str, Any]) -> str:
+    users = [m for m in body["messages"] if m.get("role") == "user"]
+    return str(users[0].get("content") or "") if users else ""
+
+
+def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if reply.tool_calls:
+        message["tool_calls"] = reply.tool_calls
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model", "fake"),
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        },
+    }
+
+
+class FakeOpenAI:
+    """Use as a context manager; `base_url` goes into the config, `requests` records every body."""
+
+    def __init__(self, responder: Responder, latency_s: float = 0.0) -> None:
+        self.responder = responder
+        self.latency_s = latency_s
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _record(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(body)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                fake._record(body)
+                if fake.latency_s:
+                    time.sleep(fake.latency_s)
+                reply = fake.responder(body)
+                if isinstance(reply, str):
+                    reply = Reply(content=reply)
+                if isinstance(reply, Fault):
+                    self._fault(reply)
+                else:
+                    self._send(200, json.dumps(_completion(body, reply)).encode())
+
+            def _fault(self, fault: Fault) -> None:
+                if fault.delay_s:
+                    time.sleep(fault.delay_s)
+                if fault.malformed:
+                    self._send(200, b'{"id": "chatcmpl-broken", "choices": [')
+                    return
+                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                error = {"error": {"message": f"fake error {fault.status}", "type": "fake", "code": None}}
+                self._send(fault.status, json.dumps(error).encode(), headers)
+
+            def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    for key, value in (headers or {}).items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+        return Handler
