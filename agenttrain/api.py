@@ -1,0 +1,110 @@
+"""The library face of the commands: what `train` and `eval` do, callable from Python as from the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agenttrain.config import ConfigError, Experiment, check_api_keys, load_experiment
+from agenttrain.errors import UserError
+from agenttrain.evaluation import evaluate, summarise
+from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic
+from agenttrain.runtime import open_runtime
+from agenttrain.trainer import Reporter, Trainer, state_from_run
+
+
+@dataclass
+class TrainOutcome:
+    run: RunDir
+    status: str
+
+
+def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment:
+    """Everything that can be checked before spending: the config, the data files, the API keys."""
+    experiment = load_experiment(config_path, overrides)
+    check_api_keys(experiment, str(config_path))
+    return experiment
+
+
+async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
+    async with open_runtime(experiment, use_cache=use_cache) as runtime:
+        run.update_info(sandbox=runtime.sandbox.describe(), task_requires_network=getattr(
+            runtime.task, "requires_network", False))
+        trainer = Trainer(runtime, run, reporter)
+        try:
+            return await trainer.fit(state_from_run(run))
+        except asyncio.CancelledError:
+            run.finish("interrupted", reason="stopped by the user; continue with --resume")
+            raise
+
+
+def train(
+    config_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None
+) -> TrainOutcome:
+    experiment = prepare(config_path, overrides)
+    run = RunDir.create(experiment)
+    return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
+
+
+def resume(run_path: Path, use_cache: bool = True, reporter: Reporter | None = None) -> TrainOutcome:
+    """Continue an interrupted run with the config it was started with."""
+    run = RunDir.open(run_path)
+    experiment = run.experiment()
+    if experiment.content_hash() != run.info().get("config_hash"):
+        raise ConfigError(f"{run.path}/config.yaml changed since the run started; start a new run instead")
+    check_api_keys(experiment, str(run.path / "config.yaml"))
+    run.update_info(status="running")
+    run.log("resume")
+    return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
+
+
+def _run_interruptible(coroutine: Any, run: RunDir) -> str:
+    try:
+        return asyncio.run(coroutine)
+    except KeyboardInterrupt:
+        run.finish("interrupted", reason="stopped by the user; continue with --resume")
+        raise UserError(f"interrupted; continue with: agenttrain train --resume {run.path}") from None
+
+
+async def _eval(
+    run: RunDir, experiment: Experiment, epoch: int, split: str, use_cache: bool, reporter: Reporter | None
+) -> dict[str, Any]:
+    functions = run.snapshot(epoch).functions
+    async with open_runtime(experiment, use_cache=use_cache) as runtime:
+        examples = runtime.task.splits().get(split)
+        if not examples:
+            raise UserError(f"the {split} split is empty; set task.{split}_size in the config")
+        if reporter:
+            reporter.epoch_started(epoch, f"eval {split}", len(examples))
+
+        def on_record(record: dict[str, Any]) -> None:
+            if reporter:
+                reporter.rollout_done(record, runtime.meter.total())
+
+        concurrency = experiment.llm_for("agent").concurrency
+        records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
+        usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
+    return {"run": str(run.path), "epoch": epoch, "split": split, **summarise(records), "usage": usage,
+            "records": records}
+
+
+def eval_run(
+    run_path: Path,
+    epoch: str = "best",
+    split: str = "test",
+    use_cache: bool = True,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Evaluate one snapshot on a split; the result is written under RUN/evals/ and returned."""
+    run = RunDir.open(run_path)
+    experiment = run.experiment()
+    check_api_keys(experiment, str(run.path / "config.yaml"))
+    number = run.resolve_epoch(epoch)
+    result = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter))
+    records = result.pop("records")
+    stem = run.evals_dir / f"{split}-epoch-{number}"
+    write_json_atomic(stem.with_suffix(".json"), result)
+    write_jsonl_atomic(stem.with_suffix(".rollouts.jsonl"), records)
+    return result

@@ -1,0 +1,176 @@
+"""The `agenttrain` command: parses arguments, calls the library, renders results. No training logic here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from agenttrain import api
+from agenttrain.compare import diff_snapshots
+from agenttrain.errors import UserError
+from agenttrain.progress import RichReporter
+from agenttrain.runs import RunDir, newest_run, resolve_snapshot
+
+app = typer.Typer(
+    help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()  # results only, so that `--json` output can be piped
+err = Console(stderr=True)  # progress, logs, errors
+
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set optimizer.epochs=3")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Bypass the response cache (every request is sent).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="Experiment YAML, e.g. configs/math-algebra.yaml")] = None,
+    overrides: Overrides = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
+    no_cache: NoCache = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train a function set; each epoch is saved to runs/<name>-<stamp>/epoch-N/.
+
+    Example: agenttrain train configs/math-algebra.yaml --set optimizer.epochs=3
+    """
+    if (config is None) == (resume is None):
+        raise UserError("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
+    with RichReporter(err) as reporter:
+        if resume is not None:
+            outcome = api.resume(resume, use_cache=not no_cache, reporter=reporter)
+        else:
+            outcome = api.train(config, overrides, use_cache=not no_cache, reporter=reporter)
+    info = outcome.run.info()
+    if as_json:
+        print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": outcome.run.best_epoch(),
+                    "reason": info.get("reason"), "usage": info.get("usage")})
+        return
+    out.print(f"run {outcome.run.path}: {outcome.status} ({info.get('reason')}); best epoch {outcome.run.best_epoch()}")
+    out.print(f"next: agenttrain eval {outcome.run.path}")
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="Experiment YAML")], overrides: Overrides = None) -> None:
+    """Check a config (keys, types, data files, API key) without running anything.
+
+    Example: agenttrain validate configs/math-algebra.yaml
+    """
+    experiment = api.prepare(config, overrides)
+    out.print(f"{config}: ok ({experiment.task.name} task, {experiment.agent.type} agent, "
+              f"{experiment.optimizer.epochs} epochs)")
+
+
+@app.command("eval")
+def eval_command(
+    run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/math-algebra-20260101-120000")],
+    epoch: Annotated[str, typer.Option(help="best, N or epoch-N")] = "best",
+    split: Annotated[str, typer.Option(help="test, train or val")] = "test",
+    no_cache: NoCache = False,
+    as_json: AsJson = False,
+) -> None:
+    """Evaluate a snapshot on a split; results go to RUN/evals/.
+
+    Example: agenttrain eval runs/math-algebra-20260101-120000 --epoch best --split test
+    """
+    with RichReporter(err) as reporter:
+        result = api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter)
+    if as_json:
+        print_json(result)
+        return
+    line = f"epoch {result['epoch']} on {split}: accuracy {result['accuracy']:.3f} ({result['correct']}/{result['n']})"
+    if "accuracy_strict" in result:
+        line += f", strict {result['accuracy_strict']:.3f}"
+    out.print(line)
+
+
+def _render_diff(result: dict[str, Any]) -> None:
+    a, b = result["a"], result["b"]
+    out.print(f"[bold]epoch {a['epoch']} -> epoch {b['epoch']}[/]  train accuracy "
+              f"{a['train_accuracy']:.3f} -> {b['train_accuracy']:.3f}")
+    for function in result["added"]:
+        out.print(f"[green]+ added {function['name']}[/]: {function['description']}")
+        out.print(Syntax(function["code"], "python", line_numbers=False))
+    for name in result["removed"]:
+        out.print(f"[red]- removed {name}[/]")
+    for revised in result["revised"]:
+        out.print(f"[yellow]~ revised {revised['name']}[/]")
+        out.print(Syntax(revised["diff"], "diff"))
+    if not (result["added"] or result["removed"] or result["revised"]):
+        out.print("functions: no change")
+    out.print(f"training tasks: {result['fixed']} fixed, {result['broken']} broken")
+    for flip in result["flips"]:
+        out.print(f"  {flip['id']}: {'wrong -> right' if flip['after'] else 'right -> wrong'}")
+
+
+@app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="epoch-N (in --run) or an epoch folder")],
+    b: Annotated[str, typer.Argument(help="epoch-N (in --run) or an epoch folder")],
+    run: Annotated[Path | None, typer.Option(help="Run directory; default: the newest run under runs/")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where to look for the newest run")] = Path("runs"),
+    as_json: AsJson = False,
+) -> None:
+    """What the optimizer changed between two snapshots, and which training tasks flipped.
+
+    Example: agenttrain diff epoch-3 epoch-5 --run runs/math-algebra-20260101-120000
+    """
+    needs_run = not all(Path(ref).is_dir() for ref in (a, b))
+    run_dir = (RunDir.open(run) if run else newest_run(output_dir)) if needs_run else None
+    result = diff_snapshots(resolve_snapshot(a, run_dir), resolve_snapshot(b, run_dir))
+    if as_json:
+        print_json(result)
+    else:
+        _render_diff(result)
+
+
+@app.command()
+def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: AsJson = False) -> None:
+    """One row per epoch: accuracy, accepted or rolled back, actions, functions, tokens.
+
+    Example: agenttrain show runs/math-algebra-20260101-120000
+    """
+    run_dir = RunDir.open(run)
+    rows = [run_dir.snapshot(e).metrics for e in run_dir.epochs()]
+    info = run_dir.info()
+    if as_json:
+        print_json({"run": str(run_dir.path), "status": info.get("status"), "best_epoch": run_dir.best_epoch(),
+                    "epochs": rows})
+        return
+    table = Table(title=f"{run_dir.path.name}  ({info.get('status')})")
+    for column in ("epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"):
+        table.add_column(column, justify="right" if column != "status" else "left")
+    best = run_dir.best_epoch() if rows else None
+    for m in rows:
+        tokens = sum(u["prompt_tokens"] + u["completion_tokens"] for u in m["usage"].values())
+        cost = sum(u["cost_usd"] for u in m["usage"].values())
+        applied = sum(a["status"] == "applied" for a in m["actions"])
+        marker = " *" if m["epoch"] == best else ""
+        table.add_row(f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", m["status"], str(applied),
+                      str(m["function_count"]), str(tokens), f"{cost:.4f}")
+    out.print(table)
+    out.print("* best epoch")
+
+
+def main() -> None:
+    """Console entry point: user errors print one clear line, never a traceback."""
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+

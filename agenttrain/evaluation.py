@@ -1,0 +1,80 @@
+"""The forward pass: run the agent on examples concurrently, score each rollout, summarise accuracy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from agenttrain.agents.base import Agent
+from agenttrain.functions import FunctionSet
+from agenttrain.scorers import judge_async
+from agenttrain.tasks.base import Example
+
+T = TypeVar("T")
+RecordCallback = Callable[[dict[str, Any]], None]
+
+
+async def run_all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
+    """Like gather, but the first exception cancels the rest instead of leaving them running."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def rollout_record(example: Example, rollout: Any, verdict: Any) -> dict[str, Any]:
+    """One line of rollouts.jsonl: everything needed to inspect, score again, or resume."""
+    data = rollout.to_dict()
+    return {
+        "id": example.id,
+        "question": example.question,
+        "gold": example.answer,
+        "prediction": data.pop("prediction"),
+        "extracted": verdict.extracted,
+        "correct": verdict.correct,
+        "strict": verdict.strict,
+        "score_note": verdict.note,
+        **{k: v for k, v in data.items() if k != "example_id"},
+    }
+
+
+async def evaluate(
+    agent: Agent,
+    scorer: str,
+    examples: Sequence[Example],
+    functions: FunctionSet,
+    concurrency: int,
+    on_record: RecordCallback | None = None,
+    done: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Records in the order of `examples`; ids in `done` (journaled before a crash) are not run again."""
+    limit = asyncio.Semaphore(concurrency)
+    done = done or {}
+
+    async def one(example: Example) -> dict[str, Any]:
+        if example.id in done:
+            return done[example.id]
+        async with limit:
+            rollout = await agent.solve(example, functions)
+        verdict = await judge_async(scorer, rollout.prediction, example.answer, example.fields)
+        record = rollout_record(example, rollout, verdict)
+        if on_record:
+            on_record(record)
+        return record
+
+    return await run_all(one(e) for e in examples)
+
+
+def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    n = len(records)
+    correct = sum(bool(r["correct"]) for r in records)
+    summary: dict[str, Any] = {"accuracy": correct / n if n else 0.0, "correct": correct, "n": n}
+    if n and all(r.get("strict") is not None for r in records):
+        summary["accuracy_strict"] = sum(bool(r["strict"]) for r in records) / n
+    summary["errors"] = sum(1 for r in records if r.get("error"))
+    return summary

@@ -1,0 +1,255 @@
+"""The run directory, the product's memory: atomic snapshots, the event journal, and finding runs and epochs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from agenttrain.config import Experiment
+from agenttrain.errors import UserError
+from agenttrain.functions import FunctionSet
+
+EPOCH_PREFIX = "epoch-"
+RECORDED_PACKAGES = ("agenttrain", "openai", "math-verify", "sympy", "pydantic")
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    _fsync_replace(Path(tmp), path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: damaged JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete line; a torn last line (a crash mid-write) is ignored."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def environment_record() -> dict[str, Any]:
+    """Package versions, Python and the git revision of the working directory, for reproducing a run."""
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        revision = None
+    return {"python": platform.python_version(), "packages": versions, "git_revision": revision}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    epoch: int
+    path: Path
+    functions: FunctionSet
+    metrics: dict[str, Any]
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / "rollouts.jsonl")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_snapshot(path: Path) -> Snapshot:
+    if not (path / "functions.json").exists():
+        raise UserError(f"{path}: not an epoch snapshot (no functions.json)")
+    metrics = read_json(path / "metrics.json")
+    return Snapshot(int(metrics["epoch"]), path, FunctionSet.from_json(read_json(path / "functions.json")), metrics)
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    # -- creating and opening -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, experiment: Experiment, extra: dict[str, Any] | None = None) -> RunDir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = experiment.output_dir / f"{experiment.name}-{stamp}"
+        path, n = base, 1
+        while path.exists():
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+        path.mkdir(parents=True)
+        run = cls(path)
+        write_text_atomic(path / "config.yaml", experiment.to_yaml())
+        write_json_atomic(
+            path / "run.json",
+            {"status": "running", "name": experiment.name, "config_hash": experiment.content_hash(),
+             "seed": experiment.task.seed, "started": _now(), **environment_record(), **(extra or {})},
+        )
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        if not (path / "run.json").exists():
+            raise UserError(f"{path}: not a run directory (no run.json); runs live under runs/<name>-<stamp>/")
+        return cls(path)
+
+    def experiment(self) -> Experiment:
+        try:
+            return Experiment.model_validate(yaml.safe_load((self.path / "config.yaml").read_text()))
+        except (OSError, yaml.YAMLError, ValidationError) as exc:
+            raise UserError(f"{self.path / 'config.yaml'}: cannot read the run's config: {exc}") from None
+
+    # -- run.json and the journal ---------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return read_json(self.path / "run.json")
+
+    def update_info(self, **fields: Any) -> None:
+        write_json_atomic(self.path / "run.json", {**self.info(), **fields})
+
+    def finish(self, status: str, **fields: Any) -> None:
+        self.update_info(status=status, finished=_now(), **fields)
+
+    def log(self, event: str, **data: Any) -> None:
+        """Append one line to events.jsonl and flush it, so a crash loses at most the line being written."""
+        line = json.dumps({"time": _now(), "event": event, **data}, ensure_ascii=False)
+        with open(self.path / "events.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / "events.jsonl")
+
+    # -- snapshots ------------------------------------------------------------------------------------
+
+    def save_snapshot(
+        self, epoch: int, functions: FunctionSet, metrics: dict[str, Any], rollouts: list[dict[str, Any]]
+    ) -> Path:
+        """Write the epoch folder under a temporary name, then rename it: a snapshot that exists is complete."""
+        final = self.path / f"{EPOCH_PREFIX}{epoch}"
+        tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f".{final.name}."))
+        (tmp / "functions").mkdir()
+        for function in functions:
+            (tmp / "functions" / f"{function.name}.py").write_text(function.code, encoding="utf-8")
+        (tmp / "functions.json").write_text(json.dumps(functions.to_json(), indent=2) + "\n", encoding="utf-8")
+        (tmp / "metrics.json").write_text(json.dumps({"epoch": epoch, **metrics}, indent=2) + "\n", encoding="utf-8")
+        with open(tmp / "rollouts.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rollouts)
+        if final.exists():
+            raise UserError(f"{final} already exists; a snapshot is never overwritten")
+        os.rename(tmp, final)
+        return final
+
+    def epochs(self) -> list[int]:
+        numbers = []
+        for child in self.path.glob(f"{EPOCH_PREFIX}*"):
+            suffix = child.name[len(EPOCH_PREFIX):]
+            if child.is_dir() and suffix.isdigit():
+                numbers.append(int(suffix))
+        return sorted(numbers)
+
+    def snapshot(self, epoch: int) -> Snapshot:
+        path = self.path / f"{EPOCH_PREFIX}{epoch}"
+        if not path.is_dir():
+            raise UserError(f"{self.path}: no epoch {epoch}; epochs are {self.epochs()}")
+        return load_snapshot(path)
+
+    def set_best(self, epoch: int, accuracy: float, reason: str) -> None:
+        write_json_atomic(self.path / "best.json", {"epoch": epoch, "train_accuracy": accuracy, "reason": reason})
+
+    def best_epoch(self) -> int:
+        if not (self.path / "best.json").exists():
+            epochs = self.epochs()
+            if not epochs:
+                raise UserError(f"{self.path}: the run has no snapshot yet")
+            return epochs[0]
+        return int(read_json(self.path / "best.json")["epoch"])
+
+    def resolve_epoch(self, ref: str) -> int:
+        """`best`, `N` or `epoch-N`."""
+        if ref == "best":
+            return self.best_epoch()
+        number = ref[len(EPOCH_PREFIX):] if ref.startswith(EPOCH_PREFIX) else ref
+        if not number.isdigit():
+            raise UserError(f"epoch {ref!r}: use best, a number, or epoch-N")
+        return int(number)
+
+    @property
+    def evals_dir(self) -> Path:
+        return self.path / "evals"
+
+
+def find_runs(output_dir: Path) -> list[Path]:
+    """Run directories under `output_dir`, oldest first."""
+    if not output_dir.is_dir():
+        return []
+    runs = [p for p in output_dir.iterdir() if (p / "run.json").exists()]
+    return sorted(runs, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def newest_run(output_dir: Path) -> RunDir:
+    runs = find_runs(output_dir)
+    if not runs:
+        raise UserError(f"no runs under {output_dir}; train one first, or pass --run RUN")
+    return RunDir(runs[-1])
+
+
+def resolve_snapshot(ref: str, run: RunDir | None) -> Snapshot:
+    """An epoch folder path, or `epoch-N` / `best` inside `run`."""
+    path = Path(ref)
+    if path.is_dir() and (path / "functions.json").exists():
+        return load_snapshot(path)
+    if run is None:
+        raise UserError(f"{ref!r} is not an epoch folder; pass --run RUN to name epochs like epoch-3")
+    return run.snapshot(run.resolve_epoch(ref))
+

@@ -1,0 +1,48 @@
+"""A user's own tasks: JSONL with a question and an answer field, scored by a scorer they choose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agenttrain.config import TaskConfig
+from agenttrain.tasks.base import DataError, Example, Splits, split_examples
+from agenttrain.tasks.files import read_jsonl, require_field
+
+BOXED_SCORERS = ("math", "numeric")
+
+
+class JsonlTask:
+    name = "jsonl"
+
+    def __init__(self, config: TaskConfig) -> None:
+        self.config = config
+        self.scorer = config.scorer or "exact"
+        self.answer_format = "boxed" if self.scorer in BOXED_SCORERS else "final_answer"
+        if config.path is None and (config.train_path is None or config.test_path is None):
+            raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
+
+    def read(self, path: Path) -> list[Example]:
+        c = self.config
+        examples = []
+        for number, record in read_jsonl(path):
+            where = f"{path}:{number}"
+            examples.append(
+                Example(
+                    id=str(record.get(c.id_field) or f"line-{number}"),
+                    question=str(require_field(record, c.question_field, where)),
+                    answer=str(require_field(record, c.answer_field, where)),
+                    fields={k: v for k, v in record.items() if k not in (c.question_field, c.answer_field)},
+                )
+            )
+        if not examples:
+            raise DataError(f"{path}: no records")
+        return examples
+
+    def splits(self) -> Splits:
+        c = self.config
+        if c.path is not None:
+            return split_examples(self.read(c.path), c.train_size, c.test_size, c.val_size, c.seed)
+        train = split_examples(self.read(c.train_path), c.train_size, 0, 0, c.seed).train
+        test = split_examples(self.read(c.test_path), 0, c.test_size, 0, c.seed).test
+        val = self.read(c.val_path) if c.val_path else []
+        return Splits(train=train, test=test, val=val)

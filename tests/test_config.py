@@ -1,0 +1,116 @@
+"""Config loading: overrides, defaults, and errors that name the key and the file before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agenttrain.config import ConfigError, check_api_keys, load_experiment, parse_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    (tmp_path / "data.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def minimal(**extra) -> dict:
+    return {"name": "exp", "task": {"name": "math", "path": "data.jsonl"}, **extra}
+
+
+def test_defaults_follow_the_paper(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    experiment = load_experiment(write(tmp_path, minimal()))
+    optimizer = experiment.optimizer
+    assert (optimizer.epochs, optimizer.max_actions, optimizer.early_stop) == (10, 3, 10)
+    assert experiment.agent.max_turns == 15 and experiment.optimizer.roll_back
+    assert experiment.task.path == tmp_path / "data.jsonl"  # stored absolute, so runs work from anywhere
+
+
+def test_set_overrides_any_key_with_yaml_typed_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    experiment = load_experiment(
+        write(tmp_path, minimal()), ["optimizer.epochs=3", "task.types=[Algebra, Geometry]", "llm.base_url=http://x/v1"]
+    )
+    assert experiment.optimizer.epochs == 3
+    assert experiment.task.types == ["Algebra", "Geometry"]
+    assert experiment.llm.base_url == "http://x/v1"
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "expected"),
+    [
+        (minimal(optimiser={"epochs": 2}), [], "optimiser: unknown key"),
+        (minimal(), ["optimizer.epochs=many"], "optimizer.epochs"),
+        (minimal(), ["optimizer.epochz=2"], "optimizer.epochz: unknown key"),
+        (minimal(), ["agent.type=planner"], "agent.type"),
+        ({"name": "exp", "task": {"name": "math", "path": "missing.jsonl"}}, [], "task.path"),
+        ({"name": "exp", "task": {"name": "math"}}, [], "task.path"),
+        (minimal(name="has space"), [], "name"),
+        (minimal(), ["epochs"], "KEY=VALUE"),
+    ],
+)
+def test_bad_configs_name_the_key_and_the_file(tmp_path, monkeypatch, data, overrides, expected):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as error:
+        load_experiment(path, overrides)
+    assert expected in str(error.value)
+    if "KEY=VALUE" not in expected:
+        assert str(path) in str(error.value)
+
+
+def test_unreadable_yaml_and_missing_file(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_experiment(broken)
+    with pytest.raises(ConfigError, match="not found"):
+        load_experiment(tmp_path / "nope.yaml")
+
+
+def test_missing_api_key_is_reported_for_openai_but_not_for_a_local_endpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    experiment = load_experiment(write(tmp_path, minimal()))
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        check_api_keys(experiment, "exp.yaml")
+    local = load_experiment(write(tmp_path, minimal()), ["llm.base_url=http://127.0.0.1:8000/v1"])
+    check_api_keys(local, "exp.yaml")
+
+
+def test_role_overrides_inherit_the_rest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    experiment = load_experiment(
+        write(tmp_path, minimal(llm={"concurrency": 4}, optimizer={"llm": {"base_url": "http://opt/v1"}}))
+    )
+    assert experiment.llm_for("optimizer").base_url == "http://opt/v1"
+    assert experiment.llm_for("optimizer").concurrency == 4
+    assert experiment.llm_for("agent").base_url is None
+
+
+def test_content_hash_ignores_output_location_but_not_the_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, minimal())
+    base = load_experiment(path).content_hash()
+    assert load_experiment(path, ["output_dir=elsewhere"]).content_hash() == base
+    assert load_experiment(path, ["agent.model=other"]).content_hash() != base
+
+
+def test_parse_overrides_nests_keys():
+    assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(config, monkeypatch):
+    monkeypatch.chdir(REPO)
+    data = yaml.safe_load(config.read_text())
+    from agenttrain.config import Experiment
+
+    Experiment.model_validate(data)
