@@ -9,9 +9,13 @@ from typing import Any
 
 from agenttrain.config import ConfigError, Experiment, check_api_keys, load_experiment
 from agenttrain.errors import UserError
+from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import evaluate, summarise
 from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic
 from agenttrain.runtime import open_runtime
+from agenttrain.scorers import check_scorer, judge_many
+from agenttrain.tasks import load_task
+from agenttrain.tasks.files import read_jsonl, require_field
 from agenttrain.trainer import Reporter, Trainer, state_from_run
 
 
@@ -30,6 +34,7 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
 
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
+        runtime.meter.restore(run.info().get("usage") or {})  # a resumed run's budget counts what it spent
         run.update_info(sandbox=runtime.sandbox.describe(), task_requires_network=getattr(
             runtime.task, "requires_network", False))
         trainer = Trainer(runtime, run, reporter)
@@ -108,3 +113,38 @@ def eval_run(
     write_json_atomic(stem.with_suffix(".json"), result)
     write_jsonl_atomic(stem.with_suffix(".rollouts.jsonl"), records)
     return result
+
+
+def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent."""
+    experiment = load_experiment(config_path, overrides)
+    train_split = load_task(experiment.task).splits().train
+    questions = [e.question for e in train_split]
+    return {
+        "train_tasks": len(questions),
+        "epochs": experiment.optimizer.epochs,
+        "typical": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=False)],
+        "worst_case": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=True)],
+        "note": "estimates assume no cache hits; a cost of null means the model has no known price "
+        "(set llm.prices in the config)",
+    }
+
+
+def score_file(path: Path, scorer: str) -> dict[str, Any]:
+    """Score a JSONL file of predictions (`prediction`, `answer`, optional `id`, `choices`, `unit`)."""
+    check_scorer(scorer)
+    items = []
+    for number, record in read_jsonl(path):
+        where = f"{path}:{number}"
+        if "prediction" not in record:
+            raise UserError(f"{where}: missing field 'prediction'")
+        items.append({**record, "answer": str(require_field(record, "answer", where)),
+                      "prediction": None if record["prediction"] is None else str(record["prediction"]),
+                      "id": str(record.get("id", f"line-{number}"))})
+    verdicts = judge_many(scorer, items)
+    results = [
+        {"id": item["id"], "extracted": v.extracted, "correct": v.correct,
+         **({"strict": v.strict} if v.strict is not None else {}), **({"note": v.note} if v.note else {})}
+        for item, v in zip(items, verdicts, strict=True)
+    ]
+    return {**summarise(results), "scorer": scorer, "items": results}

@@ -13,6 +13,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from agenttrain import api
+from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
 from agenttrain.errors import UserError
 from agenttrain.progress import RichReporter
@@ -41,6 +42,7 @@ def train(
     config: Annotated[Path | None, typer.Argument(help="Experiment YAML, e.g. configs/math-algebra.yaml")] = None,
     overrides: Overrides = None,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate calls, tokens and cost; send nothing.")] = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
@@ -50,6 +52,9 @@ def train(
     """
     if (config is None) == (resume is None):
         raise UserError("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
+    if dry_run:
+        _render_estimate(api.dry_run(config or resume / "config.yaml", overrides), as_json)
+        return
     with RichReporter(err) as reporter:
         if resume is not None:
             outcome = api.resume(resume, use_cache=not no_cache, reporter=reporter)
@@ -62,6 +67,22 @@ def train(
         return
     out.print(f"run {outcome.run.path}: {outcome.status} ({info.get('reason')}); best epoch {outcome.run.best_epoch()}")
     out.print(f"next: agenttrain eval {outcome.run.path}")
+
+
+def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(estimate)
+        return
+    table = Table(title=f"estimate: {estimate['train_tasks']} training tasks, {estimate['epochs']} epochs")
+    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "cost $"):
+        table.add_column(column)
+    for case in ("typical", "worst_case"):
+        for row in estimate[case]:
+            cost = "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.2f}"
+            table.add_row(case, row["role"], row["model"], str(row["requests"]), str(row["prompt_tokens"]),
+                          str(row["completion_tokens"]), cost)
+    out.print(table)
+    out.print(estimate["note"])
 
 
 @app.command()
@@ -164,6 +185,59 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
                       str(m["function_count"]), str(tokens), f"{cost:.4f}")
     out.print(table)
     out.print("* best epoch")
+
+
+@app.command()
+def score(
+    file: Annotated[Path, typer.Argument(help="JSONL: `prediction` and `answer` per line (plus id, choices, unit)")],
+    task: Annotated[str, typer.Option(help="Scorer: math, tabmwp, gaia, numeric or exact")],
+    as_json: AsJson = False,
+) -> None:
+    """Score model outputs with a task's answer extraction and official scorer.
+
+    Example: agenttrain score predictions.jsonl --task math --json
+    """
+    if not file.is_file():
+        raise UserError(f"{file}: file not found")
+    result = api.score_file(file, task)
+    if as_json:
+        print_json(result)
+        return
+    line = f"{task}: accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']})"
+    if "accuracy_strict" in result:
+        line += f", strict (Hendrycks is_equiv) {result['accuracy_strict']:.4f}"
+    out.print(line)
+
+
+cache_app = typer.Typer(help="The on-disk response cache: stats and clear.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheDir = Annotated[Path | None, typer.Option("--dir", help="Cache folder; default: the per-user cache folder")]
+
+
+@cache_app.command("stats")
+def cache_stats_command(directory: CacheDir = None, as_json: AsJson = False) -> None:
+    """Where the cache is, how many replies it holds, and its size.
+
+    Example: agenttrain cache stats
+    """
+    stats = cache_stats(directory)
+    if as_json:
+        print_json(stats)
+        return
+    out.print(f"{stats['path']}: {stats['entries']} replies, {stats['bytes'] / 1e6:.1f} MB")
+
+
+@cache_app.command("clear")
+def cache_clear_command(directory: CacheDir = None, as_json: AsJson = False) -> None:
+    """Delete every cached reply (the next runs pay for their requests again).
+
+    Example: agenttrain cache clear
+    """
+    deleted = cache_clear(directory)
+    if as_json:
+        print_json({"deleted": deleted})
+        return
+    out.print(f"deleted {deleted} cached replies")
 
 
 def main() -> None:

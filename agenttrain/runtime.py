@@ -53,3 +53,5 @@ async def open_runtime(experiment: Experiment, use_cache: bool = True) -> AsyncI
         await sandbox.close()
         await agent_client.close()
         await optimizer_client.close()
+        if cache is not None:
+            cache.close()

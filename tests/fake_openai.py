@@ -25,12 +25,13 @@ class Reply:
 
 @dataclass
 class Fault:
-    """An HTTP failure: a status with an optional Retry-After, a malformed body, or a hang."""
+    """An HTTP failure: a status with an optional Retry-After and error code, a malformed body, or a hang."""
 
     status: int = 500
     retry_after: float | None = None
     malformed: bool = False
     delay_s: float = 0.0
+    code: str | None = None  # the body's error.code, e.g. "insufficient_quota"
 
 
 Responder = Callable[[dict[str, Any]], "Reply | Fault | str"]
@@ -87,17 +88,33 @@ def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
     }
 
 
+def _fault_response(fault: Fault) -> tuple[int, bytes, dict[str, str]]:
+    if fault.delay_s:
+        time.sleep(fault.delay_s)
+    if fault.malformed:
+        return 200, b'{"id": "chatcmpl-broken", "choices": [', {}
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+    error = {"error": {"message": f"fake error {fault.status}", "type": "fake", "code": fault.code}}
+    return fault.status, json.dumps(error).encode(), headers
+
+
 class FakeOpenAI:
-    """Use as a context manager; `base_url` goes into the config, `requests` records every body."""
+    """Use as a context manager; `base_url` goes into the config, `requests` records every body.
+
+    `max_in_flight` is the most requests the server was handling at the same time.
+    """
 
     def __init__(self, responder: Responder, latency_s: float = 0.0) -> None:
         self.responder = responder
         self.latency_s = latency_s
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # a short poll interval makes `__exit__` (server.shutdown) quick
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -114,12 +131,19 @@ class FakeOpenAI:
     def _record(self, body: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(body)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes: avoid a 40 ms delayed-ACK stall
 
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
@@ -128,32 +152,28 @@ class FakeOpenAI:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake._record(body)
+                try:
+                    status, payload, headers = self._respond(body)
+                finally:
+                    fake._done()  # before the client sees the answer, so its next request never overlaps this one
+                self._send(status, payload, headers)
+
+            def _respond(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
                 if fake.latency_s:
                     time.sleep(fake.latency_s)
                 reply = fake.responder(body)
                 if isinstance(reply, str):
                     reply = Reply(content=reply)
                 if isinstance(reply, Fault):
-                    self._fault(reply)
-                else:
-                    self._send(200, json.dumps(_completion(body, reply)).encode())
+                    return _fault_response(reply)
+                return 200, json.dumps(_completion(body, reply)).encode(), {}
 
-            def _fault(self, fault: Fault) -> None:
-                if fault.delay_s:
-                    time.sleep(fault.delay_s)
-                if fault.malformed:
-                    self._send(200, b'{"id": "chatcmpl-broken", "choices": [')
-                    return
-                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-                error = {"error": {"message": f"fake error {fault.status}", "type": "fake", "code": None}}
-                self._send(fault.status, json.dumps(error).encode(), headers)
-
-            def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+            def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
-                    for key, value in (headers or {}).items():
+                    for key, value in headers.items():
                         self.send_header(key, value)
                     self.end_headers()
                     self.wfile.write(payload)

@@ -149,7 +149,8 @@ def test_two_learned_functions_each_run_their_own_code(write_config, tmp_path):
     rollout = run.snapshot(1).rollouts()[0]
     outputs = [m["content"] for m in rollout["messages"] if m["role"] == "tool"]
     assert any("alpha-1" in o for o in outputs) and any("beta-2" in o for o in outputs)
-    assert [a["action"] for a in run.snapshot(1).metrics["actions"]] == ["add_function", "add_function"]
+    actions = run.snapshot(1).metrics["actions"]
+    assert [a["action"] for a in actions] == ["add_function", "add_function", "terminate"]
 
 
 def test_a_removed_function_is_no_longer_offered_to_the_agent(write_config, tmp_path):

@@ -1,0 +1,114 @@
+"""The on-disk response cache: identical requests replay the stored reply instead of calling the API.
+
+One SQLite file in WAL mode, so a second process (a parallel `agenttrain eval`) can read and write it
+while a run is going. Values are small JSON documents; a lookup takes tens of microseconds, so it is
+done inline on the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from agenttrain.config import LLMConfig
+from agenttrain.errors import UserError
+
+FILE_NAME = "responses.sqlite3"
+
+
+def request_key(endpoint: str, body: dict[str, Any], sample_index: int) -> str:
+    """Hash of everything that decides a reply: the endpoint, the full request body and the sample index."""
+    canonical = json.dumps(
+        {"endpoint": endpoint, "body": body, "sample_index": sample_index},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / FILE_NAME
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # autocommit; the busy timeout lets a second process wait for the write lock instead of failing
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(
+                f"cannot open the response cache {self.path}: {exc} "
+                "(set llm.cache_dir to a writable folder, or llm.cache=false)"
+            ) from None
+        self._lock = threading.Lock()  # one connection, possibly used from worker threads
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def default_dir() -> Path:
+        return Path(platformdirs.user_cache_dir("agenttrain"))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+        return json.loads(row[0])
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        data = json.dumps(value, ensure_ascii=False)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, data))
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            (entries,) = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()
+        files = [self.path, self.path.with_name(FILE_NAME + "-wal")]
+        size = sum(f.stat().st_size for f in files if f.exists())
+        return {"path": str(self.path), "entries": entries, "bytes": size, "hits": self.hits, "misses": self.misses}
+
+    def clear(self) -> int:
+        """Delete every entry and give the space back; returns how many entries there were."""
+        with self._lock:
+            deleted = self._db.execute("DELETE FROM responses").rowcount
+            self._db.execute("VACUUM")
+        return deleted
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_cache(settings: LLMConfig, enabled: bool = True) -> ResponseCache | None:
+    """The cache a run uses, or None when `enabled` (e.g. `--no-cache`) or `llm.cache` turns it off."""
+    if not (enabled and settings.cache):
+        return None
+    return ResponseCache(settings.cache_dir or ResponseCache.default_dir())
+
+
+def cache_stats(directory: Path | None = None) -> dict[str, Any]:
+    """For `agenttrain cache stats`: path, entries and bytes of the cache in `directory` (default folder if None)."""
+    cache = ResponseCache(directory or ResponseCache.default_dir())
+    try:
+        return cache.stats()
+    finally:
+        cache.close()
+
+
+def cache_clear(directory: Path | None = None) -> int:
+    """For `agenttrain cache clear`: empties the cache and returns how many entries were deleted."""
+    cache = ResponseCache(directory or ResponseCache.default_dir())
+    try:
+        return cache.clear()
+    finally:
+        cache.close()

@@ -1,0 +1,71 @@
+"""`train --dry-run`: how many calls, tokens and dollars a run may cost, before any is spent.
+
+A rough model, stated in the output: an agent conversation takes `typical_turns` requests (at most
+`max_turns`), each prompt re-sends the conversation so far, and every epoch's optimizer calls are filled
+up to `max_prompt_tokens`. The worst case assumes every epoch runs and every conversation uses all turns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agenttrain.config import Experiment
+from agenttrain.optimizer import CHARS_PER_TOKEN
+from agenttrain.usage import price_for
+
+TYPICAL_TURNS = 3
+SYSTEM_TOKENS = 300  # the agent's instructions
+FUNCTION_TOKENS = 250  # one learned function offered as a tool
+REPLY_TOKENS = 350  # one agent reply (reasoning, code or a call)
+OPTIMIZER_REPLY_TOKENS = 600  # one add/revise action with its code
+
+
+@dataclass
+class Estimate:
+    role: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None when the model has no known price
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _cost(experiment: Experiment, model: str, prompt: int, completion: int) -> float | None:
+    price = price_for(model, experiment.llm.prices)
+    return None if price is None else (prompt * price.input + completion * price.output) / 1e6
+
+
+def _conversation_tokens(question_tokens: int, functions: int, turns: int) -> tuple[int, int]:
+    """Prompt and completion tokens of one conversation: each turn re-sends everything before it."""
+    base = SYSTEM_TOKENS + question_tokens + functions * FUNCTION_TOKENS
+    prompt = sum(base + turn * 2 * REPLY_TOKENS for turn in range(turns))
+    return prompt, turns * REPLY_TOKENS
+
+
+def estimate_run(experiment: Experiment, train_questions: list[str], worst_case: bool) -> list[Estimate]:
+    agent, optimizer = experiment.agent, experiment.optimizer
+    turns = agent.max_turns if worst_case else min(TYPICAL_TURNS, agent.max_turns)
+    tasks = len(train_questions) if optimizer.batch_size is None else min(optimizer.batch_size, len(train_questions))
+    question_tokens = sum(len(q) for q in train_questions) // max(len(train_questions), 1) // CHARS_PER_TOKEN
+    evaluations = optimizer.epochs + 1
+    if optimizer.batch_size is not None and optimizer.batch_compare == "same_batch":
+        evaluations += optimizer.epochs  # the incumbent is re-run on each batch
+    functions = optimizer.max_actions * optimizer.epochs // 2  # the set grows by about half the actions
+    prompt, completion = _conversation_tokens(question_tokens, functions, turns)
+    agent_requests = evaluations * tasks * turns
+    agent_prompt, agent_completion = evaluations * tasks * prompt, evaluations * tasks * completion
+    optimizer_requests = optimizer.epochs * optimizer.max_actions
+    histories = SYSTEM_TOKENS + tasks * (question_tokens + turns * 2 * REPLY_TOKENS)
+    per_call = optimizer.max_prompt_tokens if worst_case else min(histories, optimizer.max_prompt_tokens)
+    optimizer_prompt = optimizer_requests * per_call
+    optimizer_completion = optimizer_requests * OPTIMIZER_REPLY_TOKENS
+    return [
+        Estimate("agent", agent.model, agent_requests, agent_prompt, agent_completion,
+                 _cost(experiment, agent.model, agent_prompt, agent_completion)),
+        Estimate("optimizer", optimizer.model, optimizer_requests, optimizer_prompt, optimizer_completion,
+                 _cost(experiment, optimizer.model, optimizer_prompt, optimizer_completion)),
+    ]

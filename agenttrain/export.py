@@ -1,0 +1,89 @@
+"""Learned functions out of a run, for use elsewhere: a standalone Python module, OpenAI tools, or functions.json."""
+
+from __future__ import annotations
+
+import ast
+import json
+from typing import Literal, get_args
+
+from agenttrain.functions import FunctionSet
+from agenttrain.runs import Snapshot
+
+ExportFormat = Literal["python", "openai-tools", "json"]
+EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
+INDENT_STEP = "    "
+
+
+def _top_level_def(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    return next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name), None
+    )
+
+
+def _leading_whitespace(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _docstring_literal(text: str, indent: str) -> str:
+    """A string literal holding `text`, laid out as a docstring at `indent`."""
+    if "\\" in text or '"""' in text or text.endswith('"'):
+        return repr(text)  # escapes keep any text a valid literal; rare enough not to need pretty layout
+    lines = text.splitlines()
+    return '"""' + "\n".join([lines[0], *(indent + line if line.strip() else "" for line in lines[1:])]) + '"""'
+
+
+def add_docstring(code: str, name: str, text: str) -> str:
+    """`code` with `text` as the docstring of its top-level `def name`; unchanged if it has one already.
+
+    Works on the source lines rather than unparsing the tree, so the author's comments and layout survive.
+    """
+    text = text.strip()
+    node = _top_level_def(ast.parse(code), name)
+    if not text or node is None or ast.get_docstring(node) is not None:
+        return code
+    lines = code.splitlines(keepends=True)
+    first = node.body[0]
+    start = min([first.lineno, *(d.lineno for d in getattr(first, "decorator_list", []))])
+    line = lines[start - 1]
+    column = len(line.encode()[: first.col_offset].decode())  # ast columns count UTF-8 bytes
+    if line[:column].strip():  # the body starts on the signature line: `def f(x): return x`
+        indent = _leading_whitespace(lines[node.lineno - 1]) + INDENT_STEP
+        head, body = line[:column].rstrip(), line[column:]
+        lines[start - 1] = f"{head}\n{indent}{_docstring_literal(text, indent)}\n{indent}{body}"
+    else:
+        indent = _leading_whitespace(line)
+        lines.insert(start - 1, f"{indent}{_docstring_literal(text, indent)}\n")
+    return "".join(lines)
+
+
+def python_module(functions: FunctionSet, origin: str) -> str:
+    """A module that needs nothing from agenttrain: each function's code with its description as docstring."""
+    packages = sorted({p for f in functions for p in f.packages})
+    header = [
+        f"# Functions learned by agenttrain ({origin}).",
+        "# Standalone: importing this module needs only the packages below, not agenttrain.",
+        f"# Packages: {', '.join(packages) if packages else 'none beyond the standard library'}",
+        "",
+        f'"""Learned functions: {", ".join(functions.names) or "none"}."""',
+        "",
+        f"__all__ = {functions.names!r}",
+    ]
+    bodies = [add_docstring(f.code, f.name, f.description).strip() for f in functions]
+    return "\n\n\n".join(["\n".join(header), *bodies]) + "\n"
+
+
+def snapshot_origin(snapshot: Snapshot) -> str:
+    accuracy = snapshot.metrics.get("train_accuracy")
+    scored = f", train accuracy {accuracy:.3f}" if accuracy is not None else ""
+    return f"run {snapshot.path.parent.name}, epoch {snapshot.epoch}{scored}"
+
+
+def export_snapshot(snapshot: Snapshot, fmt: ExportFormat) -> str:
+    """The text of one export; JSON formats end with a newline like the files the run writes."""
+    if fmt == "python":
+        return python_module(snapshot.functions, snapshot_origin(snapshot))
+    if fmt == "openai-tools":
+        return json.dumps(snapshot.functions.to_openai_tools(), indent=2, ensure_ascii=False) + "\n"
+    if fmt == "json":
+        return json.dumps(snapshot.functions.to_json(), indent=2, ensure_ascii=False) + "\n"
+    raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")

@@ -1,0 +1,302 @@
+"""One async client for any OpenAI-compatible chat endpoint: retries, rate limits, the cache, usage.
+
+The SDK's own retries are off: this module decides what is retried and for how long, so a rate limit
+also slows every other request of the client down (AIMD), a dead endpoint stops the run with a clear
+reason, and the usage meter sees each real response exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from agenttrain.cache import ResponseCache, request_key
+from agenttrain.config import LLMConfig
+from agenttrain.errors import UserError
+from agenttrain.usage import UsageMeter
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
+INSUFFICIENT_QUOTA = "insufficient_quota"  # OpenAI's 429 for an account out of credit: waiting will not help
+
+
+class LLMError(Exception):
+    """One request failed for good (after any retries); the caller records it and moves on."""
+
+
+class EndpointDown(UserError):
+    """The endpoint cannot serve this run (unreachable, wrong key, unknown model); the run stops."""
+
+
+class MalformedResponse(ValueError):
+    """A 200 response without a usable completion; retried like a server error."""
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    message: dict[str, Any]  # the assistant message, ready to append to `messages`
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+
+    def to_cache(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "cached"}
+
+    @classmethod
+    def from_cache(cls, data: dict[str, Any]) -> ChatReply:
+        return cls(**data, cached=True)
+
+
+def reply_from_completion(completion: ChatCompletion) -> ChatReply:
+    """Keep only what goes back into the conversation, as plain JSON; drop ids, timestamps and extras."""
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        raise MalformedResponse("the response has no choices")
+    choice = choices[0]
+    message: dict[str, Any] = {"role": "assistant", "content": choice.message.content}
+    calls = [call for call in choice.message.tool_calls or () if call.type == "function"]
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.function.name, "arguments": call.function.arguments},
+            }
+            for call in calls
+        ]
+    usage = completion.usage
+    return ChatReply(
+        message=message,
+        finish_reason=choice.finish_reason,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        cached=False,
+    )
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The server's requested wait: `retry-after-ms`, or `Retry-After` as seconds or as an HTTP date."""
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+class AdaptiveLimiter:
+    """At most `limit` requests in flight. A rate limit halves the limit; each success regains 1/limit of a
+    slot, so a full slot comes back per window of successes (additive increase, multiplicative decrease)."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit = float(ceiling)
+        self.in_flight = 0
+        # bumped on each halving: a 429 for a request sent before the last halving was already answered
+        self.generation = 0
+        self._slot_freed = asyncio.Condition()
+
+    async def __aenter__(self) -> int:
+        """Waits for a slot; returns the generation the request is sent in."""
+        async with self._slot_freed:
+            await self._slot_freed.wait_for(lambda: self.in_flight < int(self.limit))
+            self.in_flight += 1
+        return self.generation
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._slot_freed:
+            self.in_flight -= 1
+            self._slot_freed.notify_all()
+
+    def on_success(self) -> None:
+        self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+
+    def on_rate_limit(self, generation: int) -> None:
+        if generation == self.generation:
+            self.limit = max(1.0, self.limit / 2)
+            self.generation += 1
+
+
+class LLMClient:
+    """Chat completions for one role ("agent" or "optimizer"); share one `UsageMeter` and cache per run.
+
+    `backoff_s` is the first retry's wait (doubling, with jitter, up to `max_backoff_s`, which also caps a
+    server's Retry-After); after `down_after` requests in a row fail for good, `chat` raises EndpointDown.
+    """
+
+    def __init__(
+        self,
+        settings: LLMConfig,
+        *,
+        role: str,
+        meter: UsageMeter,
+        cache: ResponseCache | None,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        down_after: int = 8,
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self.meter = meter
+        self.cache = cache
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.down_after = down_after
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.resolved_base_url(),
+            api_key=os.environ.get(settings.api_key_env) or "not-needed",
+            max_retries=0,
+            timeout=settings.timeout_s,
+        )
+        self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
+        self._limiter = AdaptiveLimiter(settings.concurrency)
+        self._failures_in_a_row = 0
+        self._down_reason: str | None = None
+
+    @property
+    def concurrency_limit(self) -> int:
+        """Requests currently allowed in flight (lower than `llm.concurrency` after rate limits)."""
+        return int(self._limiter.limit)
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        temperature: float = 0.0,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        stop: list[str] | None = None,
+        max_tokens: int | None = None,
+        sample_index: int = 0,
+        use_cache: bool = True,
+    ) -> ChatReply:
+        """One completion. `sample_index` tells apart deliberate repeats of the same request in the cache.
+
+        `use_cache=False` skips the lookup but still stores the fresh reply, so the cache always holds the
+        latest answer for a request. To get a *different* answer that a rerun can replay, pass a new
+        `sample_index` instead (with the cache on).
+        Raises LLMError (this request failed), EndpointDown (stop the run), BudgetExhausted (stop the run).
+        """
+        if self._down_reason:
+            raise EndpointDown(self._down_reason)
+        body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
+        optional = {"tools": tools, "tool_choice": tool_choice, "stop": stop, "max_tokens": max_tokens}
+        body.update({key: value for key, value in optional.items() if value is not None})
+        key = request_key(self.endpoint, body, sample_index)
+        if use_cache and self.cache and (hit := self.cache.get(key)) is not None:
+            reply = ChatReply.from_cache(hit)
+            self.meter.record(self.role, model, reply.prompt_tokens, reply.completion_tokens, cached=True)
+            return reply
+        reply = await self._send(body)
+        self.meter.record(self.role, model, reply.prompt_tokens, reply.completion_tokens, cached=False)
+        if self.cache:
+            self.cache.put(key, reply.to_cache())
+        return reply
+
+    async def _send(self, body: dict[str, Any]) -> ChatReply:
+        """POST with retries; only transient failures (rate limits, 5xx, timeouts, bad bodies) are retried."""
+        for attempt in range(self.settings.max_retries + 1):
+            server_wait = None
+            try:
+                async with self._limiter as generation:
+                    self.meter.check_budget()  # after waiting for a slot, so spending elsewhere is seen
+                    reply = reply_from_completion(await self._client.chat.completions.create(**body))
+            except openai.APIStatusError as exc:
+                if not _is_transient(exc):
+                    raise self._rejected(exc, body["model"], attempt + 1) from None
+                if exc.status_code == 429:
+                    self._limiter.on_rate_limit(generation)
+                    server_wait = retry_after_seconds(exc.response.headers)
+                failure = f"HTTP {exc.status_code}: {_error_message(exc)}"
+            except openai.APITimeoutError:
+                failure = f"no response within llm.timeout_s={self.settings.timeout_s:g}s"
+            except openai.APIConnectionError as exc:
+                failure = f"cannot connect: {exc.__cause__ or exc}"
+            except (ValueError, openai.APIResponseValidationError) as exc:
+                failure = f"malformed response: {exc}"
+            else:
+                self._limiter.on_success()
+                self._failures_in_a_row = 0
+                return reply
+            if attempt < self.settings.max_retries:
+                wait = self._wait(attempt, server_wait)
+                logger.info("%s request failed (%s); retry %d in %.2fs", self.role, failure, attempt + 1, wait)
+                await asyncio.sleep(wait)
+        raise self._gave_up(failure, self.settings.max_retries + 1)
+
+    def _wait(self, attempt: int, server_wait: float | None) -> float:
+        if server_wait is not None:
+            return min(server_wait, self.max_backoff_s)
+        # jitter spreads out the retries of requests that failed together
+        return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def _gave_up(self, failure: str, attempts: int) -> Exception:
+        """This request failed for good: LLMError, or EndpointDown once `down_after` did so in a row."""
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row < self.down_after:
+            return LLMError(f"{self.role} request failed after {attempts} attempt(s): {failure}")
+        self._down_reason = (
+            f"the {self.role} endpoint {self.endpoint} failed {self._failures_in_a_row} requests in a row; "
+            f"last error: {failure}. Check that the server is up and reachable (llm.base_url or $OPENAI_BASE_URL) "
+            f"and accepts the model and parameters, or raise llm.timeout_s / lower llm.concurrency."
+        )
+        return EndpointDown(self._down_reason)
+
+    def _rejected(self, exc: openai.APIStatusError, model: str, attempts: int) -> Exception:
+        """An error that retrying cannot fix: a wrong key or model, or no credit, stops the run at once."""
+        status, detail = exc.status_code, _error_message(exc)
+        if exc.code == INSUFFICIENT_QUOTA:
+            return EndpointDown(f"{self.endpoint}: the account has no credit left (HTTP {status}: {detail})")
+        if status in (401, 403):
+            key_state = "is set" if os.environ.get(self.settings.api_key_env) else "is not set"
+            return EndpointDown(
+                f"{self.endpoint} rejected the API key (HTTP {status}: {detail}); ${self.settings.api_key_env} "
+                f"{key_state}. Export a valid key, or point llm.api_key_env at the variable that holds it."
+            )
+        if status == 404:
+            return EndpointDown(
+                f"{self.endpoint} does not serve model {model!r} (HTTP 404: {detail}). Check the {self.role}'s "
+                f"model name and llm.base_url."
+            )
+        return self._gave_up(f"HTTP {status}: {detail}", attempts)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _is_transient(exc: openai.APIStatusError) -> bool:
+    retryable = exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
+    return retryable and exc.code != INSUFFICIENT_QUOTA
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return exc.message

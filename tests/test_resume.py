@@ -1,0 +1,94 @@
+"""Crash safety: a run killed mid-epoch resumes without re-running journaled rollouts; Ctrl-C stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agenttrain import api
+from agenttrain.config import ConfigError
+from agenttrain.runs import RunDir, find_runs
+from tests.conftest import write_problems
+from tests.fake_openai import FakeOpenAI
+from tests.scripted import is_optimizer, multiplying_agent, question
+
+PROBLEMS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 8)]
+CLI = [sys.executable, "-c", "from agenttrain.cli import main; main()"]
+
+
+def start_training(config: Path) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "train", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for_rollouts(runs: Path, count: int, timeout_s: float = 30) -> RunDir:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for path in find_runs(runs):
+            run = RunDir(path)
+            if sum(e["event"] == "rollout" for e in run.events()) >= count:
+                return run
+        time.sleep(0.05)
+    raise AssertionError(f"no run journaled {count} rollouts within {timeout_s}s")
+
+
+@pytest.fixture
+def slow_world():
+    server = FakeOpenAI(lambda body: "TERMINATE" if is_optimizer(body) else multiplying_agent(body), latency_s=0.2)
+    with server:
+        yield server
+
+
+def config_for(write_config, server: FakeOpenAI, tmp_path: Path) -> Path:
+    data = write_problems(tmp_path / "problems.jsonl", PROBLEMS)
+    return write_config(server.base_url, data, task={"train_size": 6, "test_size": 0},
+                        llm={"concurrency": 1, "cache": False}, optimizer={"epochs": 1})
+
+
+def test_resume_after_sigkill_runs_only_the_rollouts_that_were_not_journaled(write_config, tmp_path, slow_world):
+    config = config_for(write_config, slow_world, tmp_path)
+    process = start_training(config)
+    run = wait_for_rollouts(tmp_path / "runs", 2)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    journaled = {e["record"]["question"] for e in run.events() if e["event"] == "rollout"}
+    assert run.info()["status"] == "running" and run.epochs() == []  # killed: no half-written snapshot
+
+    slow_world.requests.clear()
+    outcome = api.resume(run.path)
+    asked = {question(b) for b in slow_world.requests if not is_optimizer(b)}
+    assert outcome.status == "finished"
+    assert asked == {p for p, _ in PROBLEMS} - journaled  # nothing journaled was asked again
+    records = run.snapshot(0).rollouts()
+    assert sorted(r["question"] for r in records) == sorted(p for p, _ in PROBLEMS)
+    assert run.epochs() == [0, 1]
+
+
+def test_ctrl_c_stops_gracefully_with_status_interrupted(write_config, tmp_path, slow_world):
+    config = config_for(write_config, slow_world, tmp_path)
+    process = start_training(config)
+    run = wait_for_rollouts(tmp_path / "runs", 1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "--resume" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert run.info()["status"] == "interrupted"
+
+
+def test_resume_refuses_a_changed_config(write_config, tmp_path, slow_world):
+    config = config_for(write_config, slow_world, tmp_path)
+    process = start_training(config)
+    run = wait_for_rollouts(tmp_path / "runs", 1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    text = (run.path / "config.yaml").read_text().replace("max_turns: 4", "max_turns: 5")
+    (run.path / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="changed since the run started"):
+        api.resume(run.path)
+    assert json.loads((run.path / "run.json").read_text())["status"] == "running"
