@@ -91,8 +91,8 @@ async def _eval(
         concurrency = experiment.llm_for("agent").concurrency
         records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
         usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
-    return {"run": str(run.path), "epoch": epoch, "split": split, **summarise(records), "usage": usage,
-            "records": records}
+    return {"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,
+            **summarise(records), "usage": usage, "records": records}
 
 
 def eval_run(
@@ -101,15 +101,25 @@ def eval_run(
     split: str = "test",
     use_cache: bool = True,
     reporter: Reporter | None = None,
+    task_config: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one snapshot on a split; the result is written under RUN/evals/ and returned."""
+    """Evaluate one snapshot on a split; the result is written under RUN/evals/ and returned.
+
+    `task_config` (transfer, paper Fig. 3): another experiment YAML whose `task` replaces the run's own,
+    so functions trained on one domain are measured on another with the same agent and endpoint.
+    """
     run = RunDir.open(run_path)
     experiment = run.experiment()
+    prefix = ""
+    if task_config is not None:
+        other = load_experiment(task_config)
+        experiment = experiment.model_copy(update={"task": other.task})
+        prefix = f"transfer-{other.name}-"
     check_api_keys(experiment, str(run.path / "config.yaml"))
     number = run.resolve_epoch(epoch)
     result = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter))
     records = result.pop("records")
-    stem = run.evals_dir / f"{split}-epoch-{number}"
+    stem = run.evals_dir / f"{prefix}{split}-epoch-{number}"
     write_json_atomic(stem.with_suffix(".json"), result)
     write_jsonl_atomic(stem.with_suffix(".rollouts.jsonl"), records)
     return result

@@ -101,15 +101,17 @@ def eval_command(
     run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/math-algebra-20260101-120000")],
     epoch: Annotated[str, typer.Option(help="best, N or epoch-N")] = "best",
     split: Annotated[str, typer.Option(help="test, train or val")] = "test",
+    task: Annotated[Path | None, typer.Option(help="Transfer: evaluate on another config's task instead")] = None,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
     """Evaluate a snapshot on a split; results go to RUN/evals/.
 
     Example: agenttrain eval runs/math-algebra-20260101-120000 --epoch best --split test
+    Transfer: agenttrain eval runs/math-algebra-20260101-120000 --task configs/math-geometry.yaml
     """
     with RichReporter(err) as reporter:
-        result = api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter)
+        result = api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter, task_config=task)
     if as_json:
         print_json(result)
         return

@@ -96,6 +96,9 @@ class SandboxSession:
             except (WorkerTimeout, WorkerDied) as exc:
                 self._worker = None
                 return ExecResult(False, STATE_LOST, str(exc), duration_s=time.monotonic() - started)
+            except WorkerFailed as exc:
+                self._worker = None
+                raise SandboxError(f"the sandbox worker failed (a bug, not the code it ran):\n{exc}") from None
             return ExecResult(
                 ok=reply["ok"], output=reply["output"], error=reply["error"], value=reply["value"],
                 duration_s=time.monotonic() - started,
@@ -105,7 +108,7 @@ class SandboxSession:
         if self._worker is None:
             worker = await self._sandbox.take_worker()
             try:
-                # Loading runs the functions' top-level code, so it gets a time limit per function.
+                # Loading runs the functions' top-level code; the worker limits each function, this is a backstop.
                 timeout = self._sandbox.settings.timeout_s * (1 + len(self._setup["functions"]))
                 reply = await worker.request(self._setup, timeout)
             except BaseException:
@@ -185,6 +188,14 @@ class Sandbox:
     def available_packages(self) -> list[str]:
         return self._packages.distributions() if self._python != sys.executable else _our_distributions()
 
+    def refusal(self, missing: Sequence[str]) -> str:
+        """Why functions needing `missing` packages cannot be used, and what can be used instead."""
+        remedy = "" if self.settings.install_packages else " (or set sandbox.install_packages: true)"
+        return (
+            f"not available in the sandbox: {', '.join(missing)}. "
+            f"Use only installed packages{remedy}: {', '.join(self.available_packages())}"
+        )
+
     def describe(self) -> dict[str, Any]:
         """For run.json: the limits, and what this machine actually enforces."""
         isolation = self._isolation or self._probe_isolation()
@@ -249,6 +260,7 @@ class Sandbox:
             "uid": uid,
             "limits": asdict(self._limits()),
             "max_output_chars": self.settings.max_output_chars,
+            "timeout_s": self.settings.timeout_s,
             "functions": [{"name": f.name, "code": f.code} for f in functions],
         }
 

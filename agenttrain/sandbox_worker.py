@@ -16,15 +16,17 @@ from __future__ import annotations
 import ast
 import builtins
 import codecs
+import contextlib
 import io
 import json
 import linecache
 import os
+import signal
 import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,10 +57,12 @@ class Channel:
             data = data[os.write(self._replies, data) :]
 
 
+def truncation_note(dropped: int) -> str:
+    return f"\n[... output truncated: {dropped} more characters]" if dropped else ""
+
+
 def truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[... output truncated: {len(text) - limit} more characters]"
+    return text[:limit] + truncation_note(max(0, len(text) - limit))
 
 
 class OutputCapture:
@@ -84,7 +88,7 @@ class OutputCapture:
     def begin(self, limit: int) -> None:
         sys.stdout = sys.stderr = self._stream  # one stream, so prints and tracebacks keep their order
         with self._lock:
-            self._limit, self._kept, self._dropped = limit, [], 0
+            self._limit, self._kept, self._kept_chars, self._dropped = limit, [], 0, 0
             self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
             self._call_done.clear()
 
@@ -93,9 +97,7 @@ class OutputCapture:
         os.write(self._marker_fd, self._marker)
         self._call_done.wait()
         with self._lock:
-            text = "".join(self._kept)
-            dropped = self._dropped
-        return text + (f"\n[... output truncated: {dropped} more characters]" if dropped else "")
+            return "".join(self._kept) + truncation_note(self._dropped)
 
     def _drain(self) -> None:
         pending = b""
@@ -113,9 +115,10 @@ class OutputCapture:
     def _add(self, data: bytes, final: bool) -> None:
         with self._lock:
             text = self._decoder.decode(data, final)
-            room = max(0, self._limit - sum(map(len, self._kept)))
-            self._kept.append(text[:room])
-            self._dropped += len(text) - len(text[:room])
+            kept = text[: self._limit - self._kept_chars]
+            self._kept.append(kept)
+            self._kept_chars += len(kept)
+            self._dropped += len(text) - len(kept)
 
 
 class FunctionLoadError(Exception):
@@ -135,6 +138,22 @@ def format_traceback(exc: BaseException) -> str:
     return "".join(report.format())
 
 
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt Python code running longer than `seconds` (a long C call only when it returns)."""
+
+    def expire(signum: int, frame: types.FrameType | None) -> None:
+        raise TimeoutError(f"took longer than {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def compile_with_source(code: str | ast.AST, source: str, filename: str, mode: str = "exec") -> types.CodeType:
     """Compile, registering `source` so that tracebacks show the offending lines."""
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
@@ -144,8 +163,9 @@ def compile_with_source(code: str | ast.AST, source: str, filename: str, mode: s
 class Session:
     """The Python state of one rollout: a notebook-like namespace plus the learned functions."""
 
-    def __init__(self, memory_mb: int) -> None:
+    def __init__(self, memory_mb: int, load_timeout_s: float) -> None:
         self.memory_mb = memory_mb
+        self.load_timeout_s = load_timeout_s
         self.main = types.ModuleType("__main__")  # a real module, so pickling cell-defined objects works
         sys.modules["__main__"] = self.main
         self.functions: dict[str, Callable[..., Any]] = {}
@@ -158,7 +178,8 @@ class Session:
         for function in functions:
             name, namespace = function["name"], {"__name__": FUNCTIONS_MODULE, "__builtins__": builtins}
             try:
-                exec(compile_with_source(function["code"], function["code"], f"<function {name}>"), namespace)
+                with time_limit(self.load_timeout_s):
+                    exec(compile_with_source(function["code"], function["code"], f"<function {name}>"), namespace)
                 self.functions[name] = namespace[name]
                 namespaces.append(namespace)
             except BaseException as exc:
@@ -225,7 +246,9 @@ class Worker:
             raise RuntimeError("request before setup")
         if request["op"] == "run":
             return self.execute(lambda: session.run_code(request["code"]))
-        return self.execute(lambda: session.call_function(request["name"], request["arguments"]))
+        if request["op"] == "call":
+            return self.execute(lambda: session.call_function(request["name"], request["arguments"]))
+        raise ValueError(f"unknown request {request['op']!r}")
 
     def setup(self, request: dict[str, Any]) -> dict[str, Any]:
         workdir = Path(request["workdir"])
@@ -237,9 +260,9 @@ class Worker:
         confine.drop_privileges(request["uid"], self.isolation)
         confine.die_with_parent()  # changing uid cleared it
         self.max_output_chars = request["max_output_chars"]
-        session = self.session = Session(limits.memory_mb)
-        loading = self.execute(lambda: session.load_functions(request["functions"]))
-        return {"event": "setup", "isolation": asdict(self.isolation), "loading": loading}
+        session = self.session = Session(limits.memory_mb, request["timeout_s"])
+        self.execute(lambda: session.load_functions(request["functions"]))  # load errors surface on call
+        return {"event": "setup", "isolation": asdict(self.isolation)}
 
     def execute(self, action: Callable[[], str | None]) -> dict[str, Any]:
         assert self.session is not None

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from agenttrain.evaluation import evaluate, summarise
 from agenttrain.functions import FunctionSet
-from agenttrain.llm import EndpointDown
+from agenttrain.llm import EndpointDown, LLMError
 from agenttrain.optimizer import ActionRecord, AgentOptimizer, StepResult, TrainingRecord
 from agenttrain.runs import RunDir
 from agenttrain.runtime import Runtime
@@ -86,8 +86,8 @@ class Trainer:
                 await self._epoch(state, self._journal(state.next_epoch))
         except BudgetExhausted as exc:
             return self._stop("budget_exhausted", str(exc))
-        except EndpointDown as exc:
-            return self._stop("failed", str(exc))
+        except (EndpointDown, LLMError) as exc:  # an optimizer request that failed for good ends the run too
+            return self._stop("failed", f"{exc}; fix the cause, then continue with --resume")
         return self._stop("finished", f"ran {self.config.epochs} epochs")
 
     # -- one epoch --------------------------------------------------------------------------------------

@@ -5,13 +5,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agenttrain.llm import LLMClient, LLMError
-from agenttrain.sandbox import Sandbox, SandboxSession
-
-from agenttrain.agents.base import FunctionCall, Rollout, answer_instruction, has_final_answer, parse_tool_arguments
+from agenttrain.agents.base import (
+    Rollout,
+    SandboxAgent,
+    answer_instruction,
+    call_function,
+    has_final_answer,
+    parse_tool_arguments,
+    reject_call,
+    run_code,
+)
 from agenttrain.config import AgentConfig
 from agenttrain.functions import FunctionSet
-from agenttrain.tasks.base import AnswerFormat, Example
+from agenttrain.llm import LLMClient
+from agenttrain.sandbox import Sandbox, SandboxSession
+from agenttrain.tasks.base import AnswerFormat
 
 CODE_BLOCK = re.compile(r"```(?:python|py)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -34,44 +42,23 @@ def extract_code_blocks(text: str) -> list[str]:
     return [block.strip("\n") for block in CODE_BLOCK.findall(text or "")]
 
 
-class AssistantAgent:
+class AssistantAgent(SandboxAgent):
     def __init__(self, client: LLMClient, config: AgentConfig, sandbox: Sandbox, answer_format: AnswerFormat) -> None:
-        self.client = client
-        self.config = config
-        self.sandbox = sandbox
-        self.answer_format = answer_format
+        super().__init__(client, config, sandbox, answer_format)
         self.instruction = answer_instruction(answer_format)
 
-    async def solve(self, example: Example, functions: FunctionSet) -> Rollout:
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": SYSTEM_PROMPT.format(answer_instruction=self.instruction)},
-            {"role": "user", "content": example.question},
-        ]
-        rollout = Rollout(example_id=example.id, messages=messages, prediction=None, stop_reason="max_turns")
-        async with self.sandbox.session(functions, files=example.files) as session:
-            try:
-                await self._converse(rollout, functions, session)
-            except LLMError as exc:
-                rollout.stop_reason, rollout.error = "llm_error", str(exc)
-        rollout.prediction = self._prediction(messages)
-        return rollout
+    def system_prompt(self, functions: FunctionSet) -> str:
+        return SYSTEM_PROMPT.format(answer_instruction=self.instruction)
 
-    async def _converse(self, rollout: Rollout, functions: FunctionSet, session: SandboxSession) -> None:
+    async def converse(self, rollout: Rollout, functions: FunctionSet, session: SandboxSession) -> None:
         messages, told_to_finish = rollout.messages, False
         for rollout.turns in range(1, self.config.max_turns + 1):
             offer_tools = functions and not told_to_finish
-            reply = await self.client.chat(
-                messages,
-                model=self.config.model,
-                temperature=self.config.temperature,
-                max_tokens=self.config.max_tokens,
-                tools=functions.to_openai_tools() if offer_tools else None,
-            )
+            reply = await self.ask(messages, tools=functions.to_openai_tools() if offer_tools else None)
             messages.append(reply.message)
             if reply.message.get("tool_calls"):
                 await self._call_functions(rollout, reply.message["tool_calls"], functions, session)
-                failed = sum(not call.ok for call in rollout.function_calls)
-                if failed >= self.config.max_failed_calls and not told_to_finish:
+                if rollout.failed_calls >= self.config.max_failed_calls and not told_to_finish:
                     told_to_finish = True
                     finish = FINISH_PROMPT.format(answer_instruction=self.instruction)
                     messages.append({"role": "user", "content": finish})
@@ -98,23 +85,16 @@ class AssistantAgent:
                 if name not in functions:
                     raise ValueError(f"there is no function named {name!r}; available: {functions.names}")
             except ValueError as exc:
-                content, record = f"Error: {exc}", FunctionCall(name, ok=False, error=str(exc))
+                content = reject_call(rollout, name, str(exc))
             else:
-                result = await session.call_function(name, arguments)
-                content, record = result.as_observation(), FunctionCall(name, ok=result.ok, error=result.error)
-            rollout.function_calls.append(record)
+                content = await call_function(rollout, session, name, arguments)
             rollout.messages.append({"role": "tool", "tool_call_id": call["id"], "name": name, "content": content})
 
     async def _run_code(self, rollout: Rollout, blocks: list[str], session: SandboxSession) -> str:
-        outputs = []
-        for block in blocks:
-            result = await session.run_code(block)
-            rollout.code_runs += 1
-            rollout.code_errors += not result.ok
-            outputs.append(result.as_observation())
+        outputs = [await run_code(rollout, session, block) for block in blocks]
         return "\n\n".join(outputs) or "(the code printed nothing; use print() to see values)"
 
-    def _prediction(self, messages: list[dict[str, Any]]) -> str | None:
+    def prediction(self, messages: list[dict[str, Any]]) -> str | None:
         """The last assistant text that states an answer; else the last assistant text at all."""
         texts = [m.get("content") or "" for m in messages if m.get("role") == "assistant" and m.get("content")]
         answered = [t for t in texts if has_final_answer(t, self.answer_format)]

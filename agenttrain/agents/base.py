@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from agenttrain.config import AgentConfig
 from agenttrain.functions import FunctionSet
+from agenttrain.llm import ChatReply, LLMClient, LLMError
+from agenttrain.sandbox import Sandbox, SandboxSession
 from agenttrain.tasks.base import AnswerFormat, Example
 
 
@@ -31,6 +35,10 @@ class Rollout:
     code_errors: int = 0
     error: str | None = None  # why the rollout could not finish (an endpoint that failed for good, ...)
 
+    @property
+    def failed_calls(self) -> int:
+        return sum(not call.ok for call in self.function_calls)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -42,6 +50,74 @@ class Rollout:
 
 class Agent(Protocol):
     async def solve(self, example: Example, functions: FunctionSet) -> Rollout: ...
+
+
+class SandboxAgent(ABC):
+    """What both agents do around their conversation loop: one sandbox session per task, the system
+    prompt and the task as the first messages, an endpoint failure recorded as "llm_error"."""
+
+    def __init__(self, client: LLMClient, config: AgentConfig, sandbox: Sandbox, answer_format: AnswerFormat) -> None:
+        self.client = client
+        self.config = config
+        self.sandbox = sandbox
+        self.answer_format = answer_format
+
+    async def solve(self, example: Example, functions: FunctionSet) -> Rollout:
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": self.system_prompt(functions)},
+            {"role": "user", "content": example.question},
+        ]
+        rollout = Rollout(example_id=example.id, messages=messages, prediction=None, stop_reason="max_turns")
+        async with self.sandbox.session(functions, files=example.files) as session:
+            try:
+                await self.converse(rollout, functions, session)
+            except LLMError as exc:
+                rollout.stop_reason, rollout.error = "llm_error", str(exc)
+        rollout.prediction = self.prediction(messages)
+        return rollout
+
+    async def ask(self, messages: list[dict[str, Any]], **options: Any) -> ChatReply:
+        """One completion with the agent's model settings; `options` are `LLMClient.chat`'s (tools, stop)."""
+        return await self.client.chat(
+            messages,
+            model=self.config.model,
+            temperature=self.config.temperature,
+            max_tokens=self.config.max_tokens,
+            **options,
+        )
+
+    @abstractmethod
+    def system_prompt(self, functions: FunctionSet) -> str: ...
+
+    @abstractmethod
+    async def converse(self, rollout: Rollout, functions: FunctionSet, session: SandboxSession) -> None:
+        """Extend `rollout.messages` turn by turn; set `turns` and, when the model finishes, `stop_reason`."""
+
+    @abstractmethod
+    def prediction(self, messages: list[dict[str, Any]]) -> str | None:
+        """The text the scorer reads the answer from."""
+
+
+async def call_function(rollout: Rollout, session: SandboxSession, name: str, arguments: dict[str, Any]) -> str:
+    """Run a learned function in the task's session, record the call, and return what the model sees."""
+    result = await session.call_function(name, arguments)
+    rollout.function_calls.append(FunctionCall(name, ok=result.ok, error=result.error))
+    return result.as_observation()
+
+
+def reject_call(rollout: Rollout, name: str, problem: str) -> str:
+    """Record a function call that could not be made (unknown name, unreadable arguments); returns the
+    error the model sees."""
+    rollout.function_calls.append(FunctionCall(name, ok=False, error=problem))
+    return f"Error: {problem}"
+
+
+async def run_code(rollout: Rollout, session: SandboxSession, code: str) -> str:
+    """Run model-written code in the task's persistent interpreter, count it, and return its output."""
+    result = await session.run_code(code)
+    rollout.code_runs += 1
+    rollout.code_errors += not result.ok
+    return result.as_observation()
 
 
 def answer_instruction(answer_format: AnswerFormat) -> str:

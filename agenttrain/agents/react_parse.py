@@ -24,7 +24,7 @@ OBSERVATION = re.compile(_KEYWORD.format(word=rf"Observation{_NUMBER}"), re.MULT
 NEXT_PART = re.compile(
     r"^[ \t]*[*_]*(?:Thought|Action|Observation|Final[ \t]+Answer)\b[^:\n]{0,12}:", re.MULTILINE | re.IGNORECASE
 )
-FINAL_ANSWER = re.compile(r"FINAL[ \t]+ANSWER[*_]*[ \t]*:", re.IGNORECASE)
+FINAL_ANSWER = re.compile(r"FINAL[ \t]+ANSWER[*_]*[ \t]*:[*_]*", re.IGNORECASE)
 FENCED = re.compile(r"^```[\w+-]*[ \t]*\n?(.*?)\n?```", re.DOTALL)
 # A quoted string (left as it is) or a JSON literal word (turned into its Python spelling).
 _STRING_OR_JSON_WORD = re.compile(r""""(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|\b(true|false|null)\b""")
@@ -58,9 +58,10 @@ def cut_invented_observation(text: str) -> str:
 def parse_reply(text: str) -> Step:
     """Read one reply; whichever of an action and a final answer comes first is what the model meant."""
     text = cut_invented_observation(text or "")
-    action, answer = ACTION.search(text), FINAL_ANSWER.search(text)
-    if answer and not (action and action.start() < answer.start()):
-        return Step(text, final_answer=text[answer.end() :].strip())
+    action, answers = ACTION.search(text), list(FINAL_ANSWER.finditer(text))
+    answered_first = answers and not (action and action.start() < answers[0].start())
+    if answered_first and (stated := text[answers[-1].end() :].strip()):  # the last marker, as scorers read it
+        return Step(text, final_answer=stated)
     if action:
         return _read_action(text, action)
     if ACTION_INPUT.search(text):
@@ -70,7 +71,7 @@ def parse_reply(text: str) -> Step:
 
 def _read_action(text: str, action: re.Match[str]) -> Step:
     line_end = text.find("\n", action.end())
-    tool = text[action.end() : line_end if line_end >= 0 else len(text)].strip().strip("`'\"*_").rstrip(".")
+    tool = text[action.end() : line_end if line_end >= 0 else len(text)].strip().strip("`'\"*").rstrip(".")
     if not tool:
         return Step(text, problem="the `Action:` line names no tool")
     number = int(action[1]) if action[1] else None
@@ -137,9 +138,11 @@ def parse_arguments(raw: str, parameters: dict[str, Any]) -> dict[str, Any]:
 def check_arguments(arguments: dict[str, Any], parameters: dict[str, Any]) -> None:
     """Raise ValueError naming missing and unknown argument names; the values' types are the tool's business."""
     properties = parameters.get("properties", {})
-    missing = [name for name in parameters.get("required", []) if name not in arguments]
-    unknown = [str(name) for name in arguments if name not in properties]
-    problems = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unknown {', '.join(unknown)}"] * bool(unknown)
+    problems = []
+    if missing := [name for name in parameters.get("required", []) if name not in arguments]:
+        problems.append(f"missing {', '.join(missing)}")
+    if unknown := [str(name) for name in arguments if name not in properties]:
+        problems.append(f"unknown {', '.join(unknown)}")
     if problems:
         raise ValueError(f"wrong arguments ({'; '.join(problems)}); {_expected(parameters)}")
 

@@ -1,0 +1,144 @@
+"""The commands as a user runs them: train, eval, diff, show, validate, --dry-run, score; JSON on stdout only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agenttrain.cli import app
+from tests.conftest import write_problems
+from tests.fake_openai import FakeOpenAI
+from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
+
+PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27"),
+            ("What is 4 times 4?", "16")]
+runner = CliRunner()
+
+
+def invoke(*args: str) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads(result.stdout)
+
+
+def optimizer(body):
+    return TERMINATE if "multiply" in list_b(body) else add("multiply", MULTIPLY)
+
+
+@pytest.fixture
+def trained(write_config, tmp_path):
+    """A finished two-epoch run (baseline, then `multiply` accepted), and the server it talked to."""
+    with FakeOpenAI(lambda body: optimizer(body) if is_optimizer(body) else multiplying_agent(body)) as server:
+        data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+        config = write_config(server.base_url, data, optimizer={"epochs": 1})
+        result = invoke("train", str(config))
+        yield Path(result["run"]), server, config
+
+
+def test_train_eval_diff_show(trained):
+    run, server, _ = trained
+    evaluation = invoke("eval", str(run))
+    assert evaluation["epoch"] == 1 and evaluation["split"] == "test"
+    assert (evaluation["accuracy"], evaluation["correct"], evaluation["n"]) == (1.0, 1, 1)
+    assert (run / "evals" / "test-epoch-1.json").is_file()
+
+    baseline = invoke("eval", str(run), "--epoch", "0", "--split", "train")
+    assert baseline["accuracy"] == 0.0 and baseline["n"] == 2
+
+    diff = invoke("diff", "epoch-0", "epoch-1", "--run", str(run))
+    assert [f["name"] for f in diff["added"]] == ["multiply"] and diff["removed"] == [] and diff["revised"] == []
+    assert diff["fixed"] == 2 and diff["broken"] == 0
+
+    by_folder = invoke("diff", str(run / "epoch-0"), str(run / "epoch-1"))
+    assert by_folder["flips"] == diff["flips"]
+
+    shown = invoke("show", str(run))
+    assert [e["status"] for e in shown["epochs"]] == ["baseline", "accepted"] and shown["best_epoch"] == 1
+
+
+def test_rerunning_a_finished_config_makes_zero_api_calls(trained):
+    _, server, config = trained
+    before = len(server.requests)
+    invoke("train", str(config))
+    assert len(server.requests) == before
+
+
+def test_diff_defaults_to_the_newest_run_and_renders_text(trained, tmp_path):
+    result = runner.invoke(app, ["diff", "epoch-0", "epoch-1", "--output-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0
+    assert "added multiply" in result.stdout and "2 fixed, 0 broken" in result.stdout
+
+
+def test_dry_run_estimates_without_sending(write_config, tmp_path):
+    data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+    config = write_config("http://127.0.0.1:9/v1", data, agent={"model": "gpt-4o-mini"})
+    estimate = invoke("train", str(config), "--dry-run")
+    agent, optimizer_row = estimate["typical"]
+    assert agent["role"] == "agent" and agent["requests"] > 0 and agent["cost_usd"] > 0
+    assert optimizer_row["cost_usd"] is None  # an unpriced model says so rather than guessing
+    worst = estimate["worst_case"][0]
+    assert worst["requests"] >= agent["requests"] and worst["prompt_tokens"] > agent["prompt_tokens"]
+    assert not list((tmp_path / "runs").glob("*"))
+
+
+def test_score_command_reports_per_item_verdicts(tmp_path):
+    lines = [{"id": "a", "prediction": "so \\boxed{\\frac{1}{2}}", "answer": "0.5"},
+             {"id": "b", "prediction": "the answer is \\boxed{3}", "answer": "4"},
+             {"id": "c", "prediction": "no marker at all: 7", "answer": "7"}]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = invoke("score", str(path), "--task", "math")
+    assert [item["id"] for item in result["items"]] == ["a", "b", "c"]
+    assert [item["correct"] for item in result["items"]][:2] == [True, False]
+    assert result["items"][0]["extracted"] == "\\frac{1}{2}"
+    assert result["n"] == 3 and "accuracy_strict" in result
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    code = "from agenttrain.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "missing.yaml"], "config file not found"),
+        (["train", "bad.yaml"], "optimizer.epochz: unknown key"),
+        (["train"], "give a CONFIG"),
+        (["eval", "not-a-run"], "not a run directory"),
+        (["score", "preds.jsonl", "--task", "chess"], "unknown scorer"),
+        (["score", "preds.jsonl", "--task", "math"], "preds.jsonl:2"),
+        (["validate", "bad.yaml", "--set", "optimizer.epochs"], "KEY=VALUE"),
+    ],
+)
+def test_user_errors_print_one_clear_line_and_no_traceback(tmp_path, args, message):
+    (tmp_path / "bad.yaml").write_text("name: x\ntask: {name: math, path: bad.yaml}\noptimizer: {epochz: 1}\n")
+    (tmp_path / "preds.jsonl").write_text('{"prediction": "1", "answer": "1"}\n{"answer": "2"}\n')
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_help_shows_an_example_for_every_command():
+    for command in ("train", "validate", "eval", "diff", "show", "score"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "Example: agenttrain" in result.stdout, command
+
+
+def test_transfer_eval_runs_the_learned_functions_on_another_task(trained, tmp_path):
+    run, server, _ = trained
+    other = write_problems(tmp_path / "other.jsonl", [("What is 9 times 9?", "81"), ("What is 2 times 2?", "4")],
+                           kind="Prealgebra")
+    config = tmp_path / "other.yaml"
+    config.write_text(f"name: other\ntask: {{name: math, path: {other}, train_size: 0, test_size: 2}}\n")
+    result = invoke("eval", str(run), "--task", str(config))
+    assert (result["accuracy"], result["n"]) == (1.0, 2)  # `multiply` learned on one task set solves the other
+    assert (run / "evals" / "transfer-other-test-epoch-1.json").is_file()
+    asked = {b["messages"][1]["content"] for b in server.requests if not is_optimizer(b)}
+    assert "What is 9 times 9?" in asked

@@ -1,0 +1,384 @@
+"""The sandbox: notebook semantics, learned functions, and hostile code that must not hurt the trainer.
+
+Every hostile case checks three things: a prompt result with a clear `error`, the test process unharmed,
+and the next call or session working. What depends on the machine (root or not, namespaces allowed or not)
+is asserted only where `describe()` says it is enforced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from agenttrain.config import SandboxConfig
+from agenttrain.functions import Function, FunctionSet
+from agenttrain.sandbox import STATE_LOST, ExecResult, Sandbox, SandboxSession
+
+T = TypeVar("T")
+FAST = {"timeout_s": 2, "warm_workers": 1}
+
+
+def function(name: str, code: str) -> Function:
+    return Function(name, f"test function {name}", {"type": "object", "properties": {}}, code)
+
+
+def with_sandbox(scenario: Callable[[Sandbox], Awaitable[T]], **settings: Any) -> T:
+    async def main() -> T:
+        sandbox = Sandbox(SandboxConfig(**{**FAST, **settings}))
+        await sandbox.start()
+        try:
+            return await scenario(sandbox)
+        finally:
+            await sandbox.close()
+
+    return asyncio.run(main())
+
+
+def with_session(
+    scenario: Callable[[SandboxSession], Awaitable[T]], functions: Sequence[Function] = (), **settings: Any
+) -> T:
+    async def in_session(sandbox: Sandbox) -> T:
+        async with sandbox.session(FunctionSet(tuple(functions))) as session:
+            return await scenario(session)
+
+    return with_sandbox(in_session, **settings)
+
+
+def run_blocks(*blocks: str, **settings: Any) -> list[ExecResult]:
+    """Run code blocks one after another in one session."""
+
+    async def scenario(session: SandboxSession) -> list[ExecResult]:
+        return [await session.run_code(block) for block in blocks]
+
+    return with_session(scenario, **settings)
+
+
+@pytest.fixture(scope="module")
+def enforced() -> dict[str, Any]:
+    """What this machine enforces, as reported for run.json."""
+    return Sandbox(SandboxConfig()).describe()
+
+
+def processes_of(uid: int) -> list[int]:
+    pids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            uids = next(line for line in status.read_text().splitlines() if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue  # the process ended while we looked
+        if int(uids.split()[1]) == uid:
+            pids.append(int(status.parent.name))
+    return pids
+
+
+# --- notebook semantics ---------------------------------------------------------------------------------
+
+
+def test_state_persists_across_blocks_of_a_session() -> None:
+    first, second, last_expression = run_blocks("x = 2\nprint(x)", "print(x + 1)", "x * 10")
+    assert (first.ok, first.output, first.error, first.value) == (True, "2\n", None, None)
+    assert second.output == "3\n"
+    assert last_expression.output == "20\n"  # like a notebook cell
+
+
+def test_concurrent_sessions_have_separate_state() -> None:
+    async def one(sandbox: Sandbox, value: int) -> str:
+        async with sandbox.session(FunctionSet()) as session:
+            await session.run_code(f"value = {value}")
+            await asyncio.sleep(0.05)
+            return (await session.run_code("print(value)")).output
+
+    async def scenario(sandbox: Sandbox) -> list[str]:
+        return list(await asyncio.gather(one(sandbox, 1), one(sandbox, 2)))
+
+    assert with_sandbox(scenario) == ["1\n", "2\n"]
+
+
+def test_state_does_not_leak_between_sessions() -> None:
+    async def scenario(sandbox: Sandbox) -> ExecResult:
+        async with sandbox.session(FunctionSet()) as session:
+            await session.run_code("secret = 42\nimport sys; sys.modules['leak'] = sys")
+        async with sandbox.session(FunctionSet()) as session:
+            return await session.run_code("import sys\nprint('leak' in sys.modules)\nprint(secret)")
+
+    result = with_sandbox(scenario)
+    assert result.output.startswith("False\n")
+    assert result.error == "NameError: name 'secret' is not defined"
+
+
+def test_exception_gives_short_error_and_traceback_of_user_code_only() -> None:
+    (result,) = run_blocks("def f():\n    return undefined_name\nf()")
+    assert not result.ok
+    assert result.error == "NameError: name 'undefined_name' is not defined"
+    assert "<cell 1>" in result.output and "return undefined_name" in result.output
+    assert "sandbox_worker" not in result.output
+    assert result.as_observation().count("NameError") == 1
+
+
+def test_files_are_copied_into_the_workdir_which_is_removed_afterwards(tmp_path: Path) -> None:
+    data = tmp_path / "table.csv"
+    data.write_text("a,b\n1,2\n")
+
+    async def scenario(sandbox: Sandbox) -> tuple[Path, ExecResult, ExecResult]:
+        async with sandbox.session(FunctionSet(), files=[data]) as session:
+            read = await session.run_code("import os\nprint(os.getcwd())\nprint(open('table.csv').read())")
+            write = await session.run_code("open('out.txt', 'w').write('ok')\nprint(open('out.txt').read())")
+            return session.workdir, read, write
+
+    workdir, read, write = with_sandbox(scenario)
+    assert read.output == f"{workdir}\na,b\n1,2\n\n"
+    assert write.output == "ok\n"
+    assert not workdir.exists()
+
+
+# --- learned functions ---------------------------------------------------------------------------------
+
+
+def test_each_function_runs_its_own_code() -> None:
+    functions = [
+        function("first", "def first():\n    return 'one'\n"),
+        function("second", "def second():\n    return 2\n"),
+    ]
+
+    async def scenario(session: SandboxSession) -> list[ExecResult]:
+        return [await session.call_function("first", {}), await session.call_function("second", {})]
+
+    first, second = with_session(scenario, functions)
+    assert (first.ok, first.value, second.value) == (True, "one", "2")
+
+
+def test_function_arguments_output_and_calls_from_code() -> None:
+    add = function("add", "import sympy\n\ndef add(a, b):\n    print('adding')\n    return sympy.Integer(a) + b\n")
+    twice = function("twice", "def twice(a):\n    return add(a, a)\n")  # functions may call each other
+
+    async def scenario(session: SandboxSession) -> list[ExecResult]:
+        return [
+            await session.call_function("add", {"a": 2, "b": 3}),
+            await session.call_function("twice", {"a": 4}),
+            await session.run_code("from functions import add\nprint(add(1, 1), twice(5))"),
+            await session.call_function("add", {"c": 1}),
+        ]
+
+    direct, nested, from_code, bad_arguments = with_session(scenario, [add, twice])
+    assert (direct.ok, direct.output, direct.value) == (True, "adding\n", "5")
+    assert nested.value == "8"
+    assert from_code.output == "adding\nadding\n2 10\n"
+    assert not bad_arguments.ok and "unexpected keyword argument 'c'" in (bad_arguments.error or "")
+
+
+def test_a_function_that_fails_to_load_does_not_break_the_others() -> None:
+    functions = [
+        function("broken", "def broken(:\n    return 1\n"),
+        function("needs_missing", "import no_such_module_xyz\n\ndef needs_missing():\n    return 1\n"),
+        function("fine", "def fine():\n    return 'fine'\n"),
+        function("hangs", "while True:\n    pass\n\ndef hangs():\n    return 1\n"),
+    ]
+
+    async def scenario(session: SandboxSession) -> list[ExecResult]:
+        names = ["broken", "needs_missing", "fine", "hangs", "not_defined"]
+        return [*[await session.call_function(n, {}) for n in names], await session.run_code("broken()")]
+
+    broken, missing, fine, hangs, unknown, from_code = with_session(scenario, functions, timeout_s=1)
+    assert not broken.ok and "failed to load: SyntaxError" in (broken.error or "")
+    assert not missing.ok and "No module named 'no_such_module_xyz'" in (missing.error or "")
+    assert (fine.ok, fine.value) == (True, "fine")
+    assert not hangs.ok and "failed to load: TimeoutError: took longer than 1s" in (hangs.error or "")
+    assert not unknown.ok and "defined: broken, needs_missing, fine, hangs" in (unknown.error or "")
+    assert not from_code.ok and "failed to load: SyntaxError" in (from_code.error or "")
+
+
+# --- limits ---------------------------------------------------------------------------------------------
+
+
+def test_infinite_loop_times_out_and_the_session_continues_with_fresh_state() -> None:
+    before, loop, after = run_blocks("x = 1", "while True:\n    pass", "print('x' in globals())", timeout_s=1)
+    assert before.ok
+    assert (loop.ok, loop.error) == (False, "timeout after 1s")
+    assert STATE_LOST in loop.output
+    assert 1 <= loop.duration_s < 3
+    assert after.output == "False\n"
+
+
+def test_cpu_time_limit() -> None:
+    loop, after = run_blocks("while True:\n    pass", "print('alive')", timeout_s=10, cpu_s=1)
+    assert loop.error == "CPU time limit exceeded (1 s)"
+    assert loop.duration_s < 5
+    assert after.output == "alive\n"
+
+
+@pytest.mark.parametrize(
+    "bomb", ["x = bytearray(4 * 1024**3)", "chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))"]
+)
+def test_memory_bomb_is_stopped(bomb: str) -> None:
+    result, after = run_blocks(bomb, "print('alive')", memory_mb=400)
+    assert (result.ok, result.error) == (False, "memory limit exceeded (400 MB)")
+    assert "MemoryError" in result.output
+    assert after.output == "alive\n"
+
+
+def test_exit_and_segfault_are_reported_and_the_worker_replaced() -> None:
+    exits, segfault, after = run_blocks("import os\nos._exit(3)", "import ctypes\nctypes.string_at(0)", "print(1)")
+    assert (exits.ok, exits.error) == (False, "exited with status 3")
+    assert (segfault.ok, segfault.error) == (False, "killed by signal 11 (SIGSEGV)")
+    assert STATE_LOST in segfault.output
+    assert after.output == "1\n"
+
+
+def test_huge_output_is_truncated_without_buffering_it() -> None:
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    flood = "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 2**20)"
+    result, after = run_blocks(flood, "print('alive')", max_output_chars=1000)
+    rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert result.ok
+    assert result.output == "x" * 1000 + f"\n[... output truncated: {100 * 2**20 - 1000} more characters]"
+    assert rss_growth_mb < 30
+    assert after.output == "alive\n"
+
+
+def test_large_return_value_is_truncated() -> None:
+    big = function("big", "def big():\n    return 'v' * 5000\n")
+    result = with_session(lambda session: session.call_function("big", {}), [big], max_output_chars=100)
+    assert result.value == "v" * 100 + "\n[... output truncated: 4900 more characters]"
+
+
+def run_and_find_survivors(block: str, **settings: Any) -> tuple[ExecResult, list[int], ExecResult]:
+    """Run `block`; return its result, the processes of its session's uid left afterwards, and a next session's
+    result."""
+
+    async def scenario(sandbox: Sandbox) -> tuple[ExecResult, list[int], ExecResult]:
+        async with sandbox.session(FunctionSet()) as session:
+            uid = int((await session.run_code("import os\nprint(os.getuid())")).output)
+            result = await session.run_code(block)
+        async with sandbox.session(FunctionSet()) as session:
+            after = await session.run_code("print('alive')")
+        return result, processes_of(uid), after
+
+    return with_sandbox(scenario, **settings)
+
+
+def test_fork_bomb_is_contained_and_fully_killed(enforced: dict[str, Any]) -> None:
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    result, survivors, after = run_and_find_survivors(bomb, timeout_s=1, max_processes=32)
+    assert (result.ok, result.error) == (False, "timeout after 1s")
+    assert after.output == "alive\n"
+    if enforced["isolation"]["uid"] is None:
+        pytest.skip("no throwaway uid on this machine (not root): stray processes are not tracked by uid")
+    assert survivors == []
+
+
+def test_processes_ignoring_sigterm_and_leaving_the_group_are_killed(enforced: dict[str, Any]) -> None:
+    stubborn = (
+        "import signal, subprocess, sys, time\n"
+        "ignore = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'\n"
+        "subprocess.Popen([sys.executable, '-c', ignore], start_new_session=True)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "time.sleep(60)"
+    )
+    result, survivors, after = run_and_find_survivors(stubborn, timeout_s=1)
+    assert result.error == "timeout after 1s"
+    assert after.output == "alive\n"
+    if not enforced["kills_detached_processes"] or enforced["isolation"]["uid"] is None:
+        pytest.skip("no PID namespace here: a process that leaves the process group survives the kill")
+    assert survivors == []
+
+
+def test_process_count_is_limited(enforced: dict[str, Any]) -> None:
+    if not enforced["process_limit_enforced"]:
+        pytest.skip("RLIMIT_NPROC is not enforced for root and no other uid is available")
+    spawn = (
+        "import subprocess\nchildren = []\n"
+        "try:\n    for _ in range(50):\n        children.append(subprocess.Popen(['sleep', '5']))\n"
+        "except OSError as exc:\n    print(type(exc).__name__)\n"
+        "print(len(children))\nfor child in children:\n    child.kill()"
+    )
+    (result,) = run_blocks(spawn, max_processes=10)
+    failure, started = result.output.split()
+    assert failure in {"BlockingIOError", "OSError"}
+    assert int(started) < 10
+
+
+def test_file_size_limit() -> None:
+    (result,) = run_blocks("open('big.bin', 'wb').write(b'0' * 3 * 1024 * 1024)", max_file_mb=1)
+    assert not result.ok
+    assert result.error == "OSError: [Errno 27] File too large"
+
+
+# --- environment, filesystem, network -------------------------------------------------------------------
+
+
+def test_secrets_in_our_environment_are_not_visible(monkeypatch: pytest.MonkeyPatch, enforced: dict[str, Any]) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-sandbox-test-secret")
+    monkeypatch.setenv("AGENTTRAIN_ALLOWED", "visible")
+    scan = (
+        "import glob, os\n"
+        "print(os.environ.get('OPENAI_API_KEY'), os.environ.get('AGENTTRAIN_ALLOWED'))\n"
+        "found = []\n"
+        "for path in glob.glob('/proc/*/environ'):\n"
+        "    try:\n        found += [path] if b'sk-sandbox-test-secret' in open(path, 'rb').read() else []\n"
+        "    except OSError:\n        pass\n"
+        "print(found)"
+    )
+    (result,) = run_blocks(scan, env_allow=["AGENTTRAIN_ALLOWED"])
+    variables, readable_elsewhere = result.output.splitlines()
+    assert variables == "None visible"
+    if enforced["isolation"]["uid"] is None:
+        pytest.skip("the worker runs as our own user here, so it could read our /proc/<pid>/environ")
+    assert readable_elsewhere == "[]"
+
+
+def test_writing_outside_the_workdir(tmp_path: Path, enforced: dict[str, Any]) -> None:
+    isolation = enforced["isolation"]
+    if isolation["uid"] is None and not isolation["private_dirs"]:
+        pytest.skip(f"nothing prevents writes outside the workdir on this machine: {isolation['notes']}")
+    ours = tmp_path / "written-by-sandbox.txt"
+    project = Path(__file__).resolve().parent / "written-by-sandbox.txt"
+    shared_tmp = Path("/tmp") / f"agenttrain-test-{os.getpid()}.txt"
+    blocks = [f"open({str(p)!r}, 'w').write('x')" for p in (ours, project, shared_tmp)]
+    results = run_blocks(*blocks)
+    for path, result in zip((ours, project, shared_tmp), results, strict=True):
+        assert not path.exists(), f"the sandbox wrote {path}"
+        if "/tmp" in isolation["private_dirs"] and path.is_relative_to("/tmp"):
+            continue  # it wrote its own private /tmp, which vanishes with it
+        assert result.error is not None and result.error.startswith(("PermissionError", "FileNotFoundError"))
+
+
+def test_network_is_cut_when_enforced(enforced: dict[str, Any]) -> None:
+    if not enforced["network"]["enforced"]:
+        pytest.skip(f"network isolation not available here: {enforced['network']['how']}")
+    (result,) = run_blocks("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=1)")
+    assert result.error == "OSError: [Errno 101] Network is unreachable"
+
+
+def test_describe_reports_limits_and_enforcement(enforced: dict[str, Any]) -> None:
+    assert enforced["limits"]["memory_mb"] == SandboxConfig().memory_mb
+    assert enforced["network"]["allowed"] is False
+    assert enforced["interpreter"] == sys.executable
+    assert enforced["process_limit_enforced"] == (enforced["isolation"]["uid"] is not None or os.geteuid() != 0)
+
+
+# --- packages -------------------------------------------------------------------------------------------
+
+
+def test_missing_packages_maps_pip_names_to_modules() -> None:
+    packages = ["sympy", "NumPy", "PyYAML>=6", "python-dateutil", "no-such-package-xyz"]
+    missing = with_sandbox(lambda sandbox: sandbox.missing_packages(packages), warm_workers=0)
+    assert missing == ["no-such-package-xyz"]
+
+
+def test_install_is_skipped_when_everything_is_importable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # where an install would create its environment
+    missing = with_sandbox(lambda sandbox: sandbox.missing_packages(["sympy", "numpy"]), install_packages=True)
+    assert missing == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refusal_names_the_missing_packages_and_what_is_available() -> None:
+    message = Sandbox(SandboxConfig()).refusal(["torch"])
+    assert "torch" in message and "sympy" in message and "install_packages" in message
