@@ -14,6 +14,7 @@ from agenttrain.evaluation import evaluate, summarise
 from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic
 from agenttrain.runtime import open_runtime
 from agenttrain.scorers import check_scorer, judge_many
+from agenttrain.stats import bootstrap_ci
 from agenttrain.tasks import load_task
 from agenttrain.tasks.files import read_jsonl, require_field
 from agenttrain.trainer import Reporter, Trainer, state_from_run
@@ -35,8 +36,8 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
         runtime.meter.restore(run.info().get("usage") or {})  # a resumed run's budget counts what it spent
-        run.update_info(sandbox=runtime.sandbox.describe(), task_requires_network=getattr(
-            runtime.task, "requires_network", False))
+        sandbox = await asyncio.to_thread(runtime.sandbox.describe)  # may start a probe worker: off the loop
+        run.update_info(sandbox=sandbox, task_requires_network=getattr(runtime.task, "requires_network", False))
         trainer = Trainer(runtime, run, reporter)
         try:
             return await trainer.fit(state_from_run(run))
@@ -91,8 +92,9 @@ async def _eval(
         concurrency = experiment.llm_for("agent").concurrency
         records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
         usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
+    ci95 = list(bootstrap_ci([bool(r["correct"]) for r in records]))
     return {"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,
-            **summarise(records), "usage": usage, "records": records}
+            **summarise(records), "ci95": ci95, "usage": usage, "records": records}
 
 
 def eval_run(

@@ -16,11 +16,14 @@ from agenttrain import api
 from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
 from agenttrain.errors import UserError
+from agenttrain.export import export_snapshot
+from agenttrain.listing import list_runs
 from agenttrain.progress import RichReporter
-from agenttrain.runs import RunDir, newest_run, resolve_snapshot
+from agenttrain.report import write_report
+from agenttrain.runs import RunDir, newest_run, resolve_snapshot, write_text_atomic
 
 app = typer.Typer(
-    help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show.",
+    help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show, report, export.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -115,7 +118,9 @@ def eval_command(
     if as_json:
         print_json(result)
         return
-    line = f"epoch {result['epoch']} on {split}: accuracy {result['accuracy']:.3f} ({result['correct']}/{result['n']})"
+    low, high = result["ci95"]
+    line = (f"epoch {result['epoch']} on {split}: accuracy {result['accuracy']:.3f} "
+            f"({result['correct']}/{result['n']}), 95% CI {low:.3f}-{high:.3f}")
     if "accuracy_strict" in result:
         line += f", strict {result['accuracy_strict']:.3f}"
     out.print(line)
@@ -135,7 +140,8 @@ def _render_diff(result: dict[str, Any]) -> None:
         out.print(Syntax(revised["diff"], "diff"))
     if not (result["added"] or result["removed"] or result["revised"]):
         out.print("functions: no change")
-    out.print(f"training tasks: {result['fixed']} fixed, {result['broken']} broken")
+    out.print(f"training tasks: {result['fixed']} fixed, {result['broken']} broken "
+              f"(exact McNemar p = {result['mcnemar_p']:.3g})")
     for flip in result["flips"]:
         out.print(f"  {flip['id']}: {'wrong -> right' if flip['after'] else 'right -> wrong'}")
 
@@ -240,6 +246,86 @@ def cache_clear_command(directory: CacheDir = None, as_json: AsJson = False) -> 
         print_json({"deleted": deleted})
         return
     out.print(f"deleted {deleted} cached replies")
+
+
+@app.command("report")
+def report_command(
+    run: Annotated[Path, typer.Argument(help="A run directory")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for report.md and plots; default RUN/report")]
+    = None,
+    as_json: AsJson = False,
+) -> None:
+    """Write report.md with plots: learning curve, function lineage and usage, complexity, cost, tasks never solved.
+
+    Example: agenttrain report runs/math-algebra-20260101-120000 --out math-report/
+    """
+    paths = write_report(RunDir.open(run), out_dir)
+    if as_json:
+        print_json({"report": str(paths[0]), "plots": [str(p) for p in paths[1:]]})
+        return
+    out.print(f"wrote {paths[0]} and {len(paths) - 1} plots beside it")
+
+
+@app.command("export")
+def export_command(
+    run: Annotated[Path, typer.Argument(help="A run directory")],
+    epoch: Annotated[str, typer.Option(help="best, N or epoch-N")] = "best",
+    fmt: Annotated[str, typer.Option("--format", help="python (an importable module), openai-tools (the `tools` "
+                                                       "list) or json (functions.json)")] = "python",
+    out_path: Annotated[Path | None, typer.Option("--out", help="File to write; default: print to stdout")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Export an epoch's learned functions for use outside agenttrain.
+
+    Example: agenttrain export runs/math-algebra-20260101-120000 --epoch best --format python --out functions.py
+    """
+    if as_json and out_path is None:
+        raise UserError("--json describes the file written with --out; without --out the export itself is printed")
+    run_dir = RunDir.open(run)
+    snapshot = run_dir.snapshot(run_dir.resolve_epoch(epoch))
+    text = export_snapshot(snapshot, fmt)
+    if out_path is None:
+        sys.stdout.write(text)
+        return
+    write_text_atomic(out_path, text)
+    if as_json:
+        print_json({"path": str(out_path), "run": str(run_dir.path), "epoch": snapshot.epoch, "format": fmt,
+                    "functions": snapshot.functions.names})
+        return
+    out.print(f"wrote {len(snapshot.functions)} functions of epoch {snapshot.epoch} to {out_path}")
+
+
+@app.command("runs")
+def runs_command(
+    directory: Annotated[Path, typer.Argument(help="The folder that holds run directories")] = Path("runs"),
+    as_json: AsJson = False,
+) -> None:
+    """List runs, oldest first: status, epochs, best train accuracy, evaluated test accuracy, cost.
+
+    Example: agenttrain runs runs/ --json
+    """
+    summaries = list_runs(directory)
+    if as_json:
+        print_json({"directory": str(directory), "runs": [s.to_dict() for s in summaries]})
+        return
+    if not summaries:
+        out.print(f"no runs under {directory}; start one with: agenttrain train CONFIG")
+        return
+    table = Table(title=f"runs under {directory}")
+    table.add_column("run", overflow="fold")  # long names fold; the figures beside them never do
+    table.add_column("status", no_wrap=True)
+    for column in ("epochs", "best train", "test", "cost $"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for s in summaries:
+        best = "–" if s.best_epoch is None else f"{s.best_train_accuracy:.3f} @{s.best_epoch}"
+        test = "–" if s.test_accuracy is None else f"{s.test_accuracy:.3f}"
+        if s.test_accuracy is not None and s.test_epoch != s.best_epoch:
+            test += f" @{s.test_epoch}"  # only a non-best epoch was evaluated on test
+        table.add_row(Path(s.run).name, s.status or "?", str(s.epochs), best, test, f"{s.cost_usd:.4f}")
+    out.print(table)
+    for s in summaries:
+        if s.error:
+            out.print(f"{Path(s.run).name}: {s.error}", highlight=False)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from agenttrain.functions import Function
 from agenttrain.runs import Snapshot
+from agenttrain.stats import mcnemar_exact
 
 
 def _unified(old: str, new: str, label: str) -> str:
@@ -45,8 +46,8 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
         for name in new
         if name in old and old[name].content_hash() != new[name].content_hash()
     ]
-    rollouts_a, rollouts_b = a.rollouts(), b.rollouts()
-    flips = outcome_flips(rollouts_a, rollouts_b)
+    flips = outcome_flips(a.rollouts(), b.rollouts())
+    fixed = sum(1 for f in flips if f["after"])
     return {
         "a": {"snapshot": str(a.path), "epoch": a.epoch, "train_accuracy": a.metrics.get("train_accuracy")},
         "b": {"snapshot": str(b.path), "epoch": b.epoch, "train_accuracy": b.metrics.get("train_accuracy")},
@@ -55,6 +56,7 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
         "revised": revised,
         "unchanged": [name for name in new if name in old and name not in {r["name"] for r in revised}],
         "flips": flips,
-        "fixed": sum(1 for f in flips if f["after"]),
-        "broken": sum(1 for f in flips if not f["after"]),
+        "fixed": fixed,
+        "broken": len(flips) - fixed,
+        "mcnemar_p": mcnemar_exact(fixed, len(flips) - fixed),
     }

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import ast
 import json
-from typing import Literal, get_args
 
+from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.runs import Snapshot
 
-ExportFormat = Literal["python", "openai-tools", "json"]
-EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
+EXPORT_FORMATS = ("python", "openai-tools", "json")
 INDENT_STEP = "    "
 
 
@@ -28,8 +27,11 @@ def _docstring_literal(text: str, indent: str) -> str:
     """A string literal holding `text`, laid out as a docstring at `indent`."""
     if "\\" in text or '"""' in text or text.endswith('"'):
         return repr(text)  # escapes keep any text a valid literal; rare enough not to need pretty layout
-    lines = text.splitlines()
-    return '"""' + "\n".join([lines[0], *(indent + line if line.strip() else "" for line in lines[1:])]) + '"""'
+    first, *rest = text.splitlines()
+    if not rest:
+        return f'"""{first}"""'
+    body = "\n".join(indent + line if line.strip() else "" for line in rest)
+    return f'"""{first}\n{body}\n{indent}"""'
 
 
 def add_docstring(code: str, name: str, text: str) -> str:
@@ -66,7 +68,7 @@ def python_module(functions: FunctionSet, origin: str) -> str:
         "",
         f'"""Learned functions: {", ".join(functions.names) or "none"}."""',
         "",
-        f"__all__ = {functions.names!r}",
+        f"__all__ = {json.dumps(functions.names)}",  # a JSON list of strings is also a Python list
     ]
     bodies = [add_docstring(f.code, f.name, f.description).strip() for f in functions]
     return "\n\n\n".join(["\n".join(header), *bodies]) + "\n"
@@ -78,12 +80,12 @@ def snapshot_origin(snapshot: Snapshot) -> str:
     return f"run {snapshot.path.parent.name}, epoch {snapshot.epoch}{scored}"
 
 
-def export_snapshot(snapshot: Snapshot, fmt: ExportFormat) -> str:
-    """The text of one export; JSON formats end with a newline like the files the run writes."""
+def export_snapshot(snapshot: Snapshot, fmt: str) -> str:
+    """The text of one export in one of EXPORT_FORMATS; JSON ends with a newline like the files a run writes."""
     if fmt == "python":
         return python_module(snapshot.functions, snapshot_origin(snapshot))
     if fmt == "openai-tools":
         return json.dumps(snapshot.functions.to_openai_tools(), indent=2, ensure_ascii=False) + "\n"
     if fmt == "json":
         return json.dumps(snapshot.functions.to_json(), indent=2, ensure_ascii=False) + "\n"
-    raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    raise UserError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")

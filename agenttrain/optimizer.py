@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,6 +11,7 @@ from agenttrain.agents.base import parse_tool_arguments, transcript
 from agenttrain.config import OptimizerConfig
 from agenttrain.functions import FunctionSet, InvalidFunction, build_function
 from agenttrain.llm import LLMClient
+from agenttrain.sandbox import Sandbox
 
 CHARS_PER_TOKEN = 4  # a coarse, tokenizer-free estimate; the budget is a safety limit, not a bill
 MIN_HISTORY_CHARS = 1500
@@ -105,10 +106,6 @@ class TrainingRecord:
     messages: list[dict[str, Any]]
 
 
-# Checks declared packages; returns the missing ones (the sandbox answers it).
-PackageCheck = Callable[[Sequence[str]], Awaitable[list[str]]]
-
-
 def render_functions(functions: FunctionSet) -> str:
     if not functions:
         return "(no functions yet: the assistant has only its Python interpreter)"
@@ -198,10 +195,10 @@ def _outcome_text(error: str | None) -> str:
 
 
 class AgentOptimizer:
-    def __init__(self, client: LLMClient, config: OptimizerConfig, missing_packages: PackageCheck) -> None:
+    def __init__(self, client: LLMClient, config: OptimizerConfig, sandbox: Sandbox) -> None:
         self.client = client
         self.config = config
-        self.missing_packages = missing_packages
+        self.sandbox = sandbox  # answers whether a function's declared packages can be imported
 
     async def step(
         self,
@@ -273,5 +270,5 @@ class AgentOptimizer:
 
     async def _check_packages(self, functions: FunctionSet, name: str) -> None:
         function = functions.get(name)
-        if function and function.packages and (missing := await self.missing_packages(function.packages)):
-            raise InvalidFunction(f"packages not available in the sandbox: {missing}")
+        if function and function.packages and (missing := await self.sandbox.missing_packages(function.packages)):
+            raise InvalidFunction(self.sandbox.refusal(missing))

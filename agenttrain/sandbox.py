@@ -15,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import importlib.metadata
 import os
 import secrets
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -32,7 +30,7 @@ from agenttrain.config import SandboxConfig
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.sandbox_isolation import Limits
-from agenttrain.sandbox_packages import PackageEnvironment, find_missing
+from agenttrain.sandbox_packages import PackageEnvironment, distribution_names, find_missing
 from agenttrain.sandbox_pool import (
     WarmPool,
     WorkerDied,
@@ -41,6 +39,7 @@ from agenttrain.sandbox_pool import (
     WorkerTimeout,
     worker_environment,
 )
+from agenttrain.sandbox_workdirs import WorkdirRoot
 
 STATE_LOST = "[the Python session was restarted: variables, imports and definitions from earlier code are gone]"
 # Each session runs as its own throwaway uid (when we are root), so RLIMIT_NPROC counts one session's
@@ -118,10 +117,14 @@ class SandboxSession:
             self._worker = worker
         return self._worker
 
-    async def close(self) -> None:
+    async def stop_worker(self) -> None:
+        """Kill the worker; a later call would start a fresh one, without the earlier state."""
         if self._worker is not None:
             await self._worker.kill()
             self._worker = None
+
+    async def close(self) -> None:
+        await self.stop_worker()
         await asyncio.to_thread(shutil.rmtree, self.workdir, ignore_errors=True)
 
 
@@ -137,6 +140,8 @@ class Sandbox:
         self._next_uid = SESSION_UIDS.start + secrets.randbelow(len(SESSION_UIDS))
         self._isolation: dict[str, Any] | None = None
         self._known_packages: dict[str, bool] = {}
+        self._sessions: set[SandboxSession] = set()
+        self._workdirs = WorkdirRoot()
         self._started = False
 
     async def start(self) -> None:
@@ -146,9 +151,12 @@ class Sandbox:
             await self._pool.fill()
 
     async def close(self) -> None:
-        """Kill every idle worker; idempotent. Sessions still open kill theirs when they exit."""
+        """Kill every worker, idle or in a session, and remove the workdirs; idempotent."""
         self._started = False
         await self._pool.close()
+        for session in list(self._sessions):
+            await session.stop_worker()
+        await asyncio.to_thread(self._workdirs.close)
 
     def session(
         self, functions: FunctionSet, files: Sequence[Path] = ()
@@ -158,11 +166,13 @@ class Sandbox:
     @contextlib.asynccontextmanager
     async def _session(self, functions: FunctionSet, files: Sequence[Path]) -> AsyncIterator[SandboxSession]:
         uid = self._session_uid()
-        workdir = await asyncio.to_thread(self._make_workdir, files, uid)
+        workdir = await asyncio.to_thread(self._workdirs.new_workdir, files, uid)
         session = SandboxSession(self, self._setup_request(workdir, uid, functions), workdir)
+        self._sessions.add(session)
         try:
             yield session
         finally:
+            self._sessions.discard(session)
             await session.close()
 
     async def take_worker(self) -> WorkerProcess:
@@ -186,7 +196,7 @@ class Sandbox:
         return [p for p in packages if not self._known_packages[p]]
 
     def available_packages(self) -> list[str]:
-        return self._packages.distributions() if self._python != sys.executable else _our_distributions()
+        return distribution_names(self._packages.site_packages() if self._python != sys.executable else ())
 
     def refusal(self, missing: Sequence[str]) -> str:
         """Why functions needing `missing` packages cannot be used, and what can be used instead."""
@@ -203,18 +213,21 @@ class Sandbox:
             "interpreter": self._python,
             "limits": {**asdict(self._limits()), "timeout_s": self.settings.timeout_s,
                        "max_output_chars": self.settings.max_output_chars},
-            "network": {
-                "allowed": self.settings.network,
-                "enforced": self.settings.network or isolation["network_namespace"],
-                "how": "private network namespace without interfaces" if isolation["network_namespace"]
-                else "not enforced: " + "; ".join(isolation["notes"]) if not self.settings.network else "allowed",
-            },
-            "process_limit_enforced": isolation["uid"] is not None or os.geteuid() != 0,
+            "network": self._network_report(isolation),
+            "process_limit_enforced": isolation["uid"] is not None,  # see sandbox_isolation.apply_limits
+            "filesystem": _filesystem_report(isolation),
             "kills_detached_processes": isolation["pid_namespace"],
             "isolation": isolation,
             "env_allow": list(self.settings.env_allow),
             "warm_workers": self.settings.warm_workers,
         }  # fmt: skip
+
+    def _network_report(self, isolation: dict[str, Any]) -> dict[str, Any]:
+        if self.settings.network:
+            return {"allowed": True, "enforced": False, "how": "sandbox.network is true"}
+        if isolation["network_namespace"]:
+            return {"allowed": False, "enforced": True, "how": "private network namespace without interfaces"}
+        return {"allowed": False, "enforced": False, "how": "not enforced: " + "; ".join(isolation["notes"])}
 
     async def _install(self, packages: list[str]) -> None:
         await self._packages.install(packages)
@@ -240,19 +253,6 @@ class Sandbox:
         self._next_uid = SESSION_UIDS.start + (uid + 1 - SESSION_UIDS.start) % len(SESSION_UIDS)
         return uid
 
-    @staticmethod
-    def _make_workdir(files: Sequence[Path], uid: int | None) -> Path:
-        workdir = Path(tempfile.mkdtemp(prefix="agenttrain-session-"))
-        for file in files:
-            if not file.is_file():
-                shutil.rmtree(workdir)
-                raise UserError(f"task file not found: {file}")
-            shutil.copy2(file, workdir / file.name)
-        if uid is not None:
-            for path in [workdir, *workdir.iterdir()]:
-                os.chown(path, uid, uid)
-        return workdir
-
     def _setup_request(self, workdir: Path, uid: int | None, functions: FunctionSet) -> dict[str, Any]:
         return {
             "op": "setup",
@@ -273,7 +273,7 @@ class Sandbox:
 
     async def _probe(self) -> dict[str, Any]:
         uid = self._session_uid()
-        workdir = self._make_workdir((), uid)
+        workdir = self._workdirs.new_workdir((), uid)
         worker = await self._spawn()
         try:
             reply = await worker.request(self._setup_request(workdir, uid, FunctionSet()), self.settings.timeout_s)
@@ -283,5 +283,14 @@ class Sandbox:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _our_distributions() -> list[str]:
-    return sorted({d.metadata["Name"] for d in importlib.metadata.distributions() if d.metadata["Name"]})
+def _filesystem_report(isolation: dict[str, Any]) -> str:
+    if isolation["uid"] is None:
+        return "code runs as the trainer's user: it can write wherever the trainer can"
+    hidden = (
+        f", except in {', '.join(isolation['hidden_dirs'])} (bar the interpreter)" if isolation["hidden_dirs"] else ""
+    )
+    private = ", ".join(isolation["private_dirs"]) or "none"
+    return (
+        f"writes only to the session workdir and private, emptied temp dirs ({private}); "
+        f"reads whatever is world-readable{hidden}"
+    )

@@ -113,21 +113,21 @@ def _outermost(paths: set[Path]) -> list[Path]:
 def build_filesystem_view(workdir: Path, tmp_size_mb: int, isolation: Isolation) -> None:
     """In the private mount namespace: a fresh /proc, empty private temp dirs, unreadable dirs masked.
 
-    The workdir and the interpreter's own directories are bound back at their usual paths; they are opened
-    before anything is covered and bound from /proc/self/fd, since covering hides their paths.
+    The workdir (absolute, no symlinks) and the interpreter's own directories are bound back at their usual
+    paths; they are opened before anything is covered and bound from /proc/self/fd, since covering hides them.
     """
     if not isolation.mount_namespace:
         return
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     interpreter = _outermost(interpreter_paths())
-    hidden = {d for d in map(_first_unenterable_dir, interpreter) if d is not None}
-    needed = _outermost({workdir.resolve(), *interpreter})
+    hidden = {d for d in map(_first_unenterable_dir, [*interpreter, workdir.parent]) if d is not None}
     covered = {Path(d): f"size={tmp_size_mb}m,mode=1777" for d in SHARED_WRITABLE_DIRS if os.path.isdir(d)}
     covered.update({d: "size=1m,mode=755" for d in hidden})
-    kept = [p for p in needed if any(c == p or c in p.parents for c in covered)]
-    descriptors = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in kept}
-    for directory, options in covered.items():
-        _mount("tmpfs", str(directory), "tmpfs", MS_NOSUID | MS_NODEV, options)
+    under_cover = [p for p in interpreter if any(c == p or c in p.parents for c in covered)]
+    descriptors = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in [workdir, *under_cover]}
+    for directory in sorted(covered):  # parents first: a covered dir may lie inside another one
+        directory.mkdir(parents=True, exist_ok=True)
+        _mount("tmpfs", str(directory), "tmpfs", MS_NOSUID | MS_NODEV, covered[directory])
     for path, descriptor in descriptors.items():
         path.mkdir(parents=True, exist_ok=True)
         _mount(f"/proc/self/fd/{descriptor}", str(path), None, MS_BIND | MS_REC)
@@ -136,12 +136,18 @@ def build_filesystem_view(workdir: Path, tmp_size_mb: int, isolation: Isolation)
     isolation.hidden_dirs = sorted(str(d) for d in hidden)
 
 
-def apply_limits(limits: Limits) -> None:
-    """Kernel resource limits; the soft CPU limit sends SIGXCPU, the hard one a second later SIGKILL."""
+def apply_limits(limits: Limits, isolation: Isolation) -> None:
+    """Kernel resource limits; the soft CPU limit sends SIGXCPU, the hard one a second later SIGKILL.
+
+    RLIMIT_NPROC counts every process and thread of the real uid, so it is only meaningful (and only set)
+    when the worker runs as a uid of its own: root ignores it, and a shared uid would count unrelated
+    processes.
+    """
     mb = 1024 * 1024
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
-    resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+    if isolation.uid is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_mb * mb, limits.max_file_mb * mb))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # A too-large write then fails with OSError (EFBIG) instead of killing the worker.
@@ -149,7 +155,7 @@ def apply_limits(limits: Limits) -> None:
 
 
 def drop_privileges(uid: int | None, isolation: Isolation) -> None:
-    """Switch to `uid` (as root only): the rest of the filesystem becomes read-only, RLIMIT_NPROC applies."""
+    """Switch to `uid` (as root only), so that the rest of the filesystem becomes read-only to the code."""
     if uid is None or os.geteuid() != 0:
         return
     if not isolation.mount_namespace and _interpreter_unreadable():

@@ -74,6 +74,12 @@ async def find_missing(python: str, env: Mapping[str, str], packages: Sequence[s
     return [p for p, module in zip(packages, modules, strict=True) if module in missing]
 
 
+def distribution_names(extra_paths: Sequence[str] = ()) -> list[str]:
+    """Installed distributions visible to our interpreter, plus those under `extra_paths`."""
+    found = importlib.metadata.distributions(path=[*extra_paths, *sys.path])
+    return sorted({d.metadata["Name"] for d in found if d.metadata["Name"]})
+
+
 class PackageEnvironment:
     """A venv under the user cache, created once, whose interpreter also sees every package we have."""
 
@@ -95,13 +101,12 @@ class PackageEnvironment:
     def exists(self) -> bool:
         return self.python.exists()
 
-    def distributions(self) -> list[str]:
-        paths = [*map(str, self.path.glob("lib/python*/site-packages")), *sys.path]
-        return sorted({d.metadata["Name"] for d in importlib.metadata.distributions(path=paths) if d.metadata["Name"]})
+    def site_packages(self) -> list[str]:
+        return [str(p) for p in self.path.glob("lib/python*/site-packages")]
 
     async def install(self, packages: Sequence[str]) -> None:
         if not self.exists:
-            await asyncio.to_thread(self._create)
+            await asyncio.to_thread(self.create)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pip", "--python", str(self.python), "install", "--quiet", *packages,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -113,10 +118,10 @@ class PackageEnvironment:
                 f"{output.decode()[-1500:]}"
             )
 
-    def _create(self) -> None:
+    def create(self) -> None:
         # --system-site-packages alone would show the base Python's packages, not ours when we run in a
         # venv; a .pth file adds our site-packages (with their own .pth files, e.g. editable installs).
         venv.create(self.path, system_site_packages=True, with_pip=False, symlinks=True)
-        (site_packages,) = self.path.glob("lib/python*/site-packages")
+        (site_packages,) = self.site_packages()
         lines = [f"import site; site.addsitedir({p!r})\n" for p in site.getsitepackages()]
-        (site_packages / "_agenttrain_parent.pth").write_text("".join(lines))
+        (Path(site_packages) / "_agenttrain_parent.pth").write_text("".join(lines))

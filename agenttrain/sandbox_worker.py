@@ -121,13 +121,11 @@ class OutputCapture:
             self._dropped += len(text) - len(kept)
 
 
-class FunctionLoadError(Exception):
-    """Raised when calling a learned function whose code failed to load."""
-
-
 def describe_exception(exc: BaseException, memory_mb: int) -> str:
     if isinstance(exc, MemoryError):
         return f"memory limit exceeded ({memory_mb} MB)"
+    if isinstance(exc, SyntaxError):
+        return f"{type(exc).__name__}: {exc.msg} (line {exc.lineno})"
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
 
@@ -192,7 +190,7 @@ class Session:
         sys.modules[FUNCTIONS_MODULE] = module
         vars(self.main).update(self.functions)
 
-    def run_code(self, code: str) -> Any:
+    def run_code(self, code: str) -> None:
         """Run a code block; like a notebook, a final expression's repr is printed."""
         self.cells += 1
         filename = f"<cell {self.cells}>"
@@ -204,7 +202,6 @@ class Session:
             result = eval(compile_with_source(ast.Expression(last.value), code, filename, "eval"), namespace)
             if result is not None:
                 print(repr(result))
-        return None
 
     def call_function(self, name: str, arguments: dict[str, Any]) -> str:
         if name not in self.functions:
@@ -214,7 +211,7 @@ class Session:
 
 def _failed_function(name: str, error: str) -> Callable[..., Any]:
     def failed(*args: Any, **kwargs: Any) -> Any:
-        raise FunctionLoadError(f"function {name!r} failed to load: {error}")
+        raise ImportError(f"function {name!r} failed to load: {error}")
 
     failed.__name__ = name
     return failed
@@ -256,8 +253,8 @@ class Worker:
         confine.build_filesystem_view(workdir, limits.max_file_mb, self.isolation)
         os.chdir(workdir)
         os.environ.update(HOME=str(workdir), TMPDIR=str(workdir))
-        confine.apply_limits(limits)
         confine.drop_privileges(request["uid"], self.isolation)
+        confine.apply_limits(limits, self.isolation)  # lowering limits needs no privilege
         confine.die_with_parent()  # changing uid cleared it
         self.max_output_chars = request["max_output_chars"]
         session = self.session = Session(limits.memory_mb, request["timeout_s"])
@@ -299,7 +296,8 @@ def run_init(channel: Channel, isolation: confine.Isolation, preload: list[str])
     while True:
         pid, status = os.wait()
         if pid == worker:
-            channel.send({"event": "exit", "status": status})
+            with contextlib.suppress(OSError):  # nobody may be listening any more
+                channel.send({"event": "exit", "status": status})
             os._exit(0)
 
 

@@ -72,7 +72,7 @@ class Trainer:
         self.reporter = reporter
         self.config = runtime.experiment.optimizer
         self.splits = runtime.task.splits()
-        self.optimizer = AgentOptimizer(runtime.optimizer_client, self.config, runtime.sandbox.missing_packages)
+        self.optimizer = AgentOptimizer(runtime.optimizer_client, self.config, runtime.sandbox)
 
     async def fit(self, state: TrainState | None = None) -> str:
         """Train until the epochs run out or early-stop fires; returns the run's final status."""

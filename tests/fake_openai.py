@@ -98,6 +98,11 @@ def _fault_response(fault: Fault) -> tuple[int, bytes, dict[str, str]]:
     return fault.status, json.dumps(error).encode(), headers
 
 
+class _Server(ThreadingHTTPServer):
+    # the default backlog of 5 drops connections when a test opens 16 at once (TCP retransmits add ~1 s)
+    request_queue_size = 128
+
+
 class FakeOpenAI:
     """Use as a context manager; `base_url` goes into the config, `requests` records every body.
 
@@ -111,7 +116,7 @@ class FakeOpenAI:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         # a short poll interval makes `__exit__` (server.shutdown) quick
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)

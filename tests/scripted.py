@@ -8,17 +8,42 @@ from typing import Any
 
 from tests.fake_openai import Reply, tool_call, tool_calls
 
+OBSERVATION = re.compile(r"^Observation(?: \d+)?: ")
+REACT_TOOL = re.compile(r"^(\w+): .*\n  arguments \(JSON schema\):", re.MULTILINE)
+BOXED = re.compile(r"\\boxed\{.*\}")
+
 
 def is_optimizer(body: dict[str, Any]) -> bool:
     return any(t["function"]["name"] == "add_function" for t in body.get("tools") or [])
 
 
+def is_react(body: dict[str, Any]) -> bool:
+    """The ReAct agent sends no API tools; its system prompt teaches the text format instead."""
+    first = body["messages"][0]
+    return not body.get("tools") and first["role"] == "system" and "Action Input:" in str(first["content"])
+
+
 def offered_tools(body: dict[str, Any]) -> tuple[str, ...]:
+    """The learned functions the agent may call (the ReAct agent lists them, after `python`, as text)."""
+    if is_react(body):
+        return tuple(name for name in REACT_TOOL.findall(body["messages"][0]["content"]) if name != "python")
     return tuple(t["function"]["name"] for t in body.get("tools") or [])
 
 
+def tool_outputs(messages: list[dict[str, Any]]) -> list[str]:
+    """What tools returned: tool messages, or the text of the ReAct agent's `Observation:` messages."""
+    outputs = []
+    for message in messages:
+        content = str(message.get("content"))
+        if message.get("role") == "tool":
+            outputs.append(content)
+        elif message.get("role") == "user" and (observed := OBSERVATION.match(content)):
+            outputs.append(content[observed.end() :])
+    return outputs
+
+
 def tool_results(body: dict[str, Any]) -> list[str]:
-    return [str(m.get("content")) for m in body["messages"] if m.get("role") == "tool"]
+    return tool_outputs(body["messages"])
 
 
 def question(body: dict[str, Any]) -> str:
@@ -82,3 +107,35 @@ def multiplying_agent(body: dict[str, Any]) -> Reply:
         a, b = numbers(question(body))[:2]
         return tool_call("multiply", {"a": a, "b": b})
     return boxed(0)
+
+
+def react_action(tool: str, arguments: dict[str, Any] | str, number: int | None = None) -> Reply:
+    label = f"Action {number}" if number is not None else "Action"
+    written = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return Reply(content=f"Thought: I use {tool}.\n{label}: {tool}\n{label} Input: {written}")
+
+
+def react_answer(answer: object) -> Reply:
+    return Reply(content=f"Thought: I now know the final answer.\nFINAL ANSWER: {answer}")
+
+
+def as_react(reply: Reply) -> Reply:
+    """A scripted function-calling reply in ReAct form: one call becomes an Action; several calls become one
+    python Action that prints each function's result; a code block becomes a python Action; a boxed answer
+    becomes `FINAL ANSWER: \\boxed{..}`; any other text stays as it is."""
+    calls = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in reply.tool_calls]
+    content = reply.content or ""
+    if len(calls) == 1:
+        return react_action(*calls[0])
+    if calls:
+        return react_action("python", "\n".join(f"print({name}(**{arguments!r}))" for name, arguments in calls))
+    if code := re.search(r"```python\n.*?```", content, re.DOTALL):
+        return react_action("python", code[0])
+    if boxed := BOXED.search(content):
+        return react_answer(boxed[0])
+    return reply
+
+
+def agent_reply(body: dict[str, Any], reply: Reply) -> Reply:
+    """A scripted agent's reply, in the text form the ReAct agent reads when the request is from it."""
+    return as_react(reply) if is_react(body) else reply

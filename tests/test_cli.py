@@ -41,10 +41,11 @@ def trained(write_config, tmp_path):
 
 
 def test_train_eval_diff_show(trained):
-    run, server, _ = trained
+    run, _, _ = trained
     evaluation = invoke("eval", str(run))
     assert evaluation["epoch"] == 1 and evaluation["split"] == "test"
     assert (evaluation["accuracy"], evaluation["correct"], evaluation["n"]) == (1.0, 1, 1)
+    assert evaluation["ci95"] == [1.0, 1.0]
     assert (run / "evals" / "test-epoch-1.json").is_file()
 
     baseline = invoke("eval", str(run), "--epoch", "0", "--split", "train")
@@ -52,7 +53,7 @@ def test_train_eval_diff_show(trained):
 
     diff = invoke("diff", "epoch-0", "epoch-1", "--run", str(run))
     assert [f["name"] for f in diff["added"]] == ["multiply"] and diff["removed"] == [] and diff["revised"] == []
-    assert diff["fixed"] == 2 and diff["broken"] == 0
+    assert diff["fixed"] == 2 and diff["broken"] == 0 and diff["mcnemar_p"] == 0.5
 
     by_folder = invoke("diff", str(run / "epoch-0"), str(run / "epoch-1"))
     assert by_folder["flips"] == diff["flips"]
@@ -126,7 +127,7 @@ def test_user_errors_print_one_clear_line_and_no_traceback(tmp_path, args, messa
 
 
 def test_help_shows_an_example_for_every_command():
-    for command in ("train", "validate", "eval", "diff", "show", "score"):
+    for command in ("train", "validate", "eval", "diff", "show", "score", "report", "export", "runs"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example: agenttrain" in result.stdout, command
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +22,7 @@ import pytest
 from agenttrain.config import SandboxConfig
 from agenttrain.functions import Function, FunctionSet
 from agenttrain.sandbox import STATE_LOST, ExecResult, Sandbox, SandboxSession
+from agenttrain.sandbox_packages import PackageEnvironment
 
 T = TypeVar("T")
 FAST = {"timeout_s": 2, "warm_workers": 1}
@@ -122,6 +125,11 @@ def test_exception_gives_short_error_and_traceback_of_user_code_only() -> None:
     assert result.as_observation().count("NameError") == 1
 
 
+def test_syntax_error_names_the_line() -> None:
+    (result,) = run_blocks("x = 1\ny = (")
+    assert result.error == "SyntaxError: '(' was never closed (line 2)"
+
+
 def test_files_are_copied_into_the_workdir_which_is_removed_afterwards(tmp_path: Path) -> None:
     data = tmp_path / "table.csv"
     data.write_text("a,b\n1,2\n")
@@ -136,6 +144,37 @@ def test_files_are_copied_into_the_workdir_which_is_removed_afterwards(tmp_path:
     assert read.output == f"{workdir}\na,b\n1,2\n\n"
     assert write.output == "ok\n"
     assert not workdir.exists()
+
+
+def test_a_killed_trainer_leaves_no_workers_and_its_workdirs_are_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enforced: dict[str, Any]
+) -> None:
+    trainer = (
+        "import asyncio\n"
+        "from agenttrain.config import SandboxConfig\n"
+        "from agenttrain.functions import FunctionSet\n"
+        "from agenttrain.sandbox import Sandbox\n"
+        "async def main():\n"
+        "    async with Sandbox(SandboxConfig(warm_workers=0)).session(FunctionSet()) as session:\n"
+        "        await session.run_code('pass')\n"
+        "        print(session.workdir, flush=True)\n"
+        "        await session.run_code('import time; time.sleep(60)')\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-c", trainer], stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    workdir = Path(process.stdout.readline().strip())
+    session_uid = workdir.stat().st_uid
+    process.kill()
+    process.wait()
+    assert workdir.is_dir()  # nobody could clean up
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (result,) = run_blocks("print('alive')")
+    assert result.output == "alive\n"
+    assert not workdir.parent.exists()
+    if enforced["isolation"]["uid"] is not None:
+        assert processes_of(session_uid) == []  # they died with their parent
 
 
 # --- learned functions ---------------------------------------------------------------------------------
@@ -186,12 +225,12 @@ def test_a_function_that_fails_to_load_does_not_break_the_others() -> None:
         return [*[await session.call_function(n, {}) for n in names], await session.run_code("broken()")]
 
     broken, missing, fine, hangs, unknown, from_code = with_session(scenario, functions, timeout_s=1)
-    assert not broken.ok and "failed to load: SyntaxError" in (broken.error or "")
+    assert broken.error == "ImportError: function 'broken' failed to load: SyntaxError: invalid syntax (line 1)"
     assert not missing.ok and "No module named 'no_such_module_xyz'" in (missing.error or "")
     assert (fine.ok, fine.value) == (True, "fine")
     assert not hangs.ok and "failed to load: TimeoutError: took longer than 1s" in (hangs.error or "")
     assert not unknown.ok and "defined: broken, needs_missing, fine, hangs" in (unknown.error or "")
-    assert not from_code.ok and "failed to load: SyntaxError" in (from_code.error or "")
+    assert from_code.error == broken.error
 
 
 # --- limits ---------------------------------------------------------------------------------------------
@@ -291,7 +330,7 @@ def test_processes_ignoring_sigterm_and_leaving_the_group_are_killed(enforced: d
 
 def test_process_count_is_limited(enforced: dict[str, Any]) -> None:
     if not enforced["process_limit_enforced"]:
-        pytest.skip("RLIMIT_NPROC is not enforced for root and no other uid is available")
+        pytest.skip("no uid of its own for the worker here (not root), so RLIMIT_NPROC is not set")
     spawn = (
         "import subprocess\nchildren = []\n"
         "try:\n    for _ in range(50):\n        children.append(subprocess.Popen(['sleep', '5']))\n"
@@ -360,7 +399,8 @@ def test_describe_reports_limits_and_enforcement(enforced: dict[str, Any]) -> No
     assert enforced["limits"]["memory_mb"] == SandboxConfig().memory_mb
     assert enforced["network"]["allowed"] is False
     assert enforced["interpreter"] == sys.executable
-    assert enforced["process_limit_enforced"] == (enforced["isolation"]["uid"] is not None or os.geteuid() != 0)
+    allowed = Sandbox(SandboxConfig(network=True)).describe()["network"]
+    assert (allowed["allowed"], allowed["enforced"]) == (True, False)
 
 
 # --- packages -------------------------------------------------------------------------------------------
@@ -382,3 +422,13 @@ def test_install_is_skipped_when_everything_is_importable(tmp_path: Path, monkey
 def test_refusal_names_the_missing_packages_and_what_is_available() -> None:
     message = Sandbox(SandboxConfig()).refusal(["torch"])
     assert "torch" in message and "sympy" in message and "install_packages" in message
+
+
+def test_a_cached_package_environment_is_used_and_sees_our_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    environment = PackageEnvironment()  # as left behind by an earlier install
+    environment.create()
+    (result,) = run_blocks("import sys, sympy, numpy\nprint(sys.prefix)", install_packages=True)
+    assert result.output == f"{environment.path}\n"

@@ -37,6 +37,13 @@ def test_mcnemar_two_against_six():
     assert mcnemar_exact(6, 2) == pytest.approx(74 / 256)
 
 
+@pytest.mark.parametrize(("fixed", "broken"), [(0, 1), (1, 1), (2, 7), (7, 2), (10, 13), (25, 3)])
+def test_mcnemar_equals_the_direct_binomial_sum(fixed, broken):
+    n, smaller = fixed + broken, min(fixed, broken)
+    direct = 2 * sum(math.comb(n, k) for k in range(smaller + 1)) / 2**n
+    assert mcnemar_exact(fixed, broken) == pytest.approx(min(1.0, direct))
+
+
 def test_mcnemar_stays_finite_for_large_counts():
     assert 0 < mcnemar_exact(400, 600) < 1e-9
 

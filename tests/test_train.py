@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agenttrain import api
 from agenttrain.runs import RunDir
-from tests.conftest import write_problems
+from tests.conftest import ConfigWriter, write_problems
 from tests.fake_openai import FakeOpenAI, Reply, tool_calls
 from tests.scripted import (
     MULTIPLY,
@@ -16,6 +19,7 @@ from tests.scripted import (
     TERMINATE,
     add,
     add_many,
+    agent_reply,
     boxed,
     has_rejected_sets,
     is_optimizer,
@@ -24,14 +28,21 @@ from tests.scripted import (
     multiplying_agent,
     offered_tools,
     revise,
+    tool_outputs,
     tool_results,
 )
 
 PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27")]
 
 
+@pytest.fixture(params=["assistant", "react"])
+def write_config(request: pytest.FixtureRequest, write_config: ConfigWriter) -> ConfigWriter:
+    """Every scenario runs once per agent type; `agent_reply` puts the scripted replies in ReAct form for ReAct."""
+    return functools.partial(write_config, agent={"type": request.param})
+
+
 def world(optimizer, agent=multiplying_agent):
-    return FakeOpenAI(lambda body: optimizer(body) if is_optimizer(body) else agent(body))
+    return FakeOpenAI(lambda body: optimizer(body) if is_optimizer(body) else agent_reply(body, agent(body)))
 
 
 def train(write_config, server: FakeOpenAI, tmp_path: Path, problems=PRODUCTS, **sections: Any) -> RunDir:
@@ -78,7 +89,7 @@ def test_a_harmful_revision_is_rolled_back_and_the_next_epoch_runs_the_restored_
     # epoch 3 starts again from epoch 1's multiply: its rollouts get products, not sums
     epoch3 = run.snapshot(3)
     assert epoch3.functions.get("multiply").code == MULTIPLY
-    outputs = [m["content"] for r in epoch3.rollouts() for m in r["messages"] if m["role"] == "tool"]
+    outputs = [o for r in epoch3.rollouts() for o in tool_outputs(r["messages"])]
     assert any("42" in o for o in outputs) and not any(o.strip() == "13" for o in outputs)
     assert epoch3.metrics["train_accuracy"] == 1.0  # a tie with the incumbent is not an improvement
     assert run.best_epoch() == 1
@@ -147,7 +158,7 @@ def test_two_learned_functions_each_run_their_own_code(write_config, tmp_path):
     with world(optimizer, agent) as server:
         run = train(write_config, server, tmp_path, optimizer={"epochs": 1})
     rollout = run.snapshot(1).rollouts()[0]
-    outputs = [m["content"] for m in rollout["messages"] if m["role"] == "tool"]
+    outputs = tool_outputs(rollout["messages"])
     assert any("alpha-1" in o for o in outputs) and any("beta-2" in o for o in outputs)
     actions = run.snapshot(1).metrics["actions"]
     assert [a["action"] for a in actions] == ["add_function", "add_function", "terminate"]

@@ -92,7 +92,7 @@ class AssistantAgent(SandboxAgent):
 
     async def _run_code(self, rollout: Rollout, blocks: list[str], session: SandboxSession) -> str:
         outputs = [await run_code(rollout, session, block) for block in blocks]
-        return "\n\n".join(outputs) or "(the code printed nothing; use print() to see values)"
+        return "\n\n".join(outputs)
 
     def prediction(self, messages: list[dict[str, Any]]) -> str | None:
         """The last assistant text that states an answer; else the last assistant text at all."""

@@ -1,4 +1,5 @@
-"""What both agents share: the `Rollout` record, the `Agent` interface, and transcript rendering."""
+"""What both agents share: the `Rollout` record, the `Agent` interface and the `SandboxAgent` skeleton, running
+calls in the task's sandbox session, and transcript rendering."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class Rollout:
 
     example_id: str
     messages: list[dict[str, Any]]
-    prediction: str | None  # the final reply text the scorer extracts an answer from
+    prediction: str | None  # the text the scorer extracts an answer from (the final reply; ReAct: its answer)
     stop_reason: str  # answered | terminate | max_turns | llm_error
     turns: int = 0
     function_calls: list[FunctionCall] = field(default_factory=list)
@@ -120,14 +121,17 @@ async def run_code(rollout: Rollout, session: SandboxSession, code: str) -> str:
     return result.as_observation()
 
 
+# GAIA's answer rules, which its quasi-exact-match scorer relies on.
+FINAL_ANSWER_RULES = (
+    "The answer is a number, as few words as possible, or a comma-separated list; write numbers without "
+    "thousands separators or units unless asked, and strings without articles or abbreviations."
+)
+
+
 def answer_instruction(answer_format: AnswerFormat) -> str:
     if answer_format == "boxed":
         return "Put the final answer in \\boxed{}."
-    return (
-        "Finish with a line `FINAL ANSWER: <answer>`. The answer is a number, as few words as possible, "
-        "or a comma-separated list; write numbers without thousands separators or units unless asked, "
-        "and strings without articles or abbreviations."
-    )
+    return f"Finish with a line `FINAL ANSWER: <answer>`. {FINAL_ANSWER_RULES}"
 
 
 def has_final_answer(text: str, answer_format: AnswerFormat) -> bool:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from agenttrain.agents.base import (
+    FINAL_ANSWER_RULES,
     Rollout,
     SandboxAgent,
-    answer_instruction,
     call_function,
     reject_call,
     run_code,
@@ -54,20 +54,25 @@ For python, print() what you need to see, and prefer exact arithmetic (fractions
 floating point. When you know the answer, reply with:
 
 Thought: I now know the final answer
-{answer_instruction}"""
+{final_line}
+
+{rules}"""
 
 CONTINUE_PROMPT = (
-    "Continue in the format: a Thought, then either an Action with its Action Input, or the final answer. "
-    "{answer_instruction}"
+    "Continue in the format: a Thought, then either an Action with its Action Input, or `{final_line}`. {rules}"
 )
-FINISH_PROMPT = "Several function calls failed. Do not call functions any more; give your final answer now. "
+FINISH_PROMPT = (
+    "Several function calls failed. Do not call functions any more; give your final answer now as `{final_line}`. "
+    "{rules}"
+)
 FUNCTIONS_CLOSED = "Functions are no longer available. "
 
 
-def react_answer_instruction(answer_format: AnswerFormat) -> str:
+def final_answer_format(answer_format: AnswerFormat) -> tuple[str, str]:
+    """The line a ReAct rollout ends with, and the rules its answer follows."""
     if answer_format == "boxed":
-        return "Finish with a line `FINAL ANSWER: \\boxed{<answer>}`, the answer in simplest form inside \\boxed{}."
-    return answer_instruction(answer_format)
+        return "FINAL ANSWER: \\boxed{<answer>}", "Put the answer, in simplest form, inside \\boxed{}."
+    return "FINAL ANSWER: <answer>", FINAL_ANSWER_RULES
 
 
 def stated_prediction(answer: str, answer_format: AnswerFormat) -> str:
@@ -85,11 +90,13 @@ def observation(action: Action, result: str) -> str:
 class ReactAgent(SandboxAgent):
     def __init__(self, client: LLMClient, config: AgentConfig, sandbox: Sandbox, answer_format: AnswerFormat) -> None:
         super().__init__(client, config, sandbox, answer_format)
-        self.instruction = react_answer_instruction(answer_format)
+        self.final_line, self.rules = final_answer_format(answer_format)
+        self.continue_prompt = CONTINUE_PROMPT.format(final_line=self.final_line, rules=self.rules)
+        self.finish_prompt = FINISH_PROMPT.format(final_line=self.final_line, rules=self.rules)
 
     def system_prompt(self, functions: FunctionSet) -> str:
         tools = "\n\n".join(tool.to_text() for tool in (PYTHON_TOOL, *functions))
-        return SYSTEM_PROMPT.format(tools=tools, answer_instruction=self.instruction)
+        return SYSTEM_PROMPT.format(tools=tools, final_line=self.final_line, rules=self.rules)
 
     async def converse(self, rollout: Rollout, functions: FunctionSet, session: SandboxSession) -> None:
         messages, told_to_finish = rollout.messages, False
@@ -102,12 +109,12 @@ class ReactAgent(SandboxAgent):
                 return
             if step.action is None:
                 problem = f"Observation: Error: {step.problem}. " if step.problem else ""
-                messages.append({"role": "user", "content": problem + self._continue_prompt()})
+                messages.append({"role": "user", "content": problem + self.continue_prompt})
                 continue
             result = await self._act(rollout, step.action, functions, session, functions_open=not told_to_finish)
             if rollout.failed_calls >= self.config.max_failed_calls and not told_to_finish:
                 told_to_finish = True
-                result += "\n\n" + FINISH_PROMPT + self.instruction
+                result += "\n\n" + self.finish_prompt
             messages.append({"role": "user", "content": observation(step.action, result)})
 
     async def _act(
@@ -125,15 +132,12 @@ class ReactAgent(SandboxAgent):
             tools = ", ".join([PYTHON_TOOL.name, *functions.names])
             return reject_call(rollout, action.tool, f"there is no tool named {action.tool!r}; the tools are: {tools}")
         if not functions_open:
-            return FUNCTIONS_CLOSED + FINISH_PROMPT + self.instruction
+            return FUNCTIONS_CLOSED + self.finish_prompt
         try:
             arguments = parse_arguments(action.input, tool.parameters)
         except ValueError as exc:
             return reject_call(rollout, tool.name, str(exc))
         return await call_function(rollout, session, tool.name, arguments)
-
-    def _continue_prompt(self) -> str:
-        return CONTINUE_PROMPT.format(answer_instruction=self.instruction)
 
     def prediction(self, messages: list[dict[str, Any]]) -> str | None:
         """The last stated final answer, in the scorer's form; else the last assistant text at all."""

@@ -25,7 +25,7 @@ NEXT_PART = re.compile(
     r"^[ \t]*[*_]*(?:Thought|Action|Observation|Final[ \t]+Answer)\b[^:\n]{0,12}:", re.MULTILINE | re.IGNORECASE
 )
 FINAL_ANSWER = re.compile(r"FINAL[ \t]+ANSWER[*_]*[ \t]*:[*_]*", re.IGNORECASE)
-FENCED = re.compile(r"^```[\w+-]*[ \t]*\n?(.*?)\n?```", re.DOTALL)
+FENCED = re.compile(r"^```[\w+-]*[ \t]*\n?(.*?)\n?(?:```|\Z)", re.DOTALL)  # unclosed when cut by max_tokens
 # A quoted string (left as it is) or a JSON literal word (turned into its Python spelling).
 _STRING_OR_JSON_WORD = re.compile(r""""(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|\b(true|false|null)\b""")
 _PYTHON_WORDS = {"true": "True", "false": "False", "null": "None"}

@@ -1,5 +1,9 @@
 """Finding the answer inside a model's reply: the last `\\boxed{..}` or the text after the last `FINAL ANSWER:`.
 
+The marker is matched in any capitalisation (as the agents detect it), and the answer is the rest of its
+line, or the next non-empty line when the marker ends its line; markdown emphasis (`**FINAL ANSWER:** 42`)
+is ignored. Text after the answer's line (an explanation, a `TERMINATE`) is not part of the answer.
+
 The boxed rules follow Hendrycks' MATH `last_boxed_only_string` / `remove_boxed`: the scan starts at the
 last `\\boxed` (else the last `\\fbox`) and ends at the brace that balances the first one. We also unwrap
 `\\fbox{..}` (Hendrycks' `remove_boxed` rejects it, which would make such an answer always wrong), and
@@ -8,7 +12,9 @@ only when the braced form fails do we try lm-eval's `\\boxed 5` form (text up to
 
 from __future__ import annotations
 
-FINAL_ANSWER_MARKER = "FINAL ANSWER:"
+import re
+
+FINAL_ANSWER_MARKER = re.compile(r"FINAL ANSWER:", re.IGNORECASE)
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
@@ -53,11 +59,13 @@ def last_boxed_content(text: str) -> str | None:
 
 
 def after_final_answer(text: str) -> str | None:
-    """The stripped text after the last `FINAL ANSWER:`, or None when the marker is absent."""
-    start = text.rfind(FINAL_ANSWER_MARKER)
-    if start < 0:
+    """The answer stated after the last `FINAL ANSWER:` ("" if nothing follows), or None without a marker."""
+    markers = list(FINAL_ANSWER_MARKER.finditer(text))
+    if not markers:
         return None
-    return text[start + len(FINAL_ANSWER_MARKER) :].strip()
+    rest = text[markers[-1].end() :].lstrip(" \t*")
+    lines = [line.strip(" \t*") for line in rest.splitlines() if line.strip(" \t*")]
+    return lines[0] if lines else ""
 
 
 def marked_answer(text: str) -> str | None:

@@ -57,7 +57,7 @@ def question_scorer(model_answer: str | None, ground_truth: str) -> bool:
         gold_elements = _LIST_SEPARATORS.split(ground_truth)
         answer_elements = _LIST_SEPARATORS.split(answer)
         return len(gold_elements) == len(answer_elements) and all(
-            _element_matches(a, g) for a, g in zip(answer_elements, gold_elements)
+            _element_matches(a, g) for a, g in zip(answer_elements, gold_elements, strict=True)
         )
     return normalize_text(answer) == normalize_text(ground_truth)
 

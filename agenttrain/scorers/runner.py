@@ -3,62 +3,62 @@
 A scorer may run for a long time on hostile input (sympy simplification, regexes on huge replies), and
 math-verify's own timeouts only work on the main thread. So each item is sent to a worker process; when
 it does not answer within the limit, that worker is killed and replaced, and the item is judged wrong
-with a note. Workers come from a forkserver (a clean single-threaded parent, safe while the caller has
-threads) and have their address space capped so a runaway expression cannot exhaust the machine.
+with a note. Workers are fresh interpreters (`python -m agenttrain.scorers.worker`), not forks: safe while
+the caller runs threads, and they never re-import the caller's main script.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import multiprocessing
 import os
 import queue
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-from agenttrain.scorers.registry import check_scorer, judge
+from agenttrain.scorers.registry import check_scorer
 from agenttrain.scorers.verdict import Verdict
 
-WORKER_MEMORY_BYTES = 2 * 1024**3
+Job = tuple[str, str | None, str, dict[str, Any]]  # scorer, prediction, answer, fields
+READY = "ready"  # what a worker sends once it can take jobs
 FIELD_KEYS = ("choices", "unit")  # the per-example extras a scorer may read
-
-_CONTEXT = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-if _CONTEXT.get_start_method() == "forkserver":
-    _CONTEXT.set_forkserver_preload(["agenttrain.scorers"])
-
-Job = tuple[str, str | None, str, dict[str, Any]]
+STARTUP_TIMEOUT_S = 60.0
 
 
-def _cap_memory() -> None:
-    try:
-        import resource
-    except ImportError:  # not POSIX: no cap
-        return
-    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
-
-
-def _serve(connection: Connection) -> None:
-    """Worker loop: judge each job received, until the pipe closes or a None arrives."""
-    _cap_memory()
-    while (job := connection.recv()) is not None:
-        scorer, prediction, answer, fields = job
-        try:
-            verdict = judge(scorer, prediction, answer, fields)
-        except Exception as exc:  # a scorer bug must cost one item, not the run
-            verdict = Verdict(correct=False, extracted=None, note=f"scorer error: {type(exc).__name__}: {exc}")
-        connection.send(verdict)
+class ScorerWorkerError(RuntimeError):
+    """A scorer process that does not start: a broken installation, not a bad answer."""
 
 
 class _Worker:
     def __init__(self) -> None:
-        self._connection, child = _CONTEXT.Pipe()
-        self._process = _CONTEXT.Process(target=_serve, args=(child,), daemon=True, name="agenttrain-scorer")
-        self._process.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "agenttrain.scorers.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        self._connection = Connection(ours.detach())
+        self._await_ready()
+
+    def _await_ready(self) -> None:
+        problem = None
+        try:
+            if not self._connection.poll(STARTUP_TIMEOUT_S):
+                problem = f"did not start within {STARTUP_TIMEOUT_S:g}s"
+            elif self._connection.recv() != READY:
+                problem = "sent an unexpected greeting"
+        except (EOFError, OSError):
+            problem = "exited while starting (its traceback is above)"
+        if problem is not None:
+            self.stop()
+            raise ScorerWorkerError(f"the scorer process {problem}")
 
     def run(self, job: Job, timeout_s: float) -> Verdict:
         """Raises TimeoutError past the limit and EOFError/OSError if the process died."""
@@ -69,7 +69,7 @@ class _Worker:
 
     def stop(self) -> None:
         self._process.kill()
-        self._process.join()
+        self._process.wait()
         self._connection.close()
 
 
@@ -84,9 +84,10 @@ class JudgePool:
         self._threads = ThreadPoolExecutor(self.size, thread_name_prefix="agenttrain-scorer")
 
     def judge(self, job: Job, timeout_s: float) -> Verdict:
-        worker = self._idle.get() or _Worker()
+        worker = self._idle.get()
         healthy = False
         try:
+            worker = worker or _Worker()
             verdict = worker.run(job, timeout_s)
             healthy = True
             return verdict
@@ -95,7 +96,7 @@ class JudgePool:
         except (EOFError, OSError) as exc:
             return Verdict(correct=False, extracted=None, note=f"scorer process died ({type(exc).__name__})")
         finally:
-            if not healthy:  # it may still be busy on the item: replace it by a slot that starts afresh
+            if worker is not None and not healthy:  # it may still be busy: a fresh one starts on demand
                 worker.stop()
             self._idle.put(worker if healthy else None)
 

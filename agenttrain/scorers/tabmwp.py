@@ -1,13 +1,14 @@
 """The TabMWP scorer: PromptPG's `extract_prediction` and `normalize_answer` (SCORERS.md 2).
 
-Our agents end with `FINAL ANSWER: X` (or `\\boxed{X}`); such an answer is handed to PromptPG's
-extraction as its own answer format, "The answer is X", so that multiple-choice letters, option texts,
-times like `7:25 P.M.` and units are read exactly as PromptPG reads them. A reply without a marker is
-extracted whole, as PromptPG does. Departures, all deterministic:
+Our agents end with `FINAL ANSWER: X` (or `\\boxed{X}`). PromptPG's free-text patterns expect its own
+answer format, so a marked free-text answer is read as "The answer is X"; its multiple-choice patterns
+(`B`, `(B)`, `B. text`, `(B) text`) expect the bare answer, which they get. Times like `7:25 P.M.` and
+units are thus read exactly as PromptPG reads them. A reply without a marker is extracted whole, as
+PromptPG does. Departures, all deterministic:
 - a marked answer that spells out one of the options (ignoring case and a final period) is that option:
-  PromptPG's "The answer is ([A-Z])" pattern would otherwise read `Friday` as option F and `Bob` as B;
+  PromptPG's letter patterns would otherwise read `Al Gore` as option A;
 - a letter beyond the listed options (PromptPG picks a random option) falls through to PromptPG's
-  word-overlap choice, the same rule it applies when no letter is found;
+  word-overlap choice, its rule when no letter is found (so "The answer is Friday" finds Friday);
 - a malformed number such as `3/0` (PromptPG's `run_gpt3` raises) is kept as text, as `run_gpt3_rl` does.
 """
 
@@ -126,8 +127,10 @@ def read_prediction(prediction: str, options: Sequence[str] | None) -> str:
     marked = marked_answer(prediction)
     if marked is None:
         return extract_prediction(prediction, options)
-    spelled = _spelled_option(marked, options) if options else None
-    return spelled if spelled is not None else extract_prediction(f"The answer is {marked}", options)
+    if not options:
+        return extract_prediction(f"The answer is {marked}", options)
+    spelled = _spelled_option(marked, options)
+    return spelled if spelled is not None else extract_prediction(marked, options)
 
 
 def judge(prediction: str | None, answer: str, fields: Mapping[str, Any]) -> Verdict:

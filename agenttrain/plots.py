@@ -1,0 +1,141 @@
+"""The report's PNG plots, drawn with matplotlib's object API (no pyplot: headless, no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import cycle
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agenttrain.history import OUTCOMES, CallCount, RunHistory, role_cost, role_tokens
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
+
+EVAL_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:olive")  # distinct from the outcome colours
+
+
+def _figure(width: float, height: float) -> Figure:
+    # Imported here: matplotlib takes half a second to load and only the plots need it (not `agenttrain runs`).
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _integer_ticks(axis: Axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _integer_epochs(ax: Axes, epochs: list[int]) -> None:
+    _integer_ticks(ax.xaxis)
+    ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    ax.set_xlabel("epoch")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_learning_curve(history: RunHistory, path: Path) -> Path:
+    fig = _figure(8, 4.2)
+    ax = fig.add_subplot()
+    ax.step(history.epochs, [s.metrics["incumbent_accuracy"] for s in history.snapshots], where="post",
+            color="0.55", linewidth=1.5, label="kept set (train)")
+    for status, (label, marker, colour) in OUTCOMES.items():
+        points = [(s.epoch, s.metrics["train_accuracy"]) for s in history.snapshots if s.metrics["status"] == status]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.scatter(xs, ys, marker=marker, color=colour, s=60, zorder=3, label=f"train: {label}")
+    for shift, (split, colour) in enumerate(zip(history.eval_splits, cycle(EVAL_COLOURS)), start=1):
+        evaluations = [e for e in history.evaluations if e.split == split]
+        intervals = [e.ci95 or (e.accuracy, e.accuracy) for e in evaluations]
+        below = [e.accuracy - low for e, (low, _) in zip(evaluations, intervals, strict=True)]
+        above = [high - e.accuracy for e, (_, high) in zip(evaluations, intervals, strict=True)]
+        # nudged sideways so a held-out point never hides the training marker of the same epoch
+        ax.errorbar([e.epoch + 0.12 * shift for e in evaluations], [e.accuracy for e in evaluations],
+                    yerr=[below, above], fmt="D--", color=colour, capsize=4, markersize=6,
+                    label=f"{split} (95% CI)")
+    _integer_epochs(ax, history.epochs)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Learning curve")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, path)
+
+
+def plot_function_usage(history: RunHistory, path: Path) -> Path | None:
+    usage = history.function_usage
+    if not usage:
+        return None
+    names, epochs = list(usage), history.epochs
+    calls = [[usage[name].get(epoch, CallCount()).calls for epoch in epochs] for name in names]
+    fig = _figure(max(5.0, 2.5 + 0.75 * len(epochs)), max(2.4, 1.2 + 0.45 * len(names)))
+    ax = fig.add_subplot()
+    image = ax.imshow(calls, cmap="Blues", aspect="auto", vmin=0)
+    darkest = max(max(row) for row in calls) or 1
+    for row, name in enumerate(names):
+        for column, epoch in enumerate(epochs):
+            count = usage[name].get(epoch)
+            if count:
+                colour = "white" if count.calls > darkest * 0.6 else "black"
+                ax.text(column, row, f"{count.ok}/{count.calls}", ha="center", va="center", color=colour, fontsize=9)
+    ax.set_xticks(range(len(epochs)), labels=[str(e) for e in epochs])
+    ax.set_yticks(range(len(names)), labels=names)
+    ax.set_xlabel("epoch")
+    ax.set_title("Function calls per epoch (successful/all)")
+    _integer_ticks(fig.colorbar(image, ax=ax, label="calls").ax.yaxis)
+    return _save(fig, path)
+
+
+def plot_complexity(history: RunHistory, path: Path) -> Path | None:
+    best = history.best
+    scored = [(name, by_epoch[best.epoch]) for name, by_epoch in history.complexity.items()
+              if by_epoch.get(best.epoch) is not None]
+    if not scored:
+        return None
+    names, values = zip(*scored, strict=True)
+    fig = _figure(6.5, max(2.2, 1.0 + 0.4 * len(names)))
+    ax = fig.add_subplot()
+    ax.barh(names, values, color="tab:purple")
+    ax.invert_yaxis()  # first function on top, as in the tables
+    ax.set_xlabel("cyclomatic complexity")
+    ax.set_title(f"Complexity of the functions of epoch {best.epoch} (best)")
+    _integer_ticks(ax.xaxis)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_spend(history: RunHistory, path: Path) -> Path:
+    fig = _figure(10, 3.8)
+    tokens_ax, cost_ax = fig.subplots(1, 2)
+    roles = sorted({role for s in history.snapshots for role in s.metrics.get("usage", {})})
+    panels = ((tokens_ax, "thousand tokens", "Tokens per epoch", lambda u: role_tokens(u) / 1000),
+              (cost_ax, "US dollars", "Cost per epoch", role_cost))
+    for ax, unit, title, measure in panels:
+        bottom = [0.0] * len(history.snapshots)
+        for role in roles:
+            heights = [measure(s.metrics.get("usage", {}).get(role, {})) for s in history.snapshots]
+            ax.bar(history.epochs, heights, bottom=bottom, label=role)
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        _integer_epochs(ax, history.epochs)
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    if roles:
+        fig.legend(*tokens_ax.get_legend_handles_labels(), title="role", loc="outside right upper", frameon=False)
+    return _save(fig, path)
+
+
+PLOTS: dict[str, Callable[[RunHistory, Path], Path | None]] = {
+    "learning_curve": plot_learning_curve,
+    "function_usage": plot_function_usage,
+    "complexity": plot_complexity,
+    "spend": plot_spend,
+}
+

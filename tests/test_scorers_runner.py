@@ -1,0 +1,87 @@
+"""Running scorers in worker processes: order, time limits, concurrency, and bad scorer names."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from agenttrain.errors import UserError
+from agenttrain.scorers import SCORERS, judge, judge_async, judge_many
+
+# sympy tries to evaluate this tower of powers and never finishes: a real hostile answer, no fake needed
+HOSTILE = "\\boxed{9^{9^{9^{9}}}}"
+
+ITEMS = [
+    {"prediction": "\\boxed{\\frac{1}{2}}", "answer": "0.5"},
+    {"prediction": "\\boxed{4}", "answer": "5"},
+    {"prediction": "\\boxed{3.0}", "answer": "3"},
+    {"prediction": "\\boxed{x}", "answer": "y"},
+]
+
+
+def test_judge_many_returns_verdicts_in_input_order():
+    verdicts = judge_many("math", ITEMS * 5, workers=2)
+    assert verdicts == [judge("math", item["prediction"], item["answer"]) for item in ITEMS * 5]
+    assert [v.correct for v in verdicts[:4]] == [True, False, True, False]
+
+
+def test_judge_many_passes_choices_and_unit():
+    items = [
+        {"prediction": "FINAL ANSWER: B", "answer": "no", "choices": ["yes", "no"]},
+        {"prediction": "FINAL ANSWER: 12 minutes", "answer": "12", "unit": "minutes"},
+    ]
+    assert [v.correct for v in judge_many("tabmwp", items)] == [True, True]
+
+
+def test_a_hostile_answer_times_out_and_the_next_items_are_still_judged():
+    items = [{"prediction": HOSTILE, "answer": "3"}, *ITEMS]
+    started = time.monotonic()
+    verdicts = judge_many("math", items, timeout_s=1.0, workers=1)
+    assert time.monotonic() - started < 15
+    assert verdicts[0].correct is False
+    assert verdicts[0].note == "scorer timed out after 1s"
+    assert [v.correct for v in verdicts[1:]] == [True, False, True, False]
+
+
+def test_judge_async_keeps_the_event_loop_free_and_never_hangs():
+    async def main() -> tuple[list, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        ticking = asyncio.create_task(ticker())
+        verdicts = await asyncio.gather(
+            judge_async("math", HOSTILE, "3", timeout_s=1.0),
+            *(judge_async("math", item["prediction"], item["answer"]) for item in ITEMS),
+        )
+        ticking.cancel()
+        return verdicts, ticks
+
+    verdicts, ticks = asyncio.run(main())
+    assert verdicts[0].note == "scorer timed out after 1s"
+    assert [v.correct for v in verdicts[1:]] == [True, False, True, False]
+    assert ticks >= 10  # the loop kept running while the hostile item was being judged
+
+
+def test_judge_works_off_the_main_thread():
+    # math-verify's own timeouts use signal.alarm, which would raise here; ours are disabled in favour of processes
+    with ThreadPoolExecutor(1) as threads:
+        assert threads.submit(judge, "math", "\\boxed{3.0}", "3").result().correct
+
+
+@pytest.mark.parametrize("scorer", ["Math", "f1", ""])
+def test_unknown_scorers_are_refused_with_the_list_of_names(scorer: str):
+    with pytest.raises(UserError, match=r"unknown scorer .*math, tabmwp, gaia, numeric, exact"):
+        judge(scorer, "1", "1")
+    with pytest.raises(UserError, match="unknown scorer"):
+        judge_many(scorer, [{"prediction": "1", "answer": "1"}])
+    with pytest.raises(UserError, match="unknown scorer"):
+        asyncio.run(judge_async(scorer, "1", "1"))
+    assert scorer not in SCORERS
