@@ -15,6 +15,7 @@ from rich.table import Table
 from agenttrain import api
 from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
+from agenttrain.datasets import DATASETS, pull
 from agenttrain.errors import UserError
 from agenttrain.export import export_snapshot
 from agenttrain.listing import list_runs
@@ -326,6 +327,29 @@ def runs_command(
     for s in summaries:
         if s.error:
             out.print(f"{Path(s.run).name}: {s.error}", highlight=False)
+
+
+data_app = typer.Typer(help="Fetch the paper's data sets into local folders the configs point at.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("pull")
+def data_pull(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(DATASETS)}")],
+    dest: Annotated[Path | None, typer.Option(help="Folder to write; default data/<name>")] = None,
+    source: Annotated[str | None, typer.Option(help="A mirror: another hub repo id or base URL")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Download MATH (Hugging Face hub), TabMWP (PromptPG files) or GAIA (gated: needs HF_TOKEN).
+
+    Example: agenttrain data pull math --dest data/math
+    """
+    path = pull(name, dest or Path("data") / name, source=source)
+    if as_json:
+        print_json({"dataset": name, "path": str(path)})
+        return
+    out.print(f"wrote {path}; point task.path at it")
 
 
 def main() -> None:

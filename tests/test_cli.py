@@ -127,8 +127,10 @@ def test_user_errors_print_one_clear_line_and_no_traceback(tmp_path, args, messa
 
 
 def test_help_shows_an_example_for_every_command():
-    for command in ("train", "validate", "eval", "diff", "show", "score", "report", "export", "runs"):
-        result = runner.invoke(app, [command, "--help"])
+    commands = ["train", "validate", "eval", "diff", "show", "score", "report", "export", "runs",
+                "cache stats", "cache clear", "data pull"]
+    for command in commands:
+        result = runner.invoke(app, [*command.split(), "--help"])
         assert result.exit_code == 0 and "Example: agenttrain" in result.stdout, command
 
 
@@ -143,3 +145,11 @@ def test_transfer_eval_runs_the_learned_functions_on_another_task(trained, tmp_p
     assert (run / "evals" / "transfer-other-test-epoch-1.json").is_file()
     asked = {b["messages"][1]["content"] for b in server.requests if not is_optimizer(b)}
     assert "What is 9 times 9?" in asked
+
+
+def test_cache_stats_and_clear(trained, tmp_path):
+    cache_dir = str(tmp_path / "cache")
+    stats = invoke("cache", "stats", "--dir", cache_dir)
+    assert stats["entries"] > 0
+    assert invoke("cache", "clear", "--dir", cache_dir)["deleted"] == stats["entries"]
+    assert invoke("cache", "stats", "--dir", cache_dir)["entries"] == 0
