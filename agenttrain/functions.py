@@ -10,8 +10,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agenttrain.errors import UserError
-
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RESERVED_NAMES = frozenset({"python"})  # the ReAct agent's built-in code tool
 
@@ -27,10 +25,6 @@ class Function:
     parameters: dict[str, Any]  # a full JSON object schema
     code: str  # the complete `def name(...)` source
     packages: tuple[str, ...] = ()
-
-    @property
-    def argument_names(self) -> list[str]:
-        return list(self.parameters.get("properties", {}))
 
     def content_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
@@ -112,9 +106,6 @@ class FunctionSet:
     def from_json(cls, items: list[Mapping[str, Any]]) -> FunctionSet:
         return cls(tuple(Function.from_dict(item) for item in items))
 
-    def source(self) -> str:
-        """All functions as one Python module body (what the sandbox loads)."""
-        return "\n\n\n".join(f.code.strip() for f in self.functions) + ("\n" if self.functions else "")
 
 
 def parse_packages(packages: str | list[str] | None) -> tuple[str, ...]:
@@ -187,11 +178,3 @@ def build_function(name: str, description: str, arguments: str | dict[str, Any],
         raise InvalidFunction(f"`code` does not compile: {exc.msg} (line {exc.lineno})") from None
     _check_signature(_find_def(tree, name), parameters)
     return Function(name, description.strip(), parameters, code.strip() + "\n", parse_packages(packages))
-
-
-def load_function_set(path_text: str) -> FunctionSet:
-    """A functions.json document as written in snapshots."""
-    try:
-        return FunctionSet.from_json(json.loads(path_text))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"not a functions.json document: {exc}") from None

@@ -92,10 +92,6 @@ class StepResult:
     functions: FunctionSet
     actions: list[ActionRecord] = field(default_factory=list)
 
-    @property
-    def applied(self) -> int:
-        return sum(a.status == "applied" for a in self.actions)
-
 
 @dataclass(frozen=True)
 class TrainingRecord:

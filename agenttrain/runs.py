@@ -101,10 +101,6 @@ class Snapshot:
     def rollouts(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / "rollouts.jsonl")
 
-    @property
-    def name(self) -> str:
-        return self.path.name
-
 
 def load_snapshot(path: Path) -> Snapshot:
     if not (path / "functions.json").exists():

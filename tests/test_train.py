@@ -12,7 +12,7 @@ import pytest
 from agenttrain import api
 from agenttrain.runs import RunDir
 from tests.conftest import ConfigWriter, write_problems
-from tests.fake_openai import FakeOpenAI, Reply, tool_calls
+from tests.fake_openai import FakeOpenAI, Reply, tool_call, tool_calls
 from tests.scripted import (
     MULTIPLY,
     MULTIPLY_WRONG,
@@ -21,6 +21,7 @@ from tests.scripted import (
     add_many,
     agent_reply,
     boxed,
+    function_payload,
     has_rejected_sets,
     is_optimizer,
     list_a,
@@ -224,3 +225,15 @@ def test_run_directory_holds_the_documented_files(write_config, tmp_path):
     info = run.info()
     assert info["config_hash"] and info["packages"]["openai"] and info["sandbox"]
     assert not list(run.path.glob(".epoch-*"))  # no temporary snapshot folders left behind
+
+
+def test_a_function_needing_a_package_the_sandbox_lacks_is_rejected_with_what_is_available(write_config, tmp_path):
+    payload = function_payload("multiply", "def multiply(a, b):\n    import no_such_package_xyz\n    return a * b\n")
+    reply = tool_call("add_function", {**payload, "packages": "no_such_package_xyz"})
+
+    with world(lambda body: reply) as server:
+        run = train(write_config, server, tmp_path, optimizer={"epochs": 1, "max_actions": 1,
+                                                               "max_action_retries": 0})
+    action = run.snapshot(1).metrics["actions"][0]
+    assert action["status"] == "rejected"
+    assert "no_such_package_xyz" in action["error"] and "sympy" in action["error"]

@@ -43,11 +43,6 @@ class Rollout:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Rollout:
-        calls = [FunctionCall(**c) for c in data.get("function_calls", [])]
-        return cls(**{**data, "function_calls": calls})
-
 
 class Agent(Protocol):
     async def solve(self, example: Example, functions: FunctionSet) -> Rollout: ...
