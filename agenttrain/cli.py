@@ -56,6 +56,8 @@ def train(
     """
     if (config is None) == (resume is None):
         raise UserError("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
+    if resume is not None and overrides:
+        raise UserError("--set cannot change a run being resumed: it continues with its own config.yaml")
     if dry_run:
         _render_estimate(api.dry_run(config or resume / "config.yaml", overrides), as_json)
         return

@@ -105,12 +105,11 @@ class TrainingRecord:
 def render_functions(functions: FunctionSet) -> str:
     if not functions:
         return "(no functions yet: the assistant has only its Python interpreter)"
-    items = [
-        {"name": f.name, "description": f.description, "arguments": f.parameters["properties"],
-         "packages": " ".join(f.packages), "code": f.code}
+    return "\n\n".join(
+        f"name: {f.name}\ndescription: {f.description}\narguments: {json.dumps(f.parameters['properties'])}\n"
+        f"packages: {' '.join(f.packages) or '(none)'}\ncode:\n```python\n{f.code.rstrip()}\n```"
         for f in functions
-    ]
-    return json.dumps(items, indent=1)
+    )
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -111,6 +111,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["train", "missing.yaml"], "config file not found"),
         (["train", "bad.yaml"], "optimizer.epochz: unknown key"),
         (["train"], "give a CONFIG"),
+        (["train", "--resume", "runs/x", "--set", "optimizer.epochs=3"], "--set cannot change a run being resumed"),
         (["eval", "not-a-run"], "not a run directory"),
         (["score", "preds.jsonl", "--task", "chess"], "unknown scorer"),
         (["score", "preds.jsonl", "--task", "math"], "preds.jsonl:2"),
