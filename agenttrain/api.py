@@ -12,7 +12,7 @@ from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import evaluate, summarise
 from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic
-from agenttrain.runtime import open_runtime
+from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
 from agenttrain.stats import bootstrap_ci
 from agenttrain.tasks import load_task
@@ -27,8 +27,12 @@ class TrainOutcome:
 
 
 def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment:
-    """Everything that can be checked before spending: the config, the data files, the API keys."""
+    """Everything that can be checked before a run directory exists: the config, the data and its split,
+    the task's need for network access, the API keys."""
     experiment = load_experiment(config_path, overrides)
+    task = load_task(experiment.task)
+    check_network(experiment, task)
+    task.splits()
     check_api_keys(experiment, str(config_path))
     return experiment
 
@@ -67,11 +71,16 @@ def resume(run_path: Path, use_cache: bool = True, reporter: Reporter | None = N
 
 
 def _run_interruptible(coroutine: Any, run: RunDir) -> str:
+    """Run the training coroutine; whatever ends it, run.json says how (never left at "running")."""
     try:
         return asyncio.run(coroutine)
     except KeyboardInterrupt:
         run.finish("interrupted", reason="stopped by the user; continue with --resume")
         raise UserError(f"interrupted; continue with: agenttrain train --resume {run.path}") from None
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, UserError) else f"internal error: {exc!r}"
+        run.finish("failed", reason=f"{reason}; continue with --resume once fixed")
+        raise
 
 
 async def _eval(
@@ -121,9 +130,9 @@ def eval_run(
     number = run.resolve_epoch(epoch)
     result = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter))
     records = result.pop("records")
-    stem = run.evals_dir / f"{prefix}{split}-epoch-{number}"
-    write_json_atomic(stem.with_suffix(".json"), result)
-    write_jsonl_atomic(stem.with_suffix(".rollouts.jsonl"), records)
+    stem = f"{prefix}{split}-epoch-{number}"  # names may hold dots: never with_suffix
+    write_json_atomic(run.evals_dir / f"{stem}.json", result)
+    write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
     return result
 
 

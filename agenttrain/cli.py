@@ -18,6 +18,7 @@ from agenttrain.compare import diff_snapshots
 from agenttrain.datasets import DATASETS, pull
 from agenttrain.errors import UserError
 from agenttrain.export import export_snapshot
+from agenttrain.history import applied_actions, usage_cost, usage_tokens
 from agenttrain.listing import list_runs
 from agenttrain.progress import RichReporter
 from agenttrain.report import write_report
@@ -66,13 +67,14 @@ def train(
             outcome = api.resume(resume, use_cache=not no_cache, reporter=reporter)
         else:
             outcome = api.train(config, overrides, use_cache=not no_cache, reporter=reporter)
-    info = outcome.run.info()
+    info, best = outcome.run.info(), outcome.run.best_if_any()
     if as_json:
-        print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": outcome.run.best_epoch(),
+        print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": best,
                     "reason": info.get("reason"), "usage": info.get("usage")})
         return
-    out.print(f"run {outcome.run.path}: {outcome.status} ({info.get('reason')}); best epoch {outcome.run.best_epoch()}")
-    out.print(f"next: agenttrain eval {outcome.run.path}")
+    out.print(f"run {outcome.run.path}: {outcome.status} ({info.get('reason')}); best epoch {best}")
+    if best is not None:
+        out.print(f"next: agenttrain eval {outcome.run.path}")
 
 
 def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
@@ -92,12 +94,19 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command()
-def validate(config: Annotated[Path, typer.Argument(help="Experiment YAML")], overrides: Overrides = None) -> None:
-    """Check a config (keys, types, data files, API key) without running anything.
+def validate(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML")],
+    overrides: Overrides = None,
+    as_json: AsJson = False,
+) -> None:
+    """Check a config (keys, types, data files and split, API key) without running anything.
 
     Example: agenttrain validate configs/math-algebra.yaml
     """
     experiment = api.prepare(config, overrides)
+    if as_json:
+        print_json({"config": str(config), "ok": True, "resolved": experiment.model_dump(mode="json")})
+        return
     out.print(f"{config}: ok ({experiment.task.name} task, {experiment.agent.type} agent, "
               f"{experiment.optimizer.epochs} epochs)")
 
@@ -180,20 +189,17 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
     rows = [run_dir.snapshot(e).metrics for e in run_dir.epochs()]
     info = run_dir.info()
     if as_json:
-        print_json({"run": str(run_dir.path), "status": info.get("status"), "best_epoch": run_dir.best_epoch(),
+        print_json({"run": str(run_dir.path), "status": info.get("status"), "best_epoch": run_dir.best_if_any(),
                     "epochs": rows})
         return
     table = Table(title=f"{run_dir.path.name}  ({info.get('status')})")
     for column in ("epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"):
         table.add_column(column, justify="right" if column != "status" else "left")
-    best = run_dir.best_epoch() if rows else None
+    best = run_dir.best_if_any()
     for m in rows:
-        tokens = sum(u["prompt_tokens"] + u["completion_tokens"] for u in m["usage"].values())
-        cost = sum(u["cost_usd"] for u in m["usage"].values())
-        applied = sum(a["status"] == "applied" for a in m["actions"])
         marker = " *" if m["epoch"] == best else ""
-        table.add_row(f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", m["status"], str(applied),
-                      str(m["function_count"]), str(tokens), f"{cost:.4f}")
+        table.add_row(f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", m["status"], str(applied_actions(m)),
+                      str(m["function_count"]), str(usage_tokens(m["usage"])), f"{usage_cost(m['usage']):.4f}")
     out.print(table)
     out.print("* best epoch")
 

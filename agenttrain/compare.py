@@ -8,7 +8,7 @@ from typing import Any
 
 from agenttrain.functions import Function
 from agenttrain.runs import Snapshot
-from agenttrain.stats import mcnemar_exact
+from agenttrain.stats import compare_outcomes, paired_outcomes
 
 
 def _unified(old: str, new: str, label: str) -> str:
@@ -30,12 +30,7 @@ def function_diff(old: Function, new: Function) -> str:
 
 def outcome_flips(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tasks scored in both snapshots whose correctness differs, in b's order."""
-    before = {r["id"]: bool(r["correct"]) for r in a}
-    return [
-        {"id": r["id"], "before": before[r["id"]], "after": bool(r["correct"])}
-        for r in b
-        if r["id"] in before and before[r["id"]] != bool(r["correct"])
-    ]
+    return [{"id": task, "before": was, "after": now} for task, was, now in paired_outcomes(a, b) if was != now]
 
 
 def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
@@ -46,8 +41,8 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
         for name in new
         if name in old and old[name].content_hash() != new[name].content_hash()
     ]
-    flips = outcome_flips(a.rollouts(), b.rollouts())
-    fixed = sum(1 for f in flips if f["after"])
+    before, after = a.rollouts(), b.rollouts()
+    paired = compare_outcomes(before, after)
     return {
         "a": {"snapshot": str(a.path), "epoch": a.epoch, "train_accuracy": a.metrics.get("train_accuracy")},
         "b": {"snapshot": str(b.path), "epoch": b.epoch, "train_accuracy": b.metrics.get("train_accuracy")},
@@ -55,8 +50,8 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
         "removed": [name for name in old if name not in new],
         "revised": revised,
         "unchanged": [name for name in new if name in old and name not in {r["name"] for r in revised}],
-        "flips": flips,
-        "fixed": fixed,
-        "broken": len(flips) - fixed,
-        "mcnemar_p": mcnemar_exact(fixed, len(flips) - fixed),
+        "flips": outcome_flips(before, after),
+        "fixed": paired.fixed,
+        "broken": paired.broken,
+        "mcnemar_p": paired.p_value,
     }

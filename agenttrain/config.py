@@ -28,6 +28,9 @@ class Price(Strict):
     input: float = Field(ge=0)
     output: float = Field(ge=0)
 
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
 
 class LLMConfig(Strict):
     base_url: str | None = None  # else OPENAI_BASE_URL, else OpenAI

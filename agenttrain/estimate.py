@@ -36,7 +36,7 @@ class Estimate:
 
 def _cost(experiment: Experiment, model: str, prompt: int, completion: int) -> float | None:
     price = price_for(model, experiment.llm.prices)
-    return None if price is None else (prompt * price.input + completion * price.output) / 1e6
+    return None if price is None else price.cost(prompt, completion)
 
 
 def _conversation_tokens(question_tokens: int, functions: int, turns: int) -> tuple[int, int]:
@@ -58,7 +58,8 @@ def estimate_run(experiment: Experiment, train_questions: list[str], worst_case:
     prompt, completion = _conversation_tokens(question_tokens, functions, turns)
     agent_requests = evaluations * tasks * turns
     agent_prompt, agent_completion = evaluations * tasks * prompt, evaluations * tasks * completion
-    optimizer_requests = optimizer.epochs * optimizer.max_actions
+    calls_per_action = optimizer.max_action_retries + 1 if worst_case else 1  # an invalid action is asked again
+    optimizer_requests = optimizer.epochs * optimizer.max_actions * calls_per_action
     histories = SYSTEM_TOKENS + tasks * (question_tokens + turns * 2 * REPLY_TOKENS)
     per_call = optimizer.max_prompt_tokens if worst_case else min(histories, optimizer.max_prompt_tokens)
     optimizer_prompt = optimizer_requests * per_call

@@ -58,8 +58,38 @@ def add_docstring(code: str, name: str, text: str) -> str:
     return "".join(lines)
 
 
+def _top_level_definitions(code: str) -> dict[str, str]:
+    """Names that a function's code binds at module level (imports aside), with the source that binds them."""
+    tree = ast.parse(code)
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        targets = [node] if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) else [
+            t for t in ast.walk(node) if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)]
+        for target in targets:
+            found[getattr(target, "name", None) or target.id] = ast.get_source_segment(code, node) or ""
+    return found
+
+
+def check_no_clashes(functions: FunctionSet) -> None:
+    """In training each function's code has its own globals; one module shares them, so two functions that
+    define the same helper differently would change each other's behaviour. Refuse rather than export that."""
+    seen: dict[str, tuple[str, str]] = {}
+    for function in functions:
+        for name, source in _top_level_definitions(function.code).items():
+            if name in seen and seen[name][1] != source:
+                raise UserError(
+                    f"functions {seen[name][0]!r} and {function.name!r} both define a different top-level "
+                    f"{name!r}; one Python module would make them share it. Export with --format json or "
+                    "openai-tools, or rename the helper in one of them"
+                )
+            seen.setdefault(name, (function.name, source))
+
+
 def python_module(functions: FunctionSet, origin: str) -> str:
     """A module that needs nothing from agenttrain: each function's code with its description as docstring."""
+    check_no_clashes(functions)
     packages = sorted({p for f in functions for p in f.packages})
     header = [
         f"# Functions learned by agenttrain ({origin}).",

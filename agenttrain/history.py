@@ -14,7 +14,7 @@ from typing import Any
 
 from agenttrain.complexity import cyclomatic_complexity
 from agenttrain.errors import UserError
-from agenttrain.runs import RunDir, Snapshot, read_json, read_jsonl
+from agenttrain.runs import RunDir, Snapshot, read_journal_lines, read_run_json
 from agenttrain.stats import PairedComparison, bootstrap_ci, compare_outcomes
 
 # How each epoch outcome is drawn and named: (label, marker, colour).
@@ -47,6 +47,11 @@ def usage_cost(by_role: dict[str, dict[str, Any]]) -> float:
     return sum(role_cost(u) for u in by_role.values())
 
 
+def applied_actions(metrics: dict[str, Any]) -> int:
+    """How many optimizer actions an epoch's metrics record as applied (rejected ones and TERMINATE are not)."""
+    return sum(1 for a in metrics.get("actions", []) if a.get("status") == "applied")
+
+
 def outcome_label(status: str) -> str:
     return OUTCOMES[status][0] if status in OUTCOMES else status
 
@@ -68,7 +73,7 @@ class Evaluation:
 
     @cached_property
     def records(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.records_path)
+        return read_journal_lines(self.records_path)
 
     @cached_property
     def ci95(self) -> tuple[float, float] | None:
@@ -80,7 +85,7 @@ def load_evaluations(run: RunDir) -> list[Evaluation]:
     """Every RUN/evals/<split>-epoch-N.json, ordered by split then epoch."""
     evaluations = []
     for path in run.evals_dir.glob("*-epoch-*.json"):
-        data = read_json(path)
+        data = read_run_json(path)
         try:
             evaluations.append(Evaluation(
                 split=path.stem.rsplit("-epoch-", 1)[0], epoch=int(data["epoch"]), accuracy=float(data["accuracy"]),

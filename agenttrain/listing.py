@@ -8,7 +8,7 @@ from typing import Any
 
 from agenttrain.errors import UserError
 from agenttrain.history import load_evaluations, usage_cost
-from agenttrain.runs import RunDir, find_runs, read_json
+from agenttrain.runs import RunDir, find_runs, read_run_json
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class RunSummary:
 def summarise_run(path: Path) -> RunSummary:
     run = RunDir.open(path)
     info = run.info()
-    best = read_json(run.path / "best.json") if (run.path / "best.json").exists() else {}
+    best = read_run_json(run.path / "best.json") if (run.path / "best.json").exists() else {}
     evaluations = load_evaluations(run)
     tests = [e for e in evaluations if e.split == "test"]
     # the best epoch's test result when it was evaluated, else the latest evaluated epoch's

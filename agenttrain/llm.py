@@ -190,26 +190,21 @@ class LLMClient:
         model: str,
         temperature: float = 0.0,
         tools: list[dict[str, Any]] | None = None,
-        tool_choice: str | None = None,
         stop: list[str] | None = None,
         max_tokens: int | None = None,
         sample_index: int = 0,
-        use_cache: bool = True,
     ) -> ChatReply:
-        """One completion. `sample_index` tells apart deliberate repeats of the same request in the cache.
-
-        `use_cache=False` skips the lookup but still stores the fresh reply, so the cache always holds the
-        latest answer for a request. To get a *different* answer that a rerun can replay, pass a new
-        `sample_index` instead (with the cache on).
+        """One completion. `sample_index` tells apart deliberate repeats of the same request in the cache:
+        a new index gets a fresh answer that a rerun replays.
         Raises LLMError (this request failed), EndpointDown (stop the run), BudgetExhausted (stop the run).
         """
         if self._down_reason:
             raise EndpointDown(self._down_reason)
         body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
-        optional = {"tools": tools, "tool_choice": tool_choice, "stop": stop, "max_tokens": max_tokens}
+        optional = {"tools": tools, "stop": stop, "max_tokens": max_tokens}
         body.update({key: value for key, value in optional.items() if value is not None})
         key = request_key(self.endpoint, body, sample_index)
-        if use_cache and self.cache and (hit := self.cache.get(key)) is not None:
+        if self.cache and (hit := self.cache.get(key)) is not None:
             reply = ChatReply.from_cache(hit)
             self.meter.record(self.role, model, reply.prompt_tokens, reply.completion_tokens, cached=True)
             return reply

@@ -9,6 +9,7 @@ from typing import Any
 
 from agenttrain.agents.base import parse_tool_arguments, transcript
 from agenttrain.config import OptimizerConfig
+from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet, InvalidFunction, build_function
 from agenttrain.llm import LLMClient
 from agenttrain.sandbox import Sandbox
@@ -181,6 +182,13 @@ def apply_action(functions: FunctionSet, tool: str, arguments: dict[str, Any]) -
     return edited, function.name
 
 
+def sample_index(epoch: int, position: int, attempt: int) -> int:
+    """A distinct, reproducible sample number for every optimizer call of a run: the response cache replays a
+    rerun exactly, but never answers a later call (another epoch, action or retry) with an earlier reply,
+    even when its prompt is the same (after a TERMINATE, or an action rejected for good)."""
+    return (epoch * 100 + position) * 100 + attempt
+
+
 def _outcome_text(error: str | None) -> str:
     if error is None:
         return "Applied."
@@ -201,27 +209,27 @@ class AgentOptimizer:
         best_accuracy: float,
         records: Sequence[TrainingRecord],
         rejected: Sequence[tuple[FunctionSet, float]],
+        epoch: int,
     ) -> StepResult:
         """Up to `max_actions` calls; each reply's tool calls are applied in order, each one an action."""
         result = StepResult(functions=best)
         while len(result.actions) < self.config.max_actions:
             prompt = build_prompt(best, best_accuracy, result.functions, rejected, records,
                                   self.config.max_prompt_tokens)
-            if not await self._one_call(prompt, result):
+            if not await self._one_call(prompt, result, epoch):
                 break
         return result
 
-    async def _one_call(self, prompt: str, result: StepResult) -> bool:
+    async def _one_call(self, prompt: str, result: StepResult, epoch: int) -> bool:
         """One optimizer request (with retries for invalid actions). False once the model says TERMINATE."""
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": prompt},
         ]
         for attempt in range(1, self.config.max_action_retries + 2):
-            # a retry carries the rejection in its messages, so it can never be answered by the cached reply
             reply = await self.client.chat(
                 messages, model=self.config.model, temperature=self.config.temperature,
-                tools=OPTIMIZER_TOOLS, sample_index=attempt - 1,
+                tools=OPTIMIZER_TOOLS, sample_index=sample_index(epoch, len(result.actions), attempt),
             )
             calls = reply.message.get("tool_calls") or []
             reason = (reply.message.get("content") or "").strip() or None
@@ -265,5 +273,11 @@ class AgentOptimizer:
 
     async def _check_packages(self, functions: FunctionSet, name: str) -> None:
         function = functions.get(name)
-        if function and function.packages and (missing := await self.sandbox.missing_packages(function.packages)):
+        if not (function and function.packages):
+            return
+        try:
+            missing = await self.sandbox.missing_packages(function.packages)
+        except UserError as exc:  # e.g. `pip install` of a package that does not exist
+            raise InvalidFunction(str(exc)) from None
+        if missing:
             raise InvalidFunction(self.sandbox.refusal(missing))

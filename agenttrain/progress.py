@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agenttrain.history import applied_actions
 from agenttrain.usage import Usage
 
 
@@ -48,8 +49,7 @@ class RichReporter:
         )
 
     def epoch_done(self, metrics: dict[str, Any]) -> None:
-        applied = sum(a["status"] == "applied" for a in metrics["actions"])
         self.console.print(
             f"epoch {metrics['epoch']}: train accuracy {metrics['train_accuracy']:.3f}, {metrics['status']}, "
-            f"{applied} action(s), {metrics['function_count']} function(s)"
+            f"{applied_actions(metrics)} action(s), {metrics['function_count']} function(s)"
         )

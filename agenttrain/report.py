@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agenttrain.history import CallCount, RunHistory, outcome_label, usage_cost, usage_tokens
+from agenttrain.history import CallCount, RunHistory, applied_actions, outcome_label, usage_cost, usage_tokens
 from agenttrain.plots import PLOTS
 from agenttrain.runs import RunDir, write_text_atomic
 
@@ -66,10 +66,9 @@ def _curve_section(history: RunHistory, images: dict[str, Path | None]) -> str:
     for s in history.snapshots:
         m = s.metrics
         held_out = [_percent(e.accuracy) if (e := history.evaluation(split, s.epoch)) else None for split in splits]
-        applied = sum(1 for a in m.get("actions", []) if a.get("status") == "applied")
         epoch = f"{s.epoch} (best)" if s.epoch == history.best_epoch else s.epoch
         rows.append([epoch, outcome_label(m["status"]), _percent(m["train_accuracy"]),
-                     *held_out, m["function_count"], applied, usage_tokens(m.get("usage", {})),
+                     *held_out, m["function_count"], applied_actions(m), usage_tokens(m.get("usage", {})),
                      f"{usage_cost(m.get('usage', {})):.4f}"])
     headers = ["epoch", "outcome", "train", *splits, "functions", "actions applied", "tokens", "cost $"]
     return "\n\n".join(filter(None, [

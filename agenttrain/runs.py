@@ -48,7 +48,7 @@ def write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def read_json(path: Path) -> Any:
+def read_run_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -57,7 +57,7 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path}: damaged JSON ({exc.msg}, line {exc.lineno})") from None
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_journal_lines(path: Path) -> list[dict[str, Any]]:
     """Every complete line; a torn last line (a crash mid-write) is ignored."""
     if not path.exists():
         return []
@@ -99,14 +99,14 @@ class Snapshot:
     metrics: dict[str, Any]
 
     def rollouts(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / "rollouts.jsonl")
+        return read_journal_lines(self.path / "rollouts.jsonl")
 
 
 def load_snapshot(path: Path) -> Snapshot:
     if not (path / "functions.json").exists():
         raise UserError(f"{path}: not an epoch snapshot (no functions.json)")
-    metrics = read_json(path / "metrics.json")
-    return Snapshot(int(metrics["epoch"]), path, FunctionSet.from_json(read_json(path / "functions.json")), metrics)
+    metrics = read_run_json(path / "metrics.json")
+    return Snapshot(int(metrics["epoch"]), path, FunctionSet.from_json(read_run_json(path / "functions.json")), metrics)
 
 
 class RunDir:
@@ -148,7 +148,7 @@ class RunDir:
     # -- run.json and the journal ---------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        return read_json(self.path / "run.json")
+        return read_run_json(self.path / "run.json")
 
     def update_info(self, **fields: Any) -> None:
         write_json_atomic(self.path / "run.json", {**self.info(), **fields})
@@ -164,7 +164,7 @@ class RunDir:
             handle.flush()
 
     def events(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / "events.jsonl")
+        return read_journal_lines(self.path / "events.jsonl")
 
     # -- snapshots ------------------------------------------------------------------------------------
 
@@ -204,12 +204,16 @@ class RunDir:
         write_json_atomic(self.path / "best.json", {"epoch": epoch, "train_accuracy": accuracy, "reason": reason})
 
     def best_epoch(self) -> int:
-        if not (self.path / "best.json").exists():
-            epochs = self.epochs()
-            if not epochs:
-                raise UserError(f"{self.path}: the run has no snapshot yet")
-            return epochs[0]
-        return int(read_json(self.path / "best.json")["epoch"])
+        best = self.best_if_any()
+        if best is None:
+            raise UserError(f"{self.path}: the run has no snapshot yet")
+        return best
+
+    def best_if_any(self) -> int | None:
+        if (self.path / "best.json").exists():
+            return int(read_run_json(self.path / "best.json")["epoch"])
+        epochs = self.epochs()
+        return epochs[0] if epochs else None
 
     def resolve_epoch(self, ref: str) -> int:
         """`best`, `N` or `epoch-N`."""
@@ -225,12 +229,21 @@ class RunDir:
         return self.path / "evals"
 
 
+def _started(path: Path) -> str:
+    """When a run started; for a damaged run.json, when its folder last changed."""
+    try:
+        return str(json.loads((path / "run.json").read_text(encoding="utf-8"))["started"])
+    except (OSError, ValueError, KeyError):
+        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+
+
 def find_runs(output_dir: Path) -> list[Path]:
-    """Run directories under `output_dir`, oldest first."""
+    """Run directories under `output_dir`, oldest first by start time (evaluating an old run does not make it
+    the newest)."""
     if not output_dir.is_dir():
         return []
     runs = [p for p in output_dir.iterdir() if (p / "run.json").exists()]
-    return sorted(runs, key=lambda p: (p.stat().st_mtime, p.name))
+    return sorted(runs, key=lambda p: (_started(p), p.name))
 
 
 def newest_run(output_dir: Path) -> RunDir:

@@ -25,6 +25,9 @@ PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 
 # World-writable directories that get an empty private tmpfs, so the only shared place to write is the workdir.
 SHARED_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+# Where the code sees its workdir when a mount namespace allows it: the same path in every session, so that
+# outputs which show it (os.getcwd(), tracebacks) keep requests identical and the response cache valid.
+STABLE_WORKDIR = Path("/tmp/work")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -110,14 +113,15 @@ def _outermost(paths: set[Path]) -> list[Path]:
     return sorted(p for p in paths if not any(other in p.parents for other in paths))
 
 
-def build_filesystem_view(workdir: Path, tmp_size_mb: int, isolation: Isolation) -> None:
+def build_filesystem_view(workdir: Path, tmp_size_mb: int, isolation: Isolation) -> Path:
     """In the private mount namespace: a fresh /proc, empty private temp dirs, unreadable dirs masked.
 
-    The workdir (absolute, no symlinks) and the interpreter's own directories are bound back at their usual
-    paths; they are opened before anything is covered and bound from /proc/self/fd, since covering hides them.
+    The interpreter's own directories are bound back at their usual paths and the workdir (absolute, no
+    symlinks) at STABLE_WORKDIR; they are opened before anything is covered and bound from /proc/self/fd, since
+    covering hides them. Returns where the code's workdir is.
     """
     if not isolation.mount_namespace:
-        return
+        return workdir
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     interpreter = _outermost(interpreter_paths())
     hidden = {d for d in map(_first_unenterable_dir, [*interpreter, workdir.parent]) if d is not None}
@@ -129,11 +133,13 @@ def build_filesystem_view(workdir: Path, tmp_size_mb: int, isolation: Isolation)
         directory.mkdir(parents=True, exist_ok=True)
         _mount("tmpfs", str(directory), "tmpfs", MS_NOSUID | MS_NODEV, covered[directory])
     for path, descriptor in descriptors.items():
-        path.mkdir(parents=True, exist_ok=True)
-        _mount(f"/proc/self/fd/{descriptor}", str(path), None, MS_BIND | MS_REC)
+        target = STABLE_WORKDIR if path == workdir else path
+        target.mkdir(parents=True, exist_ok=True)
+        _mount(f"/proc/self/fd/{descriptor}", str(target), None, MS_BIND | MS_REC)
         os.close(descriptor)
     isolation.private_dirs = sorted(str(d) for d in covered if d not in hidden)
     isolation.hidden_dirs = sorted(str(d) for d in hidden)
+    return STABLE_WORKDIR
 
 
 def apply_limits(limits: Limits, isolation: Isolation) -> None:

@@ -109,11 +109,16 @@ class WorkerProcess:
         if not line:
             await self.kill()
             raise WorkerDied(describe_exit(await self._process.wait(), self._cpu_s))
-        reply = json.loads(line)
-        if reply["event"] == "exit":
+        try:
+            reply = json.loads(line)
+            event = reply["event"]
+        except (ValueError, TypeError, KeyError):  # model code wrote to the reply pipe itself
+            await self.kill()
+            raise WorkerDied("the worker's reply channel was written to by the code; the worker was stopped") from None
+        if event == "exit":
             await self.kill()
             raise WorkerDied(describe_exit(reply["status"], self._cpu_s))
-        if reply["event"] == "failed":
+        if event == "failed":
             await self.kill()
             raise WorkerFailed(reply["error"])
         return reply

@@ -248,9 +248,8 @@ class Worker:
         raise ValueError(f"unknown request {request['op']!r}")
 
     def setup(self, request: dict[str, Any]) -> dict[str, Any]:
-        workdir = Path(request["workdir"])
         limits = confine.Limits(**request["limits"])
-        confine.build_filesystem_view(workdir, limits.max_file_mb, self.isolation)
+        workdir = confine.build_filesystem_view(Path(request["workdir"]), limits.max_file_mb, self.isolation)
         os.chdir(workdir)
         os.environ.update(HOME=str(workdir), TMPDIR=str(workdir))
         confine.drop_privileges(request["uid"], self.isolation)

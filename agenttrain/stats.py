@@ -63,15 +63,17 @@ class PairedComparison:
         return asdict(self)
 
 
-def paired_outcomes(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> list[tuple[bool, bool]]:
-    """(correct before, correct after) for every task id scored in both record lists, in `after`'s order."""
+def paired_outcomes(
+    before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]
+) -> list[tuple[str, bool, bool]]:
+    """(task id, correct before, correct after) for every task scored in both record lists, in `after`'s order."""
     outcome_before = {r["id"]: bool(r["correct"]) for r in before}
-    return [(outcome_before[r["id"]], bool(r["correct"])) for r in after if r["id"] in outcome_before]
+    return [(r["id"], outcome_before[r["id"]], bool(r["correct"])) for r in after if r["id"] in outcome_before]
 
 
 def compare_outcomes(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> PairedComparison:
     """Pair two lists of scored records (rollouts.jsonl lines) by task id and test the difference."""
     pairs = paired_outcomes(before, after)
-    fixed = sum(1 for was, now in pairs if now and not was)
-    broken = sum(1 for was, now in pairs if was and not now)
+    fixed = sum(1 for _, was, now in pairs if now and not was)
+    broken = sum(1 for _, was, now in pairs if was and not now)
     return PairedComparison(len(pairs), fixed, broken, mcnemar_exact(fixed, broken))

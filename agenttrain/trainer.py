@@ -65,6 +65,18 @@ def state_from_run(run: RunDir) -> TrainState:
     return state
 
 
+@dataclass
+class EpochOutcome:
+    """One epoch's result before it is recorded: the set that was evaluated, its records, and the verdict."""
+
+    epoch: int
+    functions: FunctionSet
+    records: list[dict[str, Any]]
+    status: str  # baseline | accepted | rolled_back | unchanged
+    actions: list[ActionRecord] = field(default_factory=list)
+    improved: bool = False
+
+
 class Trainer:
     def __init__(self, runtime: Runtime, run: RunDir, reporter: Reporter | None = None) -> None:
         self.rt = runtime
@@ -77,13 +89,13 @@ class Trainer:
     async def fit(self, state: TrainState | None = None) -> str:
         """Train until the epochs run out or early-stop fires; returns the run's final status."""
         state = state or TrainState()
+        journal = self._journal(state.next_epoch)  # only an interrupted epoch can have journaled work
         try:
-            if state.next_epoch == 0:
-                await self._baseline(state, self._journal(0))
             while state.next_epoch <= self.config.epochs:
                 if state.stale >= self.config.early_stop:
                     return self._stop("early_stopped", f"{state.stale} epochs in a row without improvement")
-                await self._epoch(state, self._journal(state.next_epoch))
+                await self._run_epoch(state, journal)
+                journal = {}
         except BudgetExhausted as exc:
             return self._stop("budget_exhausted", str(exc))
         except (EndpointDown, LLMError) as exc:  # an optimizer request that failed for good ends the run too
@@ -92,36 +104,37 @@ class Trainer:
 
     # -- one epoch --------------------------------------------------------------------------------------
 
-    async def _baseline(self, state: TrainState, journal: dict[str, Any]) -> None:
-        """Epoch 0: the agent with no learned functions; always accepted."""
-        started, before = time.monotonic(), self.rt.meter.by_role()
-        records = await self._evaluate(0, "candidate", state.incumbent, self.splits.train, journal)
-        summary = summarise(records)
-        state.incumbent_accuracy, state.incumbent_records = summary["accuracy"], records
-        self._finish_epoch(state, 0, state.incumbent, records, "baseline", [], started, before)
+    async def _run_epoch(self, state: TrainState, journal: dict[str, Any]) -> None:
+        started, usage_before = time.monotonic(), self.rt.meter.by_role()
+        if state.next_epoch == 0:
+            outcome = await self._baseline(state, journal)
+        else:
+            outcome = await self._epoch(state, journal)
+        self._record(state, outcome, time.monotonic() - started, usage_before)
 
-    async def _epoch(self, state: TrainState, journal: dict[str, Any]) -> None:
-        epoch, started, before = state.next_epoch, time.monotonic(), self.rt.meter.by_role()
+    async def _baseline(self, state: TrainState, journal: dict[str, Any]) -> EpochOutcome:
+        """Epoch 0: the agent with no learned functions; always accepted."""
+        records = await self._evaluate(0, "candidate", state.incumbent, self.splits.train, journal)
+        state.incumbent_accuracy, state.incumbent_records = summarise(records)["accuracy"], records
+        return EpochOutcome(0, state.incumbent, records, "baseline")
+
+    async def _epoch(self, state: TrainState, journal: dict[str, Any]) -> EpochOutcome:
+        epoch = state.next_epoch
         batch = self._batch(epoch)
         reference_records = await self._reference(state, epoch, batch, journal)
         reference = summarise(reference_records)["accuracy"] if self._same_batch else state.incumbent_accuracy
         step = journal.get("step") or await self._step(state, epoch, reference, reference_records)
         if step.functions == state.incumbent:  # TERMINATE or only rejected actions: nothing new to evaluate
-            self._finish_epoch(state, epoch, state.incumbent, reference_records, "unchanged", step.actions, started,
-                               before)
-            return
+            return EpochOutcome(epoch, state.incumbent, reference_records, "unchanged", step.actions)
         records = await self._evaluate(epoch, "candidate", step.functions, batch, journal)
         accuracy = summarise(records)["accuracy"]
         improved = accuracy > reference
         if improved or not self.config.roll_back:
             state.incumbent, state.incumbent_accuracy, state.incumbent_records = step.functions, accuracy, records
             state.rejected = []
-            status = "accepted"
-        else:
-            state.rejected.append((step.functions, accuracy))
-            status = "rolled_back"
-        self._finish_epoch(state, epoch, step.functions, records, status, step.actions, started, before,
-                           improved=improved)
+            return EpochOutcome(epoch, step.functions, records, "accepted", step.actions, improved)
+        state.rejected.append((step.functions, accuracy))
+        return EpochOutcome(epoch, step.functions, records, "rolled_back", step.actions)
 
     @property
     def _same_batch(self) -> bool:
@@ -146,7 +159,7 @@ class Trainer:
     async def _step(
         self, state: TrainState, epoch: int, reference: float, records: list[dict[str, Any]]
     ) -> StepResult:
-        step = await self.optimizer.step(state.incumbent, reference, training_records(records), state.rejected)
+        step = await self.optimizer.step(state.incumbent, reference, training_records(records), state.rejected, epoch)
         self.run.log("candidate", epoch=epoch, functions=step.functions.to_json(),
                      actions=[a.to_dict() for a in step.actions])
         return step
@@ -166,57 +179,67 @@ class Trainer:
         concurrency = self.rt.experiment.llm_for("agent").concurrency
         return await evaluate(self.rt.agent, self.rt.task.scorer, examples, functions, concurrency, on_record, done)
 
-    def _finish_epoch(
-        self,
-        state: TrainState,
-        epoch: int,
-        functions: FunctionSet,
-        records: list[dict[str, Any]],
-        status: str,
-        actions: list[Any],
-        started: float,
-        usage_before: dict[str, Usage],
-        improved: bool = False,
-    ) -> None:
-        summary = summarise(records)
-        if status == "baseline" or improved:
-            state.stale = 0
-        else:
-            state.stale += 1
-        if status in ("baseline", "accepted") and summary["accuracy"] > state.best_accuracy:
-            state.best_epoch, state.best_accuracy = epoch, summary["accuracy"]
-            self.run.set_best(epoch, summary["accuracy"], "highest training accuracy among accepted epochs")
+    # -- recording an epoch -----------------------------------------------------------------------------
+
+    def _record(self, state: TrainState, outcome: EpochOutcome, duration_s: float, usage_before: dict[str, Usage]
+                ) -> None:
+        """Update the counters, then write the snapshot before best.json, so best.json never names a missing one."""
+        summary = summarise(outcome.records)
+        accuracy = summary["accuracy"]
+        state.stale = 0 if outcome.status == "baseline" or outcome.improved else state.stale + 1
+        best_reason = self._best_reason(state, outcome, accuracy)
+        if best_reason:
+            state.best_epoch, state.best_accuracy = outcome.epoch, accuracy
+        metrics = self._metrics(state, outcome, summary, duration_s, usage_before)
+        self.run.save_snapshot(outcome.epoch, outcome.functions, metrics, outcome.records)
+        if best_reason:
+            self.run.set_best(outcome.epoch, accuracy, best_reason)
+        self.run.log("epoch", epoch=outcome.epoch, status=outcome.status, train_accuracy=accuracy)
+        self.run.update_info(usage={role: u.to_dict() for role, u in self.rt.meter.by_role().items()},
+                             epochs_done=outcome.epoch + 1)
+        state.next_epoch = outcome.epoch + 1
+        if self.reporter:
+            self.reporter.epoch_done({"epoch": outcome.epoch, **metrics})
+
+    def _best_reason(self, state: TrainState, outcome: EpochOutcome, accuracy: float) -> str | None:
+        """Why this epoch becomes the best one, or None. Batch accuracies are not comparable across batches,
+        so with batch training the latest accepted set is the best: it won against its predecessor."""
+        if outcome.status not in ("baseline", "accepted"):
+            return None
+        if self.config.batch_size is not None:
+            return "latest accepted epoch (batch training: scores of different batches are not compared)"
+        if accuracy > state.best_accuracy:
+            return "highest training accuracy among accepted epochs"
+        return None
+
+    def _metrics(self, state: TrainState, outcome: EpochOutcome, summary: dict[str, Any], duration_s: float,
+                 usage_before: dict[str, Usage]) -> dict[str, Any]:
         usage_after = self.rt.meter.by_role()
-        metrics = {
-            "status": status,
-            "accepted": status in ("baseline", "accepted"),
+        return {
+            "status": outcome.status,
+            "accepted": outcome.status in ("baseline", "accepted"),
             "train_accuracy": summary["accuracy"],
             **{f"train_{k}": v for k, v in summary.items() if k != "accuracy"},
             "incumbent_accuracy": state.incumbent_accuracy,
-            "function_count": len(functions),
-            "actions": [a.to_dict() for a in actions],
+            "function_count": len(outcome.functions),
+            "actions": [a.to_dict() for a in outcome.actions],
             "stale": state.stale,
             "best_epoch": state.best_epoch,
             "best_accuracy": state.best_accuracy,
             "usage": {role: (usage_after[role] - usage_before.get(role, Usage())).to_dict() for role in usage_after},
-            "duration_s": round(time.monotonic() - started, 3),
+            "duration_s": round(duration_s, 3),
         }
-        self.run.save_snapshot(epoch, functions, metrics, records)
-        self.run.log("epoch", epoch=epoch, status=status, train_accuracy=summary["accuracy"])
-        self.run.update_info(usage={role: u.to_dict() for role, u in usage_after.items()}, epochs_done=epoch + 1)
-        state.next_epoch = epoch + 1
-        if self.reporter:
-            self.reporter.epoch_done({"epoch": epoch, **metrics})
 
     # -- journal and stopping ---------------------------------------------------------------------------
 
     def _journal(self, epoch: int) -> dict[str, Any]:
-        """What the journal already holds for an unfinished epoch: finished rollouts per phase, the step."""
+        """What the journal holds for an unfinished epoch: finished rollouts per phase, and the optimizer step.
+        Rollouts that failed on the endpoint are left out, so a resume gives them another chance."""
         found: dict[str, Any] = {}
         for event in self.run.events():
             if event.get("epoch") != epoch:
                 continue
-            if event["event"] == "rollout":
+            if event["event"] == "rollout" and event["record"].get("stop_reason") != "llm_error":
                 found.setdefault(event["phase"], {})[event["record"]["id"]] = event["record"]
             elif event["event"] == "candidate":
                 found["step"] = StepResult(

@@ -101,7 +101,7 @@ class UsageMeter:
                 self._unpriced.add(model)
                 logger.warning("no price known for model %r: its cost counts as $0 (set llm.prices.%s)", model, model)
             return 0.0
-        return (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000
+        return price.cost(prompt_tokens, completion_tokens)
 
     def by_role(self) -> dict[str, Usage]:
         return {role: Usage(**asdict(usage)) for role, usage in self._by_role.items()}

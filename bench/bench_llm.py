@@ -30,12 +30,12 @@ MESSAGES = [
 ]
 
 
-async def measure(client: LLMClient, *, distinct: bool, use_cache: bool = True) -> tuple[float, float]:
+async def measure(client: LLMClient, *, distinct: bool) -> tuple[float, float]:
     """Mean (wall ms, loop-thread CPU ms) per call, calls made one after another."""
     wall, cpu = time.perf_counter(), time.thread_time()
     for i in range(CALLS):
         question = [*MESSAGES, {"role": "user", "content": f"question {i if distinct else 0}"}]
-        await client.chat(question, model="gpt-4o-mini", use_cache=use_cache)
+        await client.chat(question, model="gpt-4o-mini")
     return (time.perf_counter() - wall) * 1000 / CALLS, (time.thread_time() - cpu) * 1000 / CALLS
 
 

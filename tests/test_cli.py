@@ -11,9 +11,21 @@ import pytest
 from typer.testing import CliRunner
 
 from agenttrain.cli import app
+from agenttrain.runs import RunDir
 from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI
-from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
+from tests.fake_openai import FakeOpenAI, Fault, Reply
+from tests.scripted import (
+    MULTIPLY,
+    MULTIPLY_WRONG,
+    TERMINATE,
+    add,
+    has_rejected_sets,
+    is_optimizer,
+    list_a,
+    list_b,
+    multiplying_agent,
+    revise,
+)
 
 PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27"),
             ("What is 4 times 4?", "16")]
@@ -62,11 +74,30 @@ def test_train_eval_diff_show(trained):
     assert [e["status"] for e in shown["epochs"]] == ["baseline", "accepted"] and shown["best_epoch"] == 1
 
 
-def test_rerunning_a_finished_config_makes_zero_api_calls(trained):
-    _, server, config = trained
-    before = len(server.requests)
-    invoke("train", str(config))
-    assert len(server.requests) == before
+def test_rerunning_a_finished_config_makes_zero_api_calls(write_config, tmp_path):
+    """A run with code execution (printing its working directory), an accepted epoch, a roll-back and an
+    action rejected then retried: the same config run again is answered entirely from the cache."""
+    def optimizer(body):
+        if "multiply" not in list_a(body):
+            retried = any("Rejected" in str(m["content"]) for m in body["messages"] if m["role"] == "tool")
+            return add("multiply", MULTIPLY if retried else "def multiply(a, b):\n    return a *\n")
+        return TERMINATE if has_rejected_sets(body) else revise("multiply", MULTIPLY_WRONG)
+
+    def agent(body):
+        if len(body["messages"]) == 2:
+            return Reply(content="```python\nimport os\nprint(os.getcwd())\n```")
+        return multiplying_agent(body)
+
+    with FakeOpenAI(lambda body: optimizer(body) if is_optimizer(body) else agent(body)) as server:
+        config = write_config(server.base_url, write_problems(tmp_path / "problems.jsonl", PRODUCTS),
+                              optimizer={"epochs": 3, "max_actions": 1})
+        first = invoke("train", str(config))
+        sent = len(server.requests)
+        second = invoke("train", str(config))
+        assert len(server.requests) == sent
+    statuses = [RunDir(Path(first["run"])).snapshot(e).metrics["status"] for e in range(4)]
+    assert statuses == ["baseline", "accepted", "rolled_back", "unchanged"]
+    assert second["best_epoch"] == first["best_epoch"] == 1
 
 
 def test_diff_defaults_to_the_newest_run_and_renders_text(trained, tmp_path):
@@ -140,10 +171,10 @@ def test_transfer_eval_runs_the_learned_functions_on_another_task(trained, tmp_p
     other = write_problems(tmp_path / "other.jsonl", [("What is 9 times 9?", "81"), ("What is 2 times 2?", "4")],
                            kind="Prealgebra")
     config = tmp_path / "other.yaml"
-    config.write_text(f"name: other\ntask: {{name: math, path: {other}, train_size: 0, test_size: 2}}\n")
+    config.write_text(f"name: other-v1.5\ntask: {{name: math, path: {other}, train_size: 0, test_size: 2}}\n")
     result = invoke("eval", str(run), "--task", str(config))
     assert (result["accuracy"], result["n"]) == (1.0, 2)  # `multiply` learned on one task set solves the other
-    assert (run / "evals" / "transfer-other-test-epoch-1.json").is_file()
+    assert (run / "evals" / "transfer-other-v1.5-test-epoch-1.json").is_file()  # a dotted name stays whole
     asked = {b["messages"][1]["content"] for b in server.requests if not is_optimizer(b)}
     assert "What is 9 times 9?" in asked
 
@@ -154,3 +185,29 @@ def test_cache_stats_and_clear(trained, tmp_path):
     assert stats["entries"] > 0
     assert invoke("cache", "clear", "--dir", cache_dir)["deleted"] == stats["entries"]
     assert invoke("cache", "stats", "--dir", cache_dir)["entries"] == 0
+
+
+def test_the_quickstart_config_validates_and_estimates_with_the_shipped_data(monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert invoke("validate", "configs/quickstart.yaml")["resolved"]["optimizer"]["epochs"] == 3
+    estimate = invoke("train", "configs/quickstart.yaml", "--dry-run")
+    assert estimate["train_tasks"] == 8 and estimate["epochs"] == 3
+    assert all(row["cost_usd"] > 0 for row in estimate["typical"])  # both default models are priced
+
+
+def test_a_split_that_does_not_fit_is_refused_before_any_run_directory_exists(write_config, tmp_path):
+    data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+    config = write_config("http://127.0.0.1:9/v1", data, task={"train_size": 20, "test_size": 80})
+    result = runner.invoke(app, ["train", str(config)])
+    assert "only 4 match" in str(result.exception)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_fails_before_its_first_epoch_says_why(write_config, tmp_path):
+    with FakeOpenAI(lambda body: Fault(status=401)) as server:
+        config = write_config(server.base_url, write_problems(tmp_path / "problems.jsonl", PRODUCTS))
+        result = invoke("train", str(config))
+    assert result["status"] == "failed" and result["best_epoch"] is None
+    assert "OPENAI_API_KEY" in result["reason"]
+    assert invoke("show", result["run"])["status"] == "failed"

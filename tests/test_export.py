@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.errors import UserError
-from agenttrain.export import add_docstring
+from agenttrain.export import add_docstring, python_module
+from agenttrain.functions import Function, FunctionSet
 from tests.run_factory import DIVIDE, MULTIPLY, story_run
 
 runner = CliRunner()
@@ -152,3 +153,18 @@ def test_bad_requests_get_a_clear_error(tmp_path, args, message):
 def test_help_shows_an_example():
     result = runner.invoke(app, ["export", "--help"])
     assert result.exit_code == 0 and "Example: agenttrain export" in result.stdout
+
+
+def test_functions_whose_helpers_would_clash_in_one_module_are_refused():
+    def area_with(scale: int) -> Function:
+        code = f"SCALE = {scale}\n\n\ndef helper(x):\n    return x * SCALE\n"
+        return Function(f"area{scale}", "Area.", {"type": "object", "properties": {"x": {}}, "required": ["x"]},
+                        code + f"\n\ndef area{scale}(x):\n    return helper(x)\n")
+
+    with pytest.raises(UserError, match="both define a different top-level 'SCALE'"):
+        python_module(FunctionSet((area_with(2), area_with(3))), "test")
+    shared_import = Function("f", "F.", {"type": "object", "properties": {}, "required": []},
+                             "import math\n\n\ndef f():\n    return math.pi\n")
+    other = Function("g", "G.", {"type": "object", "properties": {}, "required": []},
+                     "import math\n\n\ndef g():\n    return math.e\n")
+    assert "def g" in python_module(FunctionSet((shared_import, other)), "test")  # a shared import is fine

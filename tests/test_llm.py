@@ -69,12 +69,12 @@ def test_reply_is_a_plain_assistant_message():
 
 def test_tool_calls_are_returned_as_json_ready_dicts():
     with FakeOpenAI(lambda body: tool_call("f", {"x": 1})) as server:
-        reply = run(lambda c: ask(c, tools=[TOOL], tool_choice="auto"), server.base_url)
+        reply = run(lambda c: ask(c, tools=[TOOL]), server.base_url)
     assert reply.finish_reason == "tool_calls"
     assert reply.message["tool_calls"] == [
         {"id": "call_1_0", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
     ]
-    assert server.requests[0]["tools"] == [TOOL] and server.requests[0]["tool_choice"] == "auto"
+    assert server.requests[0]["tools"] == [TOOL]
 
 
 def test_rate_limit_waits_for_retry_after():
@@ -159,6 +159,7 @@ def test_a_success_resets_the_failure_count():
 
     with FakeOpenAI(responder) as server:
         run(scenario, server.base_url, max_retries=0, down_after=3)  # no EndpointDown
+    assert len(server.requests) == 5  # every request was still sent
 
 
 def test_unreachable_endpoint_names_the_url():
@@ -247,18 +248,6 @@ def test_cache_survives_reopening(tmp_path):
         run(ask, server.base_url, cache=ResponseCache(tmp_path))
         reply = run(ask, server.base_url, cache=ResponseCache(tmp_path))
     assert reply.cached and len(server.requests) == 1
-
-
-def test_bypassing_the_cache_gets_a_fresh_reply_and_stores_it(tmp_path):
-    answers = iter(["first", "second"])
-
-    async def scenario(client: LLMClient) -> list[str]:
-        replies = [await ask(client), await ask(client, use_cache=False), await ask(client)]
-        return [reply.message["content"] for reply in replies]
-
-    with FakeOpenAI(lambda body: next(answers)) as server:
-        assert run(scenario, server.base_url, cache=ResponseCache(tmp_path)) == ["first", "second", "second"]
-    assert len(server.requests) == 2
 
 
 def test_failures_are_never_cached(tmp_path):

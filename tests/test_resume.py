@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -23,7 +24,9 @@ CLI = [sys.executable, "-c", "from agenttrain.cli import main; main()"]
 
 
 def start_training(config: Path) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, "train", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """In its own process group, as a terminal runs a command, so that Ctrl-C can reach all its processes."""
+    return subprocess.Popen([*CLI, "train", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
 
 
 def wait_for_rollouts(runs: Path, count: int, timeout_s: float = 30) -> RunDir:
@@ -73,7 +76,7 @@ def test_ctrl_c_stops_gracefully_with_status_interrupted(write_config, tmp_path,
     config = config_for(write_config, slow_world, tmp_path)
     process = start_training(config)
     run = wait_for_rollouts(tmp_path / "runs", 1)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 2
     assert "--resume" in stderr.decode()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -24,8 +27,11 @@ def listed(*args: str) -> dict:
 
 
 def age(run: RunDir, seconds_ago: float) -> None:
-    """Runs are listed oldest first by modification time; set it rather than sleep."""
-    stamp = os.path.getmtime(run.path) - seconds_ago
+    """Runs are listed oldest first by start time (folder time when run.json is damaged); set both, not sleep."""
+    stamp = time.time() - seconds_ago
+    with contextlib.suppress(UserError):
+        started = datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
+        run.update_info(started=started)
     os.utime(run.path, (stamp, stamp))
 
 

@@ -22,6 +22,7 @@ import pytest
 from agenttrain.config import SandboxConfig
 from agenttrain.functions import Function, FunctionSet
 from agenttrain.sandbox import STATE_LOST, ExecResult, Sandbox, SandboxSession
+from agenttrain.sandbox_isolation import STABLE_WORKDIR
 from agenttrain.sandbox_packages import PackageEnvironment
 
 T = TypeVar("T")
@@ -130,7 +131,9 @@ def test_syntax_error_names_the_line() -> None:
     assert result.error == "SyntaxError: '(' was never closed (line 2)"
 
 
-def test_files_are_copied_into_the_workdir_which_is_removed_afterwards(tmp_path: Path) -> None:
+def test_files_are_copied_into_the_workdir_which_is_removed_afterwards(
+    tmp_path: Path, enforced: dict[str, Any]
+) -> None:
     data = tmp_path / "table.csv"
     data.write_text("a,b\n1,2\n")
 
@@ -141,7 +144,9 @@ def test_files_are_copied_into_the_workdir_which_is_removed_afterwards(tmp_path:
             return session.workdir, read, write
 
     workdir, read, write = with_sandbox(scenario)
-    assert read.output == f"{workdir}\na,b\n1,2\n\n"
+    # with a mount namespace every session sees its folder at one fixed path, which keeps prompts cacheable
+    seen = STABLE_WORKDIR if enforced["isolation"]["mount_namespace"] else workdir
+    assert read.output == f"{seen}\na,b\n1,2\n\n"
     assert write.output == "ok\n"
     assert not workdir.exists()
 
@@ -432,3 +437,13 @@ def test_a_cached_package_environment_is_used_and_sees_our_packages(
     environment.create()
     (result,) = run_blocks("import sys, sympy, numpy\nprint(sys.prefix)", install_packages=True)
     assert result.output == f"{environment.path}\n"
+
+
+def test_garbage_written_to_the_workers_own_pipes_is_reported_not_fatal() -> None:
+    garbage = (
+        "import os\nfor fd in range(3, 12):\n    try:\n        os.write(fd, b'not json\\n')\n"
+        "    except OSError:\n        pass"
+    )
+    hit, after = run_blocks(garbage, "print('still here')")
+    assert not hit.ok or "not json" not in hit.output
+    assert after.ok and after.output == "still here\n"

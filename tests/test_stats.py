@@ -67,8 +67,8 @@ def test_compare_outcomes_pairs_by_id_and_ignores_unpaired_tasks():
 
 def test_paired_outcomes_follow_the_second_lists_order():
     assert paired_outcomes(records({"x": True, "y": False}), records({"y": True, "x": True})) == [
-        (False, True),
-        (True, True),
+        ("y", False, True),
+        ("x", True, True),
     ]
 
 

@@ -56,7 +56,7 @@ def statuses(run: RunDir) -> list[str]:
     return [run.snapshot(e).metrics["status"] for e in run.epochs()]
 
 
-def test_a_helpful_function_is_accepted_and_terminate_ends_training(write_config, tmp_path):
+def test_a_helpful_function_is_accepted_and_terminate_changes_nothing(write_config, tmp_path):
     def optimizer(body):
         return TERMINATE if "multiply" in list_b(body) else add("multiply", MULTIPLY)
 

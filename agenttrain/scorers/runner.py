@@ -43,6 +43,7 @@ class _Worker:
                 [sys.executable, "-m", "agenttrain.scorers.worker", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the terminal is the trainer's to handle, not the workers'
             )
         self._connection = Connection(ours.detach())
         self._await_ready()
