@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agenttrain.config import ConfigError, Experiment, check_api_keys, load_experiment
+from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api_keys, load_experiment
 from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import evaluate, summarise
-from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic
+from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
 from agenttrain.stats import bootstrap_ci
@@ -32,21 +32,23 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
     experiment = load_experiment(config_path, overrides)
     task = load_task(experiment.task)
     check_network(experiment, task)
-    task.splits()
+    if not task.splits().train:
+        raise ConfigError(f"{config_path}: task.train_size: the training split is empty; nothing to train on")
     check_api_keys(experiment, str(config_path))
     return experiment
 
 
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
-        runtime.meter.restore(run.info().get("usage") or {})  # a resumed run's budget counts what it spent
+        runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
         sandbox = await asyncio.to_thread(runtime.sandbox.describe)  # may start a probe worker: off the loop
         run.update_info(sandbox=sandbox, task_requires_network=getattr(runtime.task, "requires_network", False))
         trainer = Trainer(runtime, run, reporter)
         try:
             return await trainer.fit(state_from_run(run))
         except asyncio.CancelledError:
-            run.finish("interrupted", reason="stopped by the user; continue with --resume")
+            usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
+            run.finish("interrupted", reason="stopped by the user; continue with --resume", usage=usage)
             raise
 
 
@@ -55,19 +57,35 @@ def train(
 ) -> TrainOutcome:
     experiment = prepare(config_path, overrides)
     run = RunDir.create(experiment)
-    return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
+    with run.lock():
+        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
 
-def resume(run_path: Path, use_cache: bool = True, reporter: Reporter | None = None) -> TrainOutcome:
-    """Continue an interrupted run with the config it was started with."""
-    run = RunDir.open(run_path)
-    experiment = run.experiment()
+def run_experiment(run: RunDir, overrides: list[str] | None = None) -> Experiment:
+    """A run's config with `overrides` applied, refused if they touch anything its results depend on."""
+    config_path = run.path / "config.yaml"
+    experiment = load_experiment(config_path, overrides)
     if experiment.content_hash() != run.info().get("config_hash"):
-        raise ConfigError(f"{run.path}/config.yaml changed since the run started; start a new run instead")
-    check_api_keys(experiment, str(run.path / "config.yaml"))
-    run.update_info(status="running")
-    run.log("resume")
-    return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
+        changed = f"--set {' '.join(overrides)}" if overrides else f"{config_path} was edited and"
+        raise ConfigError(f"{changed} changes what the run's results depend on; only {RESUMABLE_KEYS} may "
+                          "change for an existing run. Start a new run for anything else")
+    check_api_keys(experiment, str(config_path))
+    return experiment
+
+
+def resume(
+    run_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None
+) -> TrainOutcome:
+    """Continue an interrupted run with the config it was started with. `overrides` may move the endpoint or
+    raise the budget (RESUMABLE_KEYS), never change what the results depend on."""
+    run = RunDir.open(run_path)
+    experiment = run_experiment(run, overrides)
+    with run.lock():
+        if overrides:
+            write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
+        run.update_info(status="running")
+        run.log("resume", overrides=overrides or [])
+        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
 
 def _run_interruptible(coroutine: Any, run: RunDir) -> str:
@@ -113,6 +131,7 @@ def eval_run(
     use_cache: bool = True,
     reporter: Reporter | None = None,
     task_config: Path | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate one snapshot on a split; the result is written under RUN/evals/ and returned.
 
@@ -120,13 +139,12 @@ def eval_run(
     so functions trained on one domain are measured on another with the same agent and endpoint.
     """
     run = RunDir.open(run_path)
-    experiment = run.experiment()
+    experiment = run_experiment(run, overrides)
     prefix = ""
     if task_config is not None:
         other = load_experiment(task_config)
         experiment = experiment.model_copy(update={"task": other.task})
         prefix = f"transfer-{other.name}-"
-    check_api_keys(experiment, str(run.path / "config.yaml"))
     number = run.resolve_epoch(epoch)
     result = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter))
     records = result.pop("records")
@@ -146,8 +164,8 @@ def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, 
         "epochs": experiment.optimizer.epochs,
         "typical": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=False)],
         "worst_case": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=True)],
-        "note": "estimates assume no cache hits; a cost of null means the model has no known price "
-        "(set llm.prices in the config)",
+        "note": "estimates assume no cache hits; an unknown cost (null in --json) means the model has no known "
+        "price (set llm.prices in the config)",
     }
 
 
@@ -162,6 +180,8 @@ def score_file(path: Path, scorer: str) -> dict[str, Any]:
         items.append({**record, "answer": str(require_field(record, "answer", where)),
                       "prediction": None if record["prediction"] is None else str(record["prediction"]),
                       "id": str(record.get("id", f"line-{number}"))})
+    if not items:
+        raise UserError(f"{path}: no predictions to score (the file is empty)")
     verdicts = judge_many(scorer, items)
     results = [
         {"id": item["id"], "extracted": v.extracted, "correct": v.correct,

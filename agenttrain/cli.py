@@ -25,7 +25,8 @@ from agenttrain.report import write_report
 from agenttrain.runs import RunDir, newest_run, resolve_snapshot, write_text_atomic
 
 app = typer.Typer(
-    help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show, report, export.",
+    help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show, report, export."
+    "\n\nExample: agenttrain train configs/quickstart.yaml",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -57,22 +58,22 @@ def train(
     """
     if (config is None) == (resume is None):
         raise UserError("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
-    if resume is not None and overrides:
-        raise UserError("--set cannot change a run being resumed: it continues with its own config.yaml")
     if dry_run:
         _render_estimate(api.dry_run(config or resume / "config.yaml", overrides), as_json)
         return
     with RichReporter(err) as reporter:
         if resume is not None:
-            outcome = api.resume(resume, use_cache=not no_cache, reporter=reporter)
+            outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter)
         else:
             outcome = api.train(config, overrides, use_cache=not no_cache, reporter=reporter)
     info, best = outcome.run.info(), outcome.run.best_if_any()
     if as_json:
         print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": best,
                     "reason": info.get("reason"), "usage": info.get("usage")})
-        return
+        raise typer.Exit(1 if outcome.status == "failed" else 0)
     out.print(f"run {outcome.run.path}: {outcome.status} ({info.get('reason')}); best epoch {best}")
+    if outcome.status == "failed":
+        raise typer.Exit(1)
     if best is not None:
         out.print(f"next: agenttrain eval {outcome.run.path}")
 
@@ -117,6 +118,7 @@ def eval_command(
     epoch: Annotated[str, typer.Option(help="best, N or epoch-N")] = "best",
     split: Annotated[str, typer.Option(help="test, train or val")] = "test",
     task: Annotated[Path | None, typer.Option(help="Transfer: evaluate on another config's task instead")] = None,
+    overrides: Overrides = None,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
@@ -126,7 +128,8 @@ def eval_command(
     Transfer: agenttrain eval runs/math-algebra-20260101-120000 --task configs/math-geometry.yaml
     """
     with RichReporter(err) as reporter:
-        result = api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter, task_config=task)
+        result = api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter, task_config=task,
+                              overrides=overrides)
     if as_json:
         print_json(result)
         return
@@ -144,12 +147,12 @@ def _render_diff(result: dict[str, Any]) -> None:
               f"{a['train_accuracy']:.3f} -> {b['train_accuracy']:.3f}")
     for function in result["added"]:
         out.print(f"[green]+ added {function['name']}[/]: {function['description']}")
-        out.print(Syntax(function["code"], "python", line_numbers=False))
+        out.print(Syntax(function["code"], "python", line_numbers=False, word_wrap=True))
     for name in result["removed"]:
         out.print(f"[red]- removed {name}[/]")
     for revised in result["revised"]:
         out.print(f"[yellow]~ revised {revised['name']}[/]")
-        out.print(Syntax(revised["diff"], "diff"))
+        out.print(Syntax(revised["diff"], "diff", word_wrap=True))
     if not (result["added"] or result["removed"] or result["revised"]):
         out.print("functions: no change")
     out.print(f"training tasks: {result['fixed']} fixed, {result['broken']} broken "
@@ -215,7 +218,7 @@ def score(
     Example: agenttrain score predictions.jsonl --task math --json
     """
     if not file.is_file():
-        raise UserError(f"{file}: file not found")
+        raise UserError(f"{file}: {'is a folder, not a JSONL file' if file.is_dir() else 'file not found'}")
     result = api.score_file(file, task)
     if as_json:
         print_json(result)
@@ -226,7 +229,8 @@ def score(
     out.print(line)
 
 
-cache_app = typer.Typer(help="The on-disk response cache: stats and clear.", no_args_is_help=True)
+cache_app = typer.Typer(help="The on-disk response cache: stats and clear.\n\nExample: agenttrain cache stats",
+                        no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 CacheDir = Annotated[Path | None, typer.Option("--dir", help="Cache folder; default: the per-user cache folder")]
 
@@ -268,6 +272,8 @@ def report_command(
 
     Example: agenttrain report runs/math-algebra-20260101-120000 --out math-report/
     """
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: is a file; give a folder for report.md and its plots")
     paths = write_report(RunDir.open(run), out_dir)
     if as_json:
         print_json({"report": str(paths[0]), "plots": [str(p) for p in paths[1:]]})
@@ -288,6 +294,8 @@ def export_command(
 
     Example: agenttrain export runs/math-algebra-20260101-120000 --epoch best --format python --out functions.py
     """
+    if out_path is not None and out_path.is_dir():
+        raise UserError(f"--out {out_path}: is a folder; give a file name such as {out_path / 'functions.py'}")
     if as_json and out_path is None:
         raise UserError("--json describes the file written with --out; without --out the export itself is printed")
     run_dir = RunDir.open(run)
@@ -337,7 +345,8 @@ def runs_command(
             out.print(f"{Path(s.run).name}: {s.error}", highlight=False)
 
 
-data_app = typer.Typer(help="Fetch the paper's data sets into local folders the configs point at.",
+data_app = typer.Typer(help="Fetch the paper's data sets into local folders the configs point at.\n\n"
+                       "Example: agenttrain data pull math --dest data/math",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

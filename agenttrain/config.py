@@ -147,11 +147,15 @@ class Experiment(Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def content_hash(self) -> str:
-        """Hash of everything that changes results; `output_dir` and cache settings do not."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "budget"})
-        data["llm"].pop("cache_dir", None)
-        data["llm"].pop("cache", None)
+        """Hash of what decides results. Where the endpoint is, how to reach it, prices, budgets and the output
+        folder do not: a resumed run may change those (`RESUMABLE_KEYS`)."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"})
+        data["agent"].pop("llm")
+        data["optimizer"].pop("llm")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.* and output_dir"
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -191,10 +195,14 @@ def _format_validation(error: ValidationError, source: str) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give the experiment's YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

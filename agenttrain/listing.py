@@ -29,6 +29,12 @@ class RunSummary:
         return asdict(self)
 
 
+def _status(run: RunDir, info: dict[str, Any]) -> str | None:
+    """run.json's status, except that a "running" run whose process is gone was killed."""
+    status = info.get("status")
+    return "killed" if status == "running" and run.locked_by() is None else status
+
+
 def summarise_run(path: Path) -> RunSummary:
     run = RunDir.open(path)
     info = run.info()
@@ -38,7 +44,7 @@ def summarise_run(path: Path) -> RunSummary:
     # the best epoch's test result when it was evaluated, else the latest evaluated epoch's
     test = next((e for e in tests if e.epoch == best.get("epoch")), tests[-1] if tests else None)
     return RunSummary(
-        run=str(run.path), name=info.get("name"), status=info.get("status"), started=info.get("started"),
+        run=str(run.path), name=info.get("name"), status=_status(run, info), started=info.get("started"),
         epochs=len(run.epochs()), best_epoch=best.get("epoch"), best_train_accuracy=best.get("train_accuracy"),
         test_epoch=test.epoch if test else None, test_accuracy=test.accuracy if test else None,
         cost_usd=usage_cost(info.get("usage") or {}) + sum(e.cost_usd for e in evaluations),

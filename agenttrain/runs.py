@@ -8,6 +8,8 @@ import platform
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -99,7 +101,10 @@ class Snapshot:
     metrics: dict[str, Any]
 
     def rollouts(self) -> list[dict[str, Any]]:
-        return read_journal_lines(self.path / "rollouts.jsonl")
+        path = self.path / "rollouts.jsonl"
+        if not path.exists():
+            raise UserError(f"{path}: missing; this snapshot's rollouts were deleted")
+        return read_journal_lines(path)
 
 
 def load_snapshot(path: Path) -> Snapshot:
@@ -145,6 +150,38 @@ class RunDir:
         except (OSError, yaml.YAMLError, ValidationError) as exc:
             raise UserError(f"{self.path / 'config.yaml'}: cannot read the run's config: {exc}") from None
 
+    # -- the lock: one training process per run ---------------------------------------------------------
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held while a process trains this run, so a second `--resume` cannot write the same epochs."""
+        path = self.path / ".lock"
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                if self.locked_by() is not None:
+                    raise UserError(f"{self.path}: process {self.locked_by()} is training this run") from None
+                path.unlink(missing_ok=True)  # left by a process that was killed
+        else:
+            raise UserError(f"{self.path}: cannot take the run's lock ({path})")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    def locked_by(self) -> int | None:
+        """The live process training this run, if any."""
+        try:
+            pid = int((self.path / ".lock").read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
     # -- run.json and the journal ---------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
@@ -165,6 +202,11 @@ class RunDir:
 
     def events(self) -> list[dict[str, Any]]:
         return read_journal_lines(self.path / "events.jsonl")
+
+    def spent(self) -> dict[str, dict[str, Any]]:
+        """Usage per role as last journaled (it includes requests of an epoch that never finished)."""
+        journaled = [e["usage"] for e in self.events() if "usage" in e]
+        return journaled[-1] if journaled else self.info().get("usage") or {}
 
     # -- snapshots ------------------------------------------------------------------------------------
 
@@ -210,10 +252,11 @@ class RunDir:
         return best
 
     def best_if_any(self) -> int | None:
+        """best.json, else what the last snapshot recorded as best (best.json lost or not yet written)."""
         if (self.path / "best.json").exists():
             return int(read_run_json(self.path / "best.json")["epoch"])
         epochs = self.epochs()
-        return epochs[0] if epochs else None
+        return int(self.snapshot(epochs[-1]).metrics["best_epoch"]) if epochs else None
 
     def resolve_epoch(self, ref: str) -> int:
         """`best`, `N` or `epoch-N`."""

@@ -161,7 +161,7 @@ class Trainer:
     ) -> StepResult:
         step = await self.optimizer.step(state.incumbent, reference, training_records(records), state.rejected, epoch)
         self.run.log("candidate", epoch=epoch, functions=step.functions.to_json(),
-                     actions=[a.to_dict() for a in step.actions])
+                     actions=[a.to_dict() for a in step.actions], usage=self._usage())
         return step
 
     async def _evaluate(
@@ -171,7 +171,7 @@ class Trainer:
             self.reporter.epoch_started(epoch, phase, len(examples))
 
         def on_record(record: dict[str, Any]) -> None:
-            self.run.log("rollout", epoch=epoch, phase=phase, record=record)
+            self.run.log("rollout", epoch=epoch, phase=phase, record=record, usage=self._usage())
             if self.reporter:
                 self.reporter.rollout_done(record, self.rt.meter.total())
 
@@ -195,8 +195,7 @@ class Trainer:
         if best_reason:
             self.run.set_best(outcome.epoch, accuracy, best_reason)
         self.run.log("epoch", epoch=outcome.epoch, status=outcome.status, train_accuracy=accuracy)
-        self.run.update_info(usage={role: u.to_dict() for role, u in self.rt.meter.by_role().items()},
-                             epochs_done=outcome.epoch + 1)
+        self.run.update_info(usage=self._usage(), epochs_done=outcome.epoch + 1)
         state.next_epoch = outcome.epoch + 1
         if self.reporter:
             self.reporter.epoch_done({"epoch": outcome.epoch, **metrics})
@@ -247,7 +246,11 @@ class Trainer:
                 )
         return found
 
+    def _usage(self) -> dict[str, dict[str, Any]]:
+        """What the run has spent so far, per role; journaled with every event so a resume counts it all."""
+        return {role: u.to_dict() for role, u in self.rt.meter.by_role().items()}
+
     def _stop(self, status: str, reason: str) -> str:
         self.run.log("stop", status=status, reason=reason)
-        self.run.finish(status, reason=reason, usage={r: u.to_dict() for r, u in self.rt.meter.by_role().items()})
+        self.run.finish(status, reason=reason, usage=self._usage())
         return status

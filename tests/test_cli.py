@@ -142,16 +142,18 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["train", "missing.yaml"], "config file not found"),
         (["train", "bad.yaml"], "optimizer.epochz: unknown key"),
         (["train"], "give a CONFIG"),
-        (["train", "--resume", "runs/x", "--set", "optimizer.epochs=3"], "--set cannot change a run being resumed"),
         (["eval", "not-a-run"], "not a run directory"),
         (["score", "preds.jsonl", "--task", "chess"], "unknown scorer"),
         (["score", "preds.jsonl", "--task", "math"], "preds.jsonl:2"),
+        (["score", "empty.jsonl", "--task", "math"], "no predictions"),
+        (["score", ".", "--task", "math"], "is a folder"),
         (["validate", "bad.yaml", "--set", "optimizer.epochs"], "KEY=VALUE"),
     ],
 )
 def test_user_errors_print_one_clear_line_and_no_traceback(tmp_path, args, message):
     (tmp_path / "bad.yaml").write_text("name: x\ntask: {name: math, path: bad.yaml}\noptimizer: {epochz: 1}\n")
     (tmp_path / "preds.jsonl").write_text('{"prediction": "1", "answer": "1"}\n{"answer": "2"}\n')
+    (tmp_path / "empty.jsonl").write_text("")
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
@@ -159,8 +161,8 @@ def test_user_errors_print_one_clear_line_and_no_traceback(tmp_path, args, messa
 
 
 def test_help_shows_an_example_for_every_command():
-    commands = ["train", "validate", "eval", "diff", "show", "score", "report", "export", "runs",
-                "cache stats", "cache clear", "data pull"]
+    commands = ["", "train", "validate", "eval", "diff", "show", "score", "report", "export", "runs",
+                "cache", "cache stats", "cache clear", "data", "data pull"]
     for command in commands:
         result = runner.invoke(app, [*command.split(), "--help"])
         assert result.exit_code == 0 and "Example: agenttrain" in result.stdout, command
@@ -207,7 +209,9 @@ def test_a_split_that_does_not_fit_is_refused_before_any_run_directory_exists(wr
 def test_a_run_that_fails_before_its_first_epoch_says_why(write_config, tmp_path):
     with FakeOpenAI(lambda body: Fault(status=401)) as server:
         config = write_config(server.base_url, write_problems(tmp_path / "problems.jsonl", PRODUCTS))
-        result = invoke("train", str(config))
+        finished = runner.invoke(app, ["train", str(config), "--json"])
+    assert finished.exit_code == 1  # a failed run fails the command, for scripts
+    result = json.loads(finished.stdout)
     assert result["status"] == "failed" and result["best_epoch"] is None
     assert "OPENAI_API_KEY" in result["reason"]
     assert invoke("show", result["run"])["status"] == "failed"

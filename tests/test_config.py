@@ -70,6 +70,11 @@ def test_unreadable_yaml_and_missing_file(tmp_path):
     broken.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_experiment(broken)
+    (tmp_path / "latin1.yaml").write_bytes(b"\xff\xfe name: x")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_experiment(tmp_path / "latin1.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_experiment(tmp_path)
     with pytest.raises(ConfigError, match="not found"):
         load_experiment(tmp_path / "nope.yaml")
 

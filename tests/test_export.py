@@ -142,6 +142,7 @@ def test_json_flag_describes_the_written_file(tmp_path):
     (["--format", "yaml"], "choose one of python, openai-tools, json"),
     (["--json"], "without --out"),
     (["--epoch", "9"], "no epoch 9"),
+    (["--out", "."], "is a folder"),
 ])
 def test_bad_requests_get_a_clear_error(tmp_path, args, message):
     run = story_run(tmp_path)

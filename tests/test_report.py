@@ -185,3 +185,12 @@ def test_report_command_text_and_help(tmp_path):
     result = runner.invoke(app, ["report", str(run.path)])
     assert result.exit_code == 0 and "report.md and 4 plots" in result.stdout
     assert "Example: agenttrain report" in runner.invoke(app, ["report", "--help"]).stdout
+
+
+def test_an_out_path_that_is_a_file_is_refused(tmp_path):
+    run = story_run(tmp_path)
+    taken = tmp_path / "notes.md"
+    taken.write_text("mine")
+    result = runner.invoke(app, ["report", str(run.path), "--out", str(taken)])
+    assert isinstance(result.exception, UserError) and "is a file" in str(result.exception)
+    assert taken.read_text() == "mine"

@@ -14,6 +14,8 @@ import pytest
 
 from agenttrain import api
 from agenttrain.config import ConfigError
+from agenttrain.errors import UserError
+from agenttrain.listing import list_runs
 from agenttrain.runs import RunDir, find_runs
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI
@@ -92,6 +94,37 @@ def test_resume_refuses_a_changed_config(write_config, tmp_path, slow_world):
     process.wait(timeout=10)
     text = (run.path / "config.yaml").read_text().replace("max_turns: 4", "max_turns: 5")
     (run.path / "config.yaml").write_text(text)
-    with pytest.raises(ConfigError, match="changed since the run started"):
+    with pytest.raises(ConfigError, match="was edited and changes what the run's results depend on"):
         api.resume(run.path)
     assert json.loads((run.path / "run.json").read_text())["status"] == "running"
+
+
+def test_a_killed_run_resumes_on_a_moved_endpoint_and_counts_everything_it_spent(write_config, tmp_path, slow_world):
+    config = config_for(write_config, slow_world, tmp_path)
+    process = start_training(config)
+    run = wait_for_rollouts(tmp_path / "runs", 2)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    before_kill = len(slow_world.requests)
+    with FakeOpenAI(lambda body: "TERMINATE" if is_optimizer(body) else multiplying_agent(body)) as moved:
+        outcome = api.resume(run.path, [f"llm.base_url={moved.base_url}", "budget.max_usd=5"])
+        after = len(moved.requests)
+    assert outcome.status == "finished" and after > 0
+    assert run.experiment().llm.base_url == moved.base_url  # the run now records where it continued
+    counted = sum(usage["requests"] for usage in run.info()["usage"].values())
+    # the 2 rollouts journaled before the kill are counted; nothing beyond what the two servers received is
+    assert after + 2 <= counted <= after + before_kill
+    with pytest.raises(ConfigError, match=r"agent\.model=other changes what the run's results depend on"):
+        api.resume(run.path, ["agent.model=other"])
+
+
+def test_one_process_at_a_time_trains_a_run_and_a_killed_one_is_listed_as_killed(write_config, tmp_path, slow_world):
+    config = config_for(write_config, slow_world, tmp_path)
+    process = start_training(config)
+    run = wait_for_rollouts(tmp_path / "runs", 1)
+    with pytest.raises(UserError, match=f"process {process.pid} is training this run"):
+        api.resume(run.path)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    [listed] = list_runs(tmp_path / "runs")
+    assert listed.status == "killed"  # run.json still says running; the lock's process is gone

@@ -36,6 +36,8 @@ def test_split_refuses_more_than_there_is_and_duplicate_ids():
         split_examples(examples(10), 8, 8, 0, seed=0)
     with pytest.raises(DataError, match="share the id"):
         split_examples(examples(3) + examples(1), 1, 1, 0, seed=0)
+    with pytest.raises(DataError, match="no examples"):
+        split_examples([], 1, 1, 0, seed=0)
 
 
 def test_math_sample_filters_by_type_and_level():

@@ -65,6 +65,8 @@ def split_examples(
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise DataError(f"two examples share the id {duplicate!r}; ids must be unique")
     pool = _stable_order(examples, seed)
+    if not pool:
+        raise DataError("no examples: the data is empty, or the filters (types, levels, ...) exclude everything")
     fixed = (train_size or 0) + val_size + (test_size or 0)
     if fixed > len(pool):
         raise DataError(
