@@ -376,4 +376,7 @@ def main() -> None:
     except UserError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
 

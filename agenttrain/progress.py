@@ -19,7 +19,7 @@ class RichReporter:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("acc {task.fields[accuracy]}"),
-            TextColumn("{task.fields[tokens]} tok ${task.fields[cost]:.4f}"),
+            TextColumn("run total {task.fields[tokens]} tok ${task.fields[cost]:.4f}"),
             TimeElapsedColumn(),
             console=console,
             transient=False,

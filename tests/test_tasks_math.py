@@ -97,3 +97,10 @@ def test_real_math_test_split_loads_with_paper_sizes():
     splits = task.splits()
     assert len(splits.train) == 20 and len(splits.test) == 80
     assert all(e.fields["type"] == "Number Theory" for e in splits.train + splits.test)
+
+
+def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes("\ufeff".encode() + json.dumps({"problem": "p", "answer": "1"}).encode() + b"\n")
+    [example] = load_task(TaskConfig(name="math", path=path, train_size=1, test_size=0)).examples()
+    assert example.answer == "1"

@@ -9,11 +9,13 @@ from typing import Any
 
 from agenttrain.tasks.base import DataError
 
+TEXT_ENCODING = "utf-8-sig"  # UTF-8, tolerating the byte-order mark some editors write
+
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for every non-blank line."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding=TEXT_ENCODING).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     for number, line in enumerate(lines, start=1):
@@ -30,7 +32,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding=TEXT_ENCODING))
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     except json.JSONDecodeError as exc:
