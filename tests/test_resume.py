@@ -55,12 +55,17 @@ def config_for(write_config, server: FakeOpenAI, tmp_path: Path) -> Path:
                         llm={"concurrency": 1, "cache": False}, optimizer={"epochs": 1})
 
 
-def test_resume_after_sigkill_runs_only_the_rollouts_that_were_not_journaled(write_config, tmp_path, slow_world):
-    config = config_for(write_config, slow_world, tmp_path)
-    process = start_training(config)
-    run = wait_for_rollouts(tmp_path / "runs", 2)
+def killed_run(write_config, server: FakeOpenAI, tmp_path: Path, after_rollouts: int) -> RunDir:
+    """A training process SIGKILLed once it has journaled `after_rollouts` rollouts."""
+    process = start_training(config_for(write_config, server, tmp_path))
+    run = wait_for_rollouts(tmp_path / "runs", after_rollouts)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
+    return run
+
+
+def test_resume_after_sigkill_runs_only_the_rollouts_that_were_not_journaled(write_config, tmp_path, slow_world):
+    run = killed_run(write_config, slow_world, tmp_path, 2)
     journaled = {e["record"]["question"] for e in run.events() if e["event"] == "rollout"}
     assert run.info()["status"] == "running" and run.epochs() == []  # killed: no half-written snapshot
 
@@ -87,11 +92,7 @@ def test_ctrl_c_stops_gracefully_with_status_interrupted(write_config, tmp_path,
 
 
 def test_resume_refuses_a_changed_config(write_config, tmp_path, slow_world):
-    config = config_for(write_config, slow_world, tmp_path)
-    process = start_training(config)
-    run = wait_for_rollouts(tmp_path / "runs", 1)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
+    run = killed_run(write_config, slow_world, tmp_path, 1)
     text = (run.path / "config.yaml").read_text().replace("max_turns: 4", "max_turns: 5")
     (run.path / "config.yaml").write_text(text)
     with pytest.raises(ConfigError, match="was edited and changes what the run's results depend on"):
@@ -100,11 +101,7 @@ def test_resume_refuses_a_changed_config(write_config, tmp_path, slow_world):
 
 
 def test_a_killed_run_resumes_on_a_moved_endpoint_and_counts_everything_it_spent(write_config, tmp_path, slow_world):
-    config = config_for(write_config, slow_world, tmp_path)
-    process = start_training(config)
-    run = wait_for_rollouts(tmp_path / "runs", 2)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
+    run = killed_run(write_config, slow_world, tmp_path, 2)
     before_kill = len(slow_world.requests)
     with FakeOpenAI(lambda body: "TERMINATE" if is_optimizer(body) else multiplying_agent(body)) as moved:
         outcome = api.resume(run.path, [f"llm.base_url={moved.base_url}", "budget.max_usd=5"])
