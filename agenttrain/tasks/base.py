@@ -7,8 +7,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
+from agenttrain.config import TaskConfig
 from agenttrain.errors import UserError
 
 AnswerFormat = Literal["boxed", "final_answer"]
@@ -79,3 +80,22 @@ def split_examples(
     rest = pool[train_n + val_size :]
     test = rest if test_size is None else rest[:test_size]
     return Splits(train=train, test=test, val=val)
+
+
+class PathTask:
+    """A task read from `task.path` whose examples are split by the config's sizes and seed."""
+
+    name: ClassVar[str]
+    path_hint: ClassVar[str]  # what `task.path` should point at, for the error when it is missing
+
+    def __init__(self, config: TaskConfig) -> None:
+        if config.path is None:
+            raise DataError(f"task.path: the {self.name} task needs {self.path_hint}")
+        self.config = config
+
+    def examples(self) -> list[Example]:
+        raise NotImplementedError
+
+    def splits(self) -> Splits:
+        c = self.config
+        return split_examples(self.examples(), c.train_size, c.test_size, c.val_size, c.seed)

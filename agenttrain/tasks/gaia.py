@@ -16,8 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agenttrain.config import TaskConfig
-from agenttrain.tasks.base import DataError, Example, Splits, split_examples
+from agenttrain.tasks.base import DataError, Example, PathTask
 from agenttrain.tasks.files import read_jsonl, require_field
 
 UNANSWERED = ("", "?")  # how GAIA's test split hides its answers
@@ -95,16 +94,12 @@ def _example(folder: Path, where: str, record: dict[str, Any]) -> Example:
     )
 
 
-class GAIATask:
+class GAIATask(PathTask):
     name = "gaia"
     scorer = "gaia"
     answer_format = "final_answer"
     requires_network = True  # web search and page fetching: the run must set sandbox.network: true
-
-    def __init__(self, config: TaskConfig) -> None:
-        if config.path is None:
-            raise DataError("task.path: the GAIA task needs the folder `agenttrain data pull gaia` filled")
-        self.config = config
+    path_hint = "the folder that `agenttrain data pull gaia` filled"
 
     def examples(self) -> list[Example]:
         folder = split_folder(self.config.path, self.config.gaia_split)
@@ -122,7 +117,3 @@ class GAIATask:
                 f"answer ('?' or empty, e.g. task {unanswered[0]}), so they can be neither trained nor scored; "
                 f"use task.gaia_split: validation"
             )
-
-    def splits(self) -> Splits:
-        c = self.config
-        return split_examples(self.examples(), c.train_size, c.test_size, c.val_size, c.seed)

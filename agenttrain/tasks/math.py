@@ -6,9 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from agenttrain.config import TaskConfig
 from agenttrain.scorers.extraction import last_boxed_content
-from agenttrain.tasks.base import DataError, Example, Splits, split_examples
+from agenttrain.tasks.base import DataError, Example, PathTask
 from agenttrain.tasks.files import read_json, read_jsonl, require_field
 
 LEVEL = re.compile(r"(\d+)")
@@ -53,15 +52,11 @@ def _example(file: Path, where: str, record: dict[str, Any], root: Path) -> Exam
     )
 
 
-class MathTask:
+class MathTask(PathTask):
     name = "math"
     scorer = "math"
     answer_format = "boxed"
-
-    def __init__(self, config: TaskConfig) -> None:
-        if config.path is None:
-            raise DataError("task.path: the MATH task needs `path` (a JSONL file or a folder)")
-        self.config = config
+    path_hint = "a MATH JSONL file or a folder of them"
 
     def examples(self) -> list[Example]:
         root = self.config.path
@@ -79,7 +74,3 @@ class MathTask:
         if levels:
             examples = [e for e in examples if e.fields["level"] in set(levels)]
         return examples
-
-    def splits(self) -> Splits:
-        c = self.config
-        return split_examples(self.examples(), c.train_size, c.test_size, c.val_size, c.seed)

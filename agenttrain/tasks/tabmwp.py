@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agenttrain.config import TaskConfig
 from agenttrain.scorers.tabmwp import OPTION_LETTERS
-from agenttrain.tasks.base import DataError, Example, Splits, split_examples
+from agenttrain.tasks.base import DataError, Example, PathTask
 from agenttrain.tasks.files import read_json, require_field
 
 DEFAULT_FILE = "problems_test.json"  # the split the paper samples from; `data pull tabmwp` writes it
@@ -64,15 +63,11 @@ def _example(problem_id: str, record: Any, where: str) -> Example:
     )
 
 
-class TabMWPTask:
+class TabMWPTask(PathTask):
     name = "tabmwp"
     scorer = "tabmwp"
     answer_format = "final_answer"
-
-    def __init__(self, config: TaskConfig) -> None:
-        if config.path is None:
-            raise DataError(f"task.path: the TabMWP task needs a PromptPG {DEFAULT_FILE} file or its folder")
-        self.config = config
+    path_hint = f"a PromptPG {DEFAULT_FILE} file or its folder"
 
     def examples(self) -> list[Example]:
         file = _problems_file(self.config.path)
@@ -89,7 +84,3 @@ class TabMWPTask:
         if grades:
             examples = [e for e in examples if e.fields["grade"] in grades]
         return examples
-
-    def splits(self) -> Splits:
-        c = self.config
-        return split_examples(self.examples(), c.train_size, c.test_size, c.val_size, c.seed)
