@@ -17,6 +17,7 @@ from agenttrain.agents.base import (
     Rollout,
     SandboxAgent,
     call_function,
+    has_final_answer,
     reject_call,
     run_code,
 )
@@ -78,7 +79,7 @@ def final_answer_format(answer_format: AnswerFormat) -> tuple[str, str]:
 def stated_prediction(answer: str, answer_format: AnswerFormat) -> str:
     """The model's final answer in the form the task's scorer reads (see the module docstring)."""
     if answer_format == "boxed":
-        return answer if "\\boxed" in answer or "\\fbox" in answer else f"\\boxed{{{answer}}}"
+        return answer if has_final_answer(answer, "boxed") else f"\\boxed{{{answer}}}"
     return f"FINAL ANSWER: {answer}"
 
 
