@@ -20,6 +20,9 @@ from agenttrain.config import ModelParams
 REASONING_MODEL = re.compile(r"^(o\d+|gpt-([5-9]|[1-9]\d))([.-]|$)")
 CHAT_MODEL_TEMPERATURE = 0.0  # reproducible rollouts, and replies the response cache can stand in for
 OPTIONAL_PARAMS = ("reasoning_effort", "top_p", "seed")
+# how servers that do not fill in OpenAI's `param` word a refused field; a context-length error is not one
+REFUSAL_WORDING = re.compile(r"unsupported|not supported|unknown|unrecognized|not permitted|not allowed|extra "
+                             r"(fields|inputs)|invalid (parameter|value)", re.IGNORECASE)
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -68,10 +71,15 @@ def config_key(role: str, param: str, body: dict[str, Any]) -> str | None:
 def refused_parameter(role: str, body: dict[str, Any], param: str | None, detail: str) -> str | None:
     """One line naming the config key to change when a 400 refuses a parameter we sent, else None.
 
-    OpenAI names the parameter in the error's `param`; other servers only in the message, so the names
-    we sent are looked for there too."""
+    OpenAI names the parameter in the error's `param`; other servers only in the message, so there the names
+    we sent are looked for in a message that reads as a refusal."""
     sent = [key for key in body if key not in ("model", "messages")] + list(body.get("extra_body", {}))
-    candidates = [param] if param else [key for key in sent if re.search(rf"\b{re.escape(key)}\b", detail)]
+    if param:
+        candidates = [param]
+    elif REFUSAL_WORDING.search(detail):
+        candidates = [key for key in sent if re.search(rf"\b{re.escape(key)}\b", detail)]
+    else:
+        return None
     for name in candidates:
         if (key := config_key(role, name, body)) is not None:
             return (f"the {role} endpoint refused {name!r} for model {body['model']!r} ({detail}); "
