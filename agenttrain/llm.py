@@ -233,7 +233,7 @@ class LLMClient:
                     reply = reply_from_completion(await self._client.chat.completions.create(**body))
             except openai.APIStatusError as exc:
                 if not _is_transient(exc):
-                    raise self._rejected(exc, body, attempt + 1) from None
+                    raise self._refused(exc, body) or self._rejected(exc, body["model"], attempt + 1) from None
                 if exc.status_code == 429:
                     self._limiter.on_rate_limit(generation)
                     server_wait = retry_after_seconds(exc.response.headers)
@@ -272,11 +272,16 @@ class LLMClient:
         )
         return EndpointDown(self._down_reason)
 
-    def _rejected(self, exc: openai.APIStatusError, body: dict[str, Any], attempts: int) -> Exception:
-        """An error that retrying cannot fix: a wrong key, model or parameter, or no credit, stops the run."""
-        status, detail, model = exc.status_code, _error_message(exc), body["model"]
-        if status in (400, 422) and (fix := refused_parameter(self.role, body, exc.param, detail)):
-            return EndpointDown(fix)  # every request would be refused alike
+    def _refused(self, exc: openai.APIStatusError, body: dict[str, Any]) -> EndpointDown | None:
+        """A 400 refusing a parameter the config set: every request would be refused alike, so the run stops."""
+        if exc.status_code not in (400, 422):
+            return None
+        fix = refused_parameter(self.role, body, exc.param, _error_message(exc))
+        return EndpointDown(fix) if fix else None
+
+    def _rejected(self, exc: openai.APIStatusError, model: str, attempts: int) -> Exception:
+        """An error that retrying cannot fix: a wrong key or model, or no credit, stops the run at once."""
+        status, detail = exc.status_code, _error_message(exc)
         if exc.code == INSUFFICIENT_QUOTA:
             return EndpointDown(f"{self.endpoint}: the account has no credit left (HTTP {status}: {detail})")
         if status in (401, 403):
