@@ -83,8 +83,7 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
         print_json(estimate)
         return
     table = Table(title=f"estimate: {estimate['train_tasks']} training tasks, {estimate['epochs']} epochs")
-    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "of which reasoning",
-                   "cost $"):
+    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "reasoning tok", "cost $"):
         table.add_column(column)
     for case in ("typical", "worst_case"):
         for row in estimate[case]:
