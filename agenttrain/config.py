@@ -74,7 +74,7 @@ class ModelParams(Strict):
     (see agenttrain/request_params.py): temperature 0 for chat models, none for OpenAI's reasoning models."""
 
     temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)  # sent as max_completion_tokens to OpenAI's reasoning models
+    max_tokens: int | None = Field(None, ge=1)  # to reasoning models as max_completion_tokens: reasoning included
     reasoning_effort: ReasoningEffort | None = None
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
