@@ -10,7 +10,7 @@ from typing import Any
 from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api_keys, load_experiment
 from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
-from agenttrain.evaluation import evaluate, summarise
+from agenttrain.evaluation import summarise
 from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
@@ -116,8 +116,7 @@ async def _eval(
             if reporter:
                 reporter.rollout_done(record, runtime.meter.total())
 
-        concurrency = experiment.llm_for("agent").concurrency
-        records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
+        records = await runtime.executor.run(examples, functions, on_record)
         usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
     ci95 = list(bootstrap_ci([bool(r["correct"]) for r in records]))
     return {"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,

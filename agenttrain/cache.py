@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import platformdirs
 
@@ -40,6 +40,13 @@ def request_key(endpoint: str, body: dict[str, Any], sample_index: int) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ReplyStore(Protocol):
+    """What the LLM client needs of a cache: the on-disk `ResponseCache`, or one served from another process."""
+
+    async def lookup(self, key: str) -> dict[str, Any] | None: ...
+    async def store(self, key: str, value: dict[str, Any]) -> None: ...
 
 
 class ResponseCache:
@@ -78,6 +85,13 @@ class ResponseCache:
         data = json.dumps(value, ensure_ascii=False)
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, data))
+
+    # the client awaits these, so that a cache served from another process (the Ray executor's) fits the same slot
+    async def lookup(self, key: str) -> dict[str, Any] | None:
+        return self.get(key)
+
+    async def store(self, key: str, value: dict[str, Any]) -> None:
+        self.put(key, value)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -150,6 +150,17 @@ class SandboxConfig(Strict):
     warm_workers: int = Field(2, ge=0, le=64)
 
 
+class ExecutorConfig(Strict):
+    """Where an epoch's rollouts run: in this process (`local`) or on Ray workers (`ray`). Never changes results."""
+
+    kind: Literal["local", "ray"] = "local"
+    # null: start a local Ray for the run; "auto": the cluster this machine is a node of; ray://HOST:PORT: a
+    # remote cluster's client server (port 10001 by default)
+    address: str | None = Field(None, pattern=r"^(auto|ray://[^\s/:]+:\d+)$")
+    num_cpus_per_rollout: float = Field(1.0, gt=0)  # CPUs Ray reserves per rollout in flight (sandbox, scoring)
+    rollouts_per_worker: int = Field(1, ge=1)  # rollouts one worker process runs at once, sharing its sandbox pool
+
+
 class BudgetConfig(Strict):
     max_usd: float | None = Field(None, gt=0)
     max_tokens: int | None = Field(None, gt=0)
@@ -163,6 +174,7 @@ class Experiment(Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     output_dir: Path = Path("runs")
 
     def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
@@ -176,15 +188,15 @@ class Experiment(Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def content_hash(self) -> str:
-        """Hash of what decides results. Where the endpoint is, how to reach it, prices, budgets and the output
-        folder do not: a resumed run may change those (`RESUMABLE_KEYS`)."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"})
+        """Hash of what decides results. Where the endpoint is, how to reach it, prices, budgets, where rollouts
+        run and the output folder do not: a resumed run may change those (`RESUMABLE_KEYS`)."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm", "executor"})
         data["agent"].pop("llm")
         data["optimizer"].pop("llm")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.* and output_dir"
+RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.*, executor.* and output_dir"
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

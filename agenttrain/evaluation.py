@@ -43,6 +43,13 @@ def rollout_record(example: Example, rollout: Any, verdict: Any) -> dict[str, An
     }
 
 
+async def solve_and_score(agent: Agent, scorer: str, example: Example, functions: FunctionSet) -> dict[str, Any]:
+    """One rollout, scored: what every executor runs per example, here or on a Ray worker."""
+    rollout = await agent.solve(example, functions)
+    verdict = await judge_async(scorer, rollout.prediction, example.answer, example.fields)
+    return rollout_record(example, rollout, verdict)
+
+
 async def evaluate(
     agent: Agent,
     scorer: str,
@@ -60,9 +67,7 @@ async def evaluate(
         if example.id in done:
             return done[example.id]
         async with limit:
-            rollout = await agent.solve(example, functions)
-        verdict = await judge_async(scorer, rollout.prediction, example.answer, example.fields)
-        record = rollout_record(example, rollout, verdict)
+            record = await solve_and_score(agent, scorer, example, functions)
         if on_record:
             on_record(record)
         return record

@@ -20,7 +20,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from agenttrain.cache import ResponseCache, request_key
+from agenttrain.cache import ReplyStore, request_key
 from agenttrain.config import LLMConfig, ModelParams
 from agenttrain.errors import UserError
 from agenttrain.request_params import refused_parameter, request_body
@@ -154,6 +154,8 @@ class LLMClient:
 
     `backoff_s` is the first retry's wait (doubling, with jitter, up to `max_backoff_s`, which also caps a
     server's Retry-After); after `down_after` requests in a row fail for good, `chat` raises EndpointDown.
+    `limiter` bounds requests in flight: `settings.concurrency` for this client alone by default; the Ray executor
+    passes one that all its workers share.
     """
 
     def __init__(
@@ -162,10 +164,11 @@ class LLMClient:
         *,
         role: str,
         meter: UsageMeter,
-        cache: ResponseCache | None,
+        cache: ReplyStore | None,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         down_after: int = 8,
+        limiter: AdaptiveLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
@@ -181,7 +184,7 @@ class LLMClient:
             timeout=settings.timeout_s,
         )
         self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
-        self._limiter = AdaptiveLimiter(settings.concurrency)
+        self._limiter = limiter or AdaptiveLimiter(settings.concurrency)
         self._failures_in_a_row = 0
         self._down_reason: str | None = None
 
@@ -209,14 +212,14 @@ class LLMClient:
             raise EndpointDown(self._down_reason)
         body = request_body(model, messages, params or ModelParams(), tools=tools, stop=stop)
         key = request_key(self.endpoint, body, sample_index)
-        if self.cache and (hit := self.cache.get(key)) is not None:
+        if self.cache and (hit := await self.cache.lookup(key)) is not None:
             reply = ChatReply.from_cache(hit)
             self._meter(model, reply)
             return reply
         reply = await self._send(body)
         self._meter(model, reply)
         if self.cache:
-            self.cache.put(key, reply.to_cache())
+            await self.cache.store(key, reply.to_cache())
         return reply
 
     def _meter(self, model: str, reply: ChatReply) -> None:

@@ -10,10 +10,11 @@ from agenttrain.agents import make_agent
 from agenttrain.agents.base import Agent
 from agenttrain.cache import open_cache
 from agenttrain.config import ConfigError, Experiment
+from agenttrain.executors import RolloutExecutor, open_executor
 from agenttrain.llm import LLMClient
 from agenttrain.sandbox import Sandbox
 from agenttrain.tasks import load_task
-from agenttrain.tasks.base import Task
+from agenttrain.tasks.base import AnswerFormat, Task
 from agenttrain.usage import UsageMeter
 
 
@@ -26,6 +27,7 @@ class Runtime:
     optimizer_client: LLMClient
     sandbox: Sandbox
     agent: Agent
+    executor: RolloutExecutor  # runs an epoch's rollouts: with `agent` here, or on Ray workers
 
 
 def check_network(experiment: Experiment, task: Task) -> None:
@@ -37,6 +39,19 @@ def check_network(experiment: Experiment, task: Task) -> None:
 
 
 @asynccontextmanager
+async def open_agent(
+    experiment: Experiment, client: LLMClient, answer_format: AnswerFormat
+) -> AsyncIterator[tuple[Agent, Sandbox]]:
+    """The configured agent with a started sandbox pool of its own; here, or in a Ray worker process."""
+    sandbox = Sandbox(experiment.sandbox)
+    try:
+        await sandbox.start()
+        yield make_agent(experiment.agent, client, sandbox, answer_format), sandbox
+    finally:
+        await sandbox.close()
+
+
+@asynccontextmanager
 async def open_runtime(experiment: Experiment, use_cache: bool = True) -> AsyncIterator[Runtime]:
     task = load_task(experiment.task)
     check_network(experiment, task)
@@ -44,13 +59,11 @@ async def open_runtime(experiment: Experiment, use_cache: bool = True) -> AsyncI
     cache = open_cache(experiment.llm, enabled=use_cache)
     agent_client = LLMClient(experiment.llm_for("agent"), role="agent", meter=meter, cache=cache)
     optimizer_client = LLMClient(experiment.llm_for("optimizer"), role="optimizer", meter=meter, cache=cache)
-    sandbox = Sandbox(experiment.sandbox)
     try:
-        await sandbox.start()
-        agent = make_agent(experiment.agent, agent_client, sandbox, task.answer_format)
-        yield Runtime(experiment, task, meter, agent_client, optimizer_client, sandbox, agent)
+        async with open_agent(experiment, agent_client, task.answer_format) as (agent, sandbox), \
+                open_executor(experiment, task, agent, meter, use_cache) as executor:
+            yield Runtime(experiment, task, meter, agent_client, optimizer_client, sandbox, agent, executor)
     finally:
-        await sandbox.close()
         await agent_client.close()
         await optimizer_client.close()
         if cache is not None:

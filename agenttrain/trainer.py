@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agenttrain.evaluation import evaluate, summarise
+from agenttrain.evaluation import summarise
 from agenttrain.functions import FunctionSet
 from agenttrain.llm import EndpointDown, LLMError
 from agenttrain.optimizer import ActionRecord, AgentOptimizer, StepResult, TrainingRecord
@@ -175,9 +175,7 @@ class Trainer:
             if self.reporter:
                 self.reporter.rollout_done(record, self.rt.meter.total())
 
-        done = journal.get(phase, {})
-        concurrency = self.rt.experiment.llm_for("agent").concurrency
-        return await evaluate(self.rt.agent, self.rt.task.scorer, examples, functions, concurrency, on_record, done)
+        return await self.rt.executor.run(examples, functions, on_record, journal.get(phase, {}))
 
     # -- recording an epoch -----------------------------------------------------------------------------
 

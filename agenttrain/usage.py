@@ -170,6 +170,11 @@ class UsageMeter:
                 f"(${spent.cost_usd:.4f} in {spent.requests} requests)"
             )
 
+    def add(self, by_role: dict[str, Usage]) -> None:
+        """Count usage metered elsewhere (a Ray worker's requests) as this run's."""
+        for role, usage in by_role.items():
+            self._by_role[role] = self._by_role.get(role, Usage()) + usage
+
     def restore(self, by_role: dict[str, dict[str, Any]]) -> None:
         """Continue a resumed run from the per-role totals it saved (`Usage.to_dict` form)."""
         self._by_role = {role: Usage.from_dict(data) for role, data in by_role.items()}

@@ -1,0 +1,63 @@
+"""Where an epoch's rollouts run. The trainer and `eval` call one `RolloutExecutor`: `local` runs the rollouts
+concurrently in this process, `ray` on Ray worker processes (agenttrain.executors.ray_rollouts, imported only
+when a config asks for it, so that nothing else pays for importing Ray)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from agenttrain.agents.base import Agent
+from agenttrain.config import Experiment
+from agenttrain.evaluation import evaluate
+from agenttrain.functions import FunctionSet
+from agenttrain.tasks.base import Example, Task
+from agenttrain.usage import UsageMeter
+
+RecordCallback = Callable[[dict[str, Any]], None]
+
+
+class RolloutExecutor(Protocol):
+    async def run(
+        self,
+        examples: Sequence[Example],
+        functions: FunctionSet,
+        on_record: RecordCallback | None = None,
+        done: dict[str, dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Scored records in the order of `examples`; `on_record` sees each as it is finished, in this process;
+        ids in `done` (journaled before a crash) are returned as they are, not run again."""
+        ...
+
+
+class LocalExecutor:
+    """Rollouts as concurrent tasks of this process, at most `concurrency` at once."""
+
+    def __init__(self, agent: Agent, scorer: str, concurrency: int) -> None:
+        self.agent = agent
+        self.scorer = scorer
+        self.concurrency = concurrency
+
+    async def run(
+        self,
+        examples: Sequence[Example],
+        functions: FunctionSet,
+        on_record: RecordCallback | None = None,
+        done: dict[str, dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        return await evaluate(self.agent, self.scorer, examples, functions, self.concurrency, on_record, done)
+
+
+@asynccontextmanager
+async def open_executor(
+    experiment: Experiment, task: Task, agent: Agent, meter: UsageMeter, use_cache: bool
+) -> AsyncIterator[RolloutExecutor]:
+    """The executor `experiment.executor.kind` names; `agent` is this process's, which `local` runs."""
+    if experiment.executor.kind == "local":
+        yield LocalExecutor(agent, task.scorer, experiment.llm_for("agent").concurrency)
+        return
+    from agenttrain.executors.ray_rollouts import open_ray_executor
+
+    async with open_ray_executor(experiment, task, meter, use_cache) as executor:
+        yield executor

@@ -1,0 +1,41 @@
+"""Connecting to Ray for one run: the cluster at `executor.address`, or a local instance started for the run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+
+from agenttrain.config import ExecutorConfig
+from agenttrain.errors import UserError
+
+
+@contextmanager
+def ray_session(config: ExecutorConfig) -> Iterator[None]:
+    """Connected to Ray inside the block. A program (or test) that connected already keeps its session; a
+    session opened here is closed after the run (a local instance stops with it)."""
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        if config.address is None:
+            # loopback only, no dashboard: a private instance for this run that nobody else should reach
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     logging_level=logging.WARNING)
+        else:
+            ray.init(address=config.address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at executor.address={config.address}" if config.address else "a local Ray instance"
+        raise UserError(f"cannot connect to {where}: {exc}. Start it (`ray start --head` on the head node), "
+                        "fix the address, or set executor.kind: local") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def cluster_cpus() -> float:
+    return float(ray.cluster_resources().get("CPU", 0))

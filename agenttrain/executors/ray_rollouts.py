@@ -1,0 +1,202 @@
+"""Rollouts on Ray: worker actors run the agent's conversation, its sandbox code and the scoring; the driver
+keeps the journal, snapshots, optimizer, progress and the run's usage.
+
+Each worker process keeps one LLM client and one sandbox pool across rollouts and runs up to
+`executor.rollouts_per_worker` at once. The run's limits are not per worker: the request limit, the budget and
+the response cache live in one ledger actor (ray_ledger.py), and the driver starts at most `llm.concurrency`
+rollouts at a time. A worker that dies takes only its rollouts in flight with it: the driver starts a
+replacement and runs them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from agenttrain.cache import ResponseCache
+from agenttrain.config import Experiment
+from agenttrain.errors import UserError
+from agenttrain.evaluation import run_all, solve_and_score
+from agenttrain.executors import RecordCallback
+from agenttrain.executors.ray_cluster import cluster_cpus, ray_session
+from agenttrain.executors.ray_ledger import SharedCache, SharedLimiter, SharedMeter, remote_result, start_ledger
+from agenttrain.functions import FunctionSet
+from agenttrain.llm import LLMClient
+from agenttrain.runtime import open_agent
+from agenttrain.tasks.base import AnswerFormat, Example, Task
+from agenttrain.usage import Usage, UsageMeter
+
+ATTEMPTS = 3  # runs of one rollout whose workers all died before it is given up
+CLOSE_TIMEOUT_S = 30.0
+
+
+class RolloutWorker:
+    """One Ray worker process (an async actor): an agent with its own LLM client and sandbox pool."""
+
+    def __init__(self, experiment: Experiment, answer_format: AnswerFormat, scorer: str,
+                 ledger: ray.actor.ActorHandle, name: str, use_cache: bool) -> None:
+        self.meter = SharedMeter(ledger, experiment)
+        self.client = LLMClient(experiment.llm_for("agent"), role="agent", meter=self.meter,
+                                cache=SharedCache(ledger) if use_cache else None, limiter=SharedLimiter(ledger, name))
+        self.experiment = experiment
+        self.answer_format = answer_format
+        self.scorer = scorer
+        self.resources = AsyncExitStack()
+
+    async def start(self) -> None:
+        """Start the sandbox pool (an actor's constructor cannot await)."""
+        self.agent, _ = await self.resources.enter_async_context(
+            open_agent(self.experiment, self.client, self.answer_format))
+
+    async def solve(self, example: Example, functions: FunctionSet) -> tuple[dict[str, Any], dict[str, Usage]]:
+        """The scored record, and the usage this worker metered since its last answer."""
+        record = await solve_and_score(self.agent, self.scorer, example, functions)
+        return record, self.meter.take()
+
+    async def close(self) -> None:
+        await self.resources.aclose()
+        await self.client.close()
+
+
+def forwarded_environment(experiment: Experiment) -> dict[str, str]:
+    """The endpoint settings a worker reads from its environment: the API key variables and OPENAI_BASE_URL."""
+    names = {experiment.llm_for("agent").api_key_env, "OPENAI_BASE_URL"}
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+class WorkerPool:
+    """The worker actors and their free rollout slots. A worker that dies is replaced (once, whichever of its
+    rollouts notices first) and each of its rollouts runs again on the replacement."""
+
+    def __init__(self, experiment: Experiment, task: Task, ledger: ray.actor.ActorHandle, use_cache: bool) -> None:
+        settings = experiment.executor
+        self.slots_per_worker = settings.rollouts_per_worker
+        cpus = settings.num_cpus_per_rollout * self.slots_per_worker
+        self.actor = ray.remote(RolloutWorker).options(
+            num_cpus=cpus, max_concurrency=self.slots_per_worker + 1,
+            runtime_env={"env_vars": forwarded_environment(experiment)})
+        self.arguments = (experiment, task.answer_format, task.scorer, ledger)
+        self.use_cache = use_cache
+        self.ledger = ledger
+        self.size = worker_count(experiment, cpus)
+        self.workers: list[Any] = [None] * self.size
+        self.names = [""] * self.size  # the ledger's name for each worker's request slots
+        self.free: asyncio.Queue[int] = asyncio.Queue()  # a worker's index once per rollout it can take
+        self.spawned = 0
+        self.replacing = [asyncio.Lock() for _ in range(self.size)]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._spawn(index) for index in range(self.size)))
+        for _ in range(self.slots_per_worker):
+            for index in range(self.size):
+                self.free.put_nowait(index)
+
+    async def _spawn(self, index: int) -> None:
+        self.spawned += 1
+        name = f"worker-{self.spawned}"
+        worker = self.actor.remote(*self.arguments, name, self.use_cache)
+        self.workers[index], self.names[index] = worker, name
+        await remote_result(worker.start.remote())
+
+    async def solve(self, example: Example, functions: ray.ObjectRef) -> tuple[dict[str, Any], dict[str, Usage]]:
+        for _ in range(ATTEMPTS):
+            index = await self.free.get()
+            worker = self.workers[index]
+            try:
+                return await remote_result(worker.solve.remote(example, functions))
+            except ray.exceptions.RayActorError:
+                await self._replace(index, worker)
+            finally:
+                self.free.put_nowait(index)
+        raise UserError(f"rollout of task {example.id!r}: its Ray worker died {ATTEMPTS} times (out of memory, or "
+                        "a node lost?); see the Ray logs (/tmp/ray/session_latest/logs), then continue with --resume")
+
+    async def _replace(self, index: int, dead: Any) -> None:
+        async with self.replacing[index]:
+            if self.workers[index] is not dead:  # another rollout of that worker replaced it already
+                return
+            await remote_result(self.ledger.forget.remote(self.names[index]))
+            ray.kill(dead, no_restart=True)
+            await self._spawn(index)
+
+    async def close(self) -> None:
+        closing = [worker.close.remote() for worker in self.workers if worker is not None]
+        await asyncio.wait([asyncio.ensure_future(ref) for ref in closing], timeout=CLOSE_TIMEOUT_S)
+        for worker in self.workers:
+            if worker is not None:
+                ray.kill(worker, no_restart=True)
+
+
+def worker_count(experiment: Experiment, cpus_per_worker: float) -> int:
+    """Enough workers for `llm.concurrency` rollouts at once, as far as the cluster's CPUs go."""
+    wanted = math.ceil(experiment.llm_for("agent").concurrency / experiment.executor.rollouts_per_worker)
+    available = cluster_cpus()
+    fit = int(available // cpus_per_worker)
+    if fit < 1:
+        raise UserError(
+            f"a Ray worker needs executor.num_cpus_per_rollout x executor.rollouts_per_worker = {cpus_per_worker:g} "
+            f"CPUs but the cluster has {available:g}; lower executor.num_cpus_per_rollout")
+    return min(wanted, fit)
+
+
+class RayExecutor:
+    """The `RolloutExecutor` on Ray; the driver side of the workers."""
+
+    def __init__(self, pool: WorkerPool, ledger: ray.actor.ActorHandle, meter: UsageMeter) -> None:
+        self.pool = pool
+        self.ledger = ledger
+        self.meter = meter
+
+    async def run(
+        self,
+        examples: Sequence[Example],
+        functions: FunctionSet,
+        on_record: RecordCallback | None = None,
+        done: dict[str, dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        done = done or {}
+        # the budget counts everything the run has spent so far, the optimizer's requests included
+        spent = {role: usage.to_dict() for role, usage in self.meter.by_role().items()}
+        await remote_result(self.ledger.restore.remote(spent))
+        shared = ray.put(functions)
+
+        async def one(example: Example) -> dict[str, Any]:
+            if example.id in done:
+                return done[example.id]
+            record, usage = await self.pool.solve(example, shared)
+            self.meter.add(usage)
+            if on_record:
+                on_record(record)
+            return record
+
+        return await run_all(one(e) for e in examples)
+
+
+def cache_folder(experiment: Experiment, use_cache: bool) -> Path | None:
+    """The cache file's folder as the driver sees it (absolute: the ledger runs in another working directory)."""
+    if not (use_cache and experiment.llm.cache):
+        return None
+    return Path(experiment.llm.cache_dir or ResponseCache.default_dir()).resolve()
+
+
+@asynccontextmanager
+async def open_ray_executor(
+    experiment: Experiment, task: Task, meter: UsageMeter, use_cache: bool
+) -> AsyncIterator[RayExecutor]:
+    with ray_session(experiment.executor):
+        ledger = start_ledger(experiment, cache_folder(experiment, use_cache))
+        pool = WorkerPool(experiment, task, ledger, use_cache)
+        try:
+            await pool.start()
+            yield RayExecutor(pool, ledger, meter)
+        finally:
+            await pool.close()
+            await asyncio.wait([asyncio.ensure_future(ledger.close.remote())], timeout=CLOSE_TIMEOUT_S)
+            ray.kill(ledger, no_restart=True)
