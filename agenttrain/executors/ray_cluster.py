@@ -23,8 +23,8 @@ def ray_session(config: ExecutorConfig) -> Iterator[None]:
     try:
         if config.address is None:
             # loopback only, no dashboard: a private instance for this run that nobody else should reach
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1",
-                     logging_level=logging.WARNING)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
         else:
             ray.init(address=config.address, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
