@@ -22,6 +22,8 @@ from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multi
 
 PRODUCTS = [(f"What is {a} times 7?", str(a * 7)) for a in range(2, 8)]
 ON_RAY = ["executor.kind=ray", "executor.num_cpus_per_rollout=1"]
+# Ray starts a worker process per actor (seconds each on a loaded machine): room beyond the default limit
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,7 +44,7 @@ def world(agent=multiplying_agent) -> FakeOpenAI:
 def config(write_config: ConfigWriter, server: FakeOpenAI, tmp_path: Path, cache: str, **llm: Any) -> Path:
     data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
     return write_config(server.base_url, data, task={"train_size": len(PRODUCTS), "test_size": 0},
-                        llm={"cache_dir": str(tmp_path / cache), "concurrency": 3, **llm})
+                        llm={"cache_dir": str(tmp_path / cache), "concurrency": 2, **llm})
 
 
 def epochs(run: RunDir) -> list[tuple[Any, ...]]:

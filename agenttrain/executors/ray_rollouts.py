@@ -41,7 +41,9 @@ class RolloutWorker:
     """One Ray worker process (an async actor): an agent with its own LLM client and sandbox pool."""
 
     def __init__(self, experiment: Experiment, answer_format: AnswerFormat, scorer: str,
-                 ledger: ray.actor.ActorHandle, name: str, use_cache: bool) -> None:
+                 ledger: ray.actor.ActorHandle, name: str, use_cache: bool, environment: dict[str, str]) -> None:
+        # the process is this actor's alone; a runtime_env would do the same but cost a fresh worker start
+        os.environ.update(environment)
         self.meter = SharedMeter(ledger, experiment)
         self.client = LLMClient(experiment.llm_for("agent"), role="agent", meter=self.meter,
                                 cache=SharedCache(ledger) if use_cache else None, limiter=SharedLimiter(ledger, name))
@@ -79,11 +81,10 @@ class WorkerPool:
         settings = experiment.executor
         self.slots_per_worker = settings.rollouts_per_worker
         cpus = settings.num_cpus_per_rollout * self.slots_per_worker
-        self.actor = ray.remote(RolloutWorker).options(
-            num_cpus=cpus, max_concurrency=self.slots_per_worker + 1,
-            runtime_env={"env_vars": forwarded_environment(experiment)})
+        self.actor = ray.remote(RolloutWorker).options(num_cpus=cpus, max_concurrency=self.slots_per_worker + 1)
         self.arguments = (experiment, task.answer_format, task.scorer, ledger)
         self.use_cache = use_cache
+        self.environment = forwarded_environment(experiment)
         self.ledger = ledger
         self.size = worker_count(experiment, cpus)
         self.workers: list[Any] = [None] * self.size
@@ -101,7 +102,7 @@ class WorkerPool:
     async def _spawn(self, index: int) -> None:
         self.spawned += 1
         name = f"worker-{self.spawned}"
-        worker = self.actor.remote(*self.arguments, name, self.use_cache)
+        worker = self.actor.remote(*self.arguments, name, self.use_cache, self.environment)
         self.workers[index], self.names[index] = worker, name
         await remote_result(worker.start.remote())
 
