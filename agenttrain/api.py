@@ -11,6 +11,7 @@ from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api
 from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import summarise
+from agenttrain.executors import check_executor
 from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
@@ -35,6 +36,7 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
     if not task.splits().train:
         raise ConfigError(f"{config_path}: task.train_size: the training split is empty; nothing to train on")
     check_api_keys(experiment, str(config_path))
+    check_executor(experiment, str(config_path))
     return experiment
 
 
@@ -70,6 +72,7 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None) -> Experimen
         raise ConfigError(f"{changed} changes what the run's results depend on; only {RESUMABLE_KEYS} may "
                           "change for an existing run. Start a new run for anything else")
     check_api_keys(experiment, str(config_path))
+    check_executor(experiment, str(config_path))
     return experiment
 
 

@@ -4,12 +4,13 @@ when a config asks for it, so that nothing else pays for importing Ray)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from agenttrain.agents.base import Agent
-from agenttrain.config import Experiment
+from agenttrain.config import ConfigError, Experiment
 from agenttrain.evaluation import evaluate
 from agenttrain.functions import FunctionSet
 from agenttrain.tasks.base import Example, Task
@@ -47,6 +48,13 @@ class LocalExecutor:
         done: dict[str, dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         return await evaluate(self.agent, self.scorer, examples, functions, self.concurrency, on_record, done)
+
+
+def check_executor(experiment: Experiment, source: str) -> None:
+    """Refuse `executor.kind: ray` before a run starts when Ray is not installed."""
+    if experiment.executor.kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError(f"{source}: executor.kind: ray needs Ray; install it with pip install 'agenttrain[ray]' "
+                          "(or set executor.kind: local)")
 
 
 @asynccontextmanager
