@@ -8,6 +8,7 @@ the same cache file as the driver's own (optimizer) client.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ class Ledger:
     """Runs as an async actor: `admit` waits for a free request slot without blocking the other calls."""
 
     def __init__(self, experiment: Experiment, cache_dir: Path | None) -> None:
+        # this process is the ledger's alone; the workers' meters already warn about a model without a price
+        logging.getLogger("agenttrain.usage").setLevel(logging.ERROR)
         self.meter = UsageMeter(experiment.budget, experiment.llm.prices)
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.limiter = AdaptiveLimiter(experiment.llm_for("agent").concurrency)

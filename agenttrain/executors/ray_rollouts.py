@@ -11,6 +11,7 @@ replacement and runs them again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -30,11 +31,13 @@ from agenttrain.executors.ray_ledger import SharedCache, SharedLimiter, SharedMe
 from agenttrain.functions import FunctionSet
 from agenttrain.llm import LLMClient
 from agenttrain.runtime import open_agent
+from agenttrain.scorers import judge_async
 from agenttrain.tasks.base import AnswerFormat, Example, Task
 from agenttrain.usage import Usage, UsageMeter
 
 ATTEMPTS = 3  # runs of one rollout whose workers all died before it is given up
 CLOSE_TIMEOUT_S = 30.0
+LOGS = "/tmp/ray/session_latest/logs on the node"
 
 
 class RolloutWorker:
@@ -53,9 +56,11 @@ class RolloutWorker:
         self.resources = AsyncExitStack()
 
     async def start(self) -> None:
-        """Start the sandbox pool (an actor's constructor cannot await)."""
+        """Start the sandbox pool and the scorer's processes (an actor's constructor cannot await), so that the
+        first rollout does not wait for them."""
         self.agent, _ = await self.resources.enter_async_context(
             open_agent(self.experiment, self.client, self.answer_format))
+        await judge_async(self.scorer, None, "")
 
     async def solve(self, example: Example, functions: FunctionSet) -> tuple[dict[str, Any], dict[str, Usage]]:
         """The scored record, and the usage this worker metered since its last answer."""
@@ -104,7 +109,11 @@ class WorkerPool:
         name = f"worker-{self.spawned}"
         worker = self.actor.remote(*self.arguments, name, self.use_cache, self.environment)
         self.workers[index], self.names[index] = worker, name
-        await remote_result(worker.start.remote())
+        try:
+            await remote_result(worker.start.remote())
+        except ray.exceptions.RayActorError as exc:
+            raise UserError(f"a Ray worker died while starting ({exc.__class__.__name__}); see the Ray logs "
+                            f"({LOGS}) and the worker node's requirements in the README") from None
 
     async def solve(self, example: Example, functions: ray.ObjectRef) -> tuple[dict[str, Any], dict[str, Usage]]:
         for _ in range(ATTEMPTS):
@@ -117,7 +126,7 @@ class WorkerPool:
             finally:
                 self.free.put_nowait(index)
         raise UserError(f"rollout of task {example.id!r}: its Ray worker died {ATTEMPTS} times (out of memory, or "
-                        "a node lost?); see the Ray logs (/tmp/ray/session_latest/logs), then continue with --resume")
+                        f"a node lost?); see the Ray logs ({LOGS}), then continue with --resume")
 
     async def _replace(self, index: int, dead: Any) -> None:
         async with self.replacing[index]:
@@ -128,11 +137,17 @@ class WorkerPool:
             await self._spawn(index)
 
     async def close(self) -> None:
-        closing = [worker.close.remote() for worker in self.workers if worker is not None]
-        await asyncio.wait([asyncio.ensure_future(ref) for ref in closing], timeout=CLOSE_TIMEOUT_S)
-        for worker in self.workers:
-            if worker is not None:
-                ray.kill(worker, no_restart=True)
+        """Let each worker close its sandbox pool and client, then end the processes (and any that hang)."""
+        workers = [worker for worker in self.workers if worker is not None]
+        await wait_quietly([worker.close.remote() for worker in workers])
+        for worker in workers:
+            ray.kill(worker, no_restart=True)
+
+
+async def wait_quietly(calls: list[ray.ObjectRef]) -> None:
+    """Wait up to CLOSE_TIMEOUT_S for calls made while shutting down; their errors no longer matter."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), CLOSE_TIMEOUT_S)
 
 
 def worker_count(experiment: Experiment, cpus_per_worker: float) -> int:
@@ -199,5 +214,5 @@ async def open_ray_executor(
             yield RayExecutor(pool, ledger, meter)
         finally:
             await pool.close()
-            await asyncio.wait([asyncio.ensure_future(ledger.close.remote())], timeout=CLOSE_TIMEOUT_S)
+            await wait_quietly([ledger.close.remote()])
             ray.kill(ledger, no_restart=True)
