@@ -41,10 +41,10 @@ def world(agent=multiplying_agent) -> FakeOpenAI:
     return FakeOpenAI(lambda body: optimizer(body) if is_optimizer(body) else agent(body))
 
 
-def config(write_config: ConfigWriter, server: FakeOpenAI, tmp_path: Path, cache: str, **llm: Any) -> Path:
+def config(write_config: ConfigWriter, server: FakeOpenAI, tmp_path: Path, cache_dir: str, **llm: Any) -> Path:
     data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
     return write_config(server.base_url, data, task={"train_size": len(PRODUCTS), "test_size": 0},
-                        llm={"cache_dir": str(tmp_path / cache), "concurrency": 2, **llm})
+                        llm={"cache_dir": str(tmp_path / cache_dir), "concurrency": 2, **llm})
 
 
 def epochs(run: RunDir) -> list[tuple[Any, ...]]:
@@ -103,3 +103,14 @@ def test_a_worker_killed_mid_rollout_costs_only_that_rollout(write_config, tmp_p
     journaled = [e["record"]["question"] for e in run.events() if e["event"] == "rollout"]
     assert sorted(journaled) == sorted(p for p, _ in PRODUCTS)
     assert sorted(r["question"] for r in run.snapshot(0).rollouts()) == sorted(p for p, _ in PRODUCTS)
+
+
+def test_the_budget_and_the_request_limit_hold_for_all_workers_together(write_config, tmp_path):
+    """Each request costs 15 tokens. A budget of 30 per worker would let each of the three workers send two,
+    all six rollouts; for the run as a whole, the first three leave one more request at most."""
+    with world() as server:
+        run = api.train(config(write_config, server, tmp_path, "cache", concurrency=3, cache=False),
+                        [*ON_RAY, "budget.max_tokens=30"]).run
+    assert run.info()["status"] == "budget_exhausted"
+    assert server.max_in_flight <= 3
+    assert 3 <= len(server.requests) <= 4

@@ -91,6 +91,7 @@ class WorkerPool:
         self.use_cache = use_cache
         self.environment = forwarded_environment(experiment)
         self.ledger = ledger
+        self.concurrency = experiment.llm_for("agent").concurrency
         self.size = worker_count(experiment, cpus)
         self.workers: list[Any] = [None] * self.size
         self.names = [""] * self.size  # the ledger's name for each worker's request slots
@@ -100,9 +101,10 @@ class WorkerPool:
 
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn(index) for index in range(self.size)))
-        for _ in range(self.slots_per_worker):
-            for index in range(self.size):
-                self.free.put_nowait(index)
+        # `llm.concurrency` rollouts at once in all, as the local executor runs, spread over the workers
+        slots = [index for _ in range(self.slots_per_worker) for index in range(self.size)]
+        for index in slots[:self.concurrency]:
+            self.free.put_nowait(index)
 
     async def _spawn(self, index: int) -> None:
         self.spawned += 1
