@@ -11,6 +11,7 @@ from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api
 from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import evaluate, summarise
+from agenttrain.records import EvalResult
 from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
@@ -65,7 +66,10 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None) -> Experimen
     """A run's config with `overrides` applied, refused if they touch anything its results depend on."""
     config_path = run.path / "config.yaml"
     experiment = load_experiment(config_path, overrides)
-    if experiment.content_hash() != run.info().get("config_hash"):
+    recorded = run.info().config_hash
+    if recorded is None:  # an older run's hash was dropped: compare with its config.yaml as it stands
+        recorded = load_experiment(config_path).content_hash()
+    if experiment.content_hash() != recorded:
         changed = f"--set {' '.join(overrides)}" if overrides else f"{config_path} was edited and"
         raise ConfigError(f"{changed} changes what the run's results depend on; only {RESUMABLE_KEYS} may "
                           "change for an existing run. Start a new run for anything else")
@@ -83,7 +87,7 @@ def resume(
     with run.lock():
         if overrides:
             write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
-        run.update_info(status="running")
+        run.update_info(status="running", config_hash=experiment.content_hash())
         run.log("resume", overrides=overrides or [])
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
@@ -103,7 +107,7 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
 
 async def _eval(
     run: RunDir, experiment: Experiment, epoch: int, split: str, use_cache: bool, reporter: Reporter | None
-) -> dict[str, Any]:
+) -> tuple[EvalResult, list[dict[str, Any]]]:
     functions = run.snapshot(epoch).functions
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
         examples = runtime.task.splits().get(split)
@@ -120,8 +124,9 @@ async def _eval(
         records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
         usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
     ci95 = list(bootstrap_ci([bool(r["correct"]) for r in records]))
-    return {"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,
-            **summarise(records), "ci95": ci95, "usage": usage, "records": records}
+    result = EvalResult(run=str(run.path), epoch=epoch, split=split, task=experiment.task.name,
+                        **summarise(records), ci95=ci95, usage=usage)
+    return result, records
 
 
 def eval_run(
@@ -146,12 +151,11 @@ def eval_run(
         experiment = experiment.model_copy(update={"task": other.task})
         prefix = f"transfer-{other.name}-"
     number = run.resolve_epoch(epoch)
-    result = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter))
-    records = result.pop("records")
+    result, records = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter))
     stem = f"{prefix}{split}-epoch-{number}"  # names may hold dots: never with_suffix
-    write_json_atomic(run.evals_dir / f"{stem}.json", result)
+    write_json_atomic(run.evals_dir / f"{stem}.json", result.to_json())
     write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
-    return result
+    return result.to_json()
 
 
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:

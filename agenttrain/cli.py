@@ -18,7 +18,7 @@ from agenttrain.compare import diff_snapshots
 from agenttrain.datasets import DATASETS, pull
 from agenttrain.errors import UserError
 from agenttrain.export import export_snapshot
-from agenttrain.history import applied_actions, usage_cost, usage_tokens
+from agenttrain.history import usage_cost, usage_tokens
 from agenttrain.listing import list_runs
 from agenttrain.progress import RichReporter
 from agenttrain.report import write_report
@@ -69,9 +69,9 @@ def train(
     info, best = outcome.run.info(), outcome.run.best_if_any()
     if as_json:
         print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": best,
-                    "reason": info.get("reason"), "usage": info.get("usage")})
+                    "reason": info.reason, "usage": info.usage})
         raise typer.Exit(1 if outcome.status == "failed" else 0)
-    out.print(f"run {outcome.run.path}: {outcome.status} ({info.get('reason')}); best epoch {best}")
+    out.print(f"run {outcome.run.path}: {outcome.status} ({info.reason}); best epoch {best}")
     if outcome.status == "failed":
         raise typer.Exit(1)
     if best is not None:
@@ -192,17 +192,17 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
     rows = [run_dir.snapshot(e).metrics for e in run_dir.epochs()]
     info = run_dir.info()
     if as_json:
-        print_json({"run": str(run_dir.path), "status": info.get("status"), "best_epoch": run_dir.best_if_any(),
-                    "epochs": rows})
+        print_json({"run": str(run_dir.path), "status": info.status, "best_epoch": run_dir.best_if_any(),
+                    "epochs": [m.to_json() for m in rows]})
         return
-    table = Table(title=f"{run_dir.path.name}  ({info.get('status')})")
+    table = Table(title=f"{run_dir.path.name}  ({info.status})")
     for column in ("epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"):
         table.add_column(column, justify="right" if column != "status" else "left")
     best = run_dir.best_if_any()
     for m in rows:
-        marker = " *" if m["epoch"] == best else ""
-        table.add_row(f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", m["status"], str(applied_actions(m)),
-                      str(m["function_count"]), str(usage_tokens(m["usage"])), f"{usage_cost(m['usage']):.4f}")
+        marker = " *" if m.epoch == best else ""
+        table.add_row(f"{m.epoch}{marker}", f"{m.train_accuracy:.3f}", m.status, str(m.applied_actions),
+                      str(m.function_count), str(usage_tokens(m.usage)), f"{usage_cost(m.usage):.4f}")
     out.print(table)
     out.print("* best epoch")
 

@@ -105,7 +105,7 @@ def python_module(functions: FunctionSet, origin: str) -> str:
 
 
 def snapshot_origin(snapshot: Snapshot) -> str:
-    accuracy = snapshot.metrics.get("train_accuracy")
+    accuracy = snapshot.metrics.train_accuracy
     scored = f", train accuracy {accuracy:.3f}" if accuracy is not None else ""
     return f"run {snapshot.path.parent.name}, epoch {snapshot.epoch}{scored}"
 

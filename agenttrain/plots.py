@@ -44,10 +44,10 @@ def _save(fig: Figure, path: Path) -> Path:
 def plot_learning_curve(history: RunHistory, path: Path) -> Path:
     fig = _figure(8, 4.2)
     ax = fig.add_subplot()
-    ax.step(history.epochs, [s.metrics["incumbent_accuracy"] for s in history.snapshots], where="post",
+    ax.step(history.epochs, [s.metrics.incumbent_accuracy for s in history.snapshots], where="post",
             color="0.55", linewidth=1.5, label="kept set (train)")
     for status, (label, marker, colour) in OUTCOMES.items():
-        points = [(s.epoch, s.metrics["train_accuracy"]) for s in history.snapshots if s.metrics["status"] == status]
+        points = [(s.epoch, s.metrics.train_accuracy) for s in history.snapshots if s.metrics.status == status]
         if points:
             xs, ys = zip(*points, strict=True)
             ax.scatter(xs, ys, marker=marker, color=colour, s=60, zorder=3, label=f"train: {label}")
@@ -114,13 +114,13 @@ def plot_complexity(history: RunHistory, path: Path) -> Path | None:
 def plot_spend(history: RunHistory, path: Path) -> Path:
     fig = _figure(10, 3.8)
     tokens_ax, cost_ax = fig.subplots(1, 2)
-    roles = sorted({role for s in history.snapshots for role in s.metrics.get("usage", {})})
+    roles = sorted({role for s in history.snapshots for role in s.metrics.usage})
     panels = ((tokens_ax, "thousand tokens", "Tokens per epoch", lambda u: role_tokens(u) / 1000),
               (cost_ax, "US dollars", "Cost per epoch", role_cost))
     for ax, unit, title, measure in panels:
         bottom = [0.0] * len(history.snapshots)
         for role in roles:
-            heights = [measure(s.metrics.get("usage", {}).get(role, {})) for s in history.snapshots]
+            heights = [measure(s.metrics.usage.get(role, {})) for s in history.snapshots]
             ax.bar(history.epochs, heights, bottom=bottom, label=role)
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         _integer_epochs(ax, history.epochs)

@@ -164,7 +164,7 @@ def test_a_run_without_epochs_is_a_user_error(tmp_path):
 def test_a_damaged_eval_file_is_named(tmp_path):
     run = story_run(tmp_path)
     (run.evals_dir / "val-epoch-1.json").write_text('{"split": "val"}')
-    with pytest.raises(UserError, match=r"val-epoch-1\.json: not an eval result"):
+    with pytest.raises(UserError, match=r"val-epoch-1\.json: not a valid eval result"):
         write_report(run)
 
 
