@@ -131,6 +131,8 @@ class EpochMetrics(Record):
 
 
 class FunctionCallRecord(BaseModel):
+    """One call of a learned function in a rollout."""
+
     model_config = ConfigDict(extra="allow")
     name: str = Field(description="the function the agent called (possibly one that does not exist)")
     ok: bool = Field(description="whether the call returned without an error")

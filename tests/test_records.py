@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.errors import UserError
-from agenttrain.records import FORMAT_VERSION, RunInfo
+from agenttrain.records import FORMAT_VERSION, RECORDS
+from agenttrain.records_doc import NESTED, render
 from agenttrain.runs import RunDir
 from tests.fake_openai import FakeOpenAI
 from tests.run_factory import story_run
@@ -103,5 +104,12 @@ def test_a_damaged_record_is_named_with_the_field_at_fault(tmp_path):
         run.snapshot(1)
 
 
-def test_run_info_documents_every_field():
-    assert all(field.description for field in RunInfo.model_fields.values())
+def test_every_field_of_every_record_is_documented():
+    undocumented = [f"{model.__name__}.{name}" for model in (*RECORDS, *NESTED)
+                    for name, field in model.model_fields.items() if not field.description]
+    assert undocumented == []
+
+
+def test_the_run_directory_page_is_what_the_models_render():
+    page = (Path(__file__).parents[1] / "docs" / "run-directory.md").read_text(encoding="utf-8")
+    assert page == render(), "regenerate it: python -m agenttrain.records_doc > docs/run-directory.md"
