@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agenttrain.history import OUTCOMES, CallCount, RunHistory, role_cost, role_tokens
+from agenttrain.registry import plots
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -41,6 +41,7 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+@plots.register("learning_curve")
 def plot_learning_curve(history: RunHistory, path: Path) -> Path:
     fig = _figure(8, 4.2)
     ax = fig.add_subplot()
@@ -69,6 +70,7 @@ def plot_learning_curve(history: RunHistory, path: Path) -> Path:
     return _save(fig, path)
 
 
+@plots.register("function_usage")
 def plot_function_usage(history: RunHistory, path: Path) -> Path | None:
     usage = history.function_usage
     if not usage:
@@ -93,6 +95,7 @@ def plot_function_usage(history: RunHistory, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@plots.register("complexity")
 def plot_complexity(history: RunHistory, path: Path) -> Path | None:
     best = history.best
     scored = [(name, by_epoch[best.epoch]) for name, by_epoch in history.complexity.items()
@@ -111,6 +114,7 @@ def plot_complexity(history: RunHistory, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@plots.register("spend")
 def plot_spend(history: RunHistory, path: Path) -> Path:
     fig = _figure(10, 3.8)
     tokens_ax, cost_ax = fig.subplots(1, 2)
@@ -132,10 +136,4 @@ def plot_spend(history: RunHistory, path: Path) -> Path:
     return _save(fig, path)
 
 
-PLOTS: dict[str, Callable[[RunHistory, Path], Path | None]] = {
-    "learning_curve": plot_learning_curve,
-    "function_usage": plot_function_usage,
-    "complexity": plot_complexity,
-    "spend": plot_spend,
-}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agenttrain.history import CallCount, RunHistory, outcome_label, usage_cost, usage_tokens
-from agenttrain.plots import PLOTS
+from agenttrain.registry import plots
 from agenttrain.runs import RunDir, write_text_atomic
 
 MAX_STUCK_ROWS = 50
@@ -197,7 +197,7 @@ def write_report(run: RunDir, out_dir: Path | None = None) -> list[Path]:
     history = RunHistory(run)
     out_dir = out_dir or run.path / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    images = {name: plot(history, out_dir / f"{name}.png") for name, plot in PLOTS.items()}
+    images = {r.name: r.value(history, out_dir / f"{r.name}.png") for r in plots.registrations()}
     report = out_dir / "report.md"
     write_text_atomic(report, render_markdown(history, images))
     return [report, *(path for path in images.values() if path)]
