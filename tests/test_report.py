@@ -13,7 +13,7 @@ from agenttrain.complexity import cyclomatic_complexity
 from agenttrain.errors import UserError
 from agenttrain.functions import Function
 from agenttrain.history import CallCount, LineageEvent, RunHistory
-from agenttrain.report import write_report
+from agenttrain.reporting import write_report
 from agenttrain.runs import RunDir
 from tests.run_factory import experiment, rollout, save_epoch, save_eval, story_run
 

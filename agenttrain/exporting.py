@@ -106,8 +106,7 @@ def python_module(functions: FunctionSet, origin: str) -> str:
 
 def snapshot_origin(snapshot: Snapshot) -> str:
     accuracy = snapshot.metrics.train_accuracy
-    scored = f", train accuracy {accuracy:.3f}" if accuracy is not None else ""
-    return f"run {snapshot.path.parent.name}, epoch {snapshot.epoch}{scored}"
+    return f"run {snapshot.path.parent.name}, epoch {snapshot.epoch}, train accuracy {accuracy:.3f}"
 
 
 def export_snapshot(snapshot: Snapshot, fmt: str) -> str:
