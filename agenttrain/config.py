@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -66,10 +66,11 @@ class TaskConfig(Strict):
     test_size: int | None = Field(80, ge=0)
     val_size: int = Field(0, ge=0)
     seed: int = 0
+    needs_path: ClassVar[bool] = True  # False for a task that makes its own examples
 
     @model_validator(mode="after")
     def _has_data(self) -> TaskConfig:
-        if self.path is None:
+        if self.needs_path and self.path is None:
             raise ValueError("set `task.path`")
         return self
 
@@ -214,7 +215,8 @@ def _format_validation(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else \
+            item["msg"].removeprefix("Value error, ")
         lines.append(f"  {key}: {message}")
     return "\n".join(lines)
 

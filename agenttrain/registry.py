@@ -107,8 +107,9 @@ class Registry(Generic[T]):
         return list(self._entries)
 
     def registrations(self) -> list[Registration]:
+        """Built-ins first, then plugins, each by name."""
         self._load()
-        return list(self._entries.values())
+        return sorted(self._entries.values(), key=lambda r: (r.source != BUILT_IN, r.name))
 
 
 tasks: Registry[type[Task]] = Registry(
