@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 lint: install
 	$(VENV)/bin/ruff check agenttrain tests bench
+	$(VENV)/bin/mypy
 
 test: lint
 	$(VENV)/bin/pytest -q

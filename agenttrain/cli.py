@@ -50,16 +50,20 @@ def train(
 
     Example: agenttrain train configs/math-algebra.yaml --set optimizer.epochs=3
     """
-    if (config is None) == (resume is None):
+    if config is not None and resume is None:
+        config_path = config
+    elif resume is not None and config is None:
+        config_path = resume / "config.yaml"
+    else:
         raise UserError("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
     if dry_run:
-        _render_estimate(api.dry_run(config or resume / "config.yaml", overrides), as_json)
+        _render_estimate(api.dry_run(config_path, overrides), as_json)
         return
     with RichReporter(err) as reporter:
         if resume is not None:
             outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter)
         else:
-            outcome = api.train(config, overrides, use_cache=not no_cache, reporter=reporter)
+            outcome = api.train(config_path, overrides, use_cache=not no_cache, reporter=reporter)
     info, best = outcome.run.info(), outcome.run.best_if_any()
     if as_json:
         print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": best,

@@ -68,7 +68,8 @@ def _top_level_definitions(code: str) -> dict[str, str]:
         targets = [node] if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) else [
             t for t in ast.walk(node) if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)]
         for target in targets:
-            found[getattr(target, "name", None) or target.id] = ast.get_source_segment(code, node) or ""
+            name = target.id if isinstance(target, ast.Name) else target.name
+            found[name] = ast.get_source_segment(code, node) or ""
     return found
 
 

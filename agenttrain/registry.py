@@ -112,7 +112,7 @@ class Registry(Generic[T]):
         return sorted(self._entries.values(), key=lambda r: (r.source != BUILT_IN, r.name))
 
 
-tasks: Registry[type[Task]] = Registry(
+tasks: Registry[Callable[[Any], Task]] = Registry(
     "task", ("agenttrain.tasks.math", "agenttrain.tasks.jsonl", "agenttrain.tasks.tabmwp", "agenttrain.tasks.gaia"),
     "agenttrain.tasks",
 )

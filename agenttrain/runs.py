@@ -79,7 +79,7 @@ def _now() -> str:
 
 def environment_record() -> dict[str, Any]:
     """Package versions, Python and the git revision of the working directory, for reproducing a run."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in RECORDED_PACKAGES:
         try:
             versions[name] = metadata.version(name)

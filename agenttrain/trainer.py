@@ -16,7 +16,7 @@ from agenttrain.evaluation import evaluate, summarise
 from agenttrain.functions import FunctionSet
 from agenttrain.llm import EndpointDown, LLMError
 from agenttrain.optimizer import ActionRecord, AgentOptimizer, StepResult, TrainingRecord
-from agenttrain.records import Best, EpochMetrics, EpochStatus
+from agenttrain.records import Action, Best, EpochMetrics, EpochStatus
 from agenttrain.runs import RunDir
 from agenttrain.runtime import Runtime
 from agenttrain.tasks.base import Example
@@ -226,7 +226,7 @@ class Trainer:
             train_errors=summary["errors"],
             incumbent_accuracy=state.incumbent_accuracy,
             function_count=len(outcome.functions),
-            actions=[a.to_dict() for a in outcome.actions],
+            actions=[Action.model_validate(a.to_dict()) for a in outcome.actions],
             stale=state.stale,
             best_epoch=state.best_epoch,
             best_accuracy=state.best_accuracy,

@@ -112,7 +112,7 @@ class GAIATask(PathTask):
     path_hint = "the folder that `agenttrain data pull gaia` filled"
 
     def examples(self) -> list[Example]:
-        folder = split_folder(self.config.path, self.config.gaia_split)
+        folder = split_folder(self.path, self.config.gaia_split)
         examples = [_example(folder, where, record) for where, record in _records(folder)]
         if self.config.levels:
             examples = [e for e in examples if e.fields["level"] in self.config.levels]

@@ -8,7 +8,7 @@ from pydantic import field_validator, model_validator
 
 from agenttrain.config import TaskConfig
 from agenttrain.registry import scorers, tasks
-from agenttrain.tasks.base import DataError, Example, Splits, split_examples
+from agenttrain.tasks.base import AnswerFormat, DataError, Example, Splits, split_examples
 from agenttrain.tasks.files import read_jsonl, require_field
 
 BOXED_SCORERS = ("math", "numeric")
@@ -45,9 +45,7 @@ class JsonlTask:
     def __init__(self, config: JsonlConfig) -> None:
         self.config = config
         self.scorer = config.scorer or "exact"
-        self.answer_format = "boxed" if self.scorer in BOXED_SCORERS else "final_answer"
-        if config.path is None and (config.train_path is None or config.test_path is None):
-            raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
+        self.answer_format: AnswerFormat = "boxed" if self.scorer in BOXED_SCORERS else "final_answer"
 
     def read(self, path: Path) -> list[Example]:
         c = self.config
@@ -70,6 +68,8 @@ class JsonlTask:
         c = self.config
         if c.path is not None:
             return split_examples(self.read(c.path), c.train_size, c.test_size, c.val_size, c.seed)
+        if c.train_path is None or c.test_path is None:
+            raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
         train = split_examples(self.read(c.train_path), c.train_size, 0, 0, c.seed).train
         test = split_examples(self.read(c.test_path), 0, c.test_size, 0, c.seed).test
         val = self.read(c.val_path) if c.val_path else []

@@ -69,7 +69,7 @@ class MathTask(PathTask):
     path_hint = "a MATH JSONL file or a folder of them"
 
     def examples(self) -> list[Example]:
-        root = self.config.path
+        root = self.path
         examples = [_example(*item, root) for item in _records(root)]
         return self._filter(examples)
 

@@ -80,7 +80,7 @@ class TabMWPTask(PathTask):
     path_hint = f"a PromptPG {DEFAULT_FILE} file or its folder"
 
     def examples(self) -> list[Example]:
-        file = _problems_file(self.config.path)
+        file = _problems_file(self.path)
         problems = read_json(file)
         if not isinstance(problems, dict) or not problems:
             raise DataError(f"{file}: expected PromptPG's layout, an object mapping problem ids to problems")
