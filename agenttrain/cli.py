@@ -15,7 +15,7 @@ from rich.table import Table
 from agenttrain import api
 from agenttrain.datasets import DATASETS
 from agenttrain.errors import UserError
-from agenttrain.history import usage_cost, usage_tokens
+from agenttrain.history import usage_cost, usage_sum, usage_tokens
 from agenttrain.progress import RichReporter
 
 app = typer.Typer(
@@ -81,13 +81,13 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
         print_json(estimate)
         return
     table = Table(title=f"estimate: {estimate['train_tasks']} training tasks, {estimate['epochs']} epochs")
-    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "cost $"):
+    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "reasoning tok", "cost $"):
         table.add_column(column)
     for case in ("typical", "worst_case"):
         for row in estimate[case]:
             cost = "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.2f}"
             table.add_row(case, row["role"], row["model"], str(row["requests"]), str(row["prompt_tokens"]),
-                          str(row["completion_tokens"]), cost)
+                          str(row["completion_tokens"]), str(row["reasoning_tokens"]), cost)
     out.print(table)
     out.print(estimate["note"])
 
@@ -189,14 +189,19 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
         print_json(overview.to_json())
         return
     table = Table(title=f"{overview.run.path.name}  ({overview.info.status})")
-    for column in ("epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"):
+    reasoning = any(usage_sum(m.usage, "reasoning_tokens") for m in overview.epochs)  # only for reasoning models
+    columns = ["epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"]
+    for column in columns + (["reasoning tok", "reasoning $"] if reasoning else []):
         table.add_column(column, justify="right" if column != "status" else "left")
     for m in overview.epochs:
         marker = " *" if m.epoch == overview.best_epoch else ""
-        table.add_row(f"{m.epoch}{marker}", f"{m.train_accuracy:.3f}", m.status, str(m.applied_actions),
-                      str(m.function_count), str(usage_tokens(m.usage)), f"{usage_cost(m.usage):.4f}")
+        cells = [f"{m.epoch}{marker}", f"{m.train_accuracy:.3f}", m.status, str(m.applied_actions),
+                 str(m.function_count), str(usage_tokens(m.usage)), f"{usage_cost(m.usage):.4f}"]
+        if reasoning:
+            cells += [str(usage_sum(m.usage, "reasoning_tokens")), f"{usage_sum(m.usage, 'reasoning_cost_usd'):.4f}"]
+        table.add_row(*cells)
     out.print(table)
-    out.print("* best epoch")
+    out.print("* best epoch" + ("; tokens and cost include the reasoning" if reasoning else ""))
 
 
 @app.command()

@@ -48,6 +48,11 @@ def usage_cost(by_role: dict[str, dict[str, Any]]) -> float:
     return sum(role_cost(u) for u in by_role.values())
 
 
+def usage_sum(by_role: dict[str, dict[str, Any]], field: str) -> float:
+    """One count summed over roles, e.g. `reasoning_tokens`; 0 where a role (or an older run) lacks it."""
+    return sum(u.get(field, 0) for u in by_role.values())
+
+
 def outcome_label(status: str) -> str:
     return OUTCOMES[status][0] if status in OUTCOMES else status
 

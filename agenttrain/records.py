@@ -27,8 +27,9 @@ FIRST_FORMAT = 1  # a run.json without `format_version` was written in format 1
 
 Data = dict[str, Any]
 UsageByRole = dict[str, dict[str, Any]]
-USAGE_HELP = ("per role (agent, optimizer): requests, cache_hits, prompt_tokens, completion_tokens, total_tokens, "
-              "cost_usd (US dollars at the known prices)")
+USAGE_HELP = ("per role (agent, optimizer): requests (sent), cache_hits, prompt_tokens, completion_tokens (reasoning "
+              "included), total_tokens, cost_usd (US dollars at the known prices), and, where the endpoint reports "
+              "them, reasoning_tokens, cached_prompt_tokens, reasoning_cost_usd (absent in older runs: read as 0)")
 
 
 class Record(BaseModel):
