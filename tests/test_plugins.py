@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agenttrain.errors import UserError
+from agenttrain.registry import Registry
 from agenttrain.runs import RunDir
 from tests.fake_openai import FakeOpenAI
 from tests.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent
@@ -82,3 +84,22 @@ def test_a_config_naming_a_task_no_package_registers_lists_the_registered_ones(t
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert "task: unknown task 'prodcts'; registered: gaia, jsonl, math, products, tabmwp" in message
+
+
+def test_a_plugin_that_cannot_be_imported_is_named_with_the_fix(tmp_path, monkeypatch):
+    dist = tmp_path / "broken_tasks-0.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-tasks\nVersion: 0.3\n")
+    (dist / "entry_points.txt").write_text("[agenttrain.tasks]\nbroken = no_such_module_xyz:Task\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fresh = Registry("task", (), "agenttrain.tasks")
+    with pytest.raises(UserError, match=r"broken-tasks 0.3 \(entry point agenttrain.tasks: broken\): cannot load "
+                                        r"no_such_module_xyz:Task: .*fix or uninstall that package"):
+        fresh.names()
+
+
+def test_two_packages_registering_one_name_are_refused():
+    kinds = Registry("scorer", (), None)
+    kinds.register("same")(len)
+    with pytest.raises(UserError, match=r"registers scorer 'same', which agenttrain \(built-in\) already registers"):
+        kinds.register("same")(abs)
