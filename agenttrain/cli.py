@@ -207,7 +207,7 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
 @app.command()
 def score(
     file: Annotated[Path, typer.Argument(help="JSONL: `prediction` and `answer` per line (plus id, choices, unit)")],
-    task: Annotated[str, typer.Option(help="Scorer: math, tabmwp, gaia, numeric or exact")],
+    task: Annotated[str, typer.Option(help="Scorer: math, tabmwp, gaia, numeric, exact, or a plugin's")],
     as_json: AsJson = False,
 ) -> None:
     """Score model outputs with a task's answer extraction and official scorer.
