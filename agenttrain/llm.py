@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -116,6 +116,15 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+class RequestLimiter(Protocol):
+    """Bounds requests in flight: `AdaptiveLimiter` for one client, or one shared by all of a run's Ray workers."""
+
+    async def __aenter__(self) -> int: ...  # waits for a slot; returns the generation the request is sent in
+    async def __aexit__(self, *exc: object) -> None: ...
+    def on_success(self) -> None: ...
+    def on_rate_limit(self, generation: int) -> None: ...
+
+
 class AdaptiveLimiter:
     """At most `limit` requests in flight. A rate limit halves the limit; each success regains 1/limit of a
     slot, so a full slot comes back per window of successes (additive increase, multiplicative decrease)."""
@@ -168,7 +177,7 @@ class LLMClient:
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         down_after: int = 8,
-        limiter: AdaptiveLimiter | None = None,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
@@ -184,14 +193,17 @@ class LLMClient:
             timeout=settings.timeout_s,
         )
         self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
-        self._limiter = limiter or AdaptiveLimiter(settings.concurrency)
+        self._limiter: RequestLimiter = limiter or AdaptiveLimiter(settings.concurrency)
         self._failures_in_a_row = 0
         self._down_reason: str | None = None
 
     @property
     def concurrency_limit(self) -> int:
-        """Requests currently allowed in flight (lower than `llm.concurrency` after rate limits)."""
-        return int(self._limiter.limit)
+        """Requests currently allowed in flight (lower than `llm.concurrency` after rate limits); a shared
+        limiter keeps its count elsewhere, so the ceiling stands for it."""
+        if isinstance(self._limiter, AdaptiveLimiter):
+            return int(self._limiter.limit)
+        return self.settings.concurrency
 
     async def chat(
         self,

@@ -28,7 +28,7 @@ from agenttrain import api
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.scripted import multiplying_agent
 
-LATENCY_S = 0.25  # the simulated endpoint's time per request in the scale-out figure
+LATENCY_S = 1.0  # the simulated endpoint's time per request in the scale-out figure: an LLM round trip
 ENDPOINT_SLOTS = 8  # requests the simulated endpoint serves at once; more wait in its queue
 WORKERS = (1, 2, 4, 8, 12)
 TYPICAL_ROUND_TRIP_S = 1.0  # a short chat completion from a hosted model, for scale

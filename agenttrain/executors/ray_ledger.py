@@ -78,7 +78,8 @@ class Ledger:
             self.cache.close()
 
 
-def start_ledger(experiment: Experiment, cache_dir: Path | None) -> ray.actor.ActorHandle:
+def start_ledger(experiment: Experiment, cache_dir: Path | None) -> Any:
+    """The ledger actor's handle, on this (the driver's) node."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(Ledger).options(num_cpus=0, max_concurrency=10_000, scheduling_strategy=here)
     return actor.remote(experiment, cache_dir)

@@ -109,7 +109,7 @@ class WorkerPool:
     async def _spawn(self, index: int) -> None:
         self.spawned += 1
         name = f"worker-{self.spawned}"
-        worker = self.actor.remote(*self.arguments, name, self.use_cache, self.environment)
+        worker: Any = self.actor.remote(*self.arguments, name, self.use_cache, self.environment)
         self.workers[index], self.names[index] = worker, name
         try:
             await remote_result(worker.start.remote())
