@@ -67,7 +67,7 @@ def epoch_seconds(config: Path, overrides: list[str]) -> float:
     outcome = api.train(config, overrides)
     if outcome.status != "finished":
         raise RuntimeError(f"{outcome.run.path}: ended {outcome.status}")
-    return outcome.run.snapshot(0).metrics["duration_s"]
+    return outcome.run.snapshot(0).metrics.duration_s
 
 
 def on_ray(workers: int) -> list[str]:

@@ -19,6 +19,7 @@ from agenttrain.runs import RunDir  # noqa: E402
 from tests.conftest import ConfigWriter, write_problems  # noqa: E402
 from tests.fake_openai import FakeOpenAI  # noqa: E402
 from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent, question  # noqa: E402
+from tests.test_resume import PROBLEMS, killed_run  # noqa: E402
 
 PRODUCTS = [(f"What is {a} times 7?", str(a * 7)) for a in range(2, 8)]
 ON_RAY = ["executor.kind=ray", "executor.num_cpus_per_rollout=1"]
@@ -49,8 +50,8 @@ def config(write_config: ConfigWriter, server: FakeOpenAI, tmp_path: Path, cache
 
 def epochs(run: RunDir) -> list[tuple[Any, ...]]:
     """What a run learned and measured, epoch by epoch, without timings."""
-    return [(s.metrics["status"], s.metrics["train_accuracy"], s.functions.to_json(), s.rollouts(),
-             {role: u["requests"] for role, u in s.metrics["usage"].items()})
+    return [(s.metrics.status, s.metrics.train_accuracy, s.functions.to_json(), s.rollouts(),
+             {role: u["requests"] for role, u in s.metrics.usage.items()})
             for s in map(run.snapshot, run.epochs())]
 
 
@@ -66,9 +67,9 @@ def test_training_on_ray_gives_the_local_run_and_a_rerun_replays_it_from_the_cac
     assert [e[1] for e in epochs(local)] == [0.0, 1.0, 1.0]
     assert epochs(on_ray) == epochs(local)
     assert epochs(rerun)[0][:4] == epochs(local)[0][:4]
-    assert on_ray.info()["usage"]["agent"]["requests"] == local.info()["usage"]["agent"]["requests"]
-    assert rerun.info()["usage"]["agent"]["requests"] == 0
-    assert rerun.info()["usage"]["agent"]["cache_hits"] == local.info()["usage"]["agent"]["requests"]
+    assert on_ray.info().usage["agent"]["requests"] == local.info().usage["agent"]["requests"]
+    assert rerun.info().usage["agent"]["requests"] == 0
+    assert rerun.info().usage["agent"]["cache_hits"] == local.info().usage["agent"]["requests"]
 
 
 def rollout_worker_pids() -> list[int]:
@@ -99,7 +100,7 @@ def test_a_worker_killed_mid_rollout_costs_only_that_rollout(write_config, tmp_p
     assert killed.is_set()
     asked = [question(b) for b in server.requests if not is_optimizer(b)]
     assert sorted(asked) == sorted([p for p, _ in PRODUCTS] + [victim])  # the victim's rollout ran again, alone
-    assert run.info()["status"] == "finished"
+    assert run.info().status == "finished"
     journaled = [e["record"]["question"] for e in run.events() if e["event"] == "rollout"]
     assert sorted(journaled) == sorted(p for p, _ in PRODUCTS)
     assert sorted(r["question"] for r in run.snapshot(0).rollouts()) == sorted(p for p, _ in PRODUCTS)
@@ -111,6 +112,19 @@ def test_the_budget_and_the_request_limit_hold_for_all_workers_together(write_co
     with world() as server:
         run = api.train(config(write_config, server, tmp_path, "cache", concurrency=3, cache=False),
                         [*ON_RAY, "budget.max_tokens=30"]).run
-    assert run.info()["status"] == "budget_exhausted"
+    assert run.info().status == "budget_exhausted"
     assert server.max_in_flight <= 3
     assert 3 <= len(server.requests) <= 4
+
+
+def test_a_local_run_killed_mid_epoch_resumes_on_ray_without_repeating_journaled_rollouts(write_config, tmp_path):
+    slow = FakeOpenAI(lambda body: "TERMINATE" if is_optimizer(body) else multiplying_agent(body), latency_s=0.2)
+    with slow as server:
+        run = killed_run(write_config, server, tmp_path, 2)
+        journaled = {e["record"]["question"] for e in run.events() if e["event"] == "rollout"}
+        server.requests.clear()
+        outcome = api.resume(run.path, ON_RAY)
+    asked = {question(b) for b in server.requests if not is_optimizer(b)}
+    assert outcome.status == "finished"
+    assert asked == {p for p, _ in PROBLEMS} - journaled
+    assert sorted(r["question"] for r in run.snapshot(0).rollouts()) == sorted(p for p, _ in PROBLEMS)
