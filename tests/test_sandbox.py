@@ -22,8 +22,8 @@ import pytest
 from agenttrain.config import SandboxConfig
 from agenttrain.functions import Function, FunctionSet
 from agenttrain.sandbox import STATE_LOST, ExecResult, Sandbox, SandboxSession
-from agenttrain.sandbox_isolation import STABLE_WORKDIR
-from agenttrain.sandbox_packages import PackageEnvironment
+from agenttrain.sandbox.isolation import STABLE_WORKDIR
+from agenttrain.sandbox.packages import PackageEnvironment
 
 T = TypeVar("T")
 FAST = {"timeout_s": 2, "warm_workers": 1}
@@ -122,7 +122,7 @@ def test_exception_gives_short_error_and_traceback_of_user_code_only() -> None:
     assert not result.ok
     assert result.error == "NameError: name 'undefined_name' is not defined"
     assert "<cell 1>" in result.output and "return undefined_name" in result.output
-    assert "sandbox_worker" not in result.output
+    assert "sandbox/worker" not in result.output
     assert result.as_observation().count("NameError") == 1
 
 

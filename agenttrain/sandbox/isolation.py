@@ -1,6 +1,6 @@
-"""Child-side confinement of a sandbox worker: namespaces, a private filesystem view, rlimits, a throwaway uid.
+"""Child-side confinement of a sandbox worker: namespaces, a sealed filesystem, rlimits, a throwaway uid.
 
-Runs only inside worker processes (see sandbox_worker.py), never in the trainer. Every step is best effort:
+Runs only inside worker processes (see worker.py), never in the trainer. Every step is best effort:
 what could not be applied on this machine is recorded in an `Isolation` report that ends up in run.json.
 Standard library only, because it runs before anything else is imported in the worker.
 """
@@ -19,12 +19,16 @@ from pathlib import Path
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
-MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x2000, 0x4000, 0x40000
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 
-# World-writable directories that get an empty private tmpfs, so the only shared place to write is the workdir.
-SHARED_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+# What a sealed session sees of the host, read-only: programs, libraries, /etc (the dynamic linker's cache,
+# certificates, time zones), and the interpreter's own folders. Nothing else: no homes, data, runs, projects.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+# Empty and private in a sealed session; inside its one size-capped tmpfs.
+SHARED_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 # Where the code sees its workdir when a mount namespace allows it: the same path in every session, so that
 # outputs which show it (os.getcwd(), tracebacks) keep requests identical and the response cache valid.
 STABLE_WORKDIR = Path("/tmp/work")
@@ -40,8 +44,8 @@ class Isolation:
     pid_namespace: bool = False  # killing the worker kills every process it started, even detached ones
     network_namespace: bool = False  # no network interfaces at all
     mount_namespace: bool = False
-    private_dirs: list[str] = field(default_factory=list)  # world-writable dirs replaced by a private tmpfs
-    hidden_dirs: list[str] = field(default_factory=list)  # unreadable dirs masked, only interpreter paths kept
+    sealed: bool = False  # the code sees only system and interpreter folders, its workdir and private temp dirs
+    private_dirs: list[str] = field(default_factory=list)  # world-writable dirs that are private and empty
     notes: list[str] = field(default_factory=list)  # what could not be applied, and why
 
 
@@ -51,6 +55,7 @@ class Limits:
     memory_mb: int
     max_processes: int
     max_file_mb: int
+    disk_mb: int  # everything the session writes (workdir and temp dirs), when sealed
 
 
 def _call(function_name: str, *args: object) -> None:
@@ -102,44 +107,82 @@ def _first_unenterable_dir(path: Path) -> Path | None:
     return None
 
 
-def interpreter_paths() -> set[Path]:
-    """Directories the Python interpreter needs to keep importing modules and start subprocesses."""
+def interpreter_paths() -> list[Path]:
+    """The directories the interpreter needs to import modules: its prefixes and site-packages folders.
+
+    Not every `sys.path` entry: the current folder, PYTHONPATH and editable installs point into project
+    checkouts, which sandboxed code must not see (the worker's own modules are imported before sealing).
+    """
     prefixes = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
-    candidates = {*prefixes, *sys.path, os.path.dirname(os.path.realpath(sys.executable))}
-    return {Path(p).resolve() for p in candidates if p and os.path.isdir(p)}
+    packages = {p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")}
+    candidates = {*prefixes, *packages, os.path.dirname(os.path.realpath(sys.executable))}
+    resolved = {Path(p).resolve() for p in candidates if p and os.path.isdir(p)}
+    return sorted(p for p in resolved if not any(other in p.parents for other in resolved))
 
 
-def _outermost(paths: set[Path]) -> list[Path]:
-    return sorted(p for p in paths if not any(other in p.parents for other in paths))
-
-
-def build_filesystem_view(workdir: Path, tmp_size_mb: int, isolation: Isolation) -> Path:
-    """In the private mount namespace: a fresh /proc, empty private temp dirs, unreadable dirs masked.
-
-    The interpreter's own directories are bound back at their usual paths and the workdir (absolute, no
-    symlinks) at STABLE_WORKDIR; they are opened before anything is covered and bound from /proc/self/fd, since
-    covering hides them. Returns where the code's workdir is.
+def seal_filesystem(workdir: Path, uid: int | None, disk_mb: int, isolation: Isolation) -> Path:
+    """In the private mount namespace, make a new root of a `disk_mb` tmpfs holding only: the system's
+    program and library folders and the interpreter's, read-only; /dev's harmless devices; a fresh /proc;
+    empty /tmp, /var/tmp and /dev/shm; and a copy of the workdir's files at STABLE_WORKDIR. Everything the
+    session can write is in that one tmpfs, so `disk_mb` caps it all. Returns where the code's workdir is.
     """
     if not isolation.mount_namespace:
         return workdir
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    interpreter = _outermost(interpreter_paths())
-    hidden = {d for d in map(_first_unenterable_dir, [*interpreter, workdir.parent]) if d is not None}
-    covered = {Path(d): f"size={tmp_size_mb}m,mode=1777" for d in SHARED_WRITABLE_DIRS if os.path.isdir(d)}
-    covered.update({d: "size=1m,mode=755" for d in hidden})
-    under_cover = [p for p in interpreter if any(c == p or c in p.parents for c in covered)]
-    descriptors = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in [workdir, *under_cover]}
-    for directory in sorted(covered):  # parents first: a covered dir may lie inside another one
-        directory.mkdir(parents=True, exist_ok=True)
-        _mount("tmpfs", str(directory), "tmpfs", MS_NOSUID | MS_NODEV, covered[directory])
-    for path, descriptor in descriptors.items():
-        target = STABLE_WORKDIR if path == workdir else path
-        target.mkdir(parents=True, exist_ok=True)
-        _mount(f"/proc/self/fd/{descriptor}", str(target), None, MS_BIND | MS_REC)
-        os.close(descriptor)
-    isolation.private_dirs = sorted(str(d) for d in covered if d not in hidden)
-    isolation.hidden_dirs = sorted(str(d) for d in hidden)
+    attachments = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    root = workdir  # covered by the new root: the host's folders stay reachable for the binds below
+    _mount("tmpfs", str(root), "tmpfs", MS_NOSUID | MS_NODEV, f"size={disk_mb}m,mode=755")
+    system = [Path(d) for d in SYSTEM_DIRS if os.path.lexists(d)]
+    for source in [*system, *(p for p in interpreter_paths() if not any(s in p.parents for s in system))]:
+        _bind_read_only(source, root)
+    _make_devices(root)
+    (root / "proc").mkdir()
+    _mount("proc", str(root / "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for directory in SHARED_WRITABLE_DIRS:
+        (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        os.chmod(root / directory.lstrip("/"), 0o1777)
+    _copy_attachments(attachments, root / str(STABLE_WORKDIR).lstrip("/"), uid)
+    os.chdir(root)
+    _mount(".", "/", None, MS_MOVE)  # as switch_root does: the host's tree is now out of reach
+    os.chroot(".")
+    isolation.sealed = True
+    isolation.private_dirs = list(SHARED_WRITABLE_DIRS)
     return STABLE_WORKDIR
+
+
+def _bind_read_only(source: Path, root: Path) -> None:
+    target = root / str(source).lstrip("/")
+    if source.is_symlink() and str(source) in SYSTEM_DIRS:  # /bin -> usr/bin on merged-/usr systems
+        target.symlink_to(os.readlink(source))
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    _mount(str(source), str(target), None, MS_BIND | MS_REC)
+    _mount(None, str(target), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _make_devices(root: Path) -> None:
+    dev = root / "dev"
+    (dev / "shm").mkdir(parents=True)
+    for name in DEVICES:
+        (dev / name).touch()
+        _mount(f"/dev/{name}", str(dev / name), None, MS_BIND)
+    for name, target in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")]:  # fmt: skip
+        (dev / name).symlink_to(target)
+
+
+def _copy_attachments(source: int, workdir: Path, uid: int | None) -> None:
+    """Copy the files the trainer put in the session's host folder (open as `source`) into the tmpfs."""
+    workdir.mkdir()
+    try:
+        for name in os.listdir(source):
+            with open(name, "rb", opener=lambda path, flags: os.open(path, flags, dir_fd=source)) as file:
+                (workdir / name).write_bytes(file.read())
+            if uid is not None:
+                os.chown(workdir / name, uid, uid)
+    finally:
+        os.close(source)  # a descriptor of a host folder would let code climb out of the new root
+    if uid is not None:
+        os.chown(workdir, uid, uid)
 
 
 def apply_limits(limits: Limits, isolation: Isolation) -> None:
