@@ -36,6 +36,7 @@ BASE_ENVIRONMENT = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+KILL_WAIT_S = 5  # for the kernel to end every process of a killed session
 
 
 class WorkerDied(Exception):
@@ -75,7 +76,7 @@ class WorkerProcess:
         self._reader, self._writer, self._key = reader, writer, key
         self._cpu_s, self._memory_mb = limits
         self._process = process  # a spawned launcher is our child; a forked one is the template's
-        self._pid = 0
+        self._pid = self._init_pid = 0
         self._pidfd: int | None = None
 
     @classmethod
@@ -115,7 +116,7 @@ class WorkerProcess:
         worker = cls(reader, writer, key, limits, process)
         try:
             ready = await worker._reply()
-            worker._pid = ready["pid"]
+            worker._pid, worker._init_pid = ready["pid"], ready["init"]
             if process is None:
                 worker._pidfd = os.pidfd_open(worker._pid)
         except BaseException:
@@ -165,17 +166,31 @@ class WorkerProcess:
         return reply
 
     async def kill(self) -> None:
-        """SIGKILL the process group; with a PID namespace that also ends processes that left the group."""
-        if self.alive and self._pid:
+        """Kill the whole session tree and wait until it is gone.
+
+        Killing init ends its PID namespace: the kernel kills every process in it, and init's parent, the
+        launcher, returns only once they are all gone. The launcher's process group is then killed too, for
+        machines without a PID namespace.
+        """
+        if self.alive and self._init_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._init_pid, signal.SIGKILL)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._exited(), KILL_WAIT_S)
+        if self._pid:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._pid, signal.SIGKILL)
         self._writer.close()
+        await self._exited()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    async def _exited(self) -> None:
         if self._process is not None:
             await self._process.wait()
         elif self._pidfd is not None:
             await _until_readable(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
 
 
 async def _until_readable(fd: int) -> None:

@@ -224,8 +224,8 @@ class Sandbox:
         return {
             "interpreter": self._python,
             "start": self._start_method,
-            "limits": {**asdict(self._limits()), "timeout_s": self.settings.timeout_s,
-                       "max_output_chars": self.settings.max_output_chars},
+            "limits": self.settings.model_dump(include={"cpu_s", "memory_mb", "max_processes", "max_file_mb", "disk_mb",
+                                                        "timeout_s", "max_output_chars"}),
             "memory": self._memory_report(),
             "network": self._network_report(isolation),
             "process_limit_enforced": isolation["uid"] is not None,  # see isolation.apply_limits
@@ -237,13 +237,15 @@ class Sandbox:
         }  # fmt: skip
 
     def _memory_report(self) -> dict[str, Any]:
-        limits = self._limits()
+        if not self._cgroups_how:
+            return {"how": "decided when the sandbox starts"}
         if self._cgroups is not None:
             return {"whole_session_mb": self.settings.memory_mb, "how": self._cgroups_how}
+        limits = self._limits()
         return {
             "whole_session_mb": limits.memory_mb * limits.max_processes,
-            "how": f"per-process limits ({limits.memory_mb} MB x {limits.max_processes} processes): "
-            + (self._cgroups_how or "no cgroup checked before start"),
+            "how": f"{self._cgroups_how}: per-process limits instead, "
+            f"{limits.memory_mb} MB x {limits.max_processes} processes",
         }
 
     def _network_report(self, isolation: dict[str, Any]) -> dict[str, Any]:

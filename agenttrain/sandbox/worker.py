@@ -228,8 +228,8 @@ class Worker:
         self.session: Session | None = None
         self.max_output_chars = 0
 
-    def serve(self, launcher_pid: int) -> None:
-        self.channel.send({"event": "ready", "pid": launcher_pid})
+    def serve(self, launcher: int, init: int) -> None:
+        self.channel.send({"event": "ready", "pid": launcher, "init": init})
         while (request := self.channel.receive()) is not None:
             try:
                 reply = self.handle(request)
@@ -312,10 +312,11 @@ def run_init(channel: Endpoint, isolation: confine.Isolation, cgroup: dict[str, 
     """Reap every process of the namespace; when the worker ends, say how, and end the namespace with it."""
     confine.die_with_parent()
     confine.adopt_orphans()
+    outer_pid = int(os.readlink("/proc/self"))  # the host's /proc still: our pid outside the namespace
     worker = os.fork()
     if worker == 0:
         confine.die_with_parent()
-        Worker(channel, isolation).serve(launcher)
+        Worker(channel, isolation).serve(launcher, outer_pid)
         os._exit(0)
     while True:
         pid, status = os.wait()
