@@ -87,6 +87,10 @@ class OutputCapture:
         with self._lock:
             return "".join(self._kept) + truncation_note(self._dropped)
 
+    def write(self, text: str) -> None:
+        self._reattach()
+        self._stream.write(text)
+
     def _reattach(self) -> None:
         os.dup2(self._marker_fd, 1)
         os.dup2(self._marker_fd, 2)
@@ -275,7 +279,7 @@ class Worker:
             value = None if result is None else truncate(result, limit)
         except BaseException as exc:
             ok, error = False, describe_exception(exc, self.session.limits)
-            sys.stdout.write(format_traceback(exc))
+            self.capture.write(format_traceback(exc))
         return {"event": "result", "ok": ok, "output": self.capture.end(), "error": error, "value": value}
 
 
