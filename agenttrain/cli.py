@@ -12,17 +12,19 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agenttrain import api
 from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
 from agenttrain.datasets import DATASETS, pull
 from agenttrain.errors import UserError
 from agenttrain.export import export_snapshot
 from agenttrain.history import applied_actions, usage_cost, usage_tokens
+from agenttrain.lazy import lazy_import
 from agenttrain.listing import list_runs
 from agenttrain.progress import RichReporter
 from agenttrain.report import write_report
 from agenttrain.runs import RunDir, newest_run, resolve_snapshot, write_text_atomic
+
+api = lazy_import("agenttrain.api")  # training and evaluation pull in openai, sympy and numpy
 
 app = typer.Typer(
     help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show, report, export."
