@@ -7,11 +7,11 @@ from agenttrain.agents.base import Agent
 from agenttrain.agents.react import ReactAgent
 from agenttrain.config import AgentConfig
 from agenttrain.llm import LLMClient
-from agenttrain.sandbox import Sandbox
+from agenttrain.sandbox import CodeSandbox
 from agenttrain.tasks.base import AnswerFormat
 
 
-def make_agent(config: AgentConfig, client: LLMClient, sandbox: Sandbox, answer_format: AnswerFormat) -> Agent:
+def make_agent(config: AgentConfig, client: LLMClient, sandbox: CodeSandbox, answer_format: AnswerFormat) -> Agent:
     if config.type == "assistant":
         return AssistantAgent(client, config, sandbox, answer_format)
     if config.type == "react":
