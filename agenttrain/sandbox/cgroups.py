@@ -1,11 +1,11 @@
 """Memory caps for a session's whole process tree, with a cgroup per session.
 
-The trainer makes one parent cgroup per Sandbox (`SessionCgroups.create`); each session's launcher makes its
+The trainer makes one parent cgroup per Sandbox (`SessionCgroups.create`); each session's init makes its
 own child under it and joins it before it starts anything (`join_session`), so every process of the session,
 including those that leave its process tree, is counted against one `memory.max`. cgroup v2 is used where
 its memory controller can be enabled for us; else cgroup v1's memory controller (hybrid machines); else
 nothing, and the sandbox falls back to per-process limits. Standard library only: the session side runs
-in the sandbox launcher.
+in the session's init process.
 """
 
 from __future__ import annotations
@@ -130,9 +130,9 @@ def _remove_abandoned(parent: Path) -> None:
                     path.rmdir()
 
 
-def join_session(parent: str, version: int, memory_mb: int) -> str:
-    """Make this process's session cgroup capped at `memory_mb` (swap included) and move into it."""
-    path = Path(parent) / f"session-{os.getpid()}"
+def join_session(parent: str, version: int, memory_mb: int, name: str) -> str:
+    """Make the session cgroup `name` capped at `memory_mb` (swap included) and move this process into it."""
+    path = Path(parent) / name
     path.mkdir()
     limit = str(memory_mb * MB)
     if version == 2:
@@ -143,7 +143,7 @@ def join_session(parent: str, version: int, memory_mb: int) -> str:
         _write(path / "memory.limit_in_bytes", limit)
         with contextlib.suppress(OSError):  # only with swap accounting; must not be below the limit above
             _write(path / "memory.memsw.limit_in_bytes", limit)
-    _write(path / "cgroup.procs", str(os.getpid()))
+    _write(path / "cgroup.procs", "0")  # 0: the writing process, whatever its PID namespace calls it
     return str(path)
 
 

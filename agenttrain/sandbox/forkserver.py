@@ -1,5 +1,5 @@
 """The fork server: one template process per Sandbox that has imported sympy, numpy and the worker once, and
-forks a session launcher (worker.start_session) on request.
+forks a session's init (worker.fork_session) on request.
 
 A fork costs a few milliseconds where a fresh interpreter costs ~0.3 s of CPU. The trainer talks to the
 template over a control socket: each request carries the new session's settings and, as SCM_RIGHTS, the
@@ -76,7 +76,7 @@ class ForkServer:
         return self._process.poll() is None
 
     def fork(self, settings: dict[str, Any], channel: socket.socket) -> None:
-        """Ask for a session launcher that talks over `channel` (the worker's end; ours may close it after)."""
+        """Ask for a session that talks over `channel` (the worker's end; ours may close it after)."""
         try:
             socket.send_fds(self._control, [json.dumps(settings).encode()], [channel.fileno()])
         except OSError as exc:
@@ -96,7 +96,7 @@ class ForkServer:
 
 
 def serve() -> None:
-    """The template's program: import, then fork a session launcher per request until the trainer goes."""
+    """The template's program: import, then fork a session per request until the trainer goes."""
     from agenttrain.sandbox import worker  # imported here so that forks need not import it
 
     settings = json.loads(sys.argv[1])
@@ -105,14 +105,12 @@ def serve() -> None:
     for module in settings["preload"]:
         __import__(module)
     gc.freeze()  # the imported objects are never collected: forks share their pages instead of copying them
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # launchers are reaped by the kernel
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the sessions' inits are reaped by the kernel
     control.sendall(READY)
     while True:
         message, descriptors, _, _ = socket.recv_fds(control, MAX_REQUEST_BYTES, 1)
         if not message:
             os._exit(0)  # the trainer closed its end
         (channel,) = descriptors
-        if os.fork() == 0:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            worker.start_session(socket.socket(fileno=channel), json.loads(message))
-        os.close(channel)
+        with socket.socket(fileno=channel) as connection:
+            worker.fork_session(connection, json.loads(message))

@@ -13,6 +13,8 @@ import resource
 import signal
 import stat
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,20 +84,41 @@ def adopt_orphans() -> None:
     _call("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+@contextmanager
+def pid_namespace_for_next_fork() -> Iterator[bool]:
+    """Make the next child forked inside the block PID 1 of a new PID namespace (as root, where allowed);
+    yields whether it will be. The caller's own later children are born in its namespace again."""
+    if os.geteuid() != 0:
+        yield False
+        return
+    try:
+        _call("unshare", CLONE_NEWPID)
+    except OSError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        try:
+            _call("setns", own, CLONE_NEWPID)
+        finally:
+            os.close(own)
+
+
 def enter_namespaces(network: bool, isolation: Isolation) -> None:
-    """Unshare PID, mount and (unless `network`) network namespaces; children of the caller live in them."""
+    """Unshare the mount and (unless `network`) network namespaces; the caller and its children live in them."""
     if os.geteuid() != 0:
         isolation.notes.append("not running as root: no namespaces, processes run as the trainer's user")
         return
-    flags = CLONE_NEWNS | CLONE_NEWPID | (0 if network else CLONE_NEWNET)
     try:
-        _call("unshare", flags)
+        _call("unshare", CLONE_NEWNS | (0 if network else CLONE_NEWNET))
         # Without this, mounts made in the new namespace would propagate back to the host.
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
     except OSError as exc:
         isolation.notes.append(f"namespaces unavailable ({exc})")
         return
-    isolation.pid_namespace = isolation.mount_namespace = True
+    isolation.mount_namespace = True
     isolation.network_namespace = not network
 
 

@@ -67,7 +67,7 @@ def describe_exit(reply: dict[str, Any], cpu_s: int, memory_mb: int) -> str:
 
 
 class WorkerProcess:
-    """One session's process tree (launcher, init, worker), reached over its private channel."""
+    """One session's process tree (init, worker and what it starts), reached over its private channel."""
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes, limits: tuple[int, int],
@@ -75,8 +75,8 @@ class WorkerProcess:
     ) -> None:  # fmt: skip
         self._reader, self._writer, self._key = reader, writer, key
         self._cpu_s, self._memory_mb = limits
-        self._process = process  # a spawned launcher is our child; a forked one is the template's
-        self._pid = self._init_pid = 0
+        self._process = process  # a spawned process is our child and init's parent; a forked init is the template's
+        self._pid = 0  # the session's init, as seen from here
         self._pidfd: int | None = None
 
     @classmethod
@@ -116,7 +116,7 @@ class WorkerProcess:
         worker = cls(reader, writer, key, limits, process)
         try:
             ready = await worker._reply()
-            worker._pid, worker._init_pid = ready["pid"], ready["init"]
+            worker._pid = ready["pid"]
             if process is None:
                 worker._pidfd = os.pidfd_open(worker._pid)
         except BaseException:
@@ -168,13 +168,12 @@ class WorkerProcess:
     async def kill(self) -> None:
         """Kill the whole session tree and wait until it is gone.
 
-        Killing init ends its PID namespace: the kernel kills every process in it, and init's parent, the
-        launcher, returns only once they are all gone. The launcher's process group is then killed too, for
-        machines without a PID namespace.
+        Killing init ends its PID namespace: the kernel kills every process in it before init is gone. Its
+        process group is killed too, for machines without a PID namespace.
         """
-        if self.alive and self._init_pid:
+        if self.alive and self._pid:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._init_pid, signal.SIGKILL)
+                os.kill(self._pid, signal.SIGKILL)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._exited(), KILL_WAIT_S)
         if self._pid:

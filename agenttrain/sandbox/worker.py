@@ -1,11 +1,11 @@
 """The program a sandbox session runs: model-written code executes here, never in the trainer.
 
-A session starts as a fork of the fork server's template (forkserver.py), or, where that is impossible, as
-`python -c "...main()" SETTINGS`. Three processes, so that one kill ends it all:
+A session is forked from the fork server's template (forkserver.py), or, where that is impossible, from a
+spawned `python -c "...main()" SETTINGS`. Two processes, so that one kill ends it all:
 
-    launcher   joins the session's cgroup, unshares the namespaces, then waits (the process the trainer kills)
-    └─ init    PID 1 of the new PID namespace: reaps orphans, reports how the worker ended
-       └─ worker   seals its filesystem, drops to the session's uid, serves the session's requests
+    init       PID 1 of a new PID namespace: joins the session's cgroup and namespaces, reaps orphans, reports
+    │          how the worker ended (the process the trainer kills; the kernel then ends all in the namespace)
+    └─ worker  seals its filesystem, drops to the session's uid, serves the session's requests
 
 Requests and replies travel over the private channel (channel.py). The worker's fds 0/1/2 are /dev/null and a
 capture pipe: whatever user code does to them is its own output or error, never a reply.
@@ -232,8 +232,8 @@ class Worker:
         self.session: Session | None = None
         self.max_output_chars = 0
 
-    def serve(self, launcher: int, init: int) -> None:
-        self.channel.send({"event": "ready", "pid": launcher, "init": init})
+    def serve(self, init: int) -> None:
+        self.channel.send({"event": "ready", "pid": init})
         while (request := self.channel.receive()) is not None:
             try:
                 reply = self.handle(request)
@@ -283,13 +283,23 @@ class Worker:
         return {"event": "result", "ok": ok, "output": self.capture.end(), "error": error, "value": value}
 
 
-def start_session(connection: socket.socket, settings: dict[str, Any]) -> NoReturn:
-    """The session's launcher: a fresh process (fork or spawn) that becomes the root of the session's tree.
+def fork_session(connection: socket.socket, settings: dict[str, Any]) -> int:
+    """Fork the session's init, as PID 1 of a new PID namespace where we may make one; returns its pid.
 
     `settings`: the channel's `key` (hex), `network`, `memory_mb`, and `cgroup` ({"parent", "version"} or None).
     """
-    launcher = os.getpid()
-    os.setsid()  # its own process group, which the trainer kills as one
+    with confine.pid_namespace_for_next_fork() as pid_namespace:
+        init = os.fork()
+        if init == 0:
+            run_init(connection, settings, pid_namespace)
+    return init
+
+
+def run_init(connection: socket.socket, settings: dict[str, Any], pid_namespace: bool) -> NoReturn:
+    """The root of the session's process tree: it joins the session's cgroup and namespaces, starts the worker,
+    reaps every orphan, and when the worker ends, says how and ends (with it, the whole PID namespace)."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the template ignores it, which would make wait() fail
+    os.setsid()  # its own process group, which the trainer kills as one where there is no PID namespace
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(null, fd)
@@ -299,28 +309,18 @@ def start_session(connection: socket.socket, settings: dict[str, Any]) -> NoRetu
     os.closerange(connection.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
     channel = Endpoint(connection, bytes.fromhex(settings["key"]))
     confine.die_with_parent()
-    isolation = confine.Isolation()
+    outer_pid = int(os.readlink("/proc/self"))  # the host's /proc still: our pid as the trainer sees it
     cgroup = settings["cgroup"]
     if cgroup is not None:
-        session_cgroup = cgroups.join_session(cgroup["parent"], cgroup["version"], settings["memory_mb"])
-        cgroup = {**cgroup, "path": session_cgroup}
+        path = cgroups.join_session(cgroup["parent"], cgroup["version"], settings["memory_mb"], f"session-{outer_pid}")
+        cgroup = {**cgroup, "path": path}
+    isolation = confine.Isolation(pid_namespace=pid_namespace)
     confine.enter_namespaces(settings["network"], isolation)
-    init = os.fork()
-    if init == 0:
-        run_init(channel, isolation, cgroup, launcher)
-    os.waitpid(init, 0)
-    os._exit(0)
-
-
-def run_init(channel: Endpoint, isolation: confine.Isolation, cgroup: dict[str, Any] | None, launcher: int) -> NoReturn:
-    """Reap every process of the namespace; when the worker ends, say how, and end the namespace with it."""
-    confine.die_with_parent()
     confine.adopt_orphans()
-    outer_pid = int(os.readlink("/proc/self"))  # the host's /proc still: our pid outside the namespace
     worker = os.fork()
     if worker == 0:
         confine.die_with_parent()
-        Worker(channel, isolation).serve(launcher, outer_pid)
+        Worker(channel, isolation).serve(outer_pid)
         os._exit(0)
     while True:
         pid, status = os.wait()
@@ -332,12 +332,14 @@ def run_init(channel: Endpoint, isolation: confine.Isolation, cgroup: dict[str, 
 
 
 def main() -> None:
-    """Entry point of a spawned (not forked) session: `settings` as for start_session, plus `channel_fd` and
-    the modules to `preload`."""
+    """Entry point of a spawned (not forked) session: `settings` as for fork_session, plus `channel_fd` and
+    the modules to `preload`. This process stays as init's parent until the session ends."""
     settings = json.loads(sys.argv[1])
+    confine.die_with_parent()
     for module in settings["preload"]:
         __import__(module)
-    start_session(socket.socket(fileno=settings["channel_fd"]), settings)
+    connection = socket.socket(fileno=settings["channel_fd"])
+    os.waitpid(fork_session(connection, settings), 0)
 
 
 if __name__ == "__main__":
