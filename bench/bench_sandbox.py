@@ -40,19 +40,23 @@ AT_ONCE = 16
 REFILL_PAUSE_S = 0.3  # stands for the model's turn between rollouts, during which the pool refills
 
 
-async def first_result(sandbox: Sandbox) -> None:
+async def first_result(sandbox: Sandbox) -> float:
+    """Open a session, call a learned function, close it; returns the seconds from opening to the result."""
+    started = time.perf_counter()
     async with sandbox.session(FUNCTIONS) as session:
         result = await session.call_function("evaluate_expression", {"expression": EXPRESSION})
+        elapsed = time.perf_counter() - started
         assert result.value == "4", result
+    return elapsed
 
 
 async def session_costs(sandbox: Sandbox, cpu: CpuCgroup, sessions: int) -> tuple[list[float], list[float]]:
-    """Wall time of each session to its first result, and the CPU of everything up to the next session."""
+    """Wall time of each session to its first result, and the CPU of everything up to the next session (its
+    teardown and the pool's refill included)."""
     walls, cpus = [], []
     for _ in range(sessions):
-        cpu_before, started = cpu.cpu_s(), time.perf_counter()
-        await first_result(sandbox)
-        walls.append(time.perf_counter() - started)
+        cpu_before = cpu.cpu_s()
+        walls.append(await first_result(sandbox))
         await asyncio.sleep(REFILL_PAUSE_S)
         cpus.append(cpu.cpu_s() - cpu_before)
     return walls, cpus

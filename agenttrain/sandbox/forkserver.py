@@ -104,6 +104,7 @@ def serve() -> None:
     confine.die_with_parent()
     for module in settings["preload"]:
         __import__(module)
+    confine.visible_host_paths()  # computed once here, not in every session
     gc.freeze()  # the imported objects are never collected: forks share their pages instead of copying them
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the sessions' inits are reaped by the kernel
     control.sendall(READY)

@@ -8,6 +8,7 @@ Standard library only, because it runs before anything else is imported in the w
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import resource
 import signal
@@ -130,7 +131,8 @@ def _first_unenterable_dir(path: Path) -> Path | None:
     return None
 
 
-def interpreter_paths() -> list[Path]:
+@functools.cache  # the same for every session of a template; its Path arithmetic costs milliseconds
+def interpreter_paths() -> tuple[Path, ...]:
     """The directories the interpreter needs to import modules: its prefixes and site-packages folders.
 
     Not every `sys.path` entry: the current folder, PYTHONPATH and editable installs point into project
@@ -140,7 +142,14 @@ def interpreter_paths() -> list[Path]:
     packages = {p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")}
     candidates = {*prefixes, *packages, os.path.dirname(os.path.realpath(sys.executable))}
     resolved = {Path(p).resolve() for p in candidates if p and os.path.isdir(p)}
-    return sorted(p for p in resolved if not any(other in p.parents for other in resolved))
+    return tuple(sorted(p for p in resolved if not any(other in p.parents for other in resolved)))
+
+
+@functools.cache
+def visible_host_paths() -> tuple[Path, ...]:
+    """What a sealed session sees of the host: the system folders and the interpreter's, outermost only."""
+    system = [Path(d) for d in SYSTEM_DIRS if os.path.lexists(d)]
+    return (*system, *(p for p in interpreter_paths() if not any(s in p.parents for s in system)))
 
 
 def seal_filesystem(workdir: Path, uid: int | None, disk_mb: int, isolation: Isolation) -> Path:
@@ -154,8 +163,7 @@ def seal_filesystem(workdir: Path, uid: int | None, disk_mb: int, isolation: Iso
     attachments = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
     root = workdir  # covered by the new root: the host's folders stay reachable for the binds below
     _mount("tmpfs", str(root), "tmpfs", MS_NOSUID | MS_NODEV, f"size={disk_mb}m,mode=755")
-    system = [Path(d) for d in SYSTEM_DIRS if os.path.lexists(d)]
-    for source in [*system, *(p for p in interpreter_paths() if not any(s in p.parents for s in system))]:
+    for source in visible_host_paths():
         _bind_read_only(source, root)
     _make_devices(root)
     (root / "proc").mkdir()
