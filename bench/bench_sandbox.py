@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))  # for cpu_cgroup
 
-from cpu_cgroup import CpuCgroup  # noqa: E402
+from cpu_cgroup import CpuCgroup
 
-from agenttrain.config import SandboxConfig  # noqa: E402
-from agenttrain.functions import Function, FunctionSet  # noqa: E402
-from agenttrain.sandbox import Sandbox  # noqa: E402
+from agenttrain.config import SandboxConfig
+from agenttrain.functions import Function, FunctionSet
+from agenttrain.sandbox import Sandbox
 
 EXPRESSION = "2 + 2"
 FUNCTIONS = FunctionSet(

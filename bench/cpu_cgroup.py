@@ -15,7 +15,8 @@ from pathlib import Path
 
 def _cgroup2_dir() -> Path | None:
     """Our own cgroup in the cgroup v2 hierarchy, if one is mounted (cpu.stat needs no controller there)."""
-    own = next((line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::")), None)
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    own = next((line[3:] for line in lines if line.startswith("0::")), None)
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields, fstype = line.split(" - ", 1)[0].split(" "), line.split(" - ", 1)[1].split(" ")[0]
         if fstype == "cgroup2" and own is not None:

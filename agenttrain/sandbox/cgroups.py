@@ -79,6 +79,7 @@ class SessionCgroups:
     def __init__(self, mount: CgroupMount, path: Path) -> None:
         self.version = mount.version
         self.path = path
+        self._busy: set[str] = set()  # ended sessions whose cgroup still had processes being killed
 
     @classmethod
     def create(cls) -> tuple[SessionCgroups | None, str]:
@@ -101,9 +102,16 @@ class SessionCgroups:
             return None, f"cannot make a cgroup v{mount.version} with a memory controller under {mount.own}: {exc}"
         return cls(mount, path), f"cgroup v{mount.version} at {path}"
 
-    def sweep(self) -> None:
-        """Remove the cgroups of sessions whose processes have all ended."""
-        _remove_children(self.path)
+    def remove(self, name: str) -> None:
+        """Remove the cgroup of an ended session (or, if its processes are still dying, at a later call)."""
+        self._busy.add(name)
+        for session in list(self._busy):
+            with contextlib.suppress(FileNotFoundError):
+                try:
+                    (self.path / session).rmdir()
+                except OSError:
+                    continue
+            self._busy.discard(session)
 
     def close(self) -> None:
         _remove_children(self.path)
@@ -128,6 +136,10 @@ def _remove_abandoned(parent: Path) -> None:
                 _remove_children(path)
                 with contextlib.suppress(OSError):
                     path.rmdir()
+
+
+def session_name(init_pid: int) -> str:
+    return f"session-{init_pid}"
 
 
 def join_session(parent: str, version: int, memory_mb: int, name: str) -> str:

@@ -76,7 +76,7 @@ class WorkerProcess:
         self._reader, self._writer, self._key = reader, writer, key
         self._cpu_s, self._memory_mb = limits
         self._process = process  # a spawned process is our child and init's parent; a forked init is the template's
-        self._pid = 0  # the session's init, as seen from here
+        self.pid = 0  # the session's init, as seen from here
         self._pidfd: int | None = None
 
     @classmethod
@@ -116,9 +116,9 @@ class WorkerProcess:
         worker = cls(reader, writer, key, limits, process)
         try:
             ready = await worker._reply()
-            worker._pid = ready["pid"]
+            worker.pid = ready["pid"]
             if process is None:
-                worker._pidfd = os.pidfd_open(worker._pid)
+                worker._pidfd = os.pidfd_open(worker.pid)
         except BaseException:
             await worker.kill()
             raise
@@ -171,14 +171,14 @@ class WorkerProcess:
         Killing init ends its PID namespace: the kernel kills every process in it before init is gone. Its
         process group is killed too, for machines without a PID namespace.
         """
-        if self.alive and self._pid:
+        if self.alive and self.pid:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
+                os.kill(self.pid, signal.SIGKILL)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._exited(), KILL_WAIT_S)
-        if self._pid:
+        if self.pid:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._pid, signal.SIGKILL)
+                os.killpg(self.pid, signal.SIGKILL)
         self._writer.close()
         await self._exited()
         if self._pidfd is not None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from agenttrain.config import SandboxConfig
 from agenttrain.functions import FunctionSet
-from agenttrain.sandbox.cgroups import SessionCgroups
+from agenttrain.sandbox.cgroups import SessionCgroups, session_name
 from agenttrain.sandbox.forkserver import ForkServer, ForkServerError
 from agenttrain.sandbox.interface import STATE_LOST, ExecResult, SandboxError
 from agenttrain.sandbox.isolation import Limits
@@ -190,8 +190,8 @@ class Sandbox:
 
     async def release(self, worker: WorkerProcess) -> None:
         await worker.kill()
-        if self._cgroups is not None:
-            self._cgroups.sweep()
+        if self._cgroups is not None and worker.pid:
+            self._cgroups.remove(session_name(worker.pid))
 
     def record_isolation(self, isolation: dict[str, Any]) -> None:
         self._isolation = isolation

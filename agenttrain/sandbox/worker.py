@@ -312,7 +312,9 @@ def run_init(connection: socket.socket, settings: dict[str, Any], pid_namespace:
     outer_pid = int(os.readlink("/proc/self"))  # the host's /proc still: our pid as the trainer sees it
     cgroup = settings["cgroup"]
     if cgroup is not None:
-        path = cgroups.join_session(cgroup["parent"], cgroup["version"], settings["memory_mb"], f"session-{outer_pid}")
+        path = cgroups.join_session(
+            cgroup["parent"], cgroup["version"], settings["memory_mb"], cgroups.session_name(outer_pid)
+        )
         cgroup = {**cgroup, "path": path}
     isolation = confine.Isolation(pid_namespace=pid_namespace)
     confine.enter_namespaces(settings["network"], isolation)
