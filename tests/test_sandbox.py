@@ -508,6 +508,12 @@ def test_forged_failure_lines_are_output_or_the_rollouts_error_never_the_runs() 
     assert (after.ok, after.output) == (True, "still here\n")
 
 
+def test_closing_every_descriptor_ends_only_this_sessions_worker() -> None:
+    closed, after = run_blocks("import os\nos.closerange(0, 4096)\nprint('gone')", "print('next')")
+    assert not closed.ok and STATE_LOST in closed.output  # it closed its own channel too: the worker is replaced
+    assert (after.ok, after.output) == (True, "next\n")
+
+
 def test_memory_is_capped_across_forked_children(enforced: dict[str, Any]) -> None:
     memory_mb = 800
     result, after = run_blocks(MEMORY_ACROSS_CHILDREN, "print('alive')", memory_mb=memory_mb, timeout_s=20)

@@ -242,11 +242,10 @@ class Sandbox:
         if self._cgroups is not None:
             return {"whole_session_mb": self.settings.memory_mb, "how": self._cgroups_how}
         limits = self._limits()
-        return {
-            "whole_session_mb": limits.memory_mb * limits.max_processes,
-            "how": f"{self._cgroups_how}: per-process limits instead, "
-            f"{limits.memory_mb} MB x {limits.max_processes} processes",
-        }
+        how = f"{self._cgroups_how}: per-process limits instead, {limits.memory_mb} MB x {limits.max_processes}"
+        if os.geteuid() != 0:  # RLIMIT_NPROC needs a uid of the session's own (see isolation.apply_limits)
+            return {"whole_session_mb": None, "how": how + " processes, but their number is not limited here"}
+        return {"whole_session_mb": limits.memory_mb * limits.max_processes, "how": how + " processes"}
 
     def _network_report(self, isolation: dict[str, Any]) -> dict[str, Any]:
         if self.settings.network:
