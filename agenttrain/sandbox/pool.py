@@ -81,7 +81,7 @@ class WorkerProcess:
 
     @classmethod
     async def fork(cls, server: ForkServer, settings: dict[str, Any], limits: tuple[int, int]) -> WorkerProcess:
-        """A worker forked from the fork server's template. `settings`: as for worker.start_session."""
+        """A worker forked from the fork server's template. `settings`: as for worker.fork_session."""
         key = secrets.token_bytes(32)
         ours, theirs = socket.socketpair()
         try:
@@ -179,6 +179,8 @@ class WorkerProcess:
         if self.pid:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()  # init, if it started, dies with it (its parent-death signal)
         self._writer.close()
         await self._exited()
         if self._pidfd is not None:
