@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agenttrain.errors import UserError
 from agenttrain.scorers.extraction import last_boxed_content
@@ -66,7 +67,7 @@ def _pull_gaia(dest: Path, source: str | None) -> Path:
     return dest
 
 
-def _hub_snapshot(repo: str, **options: object) -> Path:
+def _hub_snapshot(repo: str, **options: Any) -> Path:
     """Download a dataset repository from the hub (or HF_ENDPOINT); errors say what to do about them."""
     from huggingface_hub import snapshot_download  # heavy: only for `data pull`
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError

@@ -144,10 +144,10 @@ def timed_train(config: Path, server: ServerProcess) -> TimedRun:
     cpu.close()
     (path,) = find_runs(config.parent / "runs")
     run = RunDir(path)
-    if finished.returncode != 0 or run.info()["status"] != "finished":
-        raise RuntimeError(f"{path}: ended {run.info()['status']}: {finished.stderr[-2000:]}")
+    if finished.returncode != 0 or run.info().status != "finished":
+        raise RuntimeError(f"{path}: ended {run.info().status}: {finished.stderr[-2000:]}")
     rollouts = sum(e["event"] == "rollout" for e in run.events())
-    epochs_s = [run.snapshot(epoch).metrics["duration_s"] for epoch in run.epochs()]
+    epochs_s = [run.snapshot(epoch).metrics.duration_s for epoch in run.epochs()]
     return TimedRun(wall_s, epochs_s, cpu_s, len(server.take_asked()), rollouts)
 
 
@@ -189,7 +189,7 @@ def bench_kill_and_resume(root: Path, server: ServerProcess) -> tuple[int, int]:
     in_flight = len(set(server.take_asked()) - journaled)  # started, never journaled: the work the kill lost
     resumed = subprocess.run([*CLI, "train", "--resume", str(run.path)], capture_output=True, text=True,
                              timeout=300, cwd=config.parent)  # fmt: skip
-    if resumed.returncode != 0 or RunDir(run.path).info()["status"] != "finished":
+    if resumed.returncode != 0 or RunDir(run.path).info().status != "finished":
         raise RuntimeError(f"resume failed: {resumed.stderr}")
     asked_again = server.take_asked()
     repeated = sum(q in journaled for q in asked_again)

@@ -567,7 +567,8 @@ def test_a_training_run_records_hostile_code_as_rollouts(
     assert "printed after closing fd 1" in seen["close"]
     assert "disk limit exceeded" in seen["fill"]
     assert "private channel" in seen["forge"] or seen["forge"].endswith("forged")
-    sandbox = outcome.run.info()["sandbox"]
+    sandbox = outcome.run.info().sandbox
+    assert sandbox is not None
     assert sandbox["isolation"]["sealed"] and sandbox["start"]["method"] == "fork server"
 
 

@@ -10,16 +10,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agenttrain.scorers.registry import SCORERS, check_scorer, judge
+    from agenttrain.scorers.registry import check_scorer, judge
     from agenttrain.scorers.runner import JudgePool, judge_async, judge_many
     from agenttrain.scorers.verdict import Verdict
 
 _MODULE_OF = {
-    "SCORERS": "registry", "check_scorer": "registry", "judge": "registry",
+    "check_scorer": "registry", "judge": "registry",
     "JudgePool": "runner", "judge_async": "runner", "judge_many": "runner",
     "Verdict": "verdict",
 }  # fmt: skip
-__all__ = ["SCORERS", "JudgePool", "Verdict", "check_scorer", "judge", "judge_async", "judge_many"]
+__all__ = ["JudgePool", "Verdict", "check_scorer", "judge", "judge_async", "judge_many"]
 
 
 def __getattr__(name: str) -> Any:
