@@ -1,20 +1,21 @@
-"""Where an epoch's rollouts run. The trainer and `eval` call one `RolloutExecutor`: `local` runs the rollouts
-concurrently in this process, `ray` on Ray worker processes (agenttrain.executors.ray_rollouts, imported only
-when a config asks for it, so that nothing else pays for importing Ray)."""
+"""Where an epoch's rollouts run. The trainer and `eval` call one `RolloutExecutor`: `local` (local.py) runs the
+rollouts concurrently in this process, `ray` (ray_rollouts.py) on Ray worker processes. Each is imported only
+when a run uses it, so that the CLI's start-up pays for neither, and nothing but a Ray run imports Ray."""
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from agenttrain.agents.base import Agent
 from agenttrain.config import ConfigError, Experiment
-from agenttrain.evaluation import evaluate
-from agenttrain.functions import FunctionSet
-from agenttrain.tasks.base import Example, Task
-from agenttrain.usage import UsageMeter
+
+if TYPE_CHECKING:
+    from agenttrain.agents.base import Agent
+    from agenttrain.functions import FunctionSet
+    from agenttrain.tasks.base import Example, Task
+    from agenttrain.usage import UsageMeter
 
 RecordCallback = Callable[[dict[str, Any]], None]
 
@@ -32,24 +33,6 @@ class RolloutExecutor(Protocol):
         ...
 
 
-class LocalExecutor:
-    """Rollouts as concurrent tasks of this process, at most `concurrency` at once."""
-
-    def __init__(self, agent: Agent, scorer: str, concurrency: int) -> None:
-        self.agent = agent
-        self.scorer = scorer
-        self.concurrency = concurrency
-
-    async def run(
-        self,
-        examples: Sequence[Example],
-        functions: FunctionSet,
-        on_record: RecordCallback | None = None,
-        done: dict[str, dict[str, Any]] | None = None,
-    ) -> list[dict[str, Any]]:
-        return await evaluate(self.agent, self.scorer, examples, functions, self.concurrency, on_record, done)
-
-
 def check_executor(experiment: Experiment, source: str) -> None:
     """Refuse `executor.kind: ray` before a run starts when Ray is not installed."""
     if experiment.executor.kind == "ray" and importlib.util.find_spec("ray") is None:
@@ -63,6 +46,8 @@ async def open_executor(
 ) -> AsyncIterator[RolloutExecutor]:
     """The executor `experiment.executor.kind` names; `agent` is this process's, which `local` runs."""
     if experiment.executor.kind == "local":
+        from agenttrain.executors.local import LocalExecutor
+
         yield LocalExecutor(agent, task.scorer, experiment.llm_for("agent").concurrency)
         return
     from agenttrain.executors.ray_rollouts import open_ray_executor
