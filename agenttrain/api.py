@@ -14,7 +14,7 @@ from agenttrain.evaluation import evaluate, summarise
 from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
-from agenttrain.stats import bootstrap_ci
+from agenttrain.stats import wilson_interval
 from agenttrain.tasks import load_task
 from agenttrain.tasks.files import read_jsonl, require_field
 from agenttrain.trainer import Reporter, Trainer, state_from_run
@@ -119,9 +119,10 @@ async def _eval(
         concurrency = experiment.llm_for("agent").concurrency
         records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
         usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
-    ci95 = list(bootstrap_ci([bool(r["correct"]) for r in records]))
+    summary = summarise(records)
+    ci95 = list(wilson_interval(summary["correct"], summary["n"]))
     return {"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,
-            **summarise(records), "ci95": ci95, "usage": usage, "records": records}
+            **summary, "ci95": ci95, "ci_method": "wilson", "usage": usage, "records": records}
 
 
 def eval_run(

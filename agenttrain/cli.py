@@ -135,7 +135,7 @@ def eval_command(
         return
     low, high = result["ci95"]
     line = (f"epoch {result['epoch']} on {split}: accuracy {result['accuracy']:.3f} "
-            f"({result['correct']}/{result['n']}), 95% CI {low:.3f}-{high:.3f}")
+            f"({result['correct']}/{result['n']}), 95% CI {low:.3f}-{high:.3f} (Wilson score)")
     if "accuracy_strict" in result:
         line += f", strict {result['accuracy_strict']:.3f}"
     out.print(line)

@@ -15,7 +15,7 @@ from typing import Any
 from agenttrain.complexity import cyclomatic_complexity
 from agenttrain.errors import UserError
 from agenttrain.runs import RunDir, Snapshot, read_journal_lines, read_run_json
-from agenttrain.stats import PairedComparison, bootstrap_ci, compare_outcomes
+from agenttrain.stats import PairedComparison, compare_outcomes, wilson_interval
 
 # How each epoch outcome is drawn and named: (label, marker, colour).
 OUTCOMES = {
@@ -75,10 +75,10 @@ class Evaluation:
     def records(self) -> list[dict[str, Any]]:
         return read_journal_lines(self.records_path)
 
-    @cached_property
+    @property
     def ci95(self) -> tuple[float, float] | None:
-        outcomes = [bool(r["correct"]) for r in self.records]
-        return bootstrap_ci(outcomes) if outcomes else None
+        """Wilson score interval (see stats.wilson_interval)."""
+        return wilson_interval(self.correct, self.n) if self.n else None
 
 
 def load_evaluations(run: RunDir) -> list[Evaluation]:
