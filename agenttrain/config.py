@@ -105,6 +105,10 @@ class OptimizerConfig(Strict):
     batch_size: int | None = Field(None, ge=1)
     # same_batch: re-evaluate the incumbent on each epoch's batch; paper: compare with its last score
     batch_compare: Literal["same_batch", "paper"] = "same_batch"
+    # progressive: one add/revise/remove action per call (the paper); all_at_once: one call rewrites the list
+    mode: Literal["progressive", "all_at_once"] = "progressive"
+    # agent_optimizer: the epoch loop; tool_creation: one pass writes functions from the baseline (CRAFT-like)
+    method: Literal["agent_optimizer", "tool_creation"] = "agent_optimizer"
     llm: LLMOverride | None = None
 
 
@@ -152,9 +156,13 @@ class Experiment(Strict):
         data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"})
         data["agent"].pop("llm")
         data["optimizer"].pop("llm")
+        for key, default in NEWER_OPTIMIZER_DEFAULTS.items():  # runs recorded before these keys keep their hash
+            if data["optimizer"][key] == default:
+                data["optimizer"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+NEWER_OPTIMIZER_DEFAULTS = {"mode": "progressive", "method": "agent_optimizer"}
 RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.* and output_dir"
 
 
