@@ -11,13 +11,23 @@ from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api
 from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import evaluate, summarise
-from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from agenttrain.runtime import check_network, open_runtime
+from agenttrain.functions import FunctionSet
+from agenttrain.runs import (
+    RunDir,
+    read_journal_lines,
+    read_run_json,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
+from agenttrain.runtime import Runtime, check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
 from agenttrain.stats import wilson_interval
 from agenttrain.tasks import load_task
+from agenttrain.tasks.base import Example
 from agenttrain.tasks.files import read_jsonl, require_field
 from agenttrain.trainer import Reporter, Trainer, state_from_run
+from agenttrain.usage import Usage
 
 
 @dataclass
@@ -102,27 +112,46 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
 
 
 async def _eval(
-    run: RunDir, experiment: Experiment, epoch: int, split: str, use_cache: bool, reporter: Reporter | None
-) -> dict[str, Any]:
-    functions = run.snapshot(epoch).functions
+    run: RunDir, experiment: Experiment, epochs: list[int], split: str, use_cache: bool, reporter: Reporter | None,
+    saved: dict[int, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Evaluate each epoch's snapshot; a function set already evaluated (in `saved`, or earlier in this call) is
+    not run again: its result is reused, at no cost, with `reused_from` naming the epoch that ran it."""
+    results: list[dict[str, Any]] = []
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
         examples = runtime.task.splits().get(split)
         if not examples:
             raise UserError(f"the {split} split is empty; set task.{split}_size in the config")
+        for epoch in epochs:
+            functions = run.snapshot(epoch).functions
+            earlier = next((r for r in [*saved.values(), *results]
+                            if r.get("functions_hash") == functions.content_hash()), None)
+            if earlier is not None:
+                results.append({**earlier, "epoch": epoch, "usage": {},
+                                "reused_from": earlier.get("reused_from", earlier["epoch"])})
+                continue
+            before = runtime.meter.by_role()
+            records = await _rollouts(runtime, epoch, split, examples, functions, reporter)
+            summary = summarise(records)
+            usage = {role: (u - before.get(role, Usage())).to_dict() for role, u in runtime.meter.by_role().items()}
+            results.append({"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,
+                            **summary, "ci95": list(wilson_interval(summary["correct"], summary["n"])),
+                            "ci_method": "wilson", "functions_hash": functions.content_hash(),
+                            "usage": usage, "records": records})
+    return results
+
+
+async def _rollouts(runtime: Runtime, epoch: int, split: str, examples: list[Example], functions: FunctionSet,
+                    reporter: Reporter | None) -> list[dict[str, Any]]:
+    if reporter:
+        reporter.epoch_started(epoch, f"eval {split}", len(examples))
+
+    def on_record(record: dict[str, Any]) -> None:
         if reporter:
-            reporter.epoch_started(epoch, f"eval {split}", len(examples))
+            reporter.rollout_done(record, runtime.meter.total())
 
-        def on_record(record: dict[str, Any]) -> None:
-            if reporter:
-                reporter.rollout_done(record, runtime.meter.total())
-
-        concurrency = experiment.llm_for("agent").concurrency
-        records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
-        usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
-    summary = summarise(records)
-    ci95 = list(wilson_interval(summary["correct"], summary["n"]))
-    return {"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,
-            **summary, "ci95": ci95, "ci_method": "wilson", "usage": usage, "records": records}
+    concurrency = runtime.experiment.llm_for("agent").concurrency
+    return await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
 
 
 def eval_run(
@@ -140,19 +169,56 @@ def eval_run(
     so functions trained on one domain are measured on another with the same agent and endpoint.
     """
     run = RunDir.open(run_path)
+    return _eval_epochs(run, [run.resolve_epoch(epoch)], split, use_cache, reporter, task_config, overrides,
+                        reuse=False)[0]
+
+
+def eval_all_epochs(
+    run_path: Path,
+    split: str = "test",
+    use_cache: bool = True,
+    reporter: Reporter | None = None,
+    task_config: Path | None = None,
+    overrides: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate every snapshot (the test learning curve). An epoch whose function set was evaluated before, by
+    an earlier call or an earlier epoch (unchanged and repeated sets), reuses that result instead of running."""
+    run = RunDir.open(run_path)
+    return _eval_epochs(run, run.epochs(), split, use_cache, reporter, task_config, overrides, reuse=True)
+
+
+def _eval_epochs(
+    run: RunDir, epochs: list[int], split: str, use_cache: bool, reporter: Reporter | None,
+    task_config: Path | None, overrides: list[str] | None, reuse: bool,
+) -> list[dict[str, Any]]:
     experiment = run_experiment(run, overrides)
     prefix = ""
     if task_config is not None:
         other = load_experiment(task_config)
         experiment = experiment.model_copy(update={"task": other.task})
         prefix = f"transfer-{other.name}-"
-    number = run.resolve_epoch(epoch)
-    result = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter))
-    records = result.pop("records")
-    stem = f"{prefix}{split}-epoch-{number}"  # names may hold dots: never with_suffix
-    write_json_atomic(run.evals_dir / f"{stem}.json", result)
-    write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
-    return result
+    saved = _saved_evaluations(run, prefix, split, experiment) if reuse else {}
+    results = asyncio.run(_eval(run, experiment, epochs, split, use_cache, reporter, saved))
+    for result in results:
+        records = result.pop("records")
+        stem = f"{prefix}{split}-epoch-{result['epoch']}"  # names may hold dots: never with_suffix
+        write_json_atomic(run.evals_dir / f"{stem}.json", result)
+        write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
+    return results
+
+
+def _saved_evaluations(run: RunDir, prefix: str, split: str, experiment: Experiment) -> dict[int, dict[str, Any]]:
+    """Earlier results of this split and task that say which function set they ran, with their records."""
+    saved = {}
+    for epoch in run.epochs():
+        path = run.evals_dir / f"{prefix}{split}-epoch-{epoch}.json"
+        if not path.exists():
+            continue
+        result = read_run_json(path)
+        records = path.with_name(f"{path.stem}.rollouts.jsonl")
+        if result.get("functions_hash") and result.get("task") == experiment.task.name and records.exists():
+            saved[epoch] = {**result, "records": read_journal_lines(records)}
+    return saved
 
 
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -115,7 +115,8 @@ def validate(
 @app.command("eval")
 def eval_command(
     run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/math-algebra-20260101-120000")],
-    epoch: Annotated[str, typer.Option(help="best, N or epoch-N")] = "best",
+    epoch: Annotated[str, typer.Option(help="best, N, epoch-N, or all (every snapshot: the test learning curve)")]
+    = "best",
     split: Annotated[str, typer.Option(help="test, train or val")] = "test",
     task: Annotated[Path | None, typer.Option(help="Transfer: evaluate on another config's task instead")] = None,
     overrides: Overrides = None,
@@ -125,20 +126,32 @@ def eval_command(
     """Evaluate a snapshot on a split; results go to RUN/evals/.
 
     Example: agenttrain eval runs/math-algebra-20260101-120000 --epoch best --split test
+    Learning curve: agenttrain eval runs/math-algebra-20260101-120000 --epoch all (then agenttrain report)
     Transfer: agenttrain eval runs/math-algebra-20260101-120000 --task configs/math-geometry.yaml
     """
     with RichReporter(err) as reporter:
-        result = api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter, task_config=task,
-                              overrides=overrides)
+        if epoch == "all":
+            results = api.eval_all_epochs(run, split, use_cache=not no_cache, reporter=reporter, task_config=task,
+                                          overrides=overrides)
+        else:
+            results = [api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter, task_config=task,
+                                    overrides=overrides)]
     if as_json:
-        print_json(result)
+        print_json(results[0] if epoch != "all" else {"run": str(run), "split": split, "evaluations": results})
         return
+    for result in results:
+        out.print(_eval_line(result), soft_wrap=True)
+
+
+def _eval_line(result: dict[str, Any]) -> str:
     low, high = result["ci95"]
-    line = (f"epoch {result['epoch']} on {split}: accuracy {result['accuracy']:.3f} "
+    line = (f"epoch {result['epoch']} on {result['split']}: accuracy {result['accuracy']:.3f} "
             f"({result['correct']}/{result['n']}), 95% CI {low:.3f}-{high:.3f} (Wilson score)")
     if "accuracy_strict" in result:
         line += f", strict {result['accuracy_strict']:.3f}"
-    out.print(line)
+    if "reused_from" in result:
+        line += f" (same functions as epoch {result['reused_from']}: not run again)"
+    return line
 
 
 def _render_diff(result: dict[str, Any]) -> None:
