@@ -75,5 +75,5 @@ def test_the_human_output_names_the_interval_and_the_reuse(write_config, tmp_pat
         result = runner.invoke(app, ["eval", run, "--epoch", "all"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "epoch 0 on test: accuracy 0.000 (0/1), 95% CI 0.000-0.793 (Wilson score)"
+    assert lines[0] == "epoch 0 on test: accuracy 0.000 (0/1), 95% CI 0.000-0.793 (Wilson score), strict 0.000"
     assert lines[1].endswith("(same functions as epoch 0: not run again)")
