@@ -117,28 +117,38 @@ async def _eval(
 ) -> list[dict[str, Any]]:
     """Evaluate each epoch's snapshot; a function set already evaluated (in `saved`, or earlier in this call) is
     not run again: its result is reused, at no cost, with `reused_from` naming the epoch that ran it."""
-    results: list[dict[str, Any]] = []
-    async with open_runtime(experiment, use_cache=use_cache) as runtime:
-        examples = runtime.task.splits().get(split)
-        if not examples:
-            raise UserError(f"the {split} split is empty; set task.{split}_size in the config")
-        for epoch in epochs:
-            functions = run.snapshot(epoch).functions
-            earlier = next((r for r in [*saved.values(), *results]
-                            if r.get("functions_hash") == functions.content_hash()), None)
-            if earlier is not None:
-                results.append({**earlier, "epoch": epoch, "usage": {},
-                                "reused_from": earlier.get("reused_from", earlier["epoch"])})
-                continue
-            before = runtime.meter.by_role()
-            records = await _rollouts(runtime, epoch, split, examples, functions, reporter)
-            summary = summarise(records)
-            usage = {role: (u - before.get(role, Usage())).to_dict() for role, u in runtime.meter.by_role().items()}
-            results.append({"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,
-                            **summary, "ci95": list(wilson_interval(summary["correct"], summary["n"])),
-                            "ci_method": "wilson", "functions_hash": functions.content_hash(),
-                            "usage": usage, "records": records})
+    functions = {epoch: run.snapshot(epoch).functions for epoch in epochs}
+    known = {result["functions_hash"]: result for result in saved.values()}
+    fresh = {}  # hash -> the first epoch of this call that has to run it
+    for epoch in epochs:
+        fresh.setdefault(functions[epoch].content_hash(), epoch)
+    to_run = [epoch for digest, epoch in fresh.items() if digest not in known]
+    if to_run:
+        async with open_runtime(experiment, use_cache=use_cache) as runtime:
+            examples = runtime.task.splits().get(split)
+            if not examples:
+                raise UserError(f"the {split} split is empty; set task.{split}_size in the config")
+            for epoch in to_run:
+                known[functions[epoch].content_hash()] = await _evaluate_snapshot(
+                    runtime, run, epoch, split, examples, functions[epoch], reporter)
+    results = []
+    for epoch in epochs:
+        result = known[functions[epoch].content_hash()]
+        if result["epoch"] != epoch or epoch not in to_run:
+            result = {**result, "epoch": epoch, "usage": {}, "reused_from": result.get("reused_from", result["epoch"])}
+        results.append(result)
     return results
+
+
+async def _evaluate_snapshot(runtime: Runtime, run: RunDir, epoch: int, split: str, examples: list[Example],
+                             functions: FunctionSet, reporter: Reporter | None) -> dict[str, Any]:
+    before = runtime.meter.by_role()
+    records = await _rollouts(runtime, epoch, split, examples, functions, reporter)
+    summary = summarise(records)
+    usage = {role: (u - before.get(role, Usage())).to_dict() for role, u in runtime.meter.by_role().items()}
+    return {"run": str(run.path), "epoch": epoch, "split": split, "task": runtime.experiment.task.name, **summary,
+            "ci95": list(wilson_interval(summary["correct"], summary["n"])), "ci_method": "wilson",
+            "functions_hash": functions.content_hash(), "usage": usage, "records": records}
 
 
 async def _rollouts(runtime: Runtime, epoch: int, split: str, examples: list[Example], functions: FunctionSet,
@@ -173,18 +183,21 @@ def eval_run(
                         reuse=False)[0]
 
 
-def eval_all_epochs(
+def eval_epochs(
     run_path: Path,
+    epochs: list[str] | None = None,
     split: str = "test",
     use_cache: bool = True,
     reporter: Reporter | None = None,
     task_config: Path | None = None,
     overrides: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate every snapshot (the test learning curve). An epoch whose function set was evaluated before, by
-    an earlier call or an earlier epoch (unchanged and repeated sets), reuses that result instead of running."""
+    """Evaluate several snapshots (`best`, `N` or `epoch-N`; None: every one, the test learning curve). An epoch
+    whose function set was evaluated before, by an earlier call or another epoch (unchanged and repeated sets),
+    reuses that result instead of running."""
     run = RunDir.open(run_path)
-    return _eval_epochs(run, run.epochs(), split, use_cache, reporter, task_config, overrides, reuse=True)
+    numbers = run.epochs() if epochs is None else sorted({run.resolve_epoch(e) for e in epochs})
+    return _eval_epochs(run, numbers, split, use_cache, reporter, task_config, overrides, reuse=True)
 
 
 def _eval_epochs(

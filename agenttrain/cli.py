@@ -23,6 +23,8 @@ from agenttrain.listing import list_runs
 from agenttrain.progress import RichReporter
 from agenttrain.report import write_report
 from agenttrain.runs import RunDir, newest_run, resolve_snapshot, write_text_atomic
+from agenttrain.sweep import dry_run_sweep, run_sweep
+from agenttrain.sweep.executors import JobOutcome
 
 app = typer.Typer(
     help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show, report, export."
@@ -131,7 +133,7 @@ def eval_command(
     """
     with RichReporter(err) as reporter:
         if epoch == "all":
-            results = api.eval_all_epochs(run, split, use_cache=not no_cache, reporter=reporter, task_config=task,
+            results = api.eval_epochs(run, None, split, use_cache=not no_cache, reporter=reporter, task_config=task,
                                           overrides=overrides)
         else:
             results = [api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter, task_config=task,
@@ -152,6 +154,76 @@ def _eval_line(result: dict[str, Any]) -> str:
     if "reused_from" in result:
         line += f" (same functions as epoch {result['reused_from']}: not run again)"
     return line
+
+
+def _parse_seeds(seeds: str | None) -> list[int] | None:
+    if seeds is None:
+        return None
+    try:
+        parsed = [int(part) for part in seeds.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {seeds!r}: give whole numbers separated by commas, e.g. --seeds 0,1,2") from None
+    if not parsed:
+        raise UserError("--seeds: give at least one seed, e.g. --seeds 0")
+    return parsed
+
+
+@app.command()
+def sweep(
+    configs: Annotated[list[Path], typer.Argument(help="Experiment YAMLs and/or sweep files (configs/paper/*.yaml)")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the runs, logs and results.md/.csv/.json")],
+    overrides: Overrides = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs trained at the same time")] = 1,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated task.seed values (the train/test split), "
+                                                   "e.g. 0,1,2; default: each config's own")] = None,
+    executor: Annotated[str, typer.Option(help="Where jobs run: local (child processes)")] = "local",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests and cost; send nothing.")] = False,
+    no_cache: NoCache = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train and evaluate every config x seed as independent runs, then write DIR/results.md, .csv and .json:
+    test accuracy before (epoch 0) and after (best epoch), the difference with a paired test, CIs, cost.
+    Rerunning the same command reuses finished runs and resumes unfinished ones.
+
+    Example: agenttrain sweep configs/paper/ablation.yaml --out results/ablation --jobs 4 --seeds 0,1,2
+    """
+    seed_list = _parse_seeds(seeds)
+    if dry_run:
+        _render_sweep_estimate(dry_run_sweep(configs, seed_list, overrides), as_json)
+        return
+
+    def job_done(outcome: JobOutcome) -> None:
+        verdict = "done" if outcome.ok else f"[red]failed[/]: {outcome.error} (log: {outcome.log})"
+        err.print(f"{outcome.job.id}: {verdict}", highlight=False)
+
+    result = run_sweep(configs, out, seed_list, overrides, jobs, executor, not no_cache, job_done)
+    if as_json:
+        print_json({"results": [str(p) for p in result.files], "ran": result.ran,
+                    "failed": [o.job.id for o in result.failed], "rows": [r.to_dict() for r in result.rows]})
+    else:
+        reused = len({r.name for r in result.rows}) - len(result.ran)
+        out.print(f"{len(result.ran)} runs trained or evaluated, {reused} reused; "
+                  f"{len(result.failed)} failed. Results: {result.files[0]}", highlight=False)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _render_sweep_estimate(estimate: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(estimate)
+        return
+
+    def dollars(value: float | None) -> str:
+        return "unknown" if value is None else f"{value:.2f}"
+
+    table = Table(title=f"estimate: {len(estimate['jobs'])} runs")
+    for column in ("run", "requests", "cost $", "worst-case requests", "worst-case $"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for row in [*estimate["jobs"], {"name": "total", **estimate["total"]}]:
+        table.add_row(row["name"], str(row["requests"]), dollars(row["cost_usd"]), str(row["worst_case_requests"]),
+                      dollars(row["worst_case_cost_usd"]))
+    out.print(table)
+    out.print(estimate["note"])
 
 
 def _render_diff(result: dict[str, Any]) -> None:

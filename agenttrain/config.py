@@ -202,7 +202,7 @@ def _format_validation(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give the experiment's YAML file")
     if not path.is_file():
@@ -239,7 +239,7 @@ def _check_files(experiment: Experiment, source: str) -> None:
 
 def load_experiment(path: Path, overrides: list[str] | None = None, *, base: Path | None = None) -> Experiment:
     """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
-    data = _merge(_read_yaml(path), parse_overrides(overrides or []))
+    data = _merge(read_yaml_mapping(path), parse_overrides(overrides or []))
     try:
         experiment = Experiment.model_validate(data)
     except ValidationError as exc:
