@@ -218,7 +218,7 @@ def _render_sweep_estimate(estimate: dict[str, Any], as_json: bool) -> None:
 
     table = Table(title=f"estimate: {len(estimate['jobs'])} runs")
     for column in ("run", "requests", "cost $", "worst-case requests", "worst-case $"):
-        table.add_column(column, justify="left" if column == "run" else "right")
+        table.add_column(column, justify="left" if column == "run" else "right", no_wrap=True)
     for row in [*estimate["jobs"], {"name": "total", **estimate["total"]}]:
         table.add_row(row["name"], str(row["requests"]), dollars(row["cost_usd"]), str(row["worst_case_requests"]),
                       dollars(row["worst_case_cost_usd"]))
