@@ -108,5 +108,4 @@ def estimate_eval(experiment: Experiment, questions: list[str], evaluations: int
     functions = optimizer.max_actions * optimizer.epochs // 2
     prompt, completion = _conversation_tokens(_question_tokens(questions), functions, turns)
     runs = evaluations * len(questions)
-    return Estimate("agent (eval)", agent.model, runs * turns, runs * prompt, runs * completion,
-                    _cost(experiment, agent.model, runs * prompt, runs * completion))
+    return _estimate(experiment, "agent (eval)", agent.model, agent, runs * turns, runs * prompt, runs * completion)

@@ -127,8 +127,8 @@ class _ListWriter(AgentOptimizer):
         tool_name = tool["function"]["name"]
         attempts = self.config.max_action_retries + 1
         for attempt in range(1, attempts + 1):
-            reply = await self.client.chat(messages, model=self.config.model, temperature=self.config.temperature,
-                                           tools=[tool], sample_index=sample_index(epoch, 0, attempt))
+            reply = await self.client.chat(messages, model=self.config.model, params=self.config, tools=[tool],
+                                           sample_index=sample_index(epoch, 0, attempt))
             calls = reply.message.get("tool_calls") or []
             reason = (reply.message.get("content") or "").strip() or None
             if not calls:

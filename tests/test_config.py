@@ -119,3 +119,14 @@ def test_shipped_configs_are_valid(config, monkeypatch):
     from agenttrain.config import Experiment
 
     Experiment.model_validate(data)
+
+
+def test_runs_recorded_before_mode_and_method_existed_keep_their_hash(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from agenttrain.config import Experiment
+
+    experiment = Experiment.model_validate({"name": "x", "task": {"name": "math", "path": "/tmp/p.jsonl"}})
+    assert experiment.content_hash() == "bd0595f4a8a9eb4b"  # what the version before the two keys computed
+    for change in ({"mode": "all_at_once"}, {"method": "tool_creation"}):
+        other = experiment.model_copy(update={"optimizer": experiment.optimizer.model_copy(update=change)})
+        assert other.content_hash() != experiment.content_hash()

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.runs import RunDir, find_runs
+from agenttrain.sweep import plan_sweep
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI
 from tests.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent
@@ -136,3 +137,15 @@ def test_a_sweep_file_names_configs_relative_to_itself_with_their_own_settings(w
 
         bad = runner.invoke(app, ["sweep", str(configs[0]), "--out", str(tmp_path / "out"), "--seeds", "a,b"])
         assert bad.exit_code != 0 and "--seeds" in str(bad.exception)
+
+
+@pytest.mark.parametrize("sweep_file", sorted((Path(__file__).parents[1] / "configs" / "paper").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_the_shipped_paper_sweeps_are_valid(sweep_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stand_in = tmp_path / "data"
+    stand_in.mkdir()  # the data sets are downloads; every config is checked with a folder in their place
+    jobs = plan_sweep([sweep_file], tmp_path / "out", None, [f"task.path={stand_in}"])
+    assert len({job.id for job in jobs}) == len(jobs) > 0
+    for job in jobs:
+        assert all(Path(path).is_file() for path in [job.config, *job.transfer])
