@@ -171,7 +171,7 @@ def _parse_seeds(seeds: str | None) -> list[int] | None:
 @app.command()
 def sweep(
     configs: Annotated[list[Path], typer.Argument(help="Experiment YAMLs and/or sweep files (configs/paper/*.yaml)")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the runs, logs and results.md/.csv/.json")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the runs, logs and results.md/.csv/.json")],
     overrides: Overrides = None,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs trained at the same time")] = 1,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated task.seed values (the train/test split), "
@@ -196,14 +196,14 @@ def sweep(
         verdict = "done" if outcome.ok else f"[red]failed[/]: {outcome.error} (log: {outcome.log})"
         err.print(f"{outcome.job.id}: {verdict}", highlight=False)
 
-    result = run_sweep(configs, out, seed_list, overrides, jobs, executor, not no_cache, job_done)
+    result = run_sweep(configs, out_dir, seed_list, overrides, jobs, executor, not no_cache, job_done)
     if as_json:
         print_json({"results": [str(p) for p in result.files], "ran": result.ran,
                     "failed": [o.job.id for o in result.failed], "rows": [r.to_dict() for r in result.rows]})
     else:
-        reused = len({r.name for r in result.rows}) - len(result.ran)
-        out.print(f"{len(result.ran)} runs trained or evaluated, {reused} reused; "
-                  f"{len(result.failed)} failed. Results: {result.files[0]}", highlight=False)
+        total = len({r.name for r in result.rows})
+        out.print(f"{len(result.ran)} of {total} runs trained or evaluated now ({total - len(result.ran)} were "
+                  f"complete), {len(result.failed)} failed; results in {result.files[0]}", highlight=False)
     if result.failed:
         raise typer.Exit(1)
 

@@ -205,7 +205,7 @@ class ToolCreator(_ListWriter):
         async def accept(arguments: dict[str, Any], attempt: int, reason: str | None) -> StepResult:
             result = StepResult(best)
             for position, item in enumerate(_entries(arguments)):
-                tasks = _written_for(item, task_ids)
+                tasks = written_for(item, task_ids)
                 try:
                     function = await self._checked(item)
                     result.functions = result.functions.add(function)
@@ -226,7 +226,7 @@ def _name(item: Any) -> str | None:
     return str(name) if name is not None else None
 
 
-def _written_for(item: Any, task_ids: list[str]) -> list[str]:
+def written_for(item: Any, task_ids: list[str]) -> list[str]:
     """The known training tasks an entry names; all of them when it names none (it claims to help everywhere)."""
     named = item.get("tasks") if isinstance(item, dict) else None
     if isinstance(named, str):  # a model may send the list as text: '["p1", "p2"]' or 'p1, p2'

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from agenttrain import api
+from agenttrain.list_writers import breaking_functions, written_for
+from agenttrain.optimizer import ActionRecord
 from agenttrain.runs import RunDir
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Reply, tool_call
@@ -143,3 +145,32 @@ def test_tool_creation_that_creates_nothing_leaves_the_baseline_as_best(write_co
     run, evaluation, _ = train_and_eval(write_config, tmp_path, responder, method="tool_creation")
     assert statuses(run) == ["baseline", "unchanged"] and run.best_epoch() == 0
     assert evaluation["epoch"] == 0
+
+
+def record(task: str, correct: bool, calls: list[tuple[str, bool]] = ()) -> dict[str, Any]:
+    return {"id": task, "correct": correct,
+            "function_calls": [{"name": n, "ok": ok, "error": None if ok else "TypeError"} for n, ok in calls]}
+
+
+def test_a_created_function_is_dropped_only_for_what_it_did_on_its_own_tasks():
+    actions = [ActionRecord("add_function", "helps", tasks=["t1", "t2"]),
+               ActionRecord("add_function", "regresses", tasks=["t1"]),
+               ActionRecord("add_function", "fails_elsewhere", tasks=["t2"]),
+               ActionRecord("add_function", "unused", tasks=["t1"])]
+    baseline = [record("t1", True), record("t2", False), record("t3", False)]
+    with_created = [record("t1", False, [("helps", True), ("regresses", True)]),
+                    record("t2", True, [("helps", True)]),
+                    record("t3", False, [("fails_elsewhere", False)])]
+    # t1 was solved before and fails now: both functions written for it and called there are dropped;
+    # `fails_elsewhere` failed only on a task it was not written for, `unused` was never called
+    assert breaking_functions(actions, baseline, with_created) == {
+        "helps": "task t1 was solved without it and fails with it",
+        "regresses": "task t1 was solved without it and fails with it",
+    }
+
+
+def test_the_tasks_a_function_was_written_for_may_come_as_text_and_unknown_ids_mean_all():
+    assert written_for({"tasks": '["p1", "p9"]'}, ["p1", "p2"]) == ["p1"]
+    assert written_for({"tasks": "p2, p1"}, ["p1", "p2"]) == ["p2", "p1"]
+    assert written_for({"tasks": ["nope"]}, ["p1", "p2"]) == ["p1", "p2"]
+    assert written_for({}, ["p1"]) == ["p1"]

@@ -20,7 +20,7 @@ from agenttrain.cli import app
 from agenttrain.runs import RunDir, find_runs
 from agenttrain.sweep import plan_sweep
 from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import FakeOpenAI, Fault
 from tests.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent
 
 PROBLEMS = [(f"What is {a} times {b}?", str(a * b)) for a, b in [(6, 7), (5, 8), (3, 9), (4, 4), (7, 2)]]
@@ -149,3 +149,15 @@ def test_the_shipped_paper_sweeps_are_valid(sweep_file, tmp_path, monkeypatch):
     assert len({job.id for job in jobs}) == len(jobs) > 0
     for job in jobs:
         assert all(Path(path).is_file() for path in [job.config, *job.transfer])
+
+
+def test_a_failed_run_is_a_row_with_its_reason_and_the_sweep_exits_1(write_config, tmp_path):
+    with FakeOpenAI(lambda body: Fault(status=500)) as server:
+        data = write_problems(tmp_path / "problems.jsonl", PROBLEMS)
+        config = write_config(server.base_url, data, name="down", optimizer={"epochs": 1})
+        result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 1
+    [row] = json.loads(result.stdout)["rows"]
+    assert row["status"] == "failed" and row["after"] is None
+    assert "training ended as 'failed'" in row["error"] and "fake error 500" in row["error"]
+    assert "training ended as 'failed'" in (tmp_path / "out" / "results.md").read_text()

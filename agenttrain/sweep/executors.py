@@ -47,7 +47,7 @@ def _last_error(log: Path, offset: int) -> str:
 
 
 class LocalExecutor:
-    """One child process per job (`python -m agenttrain.sweep.job`), its output in LOGS/<job id>.log. On Ctrl-C the
+    """One child process per job (`python -m agenttrain.sweep.worker`), its output in LOGS/<job id>.log. On Ctrl-C the
     children, in the same process group, stop too: their runs are left resumable."""
 
     def run(self, jobs: Sequence[SweepJob], parallel: int, logs: Path, on_done: JobDone) -> list[JobOutcome]:
@@ -81,7 +81,7 @@ class LocalExecutor:
     @staticmethod
     def _start(job: SweepJob, log: Path) -> subprocess.Popen[bytes]:
         with open(log, "ab") as handle:
-            return subprocess.Popen([sys.executable, "-m", "agenttrain.sweep.job", json.dumps(job.to_dict())],
+            return subprocess.Popen([sys.executable, "-m", "agenttrain.sweep.worker", json.dumps(job.to_dict())],
                                     stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 

@@ -1,11 +1,8 @@
 """One sweep job, as a worker runs it: train (or resume, or reuse) the run, then evaluate epoch 0 and the best
-epoch on the test split (and on each transfer task). `python -m agenttrain.sweep.job SPEC` runs one from the
-JSON of a SweepJob; `run_job` is the function any executor calls."""
+epoch on the test split (and on each transfer task). `run_job` is the function any executor calls."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 from agenttrain import api
@@ -49,19 +46,3 @@ def run_job(job: SweepJob) -> str:
     for task_config in job.transfer:
         api.eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache, task_config=Path(task_config))
     return str(run.path)
-
-
-def main() -> None:
-    """Worker entry point: the job's JSON as the only argument; one error line and exit status 1 on failure."""
-    job = SweepJob.from_dict(json.loads(sys.argv[1]))
-    try:
-        print(run_job(job), flush=True)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -66,8 +66,6 @@ def setting_label(experiment: Experiment) -> str:
     parts = [optimizer.mode.replace("_", " ")]
     if not optimizer.roll_back:
         parts.append("no roll-back")
-    if optimizer.early_stop > optimizer.epochs:
-        parts.append("no early-stop")
     if optimizer.batch_size is not None:
         parts.append(f"batch {optimizer.batch_size}")
     return ", ".join(parts)
