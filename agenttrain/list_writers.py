@@ -112,7 +112,7 @@ def list_changes(old: FunctionSet, new: FunctionSet, attempts: int, reason: str 
     return changes
 
 
-Accept = Callable[[dict[str, Any], int, "str | None"], Awaitable[StepResult]]
+Accept = Callable[[dict[str, Any], int, str | None], Awaitable[StepResult]]
 
 
 class _ListWriter(AgentOptimizer):
@@ -150,10 +150,13 @@ class _ListWriter(AgentOptimizer):
             ]
         return StepResult(keep, [ActionRecord(tool_name, None, "rejected", error, attempts, reason)])
 
-    async def _checked(self, item: Any) -> Function:
+    async def _added(self, functions: FunctionSet, item: Any) -> FunctionSet:
+        """`functions` plus the entry, if it loads, its packages exist and its name is new to the list."""
         function = _build(item)
+        if function.name in functions:
+            raise InvalidFunction(f"{function.name!r} is listed twice; give each function once")
         await self._check_packages(FunctionSet((function,)), function.name)
-        return function
+        return functions.add(function)
 
 
 class AllAtOnceOptimizer(_ListWriter):
@@ -172,7 +175,7 @@ class AllAtOnceOptimizer(_ListWriter):
             new, problems = FunctionSet(), []
             for position, item in enumerate(_entries(arguments)):
                 try:
-                    new = new.add(await self._checked(item))
+                    new = await self._added(new, item)
                 except InvalidFunction as exc:
                     problems.append(f"{_label(position, item)}: {exc}")
             if problems:  # the list is one action: it is applied whole or not at all
@@ -207,14 +210,13 @@ class ToolCreator(_ListWriter):
             for position, item in enumerate(_entries(arguments)):
                 tasks = written_for(item, task_ids)
                 try:
-                    function = await self._checked(item)
-                    result.functions = result.functions.add(function)
+                    result.functions = await self._added(result.functions, item)
                 except InvalidFunction as exc:
                     result.actions.append(ActionRecord("add_function", _name(item), "rejected",
                                                        f"{_label(position, item)}: {exc}", attempt, reason, tasks))
                     continue
-                result.actions.append(ActionRecord("add_function", function.name, attempts=attempt, reason=reason,
-                                                   tasks=tasks))
+                result.actions.append(ActionRecord("add_function", result.functions.names[-1], attempts=attempt,
+                                                   reason=reason, tasks=tasks))
             return result
 
         prompt = creation_prompt(records, self.config.max_prompt_tokens)
