@@ -84,7 +84,8 @@ def _curve_section(history: RunHistory, images: dict[str, Path | None]) -> str:
         "## Learning curve",
         _image(images, "learning_curve", "learning curve"),
         "Train accuracy is measured on the training tasks the optimizer sees; the grey line is the accuracy of "
-        "the set kept so far (a rolled-back candidate does not replace it).",
+        "the set kept so far (a rolled-back candidate does not replace it). Held-out accuracy, with 95% Wilson "
+        "intervals, comes from `agenttrain eval`; `--epoch all` evaluates every epoch for the full test curve.",
         _table(headers, rows),
     ]))
 
