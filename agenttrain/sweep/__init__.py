@@ -46,6 +46,8 @@ def run_sweep(
     use_cache: bool = True,
     on_done: Callable[[JobOutcome], None] | None = None,
 ) -> SweepOutcome:
+    """Plan every config x seed, run the jobs that are not complete (`parallel` at a time on `executor`), then
+    write OUT/results.md, .csv and .json from the run directories."""
     jobs = plan_sweep(configs, out, seeds, overrides or [], use_cache)
     backend = make_executor(executor)
     out.mkdir(parents=True, exist_ok=True)
