@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -73,14 +73,12 @@ def setting_label(experiment: Experiment) -> str:
 
 def _compared(row: ResultRow, before: Evaluation | None, after: Evaluation | None) -> ResultRow:
     if before is None or after is None:
-        row.error = row.error or "not evaluated yet (rerun the sweep)"
-        return row
+        return replace(row, error=row.error or "not evaluated yet (rerun the sweep)")
     comparison = compare_outcomes(before.records, after.records)
-    row.n, row.before, row.before_ci95, row.after, row.after_ci95 = after.n, before.accuracy, before.ci95, \
-        after.accuracy, after.ci95
-    row.difference, row.difference_ci95 = comparison.difference, comparison.difference_ci95
-    row.fixed, row.broken, row.p_value = comparison.fixed, comparison.broken, comparison.p_value
-    return row
+    return replace(row, n=after.n, before=before.accuracy, before_ci95=before.ci95, after=after.accuracy,
+                   after_ci95=after.ci95, difference=comparison.difference,
+                   difference_ci95=comparison.difference_ci95, fixed=comparison.fixed, broken=comparison.broken,
+                   p_value=comparison.p_value)
 
 
 def job_rows(job: SweepJob, error: str | None = None) -> list[ResultRow]:
