@@ -1,21 +1,36 @@
-"""The library face of the commands: what `train` and `eval` do, callable from Python as from the CLI."""
+"""The library face of the commands: what every `agenttrain` command does, callable from Python as from the CLI.
+
+`agenttrain/__init__.py` re-exports the public names; the CLI only parses arguments and renders results.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from agenttrain.cache import cache_clear, cache_stats
+from agenttrain.compare import diff_snapshots
 from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api_keys, load_experiment
+from agenttrain.datasets import pull
 from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import evaluate, summarise
+from agenttrain.exporting import export_snapshot
 from agenttrain.functions import FunctionSet
+from agenttrain.listing import list_runs
+from agenttrain.records import EpochMetrics, EvalResult, RunInfo
+from agenttrain.registry import all_registrations
+from agenttrain.reporting import write_report
 from agenttrain.runs import (
     RunDir,
-    read_journal_lines,
+    Snapshot,
+    newest_run,
+    read_rollouts,
     read_run_json,
+    resolve_snapshot,
     write_json_atomic,
     write_jsonl_atomic,
     write_text_atomic,
@@ -28,6 +43,17 @@ from agenttrain.tasks.base import Example
 from agenttrain.tasks.files import read_jsonl, require_field
 from agenttrain.trainer import Reporter, Trainer, state_from_run
 from agenttrain.usage import Usage
+
+if TYPE_CHECKING:
+    from agenttrain.sweeping import SweepOutcome
+    from agenttrain.sweeping.executors import JobOutcome
+
+__all__ = [
+    "cache_clear", "cache_stats", "diff", "dry_run", "dry_run_sweep", "eval_epochs", "eval_run", "export",
+    "list_runs", "plugins", "prepare", "pull", "report", "resume", "score_file", "show", "sweep", "train",
+]
+
+Evaluated = tuple[EvalResult, list[dict[str, Any]]]  # an evaluation's result and its rollout records
 
 
 @dataclass
@@ -71,11 +97,18 @@ def train(
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
 
+def recorded_config_hash(run: RunDir) -> str:
+    """The hash of the config the run was trained with. An older run's hash was dropped (records.UPGRADES): then
+    that of its config.yaml as it stands."""
+    recorded = run.info().config_hash
+    return load_experiment(run.path / "config.yaml").content_hash() if recorded is None else recorded
+
+
 def run_experiment(run: RunDir, overrides: list[str] | None = None) -> Experiment:
     """A run's config with `overrides` applied, refused if they touch anything its results depend on."""
     config_path = run.path / "config.yaml"
     experiment = load_experiment(config_path, overrides)
-    if experiment.content_hash() != run.info().get("config_hash"):
+    if experiment.content_hash() != recorded_config_hash(run):
         changed = f"--set {' '.join(overrides)}" if overrides else f"{config_path} was edited and"
         raise ConfigError(f"{changed} changes what the run's results depend on; only {RESUMABLE_KEYS} may "
                           "change for an existing run. Start a new run for anything else")
@@ -93,7 +126,7 @@ def resume(
     with run.lock():
         if overrides:
             write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
-        run.update_info(status="running")
+        run.update_info(status="running", config_hash=experiment.content_hash())
         run.log("resume", overrides=overrides or [])
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
@@ -113,13 +146,13 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
 
 async def _eval(
     run: RunDir, experiment: Experiment, epochs: list[int], split: str, use_cache: bool, reporter: Reporter | None,
-    saved: dict[int, dict[str, Any]],
-) -> list[dict[str, Any]]:
+    saved: dict[int, Evaluated],
+) -> list[Evaluated]:
     """Evaluate each epoch's snapshot; a function set already evaluated (in `saved`, or earlier in this call) is
     not run again: its result is reused, at no cost, with `reused_from` naming the epoch that ran it."""
     functions = {epoch: run.snapshot(epoch).functions for epoch in epochs}
-    known = {result["functions_hash"]: result for result in saved.values()}
-    fresh = {}  # hash -> the first epoch of this call that has to run it
+    known = {result.functions_hash: (result, records) for result, records in saved.values()}
+    fresh: dict[str, int] = {}  # hash -> the first epoch of this call that has to run it
     for epoch in epochs:
         fresh.setdefault(functions[epoch].content_hash(), epoch)
     to_run = [epoch for digest, epoch in fresh.items() if digest not in known]
@@ -133,22 +166,24 @@ async def _eval(
                     runtime, run, epoch, split, examples, functions[epoch], reporter)
     results = []
     for epoch in epochs:
-        result = known[functions[epoch].content_hash()]
-        if result["epoch"] != epoch or epoch not in to_run:
-            result = {**result, "epoch": epoch, "usage": {}, "reused_from": result.get("reused_from", result["epoch"])}
-        results.append(result)
+        result, records = known[functions[epoch].content_hash()]
+        if result.epoch != epoch or epoch not in to_run:
+            origin = result.epoch if result.reused_from is None else result.reused_from
+            result = result.model_copy(update={"epoch": epoch, "usage": {}, "reused_from": origin})
+        results.append((result, records))
     return results
 
 
 async def _evaluate_snapshot(runtime: Runtime, run: RunDir, epoch: int, split: str, examples: list[Example],
-                             functions: FunctionSet, reporter: Reporter | None) -> dict[str, Any]:
+                             functions: FunctionSet, reporter: Reporter | None) -> Evaluated:
     before = runtime.meter.by_role()
     records = await _rollouts(runtime, epoch, split, examples, functions, reporter)
     summary = summarise(records)
     usage = {role: (u - before.get(role, Usage())).to_dict() for role, u in runtime.meter.by_role().items()}
-    return {"run": str(run.path), "epoch": epoch, "split": split, "task": runtime.experiment.task.name, **summary,
-            "ci95": list(wilson_interval(summary["correct"], summary["n"])), "ci_method": "wilson",
-            "functions_hash": functions.content_hash(), "usage": usage, "records": records}
+    result = EvalResult(run=str(run.path), epoch=epoch, split=split, task=runtime.experiment.task.name, **summary,
+                        ci95=list(wilson_interval(summary["correct"], summary["n"])), ci_method="wilson",
+                        functions_hash=functions.content_hash(), usage=usage)
+    return result, records
 
 
 async def _rollouts(runtime: Runtime, epoch: int, split: str, examples: list[Example], functions: FunctionSet,
@@ -212,25 +247,27 @@ def _eval_epochs(
         prefix = f"transfer-{other.name}-"
     saved = _saved_evaluations(run, prefix, split, experiment) if reuse else {}
     results = asyncio.run(_eval(run, experiment, epochs, split, use_cache, reporter, saved))
-    for result in results:
-        records = result.pop("records")
-        stem = f"{prefix}{split}-epoch-{result['epoch']}"  # names may hold dots: never with_suffix
-        write_json_atomic(run.evals_dir / f"{stem}.json", result)
+    for result, records in results:
+        if result.epoch in saved and saved[result.epoch][0].functions_hash == result.functions_hash:
+            continue  # its own earlier file, with what it cost then
+        stem = f"{prefix}{split}-epoch-{result.epoch}"  # names may hold dots: never with_suffix
+        write_json_atomic(run.evals_dir / f"{stem}.json", result.to_json())
         write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
-    return results
+    return [result.to_json() for result, _ in results]
 
 
-def _saved_evaluations(run: RunDir, prefix: str, split: str, experiment: Experiment) -> dict[int, dict[str, Any]]:
+def _saved_evaluations(run: RunDir, prefix: str, split: str, experiment: Experiment) -> dict[int, Evaluated]:
     """Earlier results of this split and task that say which function set they ran, with their records."""
     saved = {}
+    version = run.format_version
     for epoch in run.epochs():
         path = run.evals_dir / f"{prefix}{split}-epoch-{epoch}.json"
         if not path.exists():
             continue
-        result = read_run_json(path)
+        result = EvalResult.read(read_run_json(path), version, path)
         records = path.with_name(f"{path.stem}.rollouts.jsonl")
-        if result.get("functions_hash") and result.get("task") == experiment.task.name and records.exists():
-            saved[epoch] = {**result, "records": read_journal_lines(records)}
+        if result.functions_hash and result.task == experiment.task.name and records.exists():
+            saved[epoch] = (result, read_rollouts(records, version))
     return saved
 
 
@@ -270,3 +307,80 @@ def score_file(path: Path, scorer: str) -> dict[str, Any]:
         for item, v in zip(items, verdicts, strict=True)
     ]
     return {**summarise(results), "scorer": scorer, "items": results}
+
+
+@dataclass(frozen=True)
+class RunOverview:
+    """What `agenttrain show` prints: the run's status, its best epoch and every epoch's metrics."""
+
+    run: RunDir
+    info: RunInfo
+    best_epoch: int | None
+    epochs: list[EpochMetrics]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": str(self.run.path), "status": self.info.status, "best_epoch": self.best_epoch,
+                "epochs": [m.to_json() for m in self.epochs]}
+
+
+def show(run_path: Path) -> RunOverview:
+    run = RunDir.open(run_path)
+    return RunOverview(run, run.info(), run.best_if_any(), [run.snapshot(e).metrics for e in run.epochs()])
+
+
+def diff(a: str, b: str, run_path: Path | None = None, output_dir: Path = Path("runs")) -> dict[str, Any]:
+    """What changed between two snapshots: `a` and `b` are epoch folders, or `epoch-N` / `best` in the run at
+    `run_path` (default: the newest run under `output_dir`)."""
+    needs_run = not all(Path(ref).is_dir() for ref in (a, b))
+    run = (RunDir.open(run_path) if run_path else newest_run(output_dir)) if needs_run else None
+    return diff_snapshots(resolve_snapshot(a, run), resolve_snapshot(b, run))
+
+
+def report(run_path: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write report.md and its plots (default RUN/report/); returns the paths, report.md first."""
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: is a file; give a folder for report.md and its plots")
+    return write_report(RunDir.open(run_path), out_dir)
+
+
+def export(run_path: Path, epoch: str = "best", fmt: str = "python", out: Path | None = None
+           ) -> tuple[Snapshot, str]:
+    """An epoch's functions as text in `fmt`, also written to `out` when given."""
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a file name such as {out / 'functions.py'}")
+    run = RunDir.open(run_path)
+    snapshot = run.snapshot(run.resolve_epoch(epoch))
+    text = export_snapshot(snapshot, fmt)
+    if out is not None:
+        write_text_atomic(out, text)
+    return snapshot, text
+
+
+def plugins() -> list[dict[str, str]]:
+    """Every registered task, agent, scorer and plot: its name, where it is defined and which package gave it."""
+    return [registration.to_dict() for registration in all_registrations()]
+
+
+def sweep(
+    configs: list[Path],
+    out: Path,
+    seeds: list[int] | None = None,
+    overrides: list[str] | None = None,
+    parallel: int = 1,
+    executor: str = "local",
+    use_cache: bool = True,
+    on_done: Callable[[JobOutcome], None] | None = None,
+) -> SweepOutcome:
+    """Train and evaluate every config x seed as independent runs, then write OUT/results.md, .csv and .json.
+    A rerun reuses finished runs and evaluations and resumes unfinished runs."""
+    from agenttrain.sweeping import run_sweep  # its jobs call this module: imported on use, not in a cycle
+
+    return run_sweep(configs, out, seeds, overrides, parallel, executor, use_cache, on_done)
+
+
+def dry_run_sweep(configs: list[Path], seeds: list[int] | None = None, overrides: list[str] | None = None
+                  ) -> dict[str, Any]:
+    """Requests and cost each sweep job may spend (training, then its test evaluations). Nothing is sent."""
+    from agenttrain.sweeping import dry_run_sweep as estimate_sweep
+
+    return estimate_sweep(configs, seeds, overrides)

@@ -249,8 +249,8 @@ def breaking_functions(
         if action.status != "applied" or action.name is None:
             continue
         for task in action.tasks or []:
-            record = by_task.get(task)
-            calls = [c for c in (record or {}).get("function_calls", []) if c["name"] == action.name]
+            record = by_task.get(task, {})
+            calls = [c for c in record.get("function_calls", []) if c["name"] == action.name]
             failed = next((c for c in calls if not c.get("ok")), None)
             if failed is not None:
                 dropped[action.name] = f"its call on task {task} failed: {failed.get('error')}"

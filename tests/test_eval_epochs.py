@@ -39,7 +39,7 @@ def test_eval_all_epochs_runs_each_function_set_once_and_the_report_draws_the_te
         config = write_config(server.base_url, data, task={"train_size": 2, "test_size": 2},
                               llm={"cache": False})
         run = Path(invoke("train", str(config))["run"])
-        assert [RunDir(run).snapshot(e).metrics["status"] for e in RunDir(run).epochs()] == \
+        assert [RunDir(run).snapshot(e).metrics.status for e in RunDir(run).epochs()] == \
             ["baseline", "accepted", "unchanged"]
 
         before = agent_requests(server)
@@ -48,7 +48,7 @@ def test_eval_all_epochs_runs_each_function_set_once_and_the_report_draws_the_te
         assert [(e["epoch"], e["accuracy"]) for e in curve] == [(0, 0.0), (1, 1.0), (2, 1.0)]
         # epoch 2 kept epoch 1's functions: reused, not run, and not counted as a cost again
         assert curve[2]["reused_from"] == 1 and curve[2]["usage"] == {}
-        assert "reused_from" not in curve[1] and curve[1]["usage"]["agent"]["requests"] > 0
+        assert curve[1]["reused_from"] is None and curve[1]["usage"]["agent"]["requests"] > 0
         assert first_pass == 2 * 2 + 2 * 1  # epoch 0: two one-turn answers; epoch 1: a call, then the answer
 
         # the single-epoch eval gives the same numbers as the curve

@@ -41,7 +41,7 @@ def function_list(tool: str, *functions: dict[str, Any]) -> Reply:
 
 
 def statuses(run: RunDir) -> list[str]:
-    return [run.snapshot(e).metrics["status"] for e in run.epochs()]
+    return [run.snapshot(e).metrics.status for e in run.epochs()]
 
 
 def train_and_eval(write_config, tmp_path: Path, responder, **optimizer: Any) -> tuple[RunDir, dict, FakeOpenAI]:
@@ -66,8 +66,8 @@ def test_all_at_once_replaces_the_list_in_one_call_and_rolls_back_a_worse_one(wr
     run, evaluation, server = train_and_eval(write_config, tmp_path, responder, mode="all_at_once")
     assert statuses(run) == ["baseline", "accepted", "rolled_back"]
     # the replaced list reads as the changes it made, so lineage and diff work as for one action at a time
-    assert [(a["action"], a["name"]) for a in run.snapshot(1).metrics["actions"]] == [("add_function", "multiply")]
-    assert [(a["action"], a["name"]) for a in run.snapshot(2).metrics["actions"]] == [("revise_function", "multiply")]
+    assert [(a.action, a.name) for a in run.snapshot(1).metrics.actions] == [("add_function", "multiply")]
+    assert [(a.action, a.name) for a in run.snapshot(2).metrics.actions] == [("revise_function", "multiply")]
     optimizer_calls = [b for b in server.requests if writer_tool(b)]
     assert len(optimizer_calls) == 2  # one call per epoch, not one per action
     assert "replace_functions" in optimizer_calls[0]["messages"][0]["content"]
@@ -93,7 +93,7 @@ def test_all_at_once_rejects_the_whole_list_when_one_function_is_invalid_and_ask
     assert run.snapshot(1).functions.names == ["multiply"]  # never the half of the list that loaded
     retry = next(b for b in server.requests if writer_tool(b) and len(b["messages"]) > 2)
     assert "function 2 ('broken')" in retry["messages"][-1]["content"]
-    assert run.snapshot(1).metrics["actions"][0]["attempts"] == 2
+    assert run.snapshot(1).metrics.actions[0].attempts == 2
 
 
 def creating_agent(body: dict[str, Any]) -> Reply:
@@ -122,16 +122,16 @@ def test_tool_creation_writes_functions_once_and_drops_those_that_break_their_ta
 
     run, evaluation, server = train_and_eval(write_config, tmp_path, responder, method="tool_creation")
     assert run.epochs() == [0, 1] and statuses(run) == ["baseline", "accepted"]  # one pass, despite epochs: 2
-    assert run.info()["status"] == "finished" and "one pass" in run.info()["reason"]
+    assert run.info().status == "finished" and "one pass" in (run.info().reason or "")
     created = run.snapshot(1)
     assert created.functions.names == ["multiply"]
-    actions = {a["name"]: a for a in created.metrics["actions"]}
-    assert actions["multiply"]["status"] == "applied" and actions["multiply"]["tasks"] == ["p0", "p1"]
-    assert actions["explode"]["status"] == "rejected" and "its call on task p0 failed" in actions["explode"]["error"]
-    assert actions["unloadable"]["status"] == "rejected"
+    actions = {a.name: a for a in created.metrics.actions}
+    assert actions["multiply"].status == "applied" and actions["multiply"].tasks == ["p0", "p1"]
+    assert actions["explode"].status == "rejected" and "its call on task p0 failed" in (actions["explode"].error or "")
+    assert actions["unloadable"].status == "rejected"
     # the kept set was run again on the training tasks: its snapshot shows no call to a dropped function
     calls = {c["name"] for r in created.rollouts() for c in r["function_calls"]}
-    assert calls == {"multiply"} and created.metrics["train_accuracy"] == 1.0
+    assert calls == {"multiply"} and created.metrics.train_accuracy == 1.0
     # the creator saw the baseline conversations once; nothing iterates
     creator_calls = [b for b in server.requests if writer_tool(b)]
     assert len(creator_calls) == 1 and "What is 6 times 7?" in json.dumps(creator_calls[0]["messages"])

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.runs import RunDir, find_runs
-from agenttrain.sweep import plan_sweep
+from agenttrain.sweeping import plan_sweep
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Fault
 from tests.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent
@@ -97,13 +97,13 @@ def test_a_killed_sweep_rerun_finishes_without_repeating_finished_runs(write_con
 
         result = invoke("sweep", *map(str, configs), "--out", str(out), "--seeds", "0,1")
 
-    assert first.info()["name"] not in result["ran"]  # complete: not even started again
+    assert first.info().name not in result["ran"]  # complete: not even started again
     assert (first.path / "events.jsonl").read_text() == finished_events
     assert sorted(p.name for p in first.evals_dir.iterdir()) == finished_evals
     runs = [RunDir(p) for p in find_runs(out / "runs")]
-    assert sorted(r.info()["name"] for r in runs) == ["assistant-s0", "assistant-s1", "react-s0", "react-s1"]
+    assert sorted(r.info().name for r in runs) == ["assistant-s0", "assistant-s1", "react-s0", "react-s1"]
     resumed = [r for r in runs if any(e["event"] == "resume" for e in r.events())]
-    assert len(resumed) == 1 and resumed[0].info()["name"] == "assistant-s1"
+    assert len(resumed) == 1 and resumed[0].info().name == "assistant-s1"
     assert all(row["status"] == "finished" and row["difference"] is not None for row in result["rows"])
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from agenttrain import api
 from agenttrain.config import ConfigError
 from agenttrain.errors import UserError
-from agenttrain.runs import RunDir, find_runs, read_run_json
-from agenttrain.sweep.plan import SweepJob
+from agenttrain.runs import RunDir, find_runs
+from agenttrain.sweeping.plan import SweepJob
 
 DONE = ("finished", "early_stopped", "budget_exhausted")  # a rerun keeps these; any other status is resumed
 EVALUATED_EPOCHS = ["0", "best"]
@@ -17,11 +17,11 @@ EVALUATED_EPOCHS = ["0", "best"]
 
 def find_job_run(job: SweepJob) -> RunDir | None:
     """The run this job started before (its name is the job id), refused if its config has changed since."""
-    found = [RunDir(p) for p in find_runs(Path(job.runs_dir)) if read_run_json(p / "run.json").get("name") == job.id]
+    found = [run for run in map(RunDir, find_runs(Path(job.runs_dir))) if run.info().name == job.id]
     if not found:
         return None
     run = found[-1]
-    if run.info().get("config_hash") != job.experiment().content_hash():
+    if api.recorded_config_hash(run) != job.experiment().content_hash():
         raise ConfigError(f"{run.path} was trained with a different config than {job.config} now gives; "
                           "sweep into a new --out folder, or delete that run to train it again")
     return run
@@ -31,7 +31,7 @@ def train_job(job: SweepJob) -> RunDir:
     run = find_job_run(job)
     if run is None:
         return api.train(Path(job.config), job.overrides, use_cache=job.use_cache).run
-    if run.info().get("status") not in DONE:
+    if run.info().status not in DONE:
         api.resume(run.path, use_cache=job.use_cache)
     return run
 
@@ -39,9 +39,9 @@ def train_job(job: SweepJob) -> RunDir:
 def run_job(job: SweepJob) -> str:
     """Train and evaluate; returns the run directory. Evaluations already on disk are reused, not rerun."""
     run = train_job(job)
-    status = run.info().get("status")
-    if status not in DONE:
-        raise UserError(f"{run.path}: training ended as {status!r} ({run.info().get('reason')})")
+    info = run.info()
+    if info.status not in DONE:
+        raise UserError(f"{run.path}: training ended as {info.status!r} ({info.reason})")
     api.eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache)
     for task_config in job.transfer:
         api.eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache, task_config=Path(task_config))

@@ -2,6 +2,7 @@
 
 plan.py says what runs, job.py what one job does, executors.py where it runs, results.py the table. A rerun
 reuses finished work: a job whose run is done and evaluated is not started again, an unfinished run resumes.
+The package is not called `sweep` so that `agenttrain.sweep` stays the public function (api.sweep).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from agenttrain import api
 from agenttrain.config import load_experiment
 from agenttrain.estimate import estimate_eval
 from agenttrain.runs import write_json_atomic
-from agenttrain.sweep.executors import EXECUTORS, JobOutcome, make_executor
-from agenttrain.sweep.job import DONE, EVALUATED_EPOCHS
-from agenttrain.sweep.plan import SweepJob, plan_sweep
-from agenttrain.sweep.results import ResultRow, job_rows, write_results
+from agenttrain.sweeping.executors import EXECUTORS, JobOutcome, make_executor
+from agenttrain.sweeping.job import DONE, EVALUATED_EPOCHS
+from agenttrain.sweeping.plan import SweepJob, plan_sweep
+from agenttrain.sweeping.results import ResultRow, job_rows, write_results
 from agenttrain.tasks import load_task
 
 __all__ = ["EXECUTORS", "SweepOutcome", "dry_run_sweep", "plan_sweep", "run_sweep"]

@@ -1,4 +1,4 @@
-"""`python -m agenttrain.sweep.worker JOB_JSON`: the local executor's child process, running one SweepJob."""
+"""`python -m agenttrain.sweeping.worker JOB_JSON`: the local executor's child process, running one SweepJob."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import sys
 
 from agenttrain.errors import UserError
-from agenttrain.sweep.job import run_job
-from agenttrain.sweep.plan import SweepJob
+from agenttrain.sweeping.job import run_job
+from agenttrain.sweeping.plan import SweepJob
 
 
 def main() -> None:

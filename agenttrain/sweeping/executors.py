@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agenttrain.errors import UserError
-from agenttrain.sweep.plan import SweepJob
+from agenttrain.sweeping.plan import SweepJob
 
 POLL_S = 0.2
 
@@ -47,12 +47,13 @@ def _last_error(log: Path, offset: int) -> str:
 
 
 class LocalExecutor:
-    """One child process per job (`python -m agenttrain.sweep.worker`), its output in LOGS/<job id>.log. On Ctrl-C the
-    children, in the same process group, stop too: their runs are left resumable."""
+    """One child process per job (`python -m agenttrain.sweeping.worker`), its output in LOGS/<job id>.log. On
+    Ctrl-C the children, in the same process group, stop too: their runs are left resumable."""
 
     def run(self, jobs: Sequence[SweepJob], parallel: int, logs: Path, on_done: JobDone) -> list[JobOutcome]:
         logs.mkdir(parents=True, exist_ok=True)
-        waiting, running, outcomes = list(jobs), {}, []
+        waiting, outcomes = list(jobs), []
+        running: dict[str, tuple[SweepJob, subprocess.Popen[bytes], int]] = {}  # id -> job, process, log offset
         try:
             while waiting or running:
                 while waiting and len(running) < parallel:
@@ -81,7 +82,7 @@ class LocalExecutor:
     @staticmethod
     def _start(job: SweepJob, log: Path) -> subprocess.Popen[bytes]:
         with open(log, "ab") as handle:
-            return subprocess.Popen([sys.executable, "-m", "agenttrain.sweep.worker", json.dumps(job.to_dict())],
+            return subprocess.Popen([sys.executable, "-m", "agenttrain.sweeping.worker", json.dumps(job.to_dict())],
                                     stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 

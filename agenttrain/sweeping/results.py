@@ -17,8 +17,8 @@ from agenttrain.history import Evaluation, load_evaluations
 from agenttrain.listing import summarise_run
 from agenttrain.runs import RunDir, write_json_atomic, write_text_atomic
 from agenttrain.stats import compare_outcomes
-from agenttrain.sweep.job import find_job_run
-from agenttrain.sweep.plan import SweepJob
+from agenttrain.sweeping.job import find_job_run
+from agenttrain.sweeping.plan import SweepJob
 
 METHODS = ("before: epoch 0 (no learned functions); after: the best epoch; both on the test split. Intervals: "
            "Wilson score for each accuracy, percentile bootstrap over tasks (paired, 10,000 resamples) for the "
@@ -55,8 +55,8 @@ class ResultRow:
 
 
 def task_label(experiment: Experiment) -> str:
-    task = experiment.task
-    return f"{task.name} ({', '.join(task.types)})" if task.types else task.name
+    types = getattr(experiment.task, "types", None)  # the math task's subjects; other tasks have none
+    return f"{experiment.task.name} ({', '.join(types)})" if types else experiment.task.name
 
 
 def setting_label(experiment: Experiment) -> str:
@@ -88,9 +88,9 @@ def job_rows(job: SweepJob, error: str | None = None) -> list[ResultRow]:
     for path in job.transfer:
         other = load_experiment(Path(path))
         targets.append((f"transfer-{other.name}-", task_label(other)))
-    base = {"name": job.id, "seed": experiment.task.seed, "trained_on": task_label(experiment),
-            "agent": f"{experiment.agent.type} ({experiment.agent.model})", "setting": setting_label(experiment),
-            "config": job.config}
+    base: dict[str, Any] = {"name": job.id, "seed": experiment.task.seed, "trained_on": task_label(experiment),
+                            "agent": f"{experiment.agent.type} ({experiment.agent.model})",
+                            "setting": setting_label(experiment), "config": job.config}
     try:
         run = find_job_run(job)
     except UserError as exc:
@@ -108,8 +108,8 @@ def _run_rows(run: RunDir, targets: list[tuple[str, str]], base: dict[str, Any],
         row = ResultRow(task=label, status=summary.status or "?", best_epoch=summary.best_epoch,
                         cost_usd=summary.cost_usd, run=str(run.path), error=error, **base)
         split = f"{prefix}test"
-        best = summary.best_epoch
-        rows.append(_compared(row, evaluations.get((split, 0)), evaluations.get((split, best))))
+        best = None if summary.best_epoch is None else evaluations.get((split, summary.best_epoch))
+        rows.append(_compared(row, evaluations.get((split, 0)), best))
     return rows
 
 
@@ -159,14 +159,15 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _means(rows: list[ResultRow]) -> str | None:
     """Mean over seeds per (entry, task, setting), when some entry ran with more than one seed."""
-    groups: dict[tuple[str, str, str, str], list[ResultRow]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[tuple[float, float, float]]] = defaultdict(list)
     for row in rows:
-        if row.difference is not None:
-            groups[(row.name.rsplit("-s", 1)[0], row.task, row.agent, row.setting)].append(row)
+        if row.before is not None and row.after is not None and row.difference is not None:
+            key = (row.name.rsplit("-s", 1)[0], row.task, row.agent, row.setting)
+            groups[key].append((row.before, row.after, row.difference))
     if not any(len(group) > 1 for group in groups.values()):
         return None
-    table = [[name, task, agent, setting, str(len(group)), _percent(mean(r.before for r in group)),
-              _percent(mean(r.after for r in group)), _points(mean(r.difference for r in group), None)]
+    table = [[name, task, agent, setting, str(len(group)), _percent(mean(g[0] for g in group)),
+              _percent(mean(g[1] for g in group)), _points(mean(g[2] for g in group), None)]
              for (name, task, agent, setting), group in groups.items()]
     return "## Mean over seeds\n\n" + _markdown_table(
         ["run", "task", "agent", "setting", "seeds", "before %", "after %", "difference (points)"], table)
