@@ -16,10 +16,7 @@ from agenttrain.compare import diff_snapshots
 from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api_keys, load_experiment
 from agenttrain.datasets import pull
 from agenttrain.errors import UserError
-from agenttrain.estimate import estimate_run
-from agenttrain.evaluation import evaluate, summarise
 from agenttrain.exporting import export_snapshot
-from agenttrain.functions import FunctionSet
 from agenttrain.listing import list_runs
 from agenttrain.records import EpochMetrics, EvalResult, RunInfo
 from agenttrain.registry import all_registrations
@@ -35,18 +32,20 @@ from agenttrain.runs import (
     write_jsonl_atomic,
     write_text_atomic,
 )
-from agenttrain.runtime import Runtime, check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
 from agenttrain.stats import wilson_interval
 from agenttrain.tasks import load_task
-from agenttrain.tasks.base import Example
 from agenttrain.tasks.files import read_jsonl, require_field
-from agenttrain.trainer import Reporter, Trainer, state_from_run
-from agenttrain.usage import Usage
 
+# Training, evaluation and estimates import openai and the agents: loaded by the functions that need them,
+# so that `agenttrain runs`, `show` and `--help` start fast.
 if TYPE_CHECKING:
+    from agenttrain.functions import FunctionSet
+    from agenttrain.runtime import Runtime
     from agenttrain.sweeping import SweepOutcome
     from agenttrain.sweeping.executors import JobOutcome
+    from agenttrain.tasks.base import Example
+    from agenttrain.trainer import Reporter
 
 __all__ = [
     "cache_clear", "cache_stats", "diff", "dry_run", "dry_run_sweep", "eval_epochs", "eval_run", "export",
@@ -66,6 +65,8 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
     """Everything that can be checked before a run directory exists: the config, the data and its split,
     the task's need for network access, the API keys."""
     experiment = load_experiment(config_path, overrides)
+    from agenttrain.runtime import check_network
+
     task = load_task(experiment.task)
     check_network(experiment, task)
     if not task.splits().train:
@@ -75,6 +76,9 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
 
 
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
+    from agenttrain.runtime import open_runtime
+    from agenttrain.trainer import Trainer, state_from_run
+
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
         runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
         sandbox = await asyncio.to_thread(runtime.sandbox.describe)  # may start a probe worker: off the loop
@@ -150,6 +154,8 @@ async def _eval(
 ) -> list[Evaluated]:
     """Evaluate each epoch's snapshot; a function set already evaluated (in `saved`, or earlier in this call) is
     not run again: its result is reused, at no cost, with `reused_from` naming the epoch that ran it."""
+    from agenttrain.runtime import open_runtime
+
     functions = {epoch: run.snapshot(epoch).functions for epoch in epochs}
     known = {result.functions_hash: (result, records) for result, records in saved.values()}
     fresh: dict[str, int] = {}  # hash -> the first epoch of this call that has to run it
@@ -176,6 +182,9 @@ async def _eval(
 
 async def _evaluate_snapshot(runtime: Runtime, run: RunDir, epoch: int, split: str, examples: list[Example],
                              functions: FunctionSet, reporter: Reporter | None) -> Evaluated:
+    from agenttrain.evaluation import summarise
+    from agenttrain.usage import Usage
+
     before = runtime.meter.by_role()
     records = await _rollouts(runtime, epoch, split, examples, functions, reporter)
     summary = summarise(records)
@@ -188,6 +197,8 @@ async def _evaluate_snapshot(runtime: Runtime, run: RunDir, epoch: int, split: s
 
 async def _rollouts(runtime: Runtime, epoch: int, split: str, examples: list[Example], functions: FunctionSet,
                     reporter: Reporter | None) -> list[dict[str, Any]]:
+    from agenttrain.evaluation import evaluate
+
     if reporter:
         reporter.epoch_started(epoch, f"eval {split}", len(examples))
 
@@ -273,6 +284,8 @@ def _saved_evaluations(run: RunDir, prefix: str, split: str, experiment: Experim
 
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent."""
+    from agenttrain.estimate import estimate_run
+
     experiment = load_experiment(config_path, overrides)
     train_split = load_task(experiment.task).splits().train
     questions = [e.question for e in train_split]
@@ -289,6 +302,8 @@ def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, 
 
 def score_file(path: Path, scorer: str) -> dict[str, Any]:
     """Score a JSONL file of predictions (`prediction`, `answer`, optional `id`, `choices`, `unit`)."""
+    from agenttrain.evaluation import summarise
+
     check_scorer(scorer)
     items = []
     for number, record in read_jsonl(path):
