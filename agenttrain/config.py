@@ -211,17 +211,16 @@ class Experiment(Strict):
 
     def content_hash(self) -> str:
         """Hash of what decides results. Where the endpoint is, how to reach it, prices, budgets and the output
-        folder do not: a resumed run may change those (`RESUMABLE_KEYS`)."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"})
-        data["agent"].pop("llm")
-        data["optimizer"].pop("llm")
-        for key, default in NEWER_OPTIMIZER_DEFAULTS.items():  # runs recorded before these keys keep their hash
-            if data["optimizer"][key] == default:
-                data["optimizer"].pop(key)
+        folder do not: a resumed run may change those (`RESUMABLE_KEYS`). Keys left at their defaults are left
+        out, so a key added in a later version (with a default that keeps today's behaviour) keeps recorded
+        runs resumable."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"}, exclude_defaults=True)
+        data["task"]["name"] = self.task.name  # the task's name has a default in some task classes
+        for role in ("agent", "optimizer"):
+            data.get(role, {}).pop("llm", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-NEWER_OPTIMIZER_DEFAULTS = {"mode": "progressive", "method": "agent_optimizer"}
 RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.* and output_dir"
 
 

