@@ -177,7 +177,8 @@ def sweep(
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs trained at the same time")] = 1,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated task.seed values (the train/test split), "
                                                    "e.g. 0,1,2; default: each config's own")] = None,
-    executor: Annotated[str, typer.Option(help="Where jobs run: local (child processes)")] = "local",
+    executor: Annotated[str, typer.Option(help="Where jobs run: local (child processes) or ray (Ray tasks; "
+                                                "RAY_ADDRESS picks the cluster)")] = "local",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests and cost; send nothing.")] = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,

@@ -3,6 +3,7 @@ mid-rollout costs only that rollout. One local Ray instance (loopback, 4 logical
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from tests.conftest import ConfigWriter, write_problems  # noqa: E402
 from tests.fake_openai import FakeOpenAI  # noqa: E402
 from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent, question  # noqa: E402
 from tests.test_resume import PROBLEMS, killed_run  # noqa: E402
+from tests.test_sweep import invoke, responder, two_configs  # noqa: E402
 
 PRODUCTS = [(f"What is {a} times 7?", str(a * 7)) for a in range(2, 8)]
 ON_RAY = ["executor.kind=ray", "executor.num_cpus_per_rollout=1"]
@@ -128,3 +130,19 @@ def test_a_local_run_killed_mid_epoch_resumes_on_ray_without_repeating_journaled
     assert outcome.status == "finished"
     assert asked == {p for p, _ in PROBLEMS} - journaled
     assert sorted(r["question"] for r in run.snapshot(0).rollouts()) == sorted(p for p, _ in PROBLEMS)
+
+
+def test_a_sweep_on_ray_runs_each_job_as_a_ray_task_and_a_rerun_reuses_them(write_config, tmp_path):
+    with FakeOpenAI(responder) as server:
+        configs = [str(path) for path in two_configs(write_config, server, tmp_path)]
+        out = str(tmp_path / "sweep")
+        first = invoke("sweep", *configs, "--out", out, "--jobs", "2", "--executor", "ray")
+        sent = len(server.requests)
+        again = invoke("sweep", *configs, "--out", out, "--jobs", "2", "--executor", "ray")
+    assert sorted(first["ran"]) == ["assistant-s0", "react-s0"]
+    for row in first["rows"]:
+        assert row["status"] == "finished" and row["error"] is None
+        tested = json.loads((Path(row["run"]) / "evals" / "test-epoch-0.json").read_text())
+        assert row["before"] == tested["accuracy"]
+    assert again["ran"] == [] and len(server.requests) == sent  # complete: reused, nothing sent again
+    assert again["rows"] == first["rows"]

@@ -9,28 +9,28 @@ from contextlib import contextmanager
 
 import ray
 
-from agenttrain.config import ExecutorConfig
 from agenttrain.errors import UserError
 
 
 @contextmanager
-def ray_session(config: ExecutorConfig) -> Iterator[None]:
-    """Connected to Ray inside the block. A program (or test) that connected already keeps its session; a
-    session opened here is closed after the run (a local instance stops with it)."""
+def ray_session(address: str | None) -> Iterator[None]:
+    """Connected to Ray inside the block: the cluster at `address` ("auto", "ray://HOST:PORT", "HOST:PORT"), or,
+    for None, a Ray started here. A program (or test) that connected already keeps its session; a session
+    opened here is closed afterwards (a local instance stops with it)."""
     if ray.is_initialized():
         yield
         return
     try:
-        if config.address is None:
+        if address is None:
             # loopback only, no dashboard: a private instance for this run that nobody else should reach
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
                      _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
         else:
-            ray.init(address=config.address, logging_level=logging.WARNING)
+            ray.init(address=address, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at executor.address={config.address}" if config.address else "a local Ray instance"
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise UserError(f"cannot connect to {where}: {exc}. Start it (`ray start --head` on the head node), "
-                        "fix the address, or set executor.kind: local") from None
+                        "fix the address, or run locally (executor.kind: local; sweep --executor local)") from None
     try:
         yield
     finally:

@@ -208,7 +208,7 @@ def cache_folder(experiment: Experiment, use_cache: bool) -> Path | None:
 async def open_ray_executor(
     experiment: Experiment, task: Task, meter: UsageMeter, use_cache: bool
 ) -> AsyncIterator[RayExecutor]:
-    with ray_session(experiment.executor):
+    with ray_session(experiment.executor.address):
         ledger = start_ledger(experiment, cache_folder(experiment, use_cache))
         pool = WorkerPool(experiment, task, ledger, use_cache)
         try:

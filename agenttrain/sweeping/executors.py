@@ -36,7 +36,7 @@ class Executor(Protocol):
         ...
 
 
-def _last_error(log: Path, offset: int) -> str:
+def last_error(log: Path, offset: int) -> str:
     """The worker's error line, from what it wrote after `offset` (a log keeps the output of earlier sweeps)."""
     with open(log, "rb") as handle:
         handle.seek(offset)
@@ -60,13 +60,13 @@ class LocalExecutor:
                     job = waiting.pop(0)
                     log = logs / f"{job.id}.log"
                     offset = log.stat().st_size if log.exists() else 0
-                    running[job.id] = (job, self._start(job, log), offset)
+                    running[job.id] = (job, self.start(job, log), offset)
                 for job_id, (job, process, offset) in list(running.items()):
                     if process.poll() is None:
                         continue
                     del running[job_id]
                     log = logs / f"{job.id}.log"
-                    error = None if process.returncode == 0 else _last_error(log, offset)
+                    error = None if process.returncode == 0 else last_error(log, offset)
                     outcome = JobOutcome(job, process.returncode == 0, error, log)
                     outcomes.append(outcome)
                     on_done(outcome)
@@ -80,13 +80,21 @@ class LocalExecutor:
         return outcomes
 
     @staticmethod
-    def _start(job: SweepJob, log: Path) -> subprocess.Popen[bytes]:
+    def start(job: SweepJob, log: Path) -> subprocess.Popen[bytes]:
+        """The job's worker process, appending its output to `log` (the Ray executor starts jobs the same way)."""
         with open(log, "ab") as handle:
             return subprocess.Popen([sys.executable, "-m", "agenttrain.sweeping.worker", json.dumps(job.to_dict())],
                                     stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor}
+def ray_executor() -> Executor:
+    """Each job as a Ray task (agenttrain.executors.ray_sweep); Ray is imported only when a sweep asks for it."""
+    from agenttrain.executors.ray_sweep import RaySweepExecutor
+
+    return RaySweepExecutor()
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "ray": ray_executor}
 
 
 def make_executor(name: str) -> Executor:
