@@ -74,13 +74,28 @@ def test_training_on_ray_gives_the_local_run_and_a_rerun_replays_it_from_the_cac
     assert rerun.info().usage["agent"]["cache_hits"] == local.info().usage["agent"]["requests"]
 
 
+def parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state, past a name that may hold spaces
+
+
+def descends_from_this_process(pid: int) -> bool:
+    """Ray started here runs its workers under this process's raylet; another test run's Ray does not."""
+    while pid > 1:
+        pid = parent(pid)
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def rollout_worker_pids() -> list[int]:
     """Ray names its worker processes after the actor class they host."""
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if cmdline.read_bytes().startswith(b"ray::RolloutWorker"):
-                pids.append(int(cmdline.parent.name))
+            pid = int(cmdline.parent.name)
+            if cmdline.read_bytes().startswith(b"ray::RolloutWorker") and descends_from_this_process(pid):
+                pids.append(pid)
         except OSError:  # the process ended meanwhile
             continue
     return pids
