@@ -11,6 +11,7 @@ from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api
 from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import evaluate, summarise
+from agenttrain.local_model import check_local
 from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
@@ -35,11 +36,12 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
     if not task.splits().train:
         raise ConfigError(f"{config_path}: task.train_size: the training split is empty; nothing to train on")
     check_api_keys(experiment, str(config_path))
+    check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
     return experiment
 
 
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
-    async with open_runtime(experiment, use_cache=use_cache) as runtime:
+    async with open_runtime(experiment, run.path, use_cache=use_cache) as runtime:
         runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
         sandbox = await asyncio.to_thread(runtime.sandbox.describe)  # may start a probe worker: off the loop
         run.update_info(sandbox=sandbox, task_requires_network=getattr(runtime.task, "requires_network", False))
@@ -70,6 +72,7 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None) -> Experimen
         raise ConfigError(f"{changed} changes what the run's results depend on; only {RESUMABLE_KEYS} may "
                           "change for an existing run. Start a new run for anything else")
     check_api_keys(experiment, str(config_path))
+    check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
     return experiment
 
 
@@ -105,7 +108,7 @@ async def _eval(
     run: RunDir, experiment: Experiment, epoch: int, split: str, use_cache: bool, reporter: Reporter | None
 ) -> dict[str, Any]:
     functions = run.snapshot(epoch).functions
-    async with open_runtime(experiment, use_cache=use_cache) as runtime:
+    async with open_runtime(experiment, run.path, use_cache=use_cache) as runtime:
         examples = runtime.task.splits().get(split)
         if not examples:
             raise UserError(f"the {split} split is empty; set task.{split}_size in the config")

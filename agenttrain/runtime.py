@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from agenttrain.agents import make_agent
 from agenttrain.agents.base import Agent
 from agenttrain.cache import open_cache
-from agenttrain.config import ConfigError, Experiment
+from agenttrain.config import ConfigError, Experiment, LLMConfig
 from agenttrain.llm import LLMClient
+from agenttrain.local_model import LOCAL, local_server
 from agenttrain.sandbox import Sandbox
 from agenttrain.tasks import load_task
 from agenttrain.tasks.base import Task
@@ -36,14 +38,39 @@ def check_network(experiment: Experiment, task: Task) -> None:
         )
 
 
+async def endpoints(experiment: Experiment, stack: AsyncExitStack, log_dir: Path) -> dict[str, LLMConfig]:
+    """Each role's endpoint settings; roles at `local` get the embedded server, started once for both."""
+    settings = {role: experiment.llm_for(role) for role in ("agent", "optimizer")}
+    if any(llm.resolved_base_url() == LOCAL for llm in settings.values()):
+        local = experiment.llm.local
+        url = await stack.enter_async_context(local_server(local, log_dir / "local-server.log"))
+        for role, llm in settings.items():
+            if llm.resolved_base_url() == LOCAL:
+                # more requests in flight than server slots would only queue there and eat into timeout_s
+                concurrency = min(llm.concurrency, local.parallel)
+                settings[role] = llm.model_copy(update={"base_url": url, "concurrency": concurrency})
+    return settings
+
+
 @asynccontextmanager
-async def open_runtime(experiment: Experiment, use_cache: bool = True) -> AsyncIterator[Runtime]:
+async def open_runtime(experiment: Experiment, log_dir: Path, use_cache: bool = True) -> AsyncIterator[Runtime]:
+    """`log_dir` (the run directory) receives the local model server's log, when one is started."""
     task = load_task(experiment.task)
     check_network(experiment, task)
+    async with AsyncExitStack() as stack:
+        settings = await endpoints(experiment, stack, log_dir)
+        async with _open_clients(experiment, task, settings, use_cache) as runtime:
+            yield runtime
+
+
+@asynccontextmanager
+async def _open_clients(
+    experiment: Experiment, task: Task, settings: dict[str, LLMConfig], use_cache: bool
+) -> AsyncIterator[Runtime]:
     meter = UsageMeter(experiment.budget, experiment.llm.prices)
     cache = open_cache(experiment.llm, enabled=use_cache)
-    agent_client = LLMClient(experiment.llm_for("agent"), role="agent", meter=meter, cache=cache)
-    optimizer_client = LLMClient(experiment.llm_for("optimizer"), role="optimizer", meter=meter, cache=cache)
+    agent_client = LLMClient(settings["agent"], role="agent", meter=meter, cache=cache)
+    optimizer_client = LLMClient(settings["optimizer"], role="optimizer", meter=meter, cache=cache)
     sandbox = Sandbox(experiment.sandbox)
     try:
         await sandbox.start()
