@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from agenttrain.config import AgentConfig
 from agenttrain.functions import FunctionSet
-from agenttrain.llm import ChatReply, LLMClient, LLMError
+from agenttrain.llm import ChatReply, ContextOverflow, LLMClient, LLMError
 from agenttrain.sandbox import Sandbox, SandboxSession
 from agenttrain.tasks.base import AnswerFormat, Example
 
@@ -29,7 +29,7 @@ class Rollout:
     example_id: str
     messages: list[dict[str, Any]]
     prediction: str | None  # the text the scorer extracts an answer from (the final reply; ReAct: its answer)
-    stop_reason: str  # answered | terminate | max_turns | llm_error
+    stop_reason: str  # answered | terminate | max_turns | context_length | llm_error
     turns: int = 0
     function_calls: list[FunctionCall] = field(default_factory=list)
     code_runs: int = 0
@@ -50,7 +50,8 @@ class Agent(Protocol):
 
 class SandboxAgent(ABC):
     """What both agents do around their conversation loop: one sandbox session per task, the system
-    prompt and the task as the first messages, an endpoint failure recorded as "llm_error"."""
+    prompt and the task as the first messages, an endpoint failure recorded as "llm_error", a conversation
+    that outgrew the model's context as "context_length" (the model's limit, not the endpoint's failure)."""
 
     def __init__(self, client: LLMClient, config: AgentConfig, sandbox: Sandbox, answer_format: AnswerFormat) -> None:
         self.client = client
@@ -67,6 +68,8 @@ class SandboxAgent(ABC):
         async with self.sandbox.session(functions, files=example.files) as session:
             try:
                 await self.converse(rollout, functions, session)
+            except ContextOverflow:  # the conversation ends where it stands and is scored; not an error
+                rollout.stop_reason = "context_length"
             except LLMError as exc:
                 rollout.stop_reason, rollout.error = "llm_error", str(exc)
         rollout.prediction = self.prediction(messages)
