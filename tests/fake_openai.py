@@ -32,6 +32,7 @@ class Fault:
     malformed: bool = False
     delay_s: float = 0.0
     code: str | None = None  # the body's error.code, e.g. "insufficient_quota"
+    message: str | None = None  # the body's error.message (default: "fake error <status>")
 
 
 Responder = Callable[[dict[str, Any]], "Reply | Fault | str"]
@@ -94,7 +95,8 @@ def _fault_response(fault: Fault) -> tuple[int, bytes, dict[str, str]]:
     if fault.malformed:
         return 200, b'{"id": "chatcmpl-broken", "choices": [', {}
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-    error = {"error": {"message": f"fake error {fault.status}", "type": "fake", "code": fault.code}}
+    message = fault.message or f"fake error {fault.status}"
+    error = {"error": {"message": message, "type": "fake", "code": fault.code}}
     return fault.status, json.dumps(error).encode(), headers
 
 
