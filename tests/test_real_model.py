@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from importlib.metadata import PackageNotFoundError, distribution
 from importlib.util import find_spec
 from pathlib import Path
@@ -49,7 +50,8 @@ PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What i
 
 async def _client_on_local(settings: LocalModelConfig, log: Path, use: Any) -> Any:
     async with local_server(settings, log) as url:
-        client = LLMClient(LLMConfig(base_url=url, max_retries=0), role="agent", meter=UsageMeter(BudgetConfig(), {}), cache=None)
+        meter = UsageMeter(BudgetConfig(), {})
+        client = LLMClient(LLMConfig(base_url=url, max_retries=0), role="agent", meter=meter, cache=None)
         try:
             return await use(client), url
         finally:
@@ -73,7 +75,7 @@ def test_a_tool_call_round_trips_through_the_real_server(tmp_path):
     assert json.loads(call["function"]["arguments"]) == {"a": 12, "b": 7}
     assert second.completion_tokens > 0  # the tool message was accepted and answered
     with pytest.raises(OSError):  # the server is gone once the block is left
-        __import__("urllib.request").request.urlopen(url.removesuffix("/v1") + "/health", timeout=2)
+        urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=2)
     assert "listening on" in (tmp_path / "server.log").read_text()
 
 
@@ -121,7 +123,7 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_the_server_process_ends_when_the_run_is_stopped(tmp_path, stop):
     config = _config(tmp_path, "assistant")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
