@@ -129,8 +129,8 @@ def check_local(llm_settings: list[LLMConfig]) -> None:
     """Before a run starts: if any role is at `local`, the server package and the model file are there."""
     locals_ = [llm for llm in llm_settings if llm.resolved_base_url() == LOCAL]
     if locals_:
-        check_installed()
         model_file(locals_[0].local)
+        check_installed()
 
 
 def _get_json(url: str, timeout_s: float = 5.0) -> Any:
