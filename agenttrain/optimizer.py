@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
-from agenttrain.agents.base import parse_tool_arguments, transcript
+from agenttrain.agents.base import call_arguments, transcript
 from agenttrain.config import OptimizerConfig
 from agenttrain.context_window import server_context_size
 from agenttrain.errors import UserError
@@ -295,7 +295,7 @@ class AgentOptimizer:
                 break
             tool = call["function"]["name"]
             try:
-                arguments = parse_tool_arguments(call["function"].get("arguments"))
+                arguments = call_arguments(call)
                 edited, name = apply_action(result.functions, tool, arguments)
                 await self._check_packages(edited, name)
             except (InvalidFunction, ValueError) as exc:

@@ -164,3 +164,15 @@ def parse_tool_arguments(raw: str | None) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         raise ValueError("the arguments must be a JSON object")
     return arguments
+
+
+def call_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's arguments (`parse_tool_arguments`). Unreadable ones (a small model's partial JSON) are
+    replaced by `{}` in the call itself, since the call stays in the conversation and servers refuse a
+    conversation holding broken JSON (llama.cpp: HTTP 500); the ValueError quotes what the model wrote."""
+    raw = call["function"].get("arguments")
+    try:
+        return parse_tool_arguments(raw)
+    except ValueError as exc:
+        call["function"]["arguments"] = "{}"
+        raise ValueError(f"{exc}: {str(raw)[:200]!r}") from None
