@@ -39,6 +39,7 @@ class LocalModelConfig(Strict):
     context_size: int = Field(4096, ge=512, le=131072)  # tokens per slot: prompt and reply together
     threads: int = Field(1, ge=1, le=256)  # 1 is steadiest on a shared machine
     parallel: int = Field(1, ge=1, le=64)  # requests decoded at once (each gets a slot of context_size)
+    max_tokens: int = Field(1024, ge=16)  # a reply's limit where the request sets none: ends endless generation
     startup_timeout_s: float = Field(120, gt=0)
 
 

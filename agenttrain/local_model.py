@@ -224,6 +224,7 @@ def _serve(options: dict[str, Any]) -> None:
     params.model.path = options["model_path"]
     params.n_ctx = options["context_size"] * options["parallel"]  # llama.cpp splits n_ctx across the slots
     params.n_parallel = options["parallel"]
+    params.n_predict = options["max_tokens"]
     params.cpuparams.n_threads = options["threads"]
     params.cpuparams_batch.n_threads = options["threads"]
     params.hostnames = ["127.0.0.1"]

@@ -88,6 +88,15 @@ def test_a_request_longer_than_the_real_servers_context_is_a_context_overflow(tm
         asyncio.run(_client_on_local(LocalModelConfig(context_size=512), tmp_path / "server.log", use))
 
 
+def test_a_reply_without_max_tokens_is_cut_at_the_servers_limit(tmp_path):
+    async def use(client: LLMClient) -> Any:
+        story = [{"role": "user", "content": "Write a long story about a dragon, in ten chapters."}]
+        return await client.chat(story, model="smollm2")
+
+    reply, _ = asyncio.run(_client_on_local(LocalModelConfig(max_tokens=16), tmp_path / "server.log", use))
+    assert reply.finish_reason == "length" and reply.completion_tokens <= 16
+
+
 def _config(tmp_path: Path, agent_type: str) -> Path:
     data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
     config = {
