@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,18 +38,22 @@ def check_network(experiment: Experiment, task: Task) -> None:
         )
 
 
-async def endpoints(experiment: Experiment, stack: AsyncExitStack, log_dir: Path) -> dict[str, LLMConfig]:
-    """Each role's endpoint settings; roles at `local` get the embedded server, started once for both."""
+@asynccontextmanager
+async def role_endpoints(experiment: Experiment, log_dir: Path) -> AsyncIterator[dict[str, LLMConfig]]:
+    """Each role's endpoint settings; roles at `local` get the embedded server, started once for both and
+    stopped when the block ends."""
     settings = {role: experiment.llm_for(role) for role in ("agent", "optimizer")}
-    if any(llm.resolved_base_url() == LOCAL for llm in settings.values()):
-        local = experiment.llm.local
-        url = await stack.enter_async_context(local_server(local, log_dir / "local-server.log"))
-        for role, llm in settings.items():
-            if llm.resolved_base_url() == LOCAL:
-                # more requests in flight than server slots would only queue there and eat into timeout_s
-                concurrency = min(llm.concurrency, local.parallel)
-                settings[role] = llm.model_copy(update={"base_url": url, "concurrency": concurrency})
-    return settings
+    if not any(llm.resolved_base_url() == LOCAL for llm in settings.values()):
+        yield settings
+        return
+    local = experiment.llm.local
+    async with local_server(local, log_dir / "local-server.log") as url:
+        # more requests in flight than server slots would only queue there and eat into timeout_s
+        yield {
+            role: llm.model_copy(update={"base_url": url, "concurrency": min(llm.concurrency, local.parallel)})
+            if llm.resolved_base_url() == LOCAL else llm
+            for role, llm in settings.items()
+        }
 
 
 @asynccontextmanager
@@ -57,10 +61,9 @@ async def open_runtime(experiment: Experiment, log_dir: Path, use_cache: bool = 
     """`log_dir` (the run directory) receives the local model server's log, when one is started."""
     task = load_task(experiment.task)
     check_network(experiment, task)
-    async with AsyncExitStack() as stack:
-        settings = await endpoints(experiment, stack, log_dir)
-        async with _open_clients(experiment, task, settings, use_cache) as runtime:
-            yield runtime
+    async with role_endpoints(experiment, log_dir) as settings, \
+            _open_clients(experiment, task, settings, use_cache) as runtime:
+        yield runtime
 
 
 @asynccontextmanager
