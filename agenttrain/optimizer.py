@@ -236,7 +236,7 @@ class AgentOptimizer:
         if self._prompt_limit is None:
             window = await asyncio.to_thread(server_context_size, self.client.settings.resolved_base_url())
             limit = self.config.max_prompt_tokens
-            self._prompt_limit = limit if window is None else min(limit, window - self.config.max_tokens)
+            self._prompt_limit = limit if window is None else min(limit, window - (self.config.max_tokens or 0))
         return self._prompt_limit
 
     async def _ask(self, prompt: Callable[[int], str], extra: list[dict[str, Any]], index: int) -> dict[str, Any]:
@@ -248,8 +248,7 @@ class AgentOptimizer:
                         *extra]
             try:
                 reply = await self.client.chat(
-                    messages, model=self.config.model, temperature=self.config.temperature,
-                    tools=OPTIMIZER_TOOLS, max_tokens=self.config.max_tokens, sample_index=index,
+                    messages, model=self.config.model, params=self.config, tools=OPTIMIZER_TOOLS, sample_index=index
                 )
             except ContextOverflow as overflow:
                 self._prompt_limit = max((self._prompt_limit or 0) // 2, 1)
