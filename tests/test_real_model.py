@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from agenttrain import api
-from agenttrain.config import BudgetConfig, LLMConfig, LocalModelConfig
+from agenttrain.config import BudgetConfig, LLMConfig, LocalModelConfig, ModelParams
 from agenttrain.llm import ContextOverflow, LLMClient
 from agenttrain.local_model import local_server
 from agenttrain.usage import UsageMeter
@@ -64,10 +64,10 @@ def test_a_tool_call_round_trips_through_the_real_server(tmp_path):
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Call multiply with a=12 and b=7."},
         ]
-        first = await client.chat(messages, model="smollm2", tools=[MULTIPLY_TOOL], max_tokens=64)
+        first = await client.chat(messages, model="smollm2", tools=[MULTIPLY_TOOL], params=ModelParams(max_tokens=64))
         call = first.message["tool_calls"][0]
         messages += [first.message, {"role": "tool", "tool_call_id": call["id"], "content": "84"}]
-        second = await client.chat(messages, model="smollm2", tools=[MULTIPLY_TOOL], max_tokens=32)
+        second = await client.chat(messages, model="smollm2", tools=[MULTIPLY_TOOL], params=ModelParams(max_tokens=32))
         return [call, second]
 
     (call, second), url = asyncio.run(_client_on_local(LocalModelConfig(), tmp_path / "server.log", use))
@@ -82,7 +82,7 @@ def test_a_tool_call_round_trips_through_the_real_server(tmp_path):
 def test_a_request_longer_than_the_real_servers_context_is_a_context_overflow(tmp_path):
     async def use(client: LLMClient) -> None:
         long = "Count the words in this text. " + "word " * 1500
-        await client.chat([{"role": "user", "content": long}], model="smollm2", max_tokens=8)
+        await client.chat([{"role": "user", "content": long}], model="smollm2", params=ModelParams(max_tokens=8))
 
     with pytest.raises(ContextOverflow):
         asyncio.run(_client_on_local(LocalModelConfig(context_size=512), tmp_path / "server.log", use))
