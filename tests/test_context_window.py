@@ -45,10 +45,10 @@ def test_the_optimizer_shrinks_a_request_the_server_finds_too_long_and_sends_its
         data = write_problems(tmp_path / "problems.jsonl", long_problems)
         optimizer = {"max_prompt_tokens": 6000, "max_tokens": 300, "epochs": 1}
         run = api.train(write_config(server.base_url, data, optimizer=optimizer)).run
-    assert run.info()["status"] == "finished"
+    assert run.info().status == "finished"
     assert request_chars(seen[0]) > limit and request_chars(seen[-1]) <= limit  # shrunk until it fit
     assert all(body["max_tokens"] == 300 for body in seen)
-    assert [a["status"] for a in run.snapshot(1).metrics["actions"]] == ["applied", "terminate"]
+    assert [a.status for a in run.snapshot(1).metrics.actions] == ["applied", "terminate"]
 
 
 def test_an_optimizer_request_that_never_fits_is_a_recorded_action_not_a_failed_run(write_config, tmp_path):
@@ -60,9 +60,9 @@ def test_an_optimizer_request_that_never_fits_is_a_recorded_action_not_a_failed_
     with FakeOpenAI(respond) as server:
         data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
         run = api.train(write_config(server.base_url, data, optimizer={"epochs": 1})).run
-    assert run.info()["status"] == "finished"
-    [action] = run.snapshot(1).metrics["actions"]
-    assert action["status"] == "rejected" and "context" in action["error"]
+    assert run.info().status == "finished"
+    [action] = run.snapshot(1).metrics.actions
+    assert action.status == "rejected" and "context" in (action.error or "")
 
 
 def test_an_agent_conversation_that_outgrows_the_context_ends_with_context_length(write_config, tmp_path):
@@ -76,7 +76,7 @@ def test_an_agent_conversation_that_outgrows_the_context_ends_with_context_lengt
     with FakeOpenAI(respond) as server:
         data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
         run = api.train(write_config(server.base_url, data, optimizer={"epochs": 1})).run
-    assert run.info()["status"] == "finished"
+    assert run.info().status == "finished"
     records = run.snapshot(0).rollouts()
     assert {r["stop_reason"] for r in records} == {"context_length"}
-    assert run.snapshot(0).metrics["train_errors"] == 0  # the model's limit, not an endpoint failure
+    assert run.snapshot(0).metrics.train_errors == 0  # the model's limit, not an endpoint failure

@@ -47,7 +47,7 @@ def test_partial_tool_call_json_is_an_error_the_model_sees_and_the_conversation_
         data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
         config = write_config(server.base_url, data, agent={"max_turns": 3}, optimizer={"epochs": 1})
         run = api.train(config).run
-    assert run.info()["status"] == "finished"
+    assert run.info().status == "finished"
     baseline = run.snapshot(0).rollouts()
     assert {r["stop_reason"] for r in baseline} == {"max_turns"} and not any(r["error"] for r in baseline)
     trained = run.snapshot(1).rollouts()

@@ -118,11 +118,11 @@ def _config(tmp_path: Path, agent_type: str) -> Path:
 @pytest.mark.parametrize("agent_type", ["assistant", "react"])
 def test_each_agent_trains_an_epoch_with_the_real_model_as_agent_and_optimizer(tmp_path, agent_type):
     run = api.train(_config(tmp_path, agent_type), use_cache=False).run
-    assert run.info()["status"] == "finished", run.info().get("reason")
+    assert run.info().status == "finished", run.info().reason
     assert run.epochs() == [0, 1]
     records = run.snapshot(0).rollouts()
     assert len(records) == 2 and all(r["stop_reason"] != "llm_error" for r in records)
-    assert run.snapshot(1).metrics["actions"]  # the optimizer's turn is recorded, whatever the model said
+    assert run.snapshot(1).metrics.actions  # the optimizer's turn is recorded, whatever the model said
     assert (run.path / "local-server.log").stat().st_size > 0
 
 
