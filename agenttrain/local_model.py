@@ -185,8 +185,8 @@ class LocalServer:
         except (TimeoutError, asyncio.TimeoutError):
             await self.stop()
             raise UserError(
-                f"the local model server did not start within llm.local.startup_timeout_s="
-                f"{self.settings.startup_timeout_s:g}s; see {self.log_path}"
+                f"the local model server did not come up (it exited, or took longer than "
+                f"llm.local.startup_timeout_s={self.settings.startup_timeout_s:g}s); its log says why: {self.log_path}"
             ) from None
         logger.info("local model server on %s (log: %s)", address, self.log_path)
         return f"{address}/v1"

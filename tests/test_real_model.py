@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import yaml
 
 from agenttrain import api
 from agenttrain.config import BudgetConfig, LLMConfig, LocalModelConfig, ModelParams
+from agenttrain.errors import UserError
 from agenttrain.llm import ContextOverflow, LLMClient
 from agenttrain.local_model import local_server
 from agenttrain.usage import UsageMeter
@@ -95,6 +97,15 @@ def test_a_reply_without_max_tokens_is_cut_at_the_servers_limit(tmp_path):
 
     reply, _ = asyncio.run(_client_on_local(LocalModelConfig(max_tokens=16), tmp_path / "server.log", use))
     assert reply.finish_reason == "length" and reply.completion_tokens <= 16
+
+
+def test_a_file_that_is_not_a_model_is_one_error_naming_the_server_log(tmp_path):
+    not_a_model = tmp_path / "model.gguf"
+    not_a_model.write_text("not a GGUF file", encoding="utf-8")
+    log = tmp_path / "server.log"
+    with pytest.raises(UserError, match=rf"did not come up .*{re.escape(str(log))}"):
+        asyncio.run(_client_on_local(LocalModelConfig(model_path=not_a_model), log, lambda client: None))
+    assert log.read_text()  # llama.cpp's own account of the failure
 
 
 def _config(tmp_path: Path, agent_type: str) -> Path:
