@@ -1,0 +1,124 @@
+"""One rollout as a conversation, and two rollouts of the same task side by side (an outcome that flipped)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agenttrain.runs import RunDir
+from agenttrain.viewer.highlight import code
+from agenttrain.viewer.html import Markup, el, layout, link, page_slice, pager, render, segment, verdict
+from agenttrain.viewer.pages.epoch import epoch_url, rollout_url
+from agenttrain.viewer.pages.run import run_url
+from agenttrain.viewer.rollout_index import RolloutIndex, RolloutSummary
+from agenttrain.viewer.site import NotFound, Site, rollouts, snapshot
+from agenttrain.viewer.transcript import Turn, conversation
+
+MESSAGES_PER_PAGE = 100
+OUTPUT_LABELS = ("sandbox output", "observation")
+
+
+def _turn(turn: Turn) -> Markup:
+    keep_as_written = turn.role == "tool" or turn.label in OUTPUT_LABELS
+    parts = [el("pre", s.text, class_="output") if keep_as_written
+             else code(s.text, s.language) if s.kind == "code"
+             else el("div", s.text, class_="text") for s in turn.segments]
+    parts += [el("div", el("span", "calls ", class_="muted"), el("code", c.name),
+                     el("span", f" ({c.id})", class_="muted") if c.id else None, code(c.arguments, c.language),
+                     class_="call") for c in turn.tool_calls]
+    head = el("div", turn.label, el("span", f" #{turn.number}", class_="muted"), class_="who")
+    if turn.role == "system":
+        return el("details", el("summary", head), parts, class_="msg system", id=f"m{turn.number}")
+    return el("div", head, parts, class_=f"msg {turn.role} {turn.label.replace(' ', '-')}", id=f"m{turn.number}")
+
+
+def _calls(record: dict[str, Any]) -> Markup:
+    calls = record.get("function_calls") or []
+    if not calls:
+        return el("span", "none")
+    return el("ul", [el("li", el("code", c.get("name")), " ",
+                        el("span", "ok", class_="ok") if c.get("ok") else el("span", "failed", class_="bad"),
+                        f": {c['error']}" if c.get("error") else "") for c in calls], class_="calls")
+
+
+def _facts(record: dict[str, Any]) -> Markup:
+    facts = [
+        ("result", verdict(bool(record.get("correct")))),
+        ("answer", el("code", str(record.get("extracted"))), el("span", " extracted from the prediction", class_="muted")),
+        ("gold", el("code", str(record.get("gold")))),
+        ("strict", verdict(record.get("strict")) if record.get("strict") is not None else "–"),
+        ("scorer's note", record.get("score_note") or "–"),
+        ("stop reason", record.get("stop_reason") or "–"),
+        ("turns", record.get("turns", "–")),
+        ("function calls", _calls(record)),
+        ("code runs", f"{record.get('code_runs', 0)} ({record.get('code_errors', 0)} failed)"),
+        ("error", el("span", record["error"], class_="error") if record.get("error") else "–"),
+    ]
+    return el("dl", [[el("dt", k), el("dd", *v)] for k, *v in facts], class_="facts answer")
+
+
+def _find(index: RolloutIndex, task: str, where: str) -> RolloutSummary:
+    row = index.find(task)
+    if row is None:
+        raise NotFound(f"{where} has no rollout of task {task!r}")
+    return row
+
+
+def transcript(record: dict[str, Any], page: int, path: str, query: Mapping[str, str]) -> Markup:
+    """The answer against the gold, then the conversation, a page of messages at a time."""
+    turns = conversation(record.get("messages") or [])
+    visible, page, pages = page_slice(turns, page, MESSAGES_PER_PAGE)
+    shown = [_turn(t) for t in visible] or el("p", "This rollout recorded no messages.", class_="muted")
+    return render([_facts(record), el("h2", f"Conversation ({len(turns)} messages)"),
+                   pager(path, query, page, pages), el("div", shown, class_="conversation"),
+                   pager(path, query, page, pages)])
+
+
+def _neighbours(run: RunDir, epoch: int, index: RolloutIndex, row: RolloutSummary) -> Markup:
+    task = row.id
+    before = index.rows[row.line - 1] if row.line else None
+    after = index.rows[row.line + 1] if row.line + 1 < len(index.rows) else None
+    others = [link(rollout_url(run, e, task), f"epoch {e}") for e in run.epochs()
+              if e != epoch and rollouts(run.snapshot(e)).find(task) is not None]
+    return el("p",
+              link(rollout_url(run, epoch, before.id), f"← {before.id}") if before else None, " ",
+              link(rollout_url(run, epoch, after.id), f"{after.id} →") if after else None,
+              [" · this task in ", [[o, " "] for o in others]] if others else None, class_="around")
+
+
+def rollout_page(site: Site, name: str, epoch: str, task: str, query: Mapping[str, str], page: int) -> Markup:
+    run = site.run(name)
+    snap = snapshot(run, epoch)
+    index = rollouts(snap)
+    row = _find(index, task, f"epoch {snap.epoch}")
+    record = index.record(row)
+    path = rollout_url(run, snap.epoch, task)
+    return layout(
+        f"{task} · epoch {snap.epoch}",
+        [("/", "runs"), (run_url(run), name), (epoch_url(run, snap.epoch), f"epoch {snap.epoch}"), (None, task)],
+        _neighbours(run, snap.epoch, index, row),
+        el("section", el("h2", "Task"), el("div", str(record.get("question", "")), class_="text question")),
+        transcript(record, page, path, query),
+    )
+
+
+def compare_url(run: RunDir, task: str) -> str:
+    return f"{run_url(run)}compare/{segment(task)}"
+
+
+def compare_page(site: Site, name: str, task: str, query: Mapping[str, str], page: int) -> Markup:
+    """The same task in epochs a and b, side by side."""
+    run = site.run(name)
+    columns = []
+    for side in ("a", "b"):
+        snap = snapshot(run, query.get(side, ""))
+        index = rollouts(snap)
+        record = index.record(_find(index, task, f"epoch {snap.epoch}"))
+        columns.append(el("div", el("h2", link(rollout_url(run, snap.epoch, task), f"epoch {snap.epoch}")),
+                          transcript(record, page, compare_url(run, task), query), class_="column"))
+    return layout(
+        f"{task}: epoch {query['a']} and epoch {query['b']}",
+        [("/", "runs"), (run_url(run), name),
+         (f"{run_url(run)}diff?a={query['a']}&b={query['b']}", f"diff {query['a']} → {query['b']}"), (None, task)],
+        el("div", columns, class_="side-by-side"),
+    )
