@@ -39,6 +39,7 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",  # a run still training changes between two visits
 }
+HTML = "text/html; charset=utf-8"
 Page = Callable[..., Markup]  # (site, *path parts, query=..., page=...) -> HTML
 ROUTES: list[tuple[re.Pattern[str], Page, tuple[str, ...]]] = [
     # (path pattern, page, the keyword arguments the page takes besides the site and the path parts)
@@ -122,12 +123,12 @@ class ViewerHandler(BaseHTTPRequestHandler):
             try:
                 html = page(self.server.site, *(unquote(g) for g in match.groups()), **{k: extras[k] for k in wants})
             except NotFound as exc:
-                return HTTPStatus.NOT_FOUND, error_page("Not found", str(exc)).encode(), "text/html; charset=utf-8"
+                return HTTPStatus.NOT_FOUND, error_page("Not found", str(exc)).encode(), HTML
             except UserError as exc:  # a damaged file in a run: say which, keep serving the rest
                 return (HTTPStatus.UNPROCESSABLE_ENTITY, error_page("Cannot read this run", str(exc)).encode(),
-                        "text/html; charset=utf-8")
-            return HTTPStatus.OK, html.encode(), "text/html; charset=utf-8"
-        return HTTPStatus.NOT_FOUND, error_page("Not found", f"no page at {url.path}").encode(), "text/html; charset=utf-8"
+                        HTML)
+            return HTTPStatus.OK, html.encode(), HTML
+        return HTTPStatus.NOT_FOUND, error_page("Not found", f"no page at {url.path}").encode(), HTML
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str, with_body: bool) -> None:
         self.send_response(status)

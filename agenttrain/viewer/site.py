@@ -59,10 +59,7 @@ class Site:
         return RunDir(path)
 
     def rows(self) -> list[RunRow]:
-        if self.only:
-            summaries = [_summary_or_error(self.directory / self.only)]
-        else:
-            summaries = list_runs(self.directory)
+        summaries = [_summary_or_error(self.directory / self.only)] if self.only else list_runs(self.directory)
         return [_row(s) for s in summaries]
 
 

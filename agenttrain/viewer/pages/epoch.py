@@ -56,7 +56,7 @@ def _facts(run: RunDir, snap: Snapshot, before: int | None, after: int | None) -
               link(epoch_url(run, after), f"epoch {after} →") if after is not None else None]
     facts = [
         ("outcome", el("span", outcome_label(m.get("status", "?")), class_=f"outcome {m.get('status')}")),
-        ("train accuracy", f"{percent(m.get('train_accuracy'))} ({m.get('train_correct', '?')}/{m.get('train_n', '?')})"),
+        ("train accuracy", f"{percent(m.get('train_accuracy'))} ({m.get('train_correct')}/{m.get('train_n')})"),
         ("kept set's accuracy", percent(m.get("incumbent_accuracy"))),
         ("spent", f"{usage_tokens(usage)} tokens, {dollars(usage_cost(usage))}"),
         ("folder", el("code", str(snap.path))),

@@ -44,7 +44,7 @@ def _calls(record: dict[str, Any]) -> Markup:
 def _facts(record: dict[str, Any]) -> Markup:
     facts = [
         ("result", verdict(bool(record.get("correct")))),
-        ("answer", el("code", str(record.get("extracted"))), el("span", " extracted from the prediction", class_="muted")),
+        ("answer", el("code", str(record.get("extracted"))), el("span", " (extracted)", class_="muted")),
         ("gold", el("code", str(record.get("gold")))),
         ("strict", verdict(record.get("strict")) if record.get("strict") is not None else "–"),
         ("scorer's note", record.get("score_note") or "–"),
