@@ -282,7 +282,7 @@ def test_rollouts_are_paginated_and_a_transcript_is_read_alone(tmp_path):
         big = page(f"{url}/runs/{run.path.name}/epochs/0/tasks/t007")
     assert re.findall(r'tasks/(t\d+)"', second) == [f"t{i:03}" for i in range(50, 100)]
     assert "page 2 of 3" in text_of(second)
-    assert "x" * 300_000 in big
+    assert "298,000 more characters" in text_of(big) and big.count("x" * 1000) == 300  # long text folds, all kept
     index = rollout_index(run.path / "epoch-0" / "rollouts.jsonl")
     assert index.record(index.find("t119"))["id"] == "t119"
 

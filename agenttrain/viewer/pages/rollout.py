@@ -16,13 +16,24 @@ from agenttrain.viewer.transcript import Turn, conversation
 
 MESSAGES_PER_PAGE = 100
 OUTPUT_LABELS = ("sandbox output", "observation")
+FOLD_CHARS, SHOWN_CHARS = 6_000, 2_000  # a message longer than FOLD_CHARS shows about SHOWN_CHARS, the rest folded
+
+
+def _folded(tag: str, text: str, css: str) -> Markup:
+    """Long text shows its start; the rest waits in a closed <details>, which the browser does not lay out."""
+    if len(text) <= FOLD_CHARS:
+        return el(tag, text, class_=css)
+    cut = text.rfind("\n", 0, SHOWN_CHARS) + 1 or SHOWN_CHARS
+    return render([el(tag, text[:cut], class_=css),
+                   el("details", el("summary", f"{len(text) - cut:,} more characters"), el(tag, text[cut:], class_=css),
+                      class_="more")])
 
 
 def _turn(turn: Turn) -> Markup:
     keep_as_written = turn.role == "tool" or turn.label in OUTPUT_LABELS
-    parts = [el("pre", s.text, class_="output") if keep_as_written
+    parts = [_folded("pre", s.text, "output") if keep_as_written
              else code(s.text, s.language) if s.kind == "code"
-             else el("div", s.text, class_="text") for s in turn.segments]
+             else _folded("div", s.text, "text") for s in turn.segments]
     parts += [el("div", el("span", "calls ", class_="muted"), el("code", c.name),
                      el("span", f" ({c.id})", class_="muted") if c.id else None, code(c.arguments, c.language),
                      class_="call") for c in turn.tool_calls]
