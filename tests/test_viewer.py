@@ -183,6 +183,18 @@ def test_diff_page_shows_code_changes_and_flipped_tasks_with_side_by_side_links(
     assert side.count("gold gold-t2") == 2 and "✓ right" in side and "✗ wrong" in side
 
 
+def test_held_out_evaluations_have_their_own_rollout_pages(story):
+    with viewer(story.path.parent) as url:
+        run_page = page(f"{url}/runs/{story.path.name}/")
+        evaluation = f"{url}/runs/{story.path.name}/evals/test-epoch-3"
+        flipped = page(evaluation + "?filter=flipped")
+        transcript = text_of(page(evaluation + "/tasks/q5"))
+    assert re.findall(r'evals/([\w-]+)"', run_page) == ["test-epoch-0", "test-epoch-3"]
+    assert "accuracy 80.0% (8/10) 95% CI (bootstrap) 50.0% – 100.0%" in text_of(flipped)
+    assert re.findall(r'tasks/(q\d)"', flipped) == ["q3", "q4", "q5", "q6", "q7"]  # fixed since epoch 0
+    assert "this task in test · epoch 0" in transcript and "result ✓ right" in transcript
+
+
 def test_model_output_is_shown_as_text_never_as_markup(tmp_path):
     run = RunDir.create(experiment(tmp_path))
     hostile = rollout(HOSTILE, False)

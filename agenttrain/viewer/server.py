@@ -24,7 +24,8 @@ from agenttrain.viewer.highlight import stylesheet
 from agenttrain.viewer.html import Markup, el, layout
 from agenttrain.viewer.pages.diff import diff_page
 from agenttrain.viewer.pages.epoch import epoch_page
-from agenttrain.viewer.pages.rollout import compare_page, rollout_page
+from agenttrain.viewer.pages.evaluation import evaluation_page
+from agenttrain.viewer.pages.rollout import compare_page, epoch_rollout_page, eval_rollout_page
 from agenttrain.viewer.pages.run import run_page
 from agenttrain.viewer.pages.runs_list import runs_page
 from agenttrain.viewer.site import NotFound, Site
@@ -46,7 +47,9 @@ ROUTES: list[tuple[re.Pattern[str], Page, tuple[str, ...]]] = [
     (re.compile(r"/"), runs_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/?"), run_page, ()),
     (re.compile(r"/runs/([^/]+)/epochs/(\d+)/?"), epoch_page, ("query", "page")),
-    (re.compile(r"/runs/([^/]+)/epochs/(\d+)/tasks/([^/]+)"), rollout_page, ("query", "page")),
+    (re.compile(r"/runs/([^/]+)/epochs/(\d+)/tasks/([^/]+)"), epoch_rollout_page, ("query", "page")),
+    (re.compile(r"/runs/([^/]+)/evals/([^/]+)"), evaluation_page, ("query", "page")),
+    (re.compile(r"/runs/([^/]+)/evals/([^/]+)/tasks/([^/]+)"), eval_rollout_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/diff"), diff_page, ("query",)),
     (re.compile(r"/runs/([^/]+)/compare/([^/]+)"), compare_page, ("query", "page")),
 ]

@@ -6,15 +6,16 @@ training shows its new epochs on refresh; nothing here writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agenttrain.errors import UserError
 from agenttrain.history import Evaluation, load_evaluations
 from agenttrain.listing import RunSummary, list_runs, summarise_run
-from agenttrain.runs import RunDir, Snapshot
+from agenttrain.runs import EPOCH_PREFIX, RunDir, Snapshot
 from agenttrain.viewer.html import segment
 from agenttrain.viewer.rollout_index import RolloutIndex, rollout_index
+from agenttrain.viewer.urls import epoch_url, eval_name, eval_url, task_url
 
 
 class NotFound(Exception):
@@ -95,11 +96,53 @@ def snapshot(run: RunDir, epoch: str) -> Snapshot:
     return run.snapshot(int(epoch))
 
 
-def rollouts(snap: Snapshot) -> RolloutIndex:
-    return rollout_index(snap.path / "rollouts.jsonl")
+@dataclass(frozen=True)
+class Rollouts:
+    """One rollouts file shown as a table and as transcripts: an epoch's training rollouts or an evaluation's.
+
+    `baseline` is what "flipped" compares with (the previous epoch; for an evaluation, epoch 0 on the same
+    split); `siblings` are where the same task may be found again (the other epochs or evaluated epochs)."""
+
+    title: str
+    url: str
+    path: Path
+    baseline: Rollouts | None = None
+    siblings: tuple[Rollouts, ...] = ()
+
+    @property
+    def index(self) -> RolloutIndex:
+        return rollout_index(self.path)
+
+    def task_url(self, task: str) -> str:
+        return task_url(self.url, task)
+
+    def baseline_outcomes(self) -> dict[str, bool]:
+        return {r.id: r.correct for r in self.baseline.index.rows} if self.baseline else {}
 
 
-def previous_epoch(run: RunDir, epoch: int) -> int | None:
-    """The epoch before `epoch` that was saved, for "flipped" (outcome changed since the previous epoch)."""
-    earlier = [e for e in run.epochs() if e < epoch]
-    return earlier[-1] if earlier else None
+def _epoch_set(run: RunDir, epoch: int) -> Rollouts:
+    return Rollouts(f"epoch {epoch}", epoch_url(run, epoch), run.path / f"{EPOCH_PREFIX}{epoch}" / "rollouts.jsonl")
+
+
+def epoch_rollouts(run: RunDir, epoch: int) -> Rollouts:
+    epochs = run.epochs()
+    earlier = [e for e in epochs if e < epoch]
+    return replace(_epoch_set(run, epoch), baseline=_epoch_set(run, earlier[-1]) if earlier else None,
+                   siblings=tuple(_epoch_set(run, e) for e in epochs if e != epoch))
+
+
+def _eval_set(run: RunDir, evaluation: Evaluation) -> Rollouts:
+    return Rollouts(f"{evaluation.split} · epoch {evaluation.epoch}", eval_url(run, evaluation),
+                    evaluation.records_path)
+
+
+def evaluation_named(run: RunDir, name: str) -> tuple[Evaluation, Rollouts]:
+    """The evaluation whose files are RUN/evals/<name>.json and <name>.rollouts.jsonl, with its rollouts."""
+    evaluations = load_evaluations(run)
+    found = next((e for e in evaluations if eval_name(e) == name), None)
+    if found is None:
+        raise NotFound(f"{run.path.name} has no evaluation {name!r}; it has {[eval_name(e) for e in evaluations]}")
+    baseline = find_evaluation(evaluations, found.split, 0) if found.epoch else None
+    same_split = [e for e in evaluations if e.split == found.split and e.epoch != found.epoch]
+    return found, replace(_eval_set(run, found), baseline=_eval_set(run, baseline) if baseline else None,
+                          siblings=tuple(_eval_set(run, e) for e in same_split))

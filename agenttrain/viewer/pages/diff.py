@@ -8,10 +8,9 @@ from agenttrain.compare import diff_snapshots
 from agenttrain.functions import Function
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, el, layout, link, percent, table, verdict
-from agenttrain.viewer.pages.epoch import epoch_url, function_block, rollout_url
-from agenttrain.viewer.pages.rollout import compare_url
-from agenttrain.viewer.pages.run import run_url
+from agenttrain.viewer.pages.epoch import function_block
 from agenttrain.viewer.site import Site, snapshot
+from agenttrain.viewer.urls import compare_url, epoch_url, run_url, task_url
 
 
 def _functions(result: dict) -> Markup:
@@ -32,8 +31,8 @@ def diff_page(site: Site, name: str, query: Mapping[str, str]) -> Markup:
     run = site.run(name)
     a, b = snapshot(run, query.get("a", "")), snapshot(run, query.get("b", ""))
     result = diff_snapshots(a, b)
-    flips = [[link(rollout_url(run, b.epoch, f["id"]), f["id"]), verdict(f["before"]), verdict(f["after"]),
-              link(f"{compare_url(run, f['id'])}?a={a.epoch}&b={b.epoch}", "side by side", class_="side")]
+    flips = [[link(task_url(epoch_url(run, b.epoch), f["id"]), f["id"]), verdict(f["before"]), verdict(f["after"]),
+              link(compare_url(run, f["id"], a.epoch, b.epoch), "side by side", class_="side")]
              for f in result["flips"]]
     summary = (f"train accuracy {percent(result['a']['train_accuracy'])} → {percent(result['b']['train_accuracy'])}; "
                f"{result['fixed']} fixed, {result['broken']} broken (exact McNemar p = {result['mcnemar_p']:.3g})")

@@ -7,12 +7,11 @@ from typing import Any
 
 from agenttrain.runs import RunDir
 from agenttrain.viewer.highlight import code
-from agenttrain.viewer.html import Markup, el, layout, link, page_slice, pager, render, segment, verdict
-from agenttrain.viewer.pages.epoch import epoch_url, rollout_url
-from agenttrain.viewer.pages.run import run_url
-from agenttrain.viewer.rollout_index import RolloutIndex, RolloutSummary
-from agenttrain.viewer.site import NotFound, Site, rollouts, snapshot
+from agenttrain.viewer.html import Markup, el, layout, link, page_slice, pager, render, verdict
+from agenttrain.viewer.rollout_index import RolloutSummary
+from agenttrain.viewer.site import NotFound, Rollouts, Site, epoch_rollouts, evaluation_named, snapshot
 from agenttrain.viewer.transcript import Turn, conversation
+from agenttrain.viewer.urls import compare_url, diff_url, run_url
 
 MESSAGES_PER_PAGE = 100
 OUTPUT_LABELS = ("sandbox output", "observation")
@@ -68,10 +67,10 @@ def _facts(record: dict[str, Any]) -> Markup:
     return el("dl", [[el("dt", k), el("dd", *v)] for k, *v in facts], class_="facts answer")
 
 
-def _find(index: RolloutIndex, task: str, where: str) -> RolloutSummary:
-    row = index.find(task)
+def _find(rollouts: Rollouts, task: str) -> RolloutSummary:
+    row = rollouts.index.find(task)
     if row is None:
-        raise NotFound(f"{where} has no rollout of task {task!r}")
+        raise NotFound(f"{rollouts.title} has no rollout of task {task!r}")
     return row
 
 
@@ -85,51 +84,52 @@ def transcript(record: dict[str, Any], page: int, path: str, query: Mapping[str,
                    pager(path, query, page, pages)])
 
 
-def _neighbours(run: RunDir, epoch: int, index: RolloutIndex, row: RolloutSummary) -> Markup:
-    task = row.id
-    before = index.rows[row.line - 1] if row.line else None
-    after = index.rows[row.line + 1] if row.line + 1 < len(index.rows) else None
-    others = [link(rollout_url(run, e, task), f"epoch {e}") for e in run.epochs()
-              if e != epoch and rollouts(run.snapshot(e)).find(task) is not None]
+def _neighbours(rollouts: Rollouts, row: RolloutSummary) -> Markup:
+    rows = rollouts.index.rows
+    before = rows[row.line - 1] if row.line else None
+    after = rows[row.line + 1] if row.line + 1 < len(rows) else None
+    others = [link(s.task_url(row.id), s.title) for s in rollouts.siblings if s.index.find(row.id) is not None]
     return el("p",
-              link(rollout_url(run, epoch, before.id), f"← {before.id}") if before else None, " ",
-              link(rollout_url(run, epoch, after.id), f"{after.id} →") if after else None,
+              link(rollouts.task_url(before.id), f"← {before.id}") if before else None, " ",
+              link(rollouts.task_url(after.id), f"{after.id} →") if after else None,
               [" · this task in ", [[o, " "] for o in others]] if others else None, class_="around")
 
 
-def rollout_page(site: Site, name: str, epoch: str, task: str, query: Mapping[str, str], page: int) -> Markup:
-    run = site.run(name)
-    snap = snapshot(run, epoch)
-    index = rollouts(snap)
-    row = _find(index, task, f"epoch {snap.epoch}")
-    record = index.record(row)
-    path = rollout_url(run, snap.epoch, task)
+def _rollout_page(run: RunDir, rollouts: Rollouts, task: str, query: Mapping[str, str], page: int) -> Markup:
+    row = _find(rollouts, task)
+    record = rollouts.index.record(row)
     return layout(
-        f"{task} · epoch {snap.epoch}",
-        [("/", "runs"), (run_url(run), name), (epoch_url(run, snap.epoch), f"epoch {snap.epoch}"), (None, task)],
-        _neighbours(run, snap.epoch, index, row),
+        f"{task} · {rollouts.title}",
+        [("/", "runs"), (run_url(run), run.path.name), (rollouts.url, rollouts.title), (None, task)],
+        _neighbours(rollouts, row),
         el("section", el("h2", "Task"), el("div", str(record.get("question", "")), class_="text question")),
-        transcript(record, page, path, query),
+        transcript(record, page, rollouts.task_url(task), query),
     )
 
 
-def compare_url(run: RunDir, task: str) -> str:
-    return f"{run_url(run)}compare/{segment(task)}"
+def epoch_rollout_page(site: Site, name: str, epoch: str, task: str, query: Mapping[str, str], page: int) -> Markup:
+    run = site.run(name)
+    return _rollout_page(run, epoch_rollouts(run, snapshot(run, epoch).epoch), task, query, page)
+
+
+def eval_rollout_page(site: Site, name: str, evaluation: str, task: str, query: Mapping[str, str],
+                      page: int) -> Markup:
+    run = site.run(name)
+    return _rollout_page(run, evaluation_named(run, evaluation)[1], task, query, page)
 
 
 def compare_page(site: Site, name: str, task: str, query: Mapping[str, str], page: int) -> Markup:
     """The same task in epochs a and b, side by side."""
     run = site.run(name)
+    a, b = snapshot(run, query.get("a", "")).epoch, snapshot(run, query.get("b", "")).epoch
     columns = []
-    for side in ("a", "b"):
-        snap = snapshot(run, query.get(side, ""))
-        index = rollouts(snap)
-        record = index.record(_find(index, task, f"epoch {snap.epoch}"))
-        columns.append(el("div", el("h2", link(rollout_url(run, snap.epoch, task), f"epoch {snap.epoch}")),
-                          transcript(record, page, compare_url(run, task), query), class_="column"))
+    for epoch in (a, b):
+        rollouts = epoch_rollouts(run, epoch)
+        record = rollouts.index.record(_find(rollouts, task))
+        columns.append(el("div", el("h2", link(rollouts.task_url(task), rollouts.title)),
+                          transcript(record, page, compare_url(run, task, a, b), query), class_="column"))
     return layout(
-        f"{task}: epoch {query['a']} and epoch {query['b']}",
-        [("/", "runs"), (run_url(run), name),
-         (f"{run_url(run)}diff?a={query['a']}&b={query['b']}", f"diff {query['a']} → {query['b']}"), (None, task)],
+        f"{task}: epoch {a} and epoch {b}",
+        [("/", "runs"), (run_url(run), name), (diff_url(run, a, b), f"diff {a} → {b}"), (None, task)],
         el("div", columns, class_="side-by-side"),
     )

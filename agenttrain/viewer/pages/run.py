@@ -10,12 +10,9 @@ from agenttrain.listing import summarise_run
 from agenttrain.runs import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
 from agenttrain.viewer.highlight import code
-from agenttrain.viewer.html import Markup, dollars, el, layout, link, percent, segment, table
+from agenttrain.viewer.html import Markup, dollars, el, layout, link, percent, table
 from agenttrain.viewer.site import Site, find_evaluation
-
-
-def run_url(run: RunDir) -> str:
-    return f"/runs/{segment(run.path.name)}/"
+from agenttrain.viewer.urls import diff_url, epoch_url, eval_url, run_url
 
 
 def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
@@ -33,7 +30,7 @@ def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
         ("setup", setup),
         ("started", info.get("started", "?"), f", finished {info['finished']}" if info.get("finished") else ""),
         ("epochs saved", len(snapshots)),
-        ("best epoch", link(f"{run_url(run)}epochs/{best}", best) if best is not None else "–",
+        ("best epoch", link(epoch_url(run, best), best) if best is not None else "–",
          f", train accuracy {percent(summary.best_train_accuracy)}" if best is not None else ""),
         ("cost", dollars(summary.cost_usd), " (training and evaluations)"),
         ("folder", el("code", str(run.path))),
@@ -42,15 +39,15 @@ def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
 
 
 def _epoch_rows(run: RunDir, snapshots: list[Snapshot], splits: list[str], evaluations: list[Any]) -> list[list[Any]]:
-    rows, base, best = [], run_url(run), run.best_if_any()
+    rows, best = [], run.best_if_any()
     for i, s in enumerate(snapshots):
         m = s.metrics
         held_out = [percent(e.accuracy) if (e := find_evaluation(evaluations, split, s.epoch)) else "–"
                     for split in splits]
         previous = snapshots[i - 1].epoch if i else None
-        diff = link(f"{base}diff?a={previous}&b={s.epoch}", f"{previous} → {s.epoch}") if i else "–"
+        diff = link(diff_url(run, previous, s.epoch), f"{previous} → {s.epoch}") if previous is not None else "–"
         label = f"epoch {s.epoch}" + (" ★ best" if s.epoch == best else "")
-        rows.append([link(f"{base}epochs/{s.epoch}", label), el("span", outcome_label(m["status"]),
+        rows.append([link(epoch_url(run, s.epoch), label), el("span", outcome_label(m["status"]),
                                                                  class_=f"outcome {m['status']}"),
                      percent(m.get("train_accuracy")), *held_out, m.get("function_count", len(s.functions)),
                      applied_actions(m), usage_tokens(m.get("usage", {})), dollars(usage_cost(m.get("usage", {}))),
@@ -67,13 +64,13 @@ def _diff_form(run: RunDir, epochs: list[int]) -> Markup:
               el("button", "diff", type="submit"), method="get", action=f"{run_url(run)}diff", class_="filters")
 
 
-def _evaluations(evaluations: list[Any]) -> Markup:
+def _evaluations(run: RunDir, evaluations: list[Any]) -> Markup:
     if not evaluations:
         return el("p", "No held-out evaluation yet: run ", el("code", "agenttrain eval RUN"), ".", class_="muted")
     rows = []
     for e in evaluations:
         interval = e.ci95
-        rows.append([e.split, e.epoch, percent(e.accuracy),
+        rows.append([link(eval_url(run, e), e.split), e.epoch, percent(e.accuracy),
                      f"{percent(interval[0])} – {percent(interval[1])}" if interval else "–", f"{e.correct}/{e.n}",
                      dollars(e.cost_usd)])
     return table(["split", "epoch", "accuracy", "95% CI (bootstrap)", "correct", "cost"], rows, id="evaluations")
@@ -111,7 +108,7 @@ def run_page(site: Site, name: str) -> Markup:
         _facts(run, snapshots),
         el("section", el("h2", "Learning curve"), learning_curve(points, held_out), legend(splits)) if points else None,
         epochs,
-        el("section", el("h2", "Held-out evaluations"), _evaluations(evaluations)),
+        el("section", el("h2", "Held-out evaluations"), _evaluations(run, evaluations)),
         el("section", el("h2", "Cost per role"), _spend(run)),
         el("section", el("h2", "Config"), _config(run)),
     )
