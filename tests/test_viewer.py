@@ -230,6 +230,7 @@ def test_unknown_runs_epochs_tasks_and_paths_outside_the_folder_are_not_found(tm
             ("/runs/nope/", "no run named 'nope'"),
             ("/runs/..%2Fsecret/", "no run named '../secret'"),
             ("/runs/%2E%2E/", "no run named '..'"),
+            ("/runs/a%00b/", "no run named 'a\\x00b'"),
             (f"/runs/{story.path.name}/epochs/9", "has no epoch 9; its epochs are [0, 1, 2, 3, 4]"),
             (f"/runs/{story.path.name}/epochs/1/tasks/zz", "epoch 1 has no rollout of task 'zz'"),
         ]:
@@ -244,6 +245,15 @@ def test_a_damaged_file_is_named_on_its_page_and_the_rest_still_serves(story):
         status, body = get(f"{url}/runs/{story.path.name}/epochs/2")
         assert status == 422 and "metrics.json: damaged JSON" in body
         assert get(f"{url}/runs/{story.path.name}/epochs/1")[0] == 200
+
+
+def test_an_unexpected_record_fails_its_page_only(story):
+    path = story.path / "epoch-1" / "rollouts.jsonl"
+    path.write_text(json.dumps({**rollout("t1", True), "function_calls": 3}) + "\n")
+    with viewer(story.path.parent) as url:
+        status, body = get(f"{url}/runs/{story.path.name}/epochs/1")
+        assert status == 500 and "TypeError" in body and "details in the terminal" in body
+        assert get(f"{url}/runs/{story.path.name}/epochs/0")[0] == 200
 
 
 def test_requests_for_another_host_name_are_refused(story):
@@ -318,12 +328,14 @@ def test_a_conversation_names_each_message_and_pretty_prints_tool_arguments():
             {"id": "c2", "function": {"name": "multiply", "arguments": "{not json"}}]},
         {"role": "tool", "tool_call_id": "c1", "name": "multiply", "content": "42"},
         {"role": "user", "content": "Observation: 42"},
-        {"role": "assistant", "content": "So \\boxed{42}."},
+        {"role": "assistant", "content": "So \\boxed{42}.", "reasoning_content": "6 times 7 is 42."},
     ]
     turns = conversation(messages)
     assert [t.label for t in turns] == ["system prompt", "task", "assistant", "sandbox output", "assistant",
                                         "result of multiply", "observation", "assistant"]
     assert [(s.kind, s.language) for s in turns[2].segments] == [("text", "text"), ("code", "python")]
+    thinking_then_answer = [("reasoning", "6 times 7 is 42."), ("text", "So \\boxed{42}.")]
+    assert [(s.kind, s.text) for s in turns[7].segments] == thinking_then_answer
     assert [(c.name, c.arguments, c.language) for c in turns[4].tool_calls] == [
         ("multiply", '{\n  "a": 6,\n  "b": 7\n}', "json"), ("multiply", "{not json", "text")]
 

@@ -130,6 +130,10 @@ class ViewerHandler(BaseHTTPRequestHandler):
             except UserError as exc:  # a damaged file in a run: say which, keep serving the rest
                 return (HTTPStatus.UNPROCESSABLE_ENTITY, error_page("Cannot read this run", str(exc)).encode(),
                         HTML)
+            except Exception as exc:  # a file this code did not expect: one failed page, never a dead server
+                log.exception("viewer: %s failed", url.path)
+                message = f"{type(exc).__name__}: {exc} (details in the terminal that runs agenttrain view)"
+                return HTTPStatus.INTERNAL_SERVER_ERROR, error_page("This page failed", message).encode(), HTML
             return HTTPStatus.OK, html.encode(), HTML
         return HTTPStatus.NOT_FOUND, error_page("Not found", f"no page at {url.path}").encode(), HTML
 

@@ -54,7 +54,7 @@ class Site:
     def run(self, name: str) -> RunDir:
         """The run called `name`: a direct child of the folder, never a path that climbs out of it."""
         path = self.directory / name
-        if ("/" in name or name in ("", ".", "..") or (self.only and name != self.only)
+        if ("/" in name or "\0" in name or name in ("", ".", "..") or (self.only and name != self.only)
                 or not (path / "run.json").is_file()):
             raise NotFound(f"no run named {name!r} under {self.directory}")
         return RunDir(path)

@@ -17,7 +17,7 @@ FENCE = re.compile(r"```([\w+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 @dataclass(frozen=True)
 class Segment:
-    kind: str  # text | code
+    kind: str  # text | code | reasoning
     text: str
     language: str = "text"
 
@@ -75,6 +75,12 @@ def tool_call(call: dict[str, Any]) -> ToolCall:
     return ToolCall(str(call.get("id", "")), str(function.get("name", "?")), arguments, language)
 
 
+def _reasoning(message: dict[str, Any]) -> str | None:
+    """The thinking some servers return beside the reply (vLLM and DeepSeek: `reasoning_content`)."""
+    value = message.get("reasoning_content") or message.get("reasoning")
+    return content_text(value) if value else None
+
+
 def _user_label(index: int, text: str, previous: dict[str, Any] | None) -> str:
     if previous is None or (index == 1 and previous.get("role") == "system"):
         return "task"
@@ -107,6 +113,8 @@ def conversation(messages: list[dict[str, Any]]) -> list[Turn]:
         # Sandbox output and tool results are shown as written: fences inside them are program output.
         keep_whole = label in ("sandbox output", "observation") or message.get("role") == "tool"
         segments = [Segment("text", text)] if keep_whole or message.get("role") == "system" else split_fences(text)
+        if thinking := _reasoning(message):
+            segments.insert(0, Segment("reasoning", thinking))
         turns.append(Turn(
             number=index, role=str(message.get("role", "unknown")), label=label, segments=segments,
             tool_calls=[tool_call(c) for c in message.get("tool_calls") or [] if isinstance(c, dict)],

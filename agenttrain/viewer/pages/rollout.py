@@ -10,7 +10,7 @@ from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, el, layout, link, page_slice, pager, render, verdict
 from agenttrain.viewer.rollout_index import RolloutSummary
 from agenttrain.viewer.site import NotFound, Rollouts, Site, epoch_rollouts, evaluation_named, snapshot
-from agenttrain.viewer.transcript import Turn, conversation
+from agenttrain.viewer.transcript import Segment, Turn, conversation
 from agenttrain.viewer.urls import compare_url, diff_url, run_url
 
 MESSAGES_PER_PAGE = 100
@@ -28,11 +28,17 @@ def _folded(tag: str, text: str, css: str) -> Markup:
                       class_="more")])
 
 
+def _segment(segment: Segment, keep_as_written: bool) -> Markup:
+    if segment.kind == "reasoning":
+        return el("details", el("summary", "reasoning"), _folded("div", segment.text, "text"), class_="reasoning")
+    if keep_as_written:
+        return _folded("pre", segment.text, "output")
+    return code(segment.text, segment.language) if segment.kind == "code" else _folded("div", segment.text, "text")
+
+
 def _turn(turn: Turn) -> Markup:
     keep_as_written = turn.role == "tool" or turn.label in OUTPUT_LABELS
-    parts = [_folded("pre", s.text, "output") if keep_as_written
-             else code(s.text, s.language) if s.kind == "code"
-             else _folded("div", s.text, "text") for s in turn.segments]
+    parts = [_segment(s, keep_as_written) for s in turn.segments]
     parts += [el("div", el("span", "calls ", class_="muted"), el("code", c.name),
                      el("span", f" ({c.id})", class_="muted") if c.id else None, code(c.arguments, c.language),
                      class_="call") for c in turn.tool_calls]
