@@ -309,6 +309,21 @@ def test_rollouts_are_paginated_and_a_transcript_is_read_alone(tmp_path):
     assert index.record(index.find("t119"))["id"] == "t119"
 
 
+def test_a_long_conversation_pages_by_a_hundred_messages_also_side_by_side(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    long = rollout("t1", False)
+    long["messages"] = [{"role": "user", "content": f"message {n}"} for n in range(150)]
+    save_epoch(run, 0, [], "baseline", [long], 0.0)
+    save_epoch(run, 1, [], "accepted", [{**long, "correct": True}], 1.0)
+    with viewer(run.path) as url:
+        first = page(f"{url}/runs/{run.path.name}/compare/t1?a=0&b=1")
+        follow = re.search(r'href="([^"]+)" rel="next"', first)
+        assert follow and follow[1] == f"/runs/{run.path.name}/compare/t1?a=0&amp;b=1&amp;page=2"
+        second = text_of(page(url + follow[1].replace("&amp;", "&")))
+    assert "message 99" in text_of(first) and "message 100" not in text_of(first)
+    assert second.count("message 149") == 2 and "message 99 " not in second and "page 2 of 2" in second
+
+
 def test_a_torn_last_line_is_skipped_and_a_rewritten_file_is_indexed_again(tmp_path):
     path = tmp_path / "rollouts.jsonl"
     path.write_text(json.dumps(rollout("a", True)) + "\n" + '{"id": "b", "corr')

@@ -34,5 +34,10 @@ def diff_url(run: RunDir, a: int, b: int) -> str:
     return f"{run_url(run)}diff?a={a}&b={b}"
 
 
+def compare_path(run: RunDir, task: str) -> str:
+    """The side-by-side page of `task`, before its query (?a=EPOCH&b=EPOCH)."""
+    return f"{run_url(run)}compare/{segment(task)}"
+
+
 def compare_url(run: RunDir, task: str, a: int, b: int) -> str:
-    return f"{run_url(run)}compare/{segment(task)}?a={a}&b={b}"
+    return f"{compare_path(run, task)}?a={a}&b={b}"

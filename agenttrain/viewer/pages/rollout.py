@@ -11,7 +11,7 @@ from agenttrain.viewer.html import Markup, el, layout, link, page_slice, pager, 
 from agenttrain.viewer.rollout_index import RolloutSummary
 from agenttrain.viewer.site import NotFound, Rollouts, Site, epoch_rollouts, evaluation_named, snapshot
 from agenttrain.viewer.transcript import Segment, Turn, conversation
-from agenttrain.viewer.urls import compare_url, diff_url, run_url
+from agenttrain.viewer.urls import compare_path, diff_url, run_url
 
 MESSAGES_PER_PAGE = 100
 OUTPUT_LABELS = ("sandbox output", "observation")
@@ -133,7 +133,7 @@ def compare_page(site: Site, name: str, task: str, query: Mapping[str, str], pag
         rollouts = epoch_rollouts(run, epoch)
         record = rollouts.index.record(_find(rollouts, task))
         columns.append(el("div", el("h2", link(rollouts.task_url(task), rollouts.title)),
-                          transcript(record, page, compare_url(run, task, a, b), query), class_="column"))
+                          transcript(record, page, compare_path(run, task), query), class_="column"))
     return layout(
         f"{task}: epoch {a} and epoch {b}",
         [("/", "runs"), (run_url(run), name), (diff_url(run, a, b), f"diff {a} → {b}"), (None, task)],
