@@ -423,10 +423,14 @@ def viewer_process(path: Path) -> Iterator[str]:
     command = [sys.executable, "-c", "from agenttrain.cli import main; main()", "view", str(path), "--port", "0",
                "--no-browser"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    found = None
     try:
-        line = process.stderr.readline() if process.stderr else ""
-        found = re.search(r"serving (http://\S+)", line)
-        assert found, f"the viewer did not start: {line}"
+        printed = []  # the URL line, after any warning printed before it
+        while process.stderr and (line := process.stderr.readline()):
+            printed.append(line)
+            if found := re.search(r"serving (http://\S+)", line):
+                break
+        assert found, f"the viewer did not start: {''.join(printed)}"
         yield found[1]
     finally:
         process.terminate()
@@ -440,6 +444,12 @@ def screenshots_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def follow(tab: Any, selector: str) -> None:
+    """Click a link and wait for the page it opens (a slow machine must not read the old page)."""
+    with tab.expect_navigation():
+        tab.click(selector)
+
+
 def test_a_reader_clicks_from_the_runs_list_to_a_flipped_task_and_its_transcripts(trained_runs, tmp_path):
     sync_playwright = browser_or_skip()
     shots = screenshots_dir(tmp_path)
@@ -450,34 +460,34 @@ def test_a_reader_clicks_from_the_runs_list_to_a_flipped_task_and_its_transcript
         assert tab.locator("#runs tbody tr").count() == 1
         tab.screenshot(path=str(shots / "viewer-runs.png"))
 
-        tab.click("#runs a[href^='/runs/']")
+        follow(tab, "#runs a[href^='/runs/']")
         assert tab.locator("svg.curve circle.mark").count() == 3  # epochs 0, 1 and 2
         assert "accepted" in tab.inner_text("#epochs")
         tab.screenshot(path=str(shots / "viewer-run.png"))
 
-        tab.click("#epochs >> text=epoch 1")
+        follow(tab, "#epochs >> text=epoch 1")
         assert "multiply" in tab.inner_text(".function h3")
-        tab.click("[data-filter=flipped]")
+        follow(tab, "[data-filter=flipped]")
         rows = tab.locator("#rollouts tbody tr")
         assert rows.count() == 2 and all("fixed" in rows.nth(i).inner_text() for i in range(2))
         tab.screenshot(path=str(shots / "viewer-epoch.png"))
 
         task = rows.first.locator("a").inner_text()
-        rows.first.locator("a").click()
+        follow(tab, f"#rollouts a >> text={task}")
         transcript = tab.inner_text("main")
         assert "calls multiply" in transcript and '"a":' in transcript
         assert "result of multiply" in transcript and "✓ right" in transcript
         tab.screenshot(path=str(shots / "viewer-rollout.png"), full_page=True)
 
-        tab.click("text=epoch 0 >> nth=-1")  # this task in epoch 0: the code run, hostile output shown as text
+        follow(tab, "text=epoch 0 >> nth=-1")  # this task in epoch 0: the code run, hostile output shown as text
         assert "sandbox output" in tab.inner_text("main") and HOSTILE in tab.inner_text("pre.output")
         assert tab.title() != "pwned"
 
-        tab.click(".crumbs a >> nth=1")
-        tab.click("#epochs >> text=0 → 1")
+        follow(tab, ".crumbs a >> nth=1")
+        follow(tab, "#epochs >> text=0 → 1")
         assert "added" in tab.inner_text("main") and "def multiply" in tab.inner_text("main")
         tab.screenshot(path=str(shots / "viewer-diff.png"))
-        tab.click(f"#flips tr:has-text('{task}') >> text=side by side")
+        follow(tab, f"#flips tr:has-text('{task}') >> text=side by side")
         columns = tab.locator(".side-by-side .column")
         assert columns.count() == 2
         assert "✗ wrong" in columns.nth(0).inner_text() and "✓ right" in columns.nth(1).inner_text()
