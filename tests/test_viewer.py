@@ -167,8 +167,8 @@ def test_rollout_page_shows_answer_gold_and_calls_and_links_other_epochs(story):
         shown = text_of(page(f"{url}/runs/{story.path.name}/epochs/1/tasks/t3"))
     assert "result ✗ wrong answer answer-t3 (extracted) gold gold-t3" in shown
     assert "multiply failed: NameError" in shown
-    assert "this task in epoch 0 epoch 2 epoch 3 epoch 4" in shown
-    assert "← t2" in shown and "t4 →" in shown
+    assert "this task in epoch 0, epoch 2, epoch 3, epoch 4" in shown
+    assert "← t2 · t4 →" in shown
 
 
 def test_diff_page_shows_code_changes_and_flipped_tasks_with_side_by_side_links(story):
@@ -382,9 +382,11 @@ def coding_agent(body: dict[str, Any]) -> Reply:
 
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run trained against the fake server: epoch 0 wrong everywhere, epoch 1 adds multiply and is right."""
+    """A run trained against the fake server (epoch 0 wrong everywhere, epoch 1 adds multiply and is right) and
+    evaluated on test at epochs 0 and 1, beside the hand-made story run."""
     folder = tmp_path_factory.mktemp("viewer")
-    problems = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27")]
+    problems = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27"),
+                ("What is 4 times 4?", "16"), ("What is 2 times 9?", "18")]
     data = write_problems(folder / "problems.jsonl", problems)
 
     def responder(body: dict[str, Any]) -> Reply:
@@ -397,13 +399,16 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config = folder / "config.yaml"
         config.write_text(json.dumps({  # JSON is YAML
             "name": "products",
-            "task": {"name": "math", "path": str(data), "train_size": 2, "test_size": 1, "seed": 0},
+            "task": {"name": "math", "path": str(data), "train_size": 2, "test_size": 3, "seed": 0},
             "agent": {"model": "agent-model", "max_turns": 4},
             "optimizer": {"model": "optimizer-model", "epochs": 2, "early_stop": 5},
             "llm": {"base_url": server.base_url, "cache_dir": str(folder / "cache"), "max_retries": 0},
             "sandbox": {"timeout_s": 10, "warm_workers": 1}, "output_dir": str(folder / "runs"),
         }))
-        api.train(config)
+        run = api.train(config).run
+        for epoch in ("0", "1"):
+            api.eval_run(run.path, epoch, "test")
+    story_run(folder)
     return folder / "runs"
 
 
@@ -457,13 +462,20 @@ def test_a_reader_clicks_from_the_runs_list_to_a_flipped_task_and_its_transcript
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         tab = browser.new_page(viewport={"width": 1100, "height": 760})
         tab.goto(url)
-        assert tab.locator("#runs tbody tr").count() == 1
+        assert tab.locator("#runs tbody tr").count() == 2
         tab.screenshot(path=str(shots / "viewer-runs.png"))
 
-        follow(tab, "#runs a[href^='/runs/']")
-        assert tab.locator("svg.curve circle.mark").count() == 3  # epochs 0, 1 and 2
-        assert "accepted" in tab.inner_text("#epochs")
+        follow(tab, "#runs a >> text=story")
+        marks = tab.locator("svg.curve circle.mark")
+        assert [marks.nth(i).get_attribute("class") for i in range(5)] == [
+            "mark baseline", "mark accepted", "mark rolled_back", "mark accepted", "mark unchanged"]
         tab.screenshot(path=str(shots / "viewer-run.png"))
+
+        follow(tab, ".crumbs a >> text=runs")
+        follow(tab, "#runs a >> text=products")
+        assert tab.locator("svg.curve circle.mark").count() == 3  # epochs 0, 1 and 2
+        assert tab.locator("svg.curve polygon.held-out-mark").count() == 2  # test at epochs 0 and 1
+        assert "accepted" in tab.inner_text("#epochs")
 
         follow(tab, "#epochs >> text=epoch 1")
         assert "multiply" in tab.inner_text(".function h3")

@@ -50,19 +50,20 @@ def learning_curve(points: list[EpochPoint], held_out: dict[str, list[tuple[int,
     epochs = [p.epoch for p in points]
     last = max([*epochs, *(e for series in held_out.values() for e, _ in series)])
     kept = [(p.epoch, p.kept_accuracy) for p in points if p.kept_accuracy is not None]
-    marks = [*_axes(epochs, last), _polyline(kept, last, "kept"), _polyline(
-        [(p.epoch, p.train_accuracy) for p in points], last, "train")]
-    for p in points:
-        tip = f"epoch {p.epoch}: train {p.train_accuracy:.1%}, {outcome_label(p.outcome)}"
-        marks.append(el("circle", el("title", tip), cx=_x(p.epoch, last), cy=_y(p.train_accuracy), r=5,
-                        class_=f"mark {p.outcome}"))
+    marks = [*_axes(epochs, last), _polyline(kept, last, "kept")]
+    # held-out first, so that a train mark at the same place stays visible inside the larger diamond
     for n, (split, series) in enumerate(sorted(held_out.items())):
         marks.append(_polyline(series, last, f"held-out split-{n % 4}"))
         for epoch, accuracy in series:
             x, y = _x(epoch, last), _y(accuracy)
-            diamond = f"{x:.1f},{y - 6:.1f} {x + 6:.1f},{y:.1f} {x:.1f},{y + 6:.1f} {x - 6:.1f},{y:.1f}"
+            diamond = f"{x:.1f},{y - 8:.1f} {x + 8:.1f},{y:.1f} {x:.1f},{y + 8:.1f} {x - 8:.1f},{y:.1f}"
             marks.append(el("polygon", el("title", f"epoch {epoch}: {split} {accuracy:.1%}"), points=diamond,
                             class_=f"held-out-mark split-{n % 4}"))
+    marks.append(_polyline([(p.epoch, p.train_accuracy) for p in points], last, "train"))
+    for p in points:
+        tip = f"epoch {p.epoch}: train {p.train_accuracy:.1%}, {outcome_label(p.outcome)}"
+        marks.append(el("circle", el("title", tip), cx=_x(p.epoch, last), cy=_y(p.train_accuracy), r=4.5,
+                        class_=f"mark {p.outcome}"))
     return el("svg", marks, viewBox=f"0 0 {WIDTH} {HEIGHT}", class_="curve", role="img",
               aria_label="learning curve: accuracy per epoch")
 

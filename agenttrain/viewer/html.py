@@ -110,7 +110,7 @@ def page_slice(items: list[Any], page: int, size: int) -> tuple[list[Any], int, 
 def layout(title: str, crumbs: Iterable[tuple[str | None, str]], *body: Child) -> Markup:
     """A whole page: the breadcrumb trail (href None for the current page), then the body."""
     trail = [link(href, label) if href else el("span", label) for href, label in crumbs]
-    nav = el("nav", _joined(trail), class_="crumbs")
+    nav = el("nav", joined(trail, " / "), class_="crumbs")
     return Markup("<!doctype html>") + el(
         "html",
         el("head", el("meta", charset="utf-8"), el("meta", name="viewport", content="width=device-width"),
@@ -121,10 +121,11 @@ def layout(title: str, crumbs: Iterable[tuple[str | None, str]], *body: Child) -
     )
 
 
-def _joined(trail: list[Markup]) -> list[Markup]:
-    joined: list[Markup] = []
-    for i, crumb in enumerate(trail):
+def joined(items: list[Markup], separator: str) -> list[Markup]:
+    """The items with a muted separator between each two."""
+    out: list[Markup] = []
+    for i, item in enumerate(items):
         if i:
-            joined.append(el("span", " / ", class_="sep"))
-        joined.append(crumb)
-    return joined
+            out.append(el("span", separator, class_="sep"))
+        out.append(item)
+    return out

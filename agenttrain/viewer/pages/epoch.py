@@ -9,7 +9,7 @@ from agenttrain.functions import Function
 from agenttrain.history import outcome_label, usage_cost, usage_tokens
 from agenttrain.runs import RunDir, Snapshot
 from agenttrain.viewer.highlight import code
-from agenttrain.viewer.html import Markup, dollars, el, layout, link, percent, render, table
+from agenttrain.viewer.html import Markup, dollars, el, joined, layout, link, percent, render, table
 from agenttrain.viewer.pages.rollouts_table import rollouts_table
 from agenttrain.viewer.site import Site, epoch_rollouts, snapshot
 from agenttrain.viewer.urls import diff_url, epoch_url, run_url
@@ -29,7 +29,7 @@ def _facts(run: RunDir, snap: Snapshot, before: int | None, after: int | None) -
         ("folder", el("code", str(snap.path))),
     ]
     return render([el("dl", [[el("dt", k), el("dd", v)] for k, v in facts], class_="facts"),
-                   el("p", [[a, " "] for a in around if a], class_="around")])
+                   el("p", joined([a for a in around if a], " · "), class_="around")])
 
 
 def function_block(function: Function) -> Markup:

@@ -7,7 +7,7 @@ from typing import Any
 
 from agenttrain.runs import RunDir
 from agenttrain.viewer.highlight import code
-from agenttrain.viewer.html import Markup, el, layout, link, page_slice, pager, render, verdict
+from agenttrain.viewer.html import Markup, el, joined, layout, link, page_slice, pager, render, verdict
 from agenttrain.viewer.rollout_index import RolloutSummary
 from agenttrain.viewer.site import NotFound, Rollouts, Site, epoch_rollouts, evaluation_named, snapshot
 from agenttrain.viewer.transcript import Segment, Turn, conversation
@@ -95,10 +95,10 @@ def _neighbours(rollouts: Rollouts, row: RolloutSummary) -> Markup:
     before = rows[row.line - 1] if row.line else None
     after = rows[row.line + 1] if row.line + 1 < len(rows) else None
     others = [link(s.task_url(row.id), s.title) for s in rollouts.siblings if s.index.find(row.id) is not None]
-    return el("p",
-              link(rollouts.task_url(before.id), f"← {before.id}") if before else None, " ",
-              link(rollouts.task_url(after.id), f"{after.id} →") if after else None,
-              [" · this task in ", [[o, " "] for o in others]] if others else None, class_="around")
+    steps = [link(rollouts.task_url(before.id), f"← {before.id}") if before else None,
+             link(rollouts.task_url(after.id), f"{after.id} →") if after else None]
+    return el("p", joined([s for s in steps if s], " · "),
+              [" · this task in ", joined(others, ", ")] if others else None, class_="around")
 
 
 def _rollout_page(run: RunDir, rollouts: Rollouts, task: str, query: Mapping[str, str], page: int) -> Markup:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agenttrain.viewer.html import Markup, el, link, page_slice, pager, render, table, verdict, with_query
+from agenttrain.viewer.html import Markup, el, joined, link, page_slice, pager, render, table, verdict, with_query
 from agenttrain.viewer.rollout_index import RolloutSummary
 from agenttrain.viewer.site import Rollouts
 
@@ -56,7 +56,7 @@ def rollouts_table(rollouts: Rollouts, query: Mapping[str, str], page: int) -> M
     headers = ["task", "result", f"vs {rollouts.baseline.title}" if rollouts.baseline else "flip", "stop reason",
                "turns", "function calls", "code runs", "error", "answer", "gold"]
     return render([
-        el("p", [[t, " · "] for t in tabs[:-1]], tabs[-1], class_="tabs"),
+        el("p", joined(tabs, " · "), class_="tabs"),
         el("p", f"{len(chosen)} of {len(rows)} rollouts", class_="muted"),
         table(headers, [_cells(rollouts, r, before) for r in visible], id="rollouts"),
         pager(rollouts.url, query, page, pages),
