@@ -460,16 +460,16 @@ def test_a_reader_clicks_from_the_runs_list_to_a_flipped_task_and_its_transcript
     shots = screenshots_dir(tmp_path)
     with viewer_process(trained_runs) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        tab = browser.new_page(viewport={"width": 1100, "height": 760})
+        tab = browser.new_page(viewport={"width": 1240, "height": 480})
         tab.goto(url)
         assert tab.locator("#runs tbody tr").count() == 2
-        tab.screenshot(path=str(shots / "viewer-runs.png"))
+        tab.screenshot(path=str(shots / "viewer-runs.png"), full_page=True)
 
         follow(tab, "#runs a >> text=story")
         marks = tab.locator("svg.curve circle.mark")
         assert [marks.nth(i).get_attribute("class") for i in range(5)] == [
             "mark baseline", "mark accepted", "mark rolled_back", "mark accepted", "mark unchanged"]
-        tab.screenshot(path=str(shots / "viewer-run.png"))
+        tab.screenshot(path=str(shots / "viewer-run.png"), full_page=True)
 
         follow(tab, ".crumbs a >> text=runs")
         follow(tab, "#runs a >> text=products")
@@ -482,7 +482,7 @@ def test_a_reader_clicks_from_the_runs_list_to_a_flipped_task_and_its_transcript
         follow(tab, "[data-filter=flipped]")
         rows = tab.locator("#rollouts tbody tr")
         assert rows.count() == 2 and all("fixed" in rows.nth(i).inner_text() for i in range(2))
-        tab.screenshot(path=str(shots / "viewer-epoch.png"))
+        tab.screenshot(path=str(shots / "viewer-epoch.png"), full_page=True)
 
         task = rows.first.locator("a").inner_text()
         follow(tab, f"#rollouts a >> text={task}")
@@ -498,12 +498,12 @@ def test_a_reader_clicks_from_the_runs_list_to_a_flipped_task_and_its_transcript
         follow(tab, ".crumbs a >> nth=1")
         follow(tab, "#epochs >> text=0 → 1")
         assert "added" in tab.inner_text("main") and "def multiply" in tab.inner_text("main")
-        tab.screenshot(path=str(shots / "viewer-diff.png"))
+        tab.screenshot(path=str(shots / "viewer-diff.png"), full_page=True)
         follow(tab, f"#flips tr:has-text('{task}') >> text=side by side")
         columns = tab.locator(".side-by-side .column")
         assert columns.count() == 2
         assert "✗ wrong" in columns.nth(0).inner_text() and "✓ right" in columns.nth(1).inner_text()
-        tab.screenshot(path=str(shots / "viewer-side-by-side.png"))
+        tab.screenshot(path=str(shots / "viewer-side-by-side.png"), full_page=True)
         browser.close()
     for name in ("runs", "run", "epoch", "rollout", "diff", "side-by-side"):
         assert (shots / f"viewer-{name}.png").stat().st_size > 1000

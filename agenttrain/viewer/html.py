@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -76,6 +77,17 @@ def percent(value: float | None) -> str:
 
 def dollars(value: float | None) -> str:
     return "–" if value is None else f"${value:.4f}"
+
+
+def moment(iso: str | None) -> str:
+    """An ISO 8601 time as `2026-01-01 12:00 UTC`; anything else as written."""
+    if not iso:
+        return "–"
+    try:
+        stamp = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return stamp.strftime("%Y-%m-%d %H:%M") + (" UTC" if stamp.utcoffset() == timedelta(0) else "")
 
 
 def verdict(correct: bool | None) -> Markup:

@@ -10,7 +10,7 @@ from agenttrain.listing import summarise_run
 from agenttrain.runs import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
 from agenttrain.viewer.highlight import code
-from agenttrain.viewer.html import Markup, dollars, el, layout, link, percent, table
+from agenttrain.viewer.html import Markup, dollars, el, layout, link, moment, percent, table
 from agenttrain.viewer.site import Site, find_evaluation
 from agenttrain.viewer.urls import diff_url, epoch_url, eval_url, run_url
 
@@ -28,7 +28,7 @@ def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
     facts = [
         ("status", el("span", summary.status or "?", class_=f"status {summary.status}"), reason),
         ("setup", setup),
-        ("started", info.get("started", "?"), f", finished {info['finished']}" if info.get("finished") else ""),
+        ("started", moment(info.get("started")), f", finished {moment(info.get('finished'))}"),
         ("epochs saved", len(snapshots)),
         ("best epoch", link(epoch_url(run, best), best) if best is not None else "–",
          f", train accuracy {percent(summary.best_train_accuracy)}" if best is not None else ""),

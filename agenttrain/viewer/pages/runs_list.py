@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agenttrain.viewer.html import Markup, dollars, el, layout, link, page_slice, pager, percent, segment, with_query
+from agenttrain.viewer.html import (
+    Markup,
+    dollars,
+    el,
+    layout,
+    link,
+    moment,
+    page_slice,
+    pager,
+    percent,
+    segment,
+    with_query,
+)
 from agenttrain.viewer.site import RunRow, Site
 
 PAGE_SIZE = 50
@@ -51,7 +63,7 @@ def _cells(row: RunRow) -> list[Any]:
         test += f" @{s.test_epoch}"
     name = link(f"/runs/{segment(row.name)}/", row.name) if s.error is None else el("span", row.name, title=s.error)
     return [name, el("span", s.status or "?", class_=f"status {s.status}"), row.task or "–", row.agent or "–",
-            s.epochs, best, test, dollars(s.cost_usd), s.started or "–"]
+            s.epochs, best, test, dollars(s.cost_usd), moment(s.started)]
 
 
 def _filter_form(query: Mapping[str, str], statuses: list[str]) -> Markup:
