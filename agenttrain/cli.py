@@ -347,7 +347,8 @@ def runs_command(
 
 @app.command("view")
 def view_command(
-    path: Annotated[Path, typer.Argument(help="A run directory, or the folder that holds runs")] = Path("runs"),
+    path: Annotated[Path, typer.Argument(help="A run directory, or the folder that holds runs",
+                                         metavar="RUN|RUNS_DIR")] = Path("runs"),
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one")] = 8765,
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback shows your runs to "
                                            "the network")] = "127.0.0.1",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -73,6 +74,8 @@ class ViewerServer(ThreadingHTTPServer):
     def __init__(self, site: Site, host: str, port: int) -> None:
         self.site = site
         self.allowed_hosts = None if host not in LOOPBACK else {*LOOPBACK, host}
+        if ":" in host:
+            self.address_family = socket.AF_INET6
         super().__init__((host, port), ViewerHandler)
 
     @property
