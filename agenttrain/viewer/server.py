@@ -59,7 +59,7 @@ ROUTES: list[tuple[re.Pattern[str], Page, tuple[str, ...]]] = [
 def static_file(name: str) -> tuple[bytes, str] | None:
     if name == "highlight.css":
         return stylesheet().encode(), "text/css; charset=utf-8"
-    if name not in ("style.css",):
+    if name != "style.css":
         return None
     return resources.files("agenttrain.viewer").joinpath("static", name).read_bytes(), "text/css; charset=utf-8"
 
@@ -141,14 +141,17 @@ class ViewerHandler(BaseHTTPRequestHandler):
         return HTTPStatus.NOT_FOUND, error_page("Not found", f"no page at {url.path}").encode(), HTML
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str, with_body: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in HEADERS.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if with_body:
-            self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in HEADERS.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser moved on before the page arrived
 
 
 def start(path: Path, host: str = "127.0.0.1", port: int = 8765) -> ViewerServer:
