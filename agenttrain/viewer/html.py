@@ -123,14 +123,14 @@ def layout(title: str, crumbs: Iterable[tuple[str | None, str]], *body: Child) -
     """A whole page: the breadcrumb trail (href None for the current page), then the body."""
     trail = [link(href, label) if href else el("span", label) for href, label in crumbs]
     nav = el("nav", joined(trail, " / "), class_="crumbs")
-    return Markup("<!doctype html>") + el(
+    return Markup("<!doctype html>" + el(
         "html",
         el("head", el("meta", charset="utf-8"), el("meta", name="viewport", content="width=device-width"),
            el("title", f"{title} · agenttrain view"), el("link", rel="stylesheet", href="/static/style.css"),
            el("link", rel="stylesheet", href="/static/highlight.css")),
         el("body", el("header", nav), el("main", el("h1", title), *body)),
         lang="en",
-    )
+    ))
 
 
 def joined(items: list[Markup], separator: str) -> list[Markup]:
