@@ -18,7 +18,7 @@ from agenttrain.compare import diff_snapshots
 from agenttrain.datasets import DATASETS, pull
 from agenttrain.errors import UserError
 from agenttrain.export import export_snapshot
-from agenttrain.history import applied_actions, usage_cost, usage_tokens
+from agenttrain.history import applied_actions, usage_cost, usage_sum, usage_tokens
 from agenttrain.listing import list_runs
 from agenttrain.progress import RichReporter
 from agenttrain.report import write_report
@@ -83,13 +83,13 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
         print_json(estimate)
         return
     table = Table(title=f"estimate: {estimate['train_tasks']} training tasks, {estimate['epochs']} epochs")
-    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "cost $"):
+    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "reasoning tok", "cost $"):
         table.add_column(column)
     for case in ("typical", "worst_case"):
         for row in estimate[case]:
             cost = "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.2f}"
             table.add_row(case, row["role"], row["model"], str(row["requests"]), str(row["prompt_tokens"]),
-                          str(row["completion_tokens"]), cost)
+                          str(row["completion_tokens"]), str(row["reasoning_tokens"]), cost)
     out.print(table)
     out.print(estimate["note"])
 
@@ -196,15 +196,21 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
                     "epochs": rows})
         return
     table = Table(title=f"{run_dir.path.name}  ({info.get('status')})")
-    for column in ("epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"):
+    reasoning = any(usage_sum(m["usage"], "reasoning_tokens") for m in rows)  # columns only for reasoning models
+    columns = ["epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"]
+    for column in columns + (["reasoning tok", "reasoning $"] if reasoning else []):
         table.add_column(column, justify="right" if column != "status" else "left")
     best = run_dir.best_if_any()
     for m in rows:
         marker = " *" if m["epoch"] == best else ""
-        table.add_row(f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", m["status"], str(applied_actions(m)),
-                      str(m["function_count"]), str(usage_tokens(m["usage"])), f"{usage_cost(m['usage']):.4f}")
+        usage = m["usage"]
+        cells = [f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", m["status"], str(applied_actions(m)),
+                 str(m["function_count"]), str(usage_tokens(usage)), f"{usage_cost(usage):.4f}"]
+        if reasoning:
+            cells += [str(usage_sum(usage, "reasoning_tokens")), f"{usage_sum(usage, 'reasoning_cost_usd'):.4f}"]
+        table.add_row(*cells)
     out.print(table)
-    out.print("* best epoch")
+    out.print("* best epoch" + ("; tokens and cost include the reasoning" if reasoning else ""))
 
 
 @app.command()
