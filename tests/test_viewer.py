@@ -144,8 +144,20 @@ def test_run_page_has_the_curve_epoch_table_evaluations_cost_and_config(story):
     assert "epoch 3 ★ best accepted 75.0% 80.0% 2 1" in shown
     assert "epoch 2 rolled back 25.0% – 2 2" in shown
     assert "test 3 80.0% 50.0% – 100.0% 8/10" in shown
-    assert "optimizer 40 0 3000 1000 $4.0000" in shown and "total $15.0000" in shown
+    assert "optimizer 40 0 3000 0 1000 $4.0000" in shown and "total 150 0 11250 0 3750 $15.0000" in shown
+    assert "of which reasoning" not in shown  # no reasoning model, no reasoning columns
     assert "config.yaml" in shown and "optimizer-model" in shown
+
+
+def test_cost_per_role_shows_reasoning_only_for_reasoning_models(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    spent = usage(1000)
+    spent["agent"].update(reasoning_tokens=200, reasoning_cost_usd=0.2, cached_prompt_tokens=300)
+    run.finish("finished", usage=spent)
+    with viewer(run.path) as url:
+        shown = text_of(page(f"{url}/runs/{run.path.name}/"))
+    assert "completion tokens of which reasoning cost of which reasoning" in shown
+    assert "agent 10 0 750 300 250 200 $1.0000 $0.2000" in shown
 
 
 def test_epoch_page_lists_functions_actions_and_filters_rollouts(story):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agenttrain.errors import UserError
-from agenttrain.history import applied_actions, load_evaluations, outcome_label, usage_cost, usage_tokens
+from agenttrain.history import applied_actions, load_evaluations, outcome_label, usage_cost, usage_sum, usage_tokens
 from agenttrain.listing import summarise_run
 from agenttrain.runs import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
@@ -76,12 +76,22 @@ def _evaluations(run: RunDir, evaluations: list[Any]) -> Markup:
     return table(["split", "epoch", "accuracy", "95% CI (bootstrap)", "correct", "cost"], rows, id="evaluations")
 
 
+SPEND_FIELDS = ("requests", "cache_hits", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
+                "reasoning_tokens", "cost_usd", "reasoning_cost_usd")
+
+
 def _spend(run: RunDir) -> Markup:
     by_role = run.spent()  # journaled, so a run still training shows what it has spent so far
+    reasoning = usage_sum(by_role, "reasoning_tokens") > 0  # columns only for reasoning models
+    total = {field: usage_sum(by_role, field) for field in SPEND_FIELDS}
+    headers = ["role", "requests", "cache hits", "prompt tokens", "of which cached", "completion tokens",
+               *(["of which reasoning"] if reasoning else []), "cost", *(["of which reasoning"] if reasoning else [])]
     rows = [[role, u.get("requests", 0), u.get("cache_hits", 0), u.get("prompt_tokens", 0),
-             u.get("completion_tokens", 0), dollars(u.get("cost_usd", 0.0))] for role, u in sorted(by_role.items())]
-    rows.append([el("b", "total"), "", "", "", "", el("b", dollars(usage_cost(by_role)))])
-    return table(["role", "requests", "cache hits", "prompt tokens", "completion tokens", "cost"], rows, id="spend")
+             u.get("cached_prompt_tokens", 0), u.get("completion_tokens", 0),
+             *([u.get("reasoning_tokens", 0)] if reasoning else []), dollars(u.get("cost_usd", 0.0)),
+             *([dollars(u.get("reasoning_cost_usd", 0.0))] if reasoning else [])]
+            for role, u in [*sorted(by_role.items()), ("total", total)]]
+    return table(headers, rows, id="spend")
 
 
 def _config(run: RunDir) -> Markup:
