@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -380,6 +381,20 @@ def test_view_on_a_busy_port_names_the_fix(story):
     assert "pass another --port, or 0 for any free one" in str(result.exception)
 
 
+def test_view_opens_the_browser_at_the_run_it_was_given(story, tmp_path):
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"  # what $BROWSER names is what Python's webbrowser runs
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    with viewer_process(story.path, env={"BROWSER": str(browser)}) as url:
+        for _ in range(100):
+            if opened.exists() and opened.read_text().strip():
+                break
+            time.sleep(0.1)
+        assert opened.read_text().strip() == url
+    assert re.fullmatch(rf"http://127\.0\.0\.1:\d+/runs/{story.path.name}/", url)  # the run it was given
+
+
 # -- in a real browser, over a run trained against the fake server ----------------------------------------------
 
 
@@ -435,11 +450,11 @@ def browser_or_skip() -> Any:
 
 
 @contextmanager
-def viewer_process(path: Path) -> Iterator[str]:
-    """`agenttrain view PATH --port 0 --no-browser` as a user starts it; yields the URL it prints."""
+def viewer_process(path: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`agenttrain view PATH --port 0 [options]` as a user starts it; yields the URL it prints."""
     command = [sys.executable, "-c", "from agenttrain.cli import main; main()", "view", str(path), "--port", "0",
-               "--no-browser"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+               *options]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     found = None
     try:
         printed = []  # the URL line, after any warning printed before it
@@ -470,7 +485,7 @@ def follow(tab: Any, selector: str) -> None:
 def test_a_reader_clicks_from_the_runs_list_to_a_flipped_task_and_its_transcripts(trained_runs, tmp_path):
     sync_playwright = browser_or_skip()
     shots = screenshots_dir(tmp_path)
-    with viewer_process(trained_runs) as url, sync_playwright() as playwright:
+    with viewer_process(trained_runs, "--no-browser") as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         tab = browser.new_page(viewport={"width": 1240, "height": 480})
         tab.goto(url)
