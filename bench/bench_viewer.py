@@ -1,6 +1,6 @@
 """How fast `agenttrain view` shows each page of a large run: 4 epochs of 200 rollouts and a 1 MB transcript.
 
-    .venv/bin/python bench/bench_viewer.py
+    .venv/bin/python bench/bench_viewer.py [rollouts per epoch, default 200]
 
 Builds the run with the real RunDir API (tests/run_factory.py), serves it on a loopback port from a thread,
 and fetches every page twice over HTTP: the first request reads the files cold (the epoch's rollout index is
@@ -33,6 +33,10 @@ BIG_TASK = "t007"
 SYSTEM = "You are a helpful assistant that solves problems step by step, using Python. " * 20
 
 
+def rollouts_per_epoch() -> int:
+    return int(sys.argv[1]) if len(sys.argv) > 1 else TASKS
+
+
 def messages(task: str, tool_rounds: int) -> list[dict[str, Any]]:
     """A function-calling conversation of about 5 KB."""
     conversation: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM},
@@ -58,7 +62,7 @@ def megabyte_transcript() -> list[dict[str, Any]]:
 
 def records(epoch: int) -> list[dict[str, Any]]:
     made = []
-    for i in range(TASKS):
+    for i in range(rollouts_per_epoch()):
         task = f"t{i:03}"
         record = rollout(task, (i + epoch) % 3 != 0, [("multiply", True)] * (1 + i % 3))
         record["messages"] = megabyte_transcript() if task == BIG_TASK else messages(task, 1 + i % 3)
@@ -75,7 +79,7 @@ def build_run(folder: Path) -> RunDir:
     run.set_best(3, 0.67, "highest training accuracy among accepted epochs")
     run.finish("finished", reason="ran 3 epochs", usage=usage(200_000, 20_000))
     for epoch in (0, 3):
-        save_eval(run, "test", epoch, {f"q{i}": (i + epoch) % 2 == 0 for i in range(TASKS)})
+        save_eval(run, "test", epoch, {f"q{i}": (i + epoch) % 2 == 0 for i in range(rollouts_per_epoch())})
     return run
 
 
@@ -109,7 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = build_run(Path(tmp))
         transcript = (run.path / "epoch-3" / "rollouts.jsonl").stat().st_size
-        print(f"run: 4 epochs x {TASKS} rollouts, epoch-3/rollouts.jsonl {transcript / 1e6:.1f} MB "
+        print(f"run: 4 epochs x {rollouts_per_epoch()} rollouts, epoch-3/rollouts.jsonl {transcript / 1e6:.1f} MB "
               f"(task {BIG_TASK}'s transcript about 1 MB)")
         server = start(run.path.parent, "127.0.0.1", 0)
         threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()

@@ -337,6 +337,17 @@ def test_a_long_conversation_pages_by_a_hundred_messages_also_side_by_side(tmp_p
     assert second.count("message 149") == 2 and "message 99 " not in second and "page 2 of 2" in second
 
 
+def test_flipped_tasks_of_a_diff_are_paginated(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    save_epoch(run, 0, [], "baseline", [rollout(f"t{i:02}", False) for i in range(60)], 0.0)
+    save_epoch(run, 1, [], "accepted", [rollout(f"t{i:02}", True) for i in range(60)], 1.0)
+    with viewer(run.path) as url:
+        first = page(f"{url}/runs/{run.path.name}/diff?a=0&b=1")
+        second = page(f"{url}/runs/{run.path.name}/diff?a=0&b=1&page=2")
+    assert "60 fixed, 0 broken" in text_of(first) and "Tasks that flipped (60)" in text_of(first)
+    assert re.findall(r'epochs/1/tasks/(t\d+)"', second) == [f"t{i}" for i in range(50, 60)]
+
+
 def test_a_torn_last_line_is_skipped_and_a_rewritten_file_is_indexed_again(tmp_path):
     path = tmp_path / "rollouts.jsonl"
     path.write_text(json.dumps(rollout("a", True)) + "\n" + '{"id": "b", "corr')

@@ -51,7 +51,7 @@ ROUTES: list[tuple[re.Pattern[str], Page, tuple[str, ...]]] = [
     (re.compile(r"/runs/([^/]+)/epochs/(\d+)/tasks/([^/]+)"), epoch_rollout_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/evals/([^/]+)"), evaluation_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/evals/([^/]+)/tasks/([^/]+)"), eval_rollout_page, ("query", "page")),
-    (re.compile(r"/runs/([^/]+)/diff"), diff_page, ("query",)),
+    (re.compile(r"/runs/([^/]+)/diff"), diff_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/compare/([^/]+)"), compare_page, ("query", "page")),
 ]
 
