@@ -6,12 +6,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from agenttrain.errors import UserError
+from agenttrain.registry import agents, tasks
 
 
 class ConfigError(UserError):
@@ -89,38 +90,58 @@ class ModelParams(Strict):
 
 
 class TaskConfig(Strict):
-    name: Literal["math", "jsonl", "tabmwp", "gaia"]
+    """The `task` keys every task has; a task adds its own in a subclass, its `config_class`."""
+
+    name: str
     path: Path | None = None
-    train_path: Path | None = None
-    test_path: Path | None = None
-    val_path: Path | None = None
-    types: list[str] | None = None  # MATH subjects
-    levels: list[int] | None = None  # MATH levels 1-5, GAIA levels 1-3
-    ques_types: list[Literal["free_text", "multi_choice"]] | None = None  # TabMWP
-    grades: list[int] | None = None  # TabMWP
-    gaia_split: Literal["validation", "test"] = "validation"
     train_size: int | None = Field(20, ge=0)
     test_size: int | None = Field(80, ge=0)
     val_size: int = Field(0, ge=0)
     seed: int = 0
-    question_field: str = "question"
-    answer_field: str = "answer"
-    id_field: str = "id"
-    scorer: Literal["math", "numeric", "exact", "tabmwp", "gaia"] | None = None
+    needs_path: ClassVar[bool] = True  # False for a task that makes its own examples
 
     @model_validator(mode="after")
     def _has_data(self) -> TaskConfig:
-        if self.path is None and self.train_path is None:
-            raise ValueError("set `task.path` (or `task.train_path` and `task.test_path` for jsonl)")
+        if self.needs_path and self.path is None:
+            raise ValueError("set `task.path`")
         return self
+
+    def path_fields(self) -> list[str]:
+        """The keys that hold file paths (made absolute when the config is read)."""
+        return [name for name, field in type(self).model_fields.items() if field.annotation in (Path, Path | None)]
+
+
+# Before tasks owned their keys, one flat `task` section had them all, and run directories saved it whole:
+# such a key is still accepted by a task without it when it holds the old default.
+FLAT_TASK_DEFAULTS: dict[str, Any] = {
+    "train_path": None, "test_path": None, "val_path": None, "types": None, "levels": None, "ques_types": None,
+    "grades": None, "gaia_split": "validation", "question_field": "question", "answer_field": "answer",
+    "id_field": "id", "scorer": None,
+}
+
+
+def task_config(data: Any) -> TaskConfig | Any:
+    """The `task` section validated by the config class of the task it names (from the registry)."""
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return data  # TaskConfig's own validation reports what is missing
+    config_class: type[TaskConfig] = getattr(tasks.get(data["name"]), "config_class", TaskConfig)
+    own = config_class.model_fields
+    kept = {k: v for k, v in data.items() if k in own or FLAT_TASK_DEFAULTS.get(k, ...) != v}
+    return config_class.model_validate(kept)
 
 
 class AgentConfig(ModelParams):
-    type: Literal["assistant", "react"] = "assistant"
+    type: str = "assistant"  # a name in agenttrain.registry.agents
     model: str = "gpt-4o-mini"
     max_turns: int = Field(15, ge=1, le=100)
     max_failed_calls: int = Field(3, ge=1)  # then the model is told to finish
     llm: LLMOverride | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        agents.get(value)
+        return value
 
 
 class OptimizerConfig(ModelParams):
@@ -157,13 +178,18 @@ class BudgetConfig(Strict):
 
 class Experiment(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    task: TaskConfig
+    task: SerializeAsAny[TaskConfig]
     agent: AgentConfig = Field(default_factory=AgentConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     output_dir: Path = Path("runs")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_config(cls, value: Any) -> Any:
+        return task_config(value)
 
     def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
         """The top-level `llm` with the role's `llm` override applied."""
@@ -218,7 +244,8 @@ def _format_validation(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else \
+            item["msg"].removeprefix("Value error, ")
         lines.append(f"  {key}: {message}")
     return "\n".join(lines)
 
@@ -243,7 +270,7 @@ def _absolute_paths(experiment: Experiment, base: Path) -> Experiment:
     """Relative paths are taken from the working directory; store them absolute so runs are portable."""
     task_update = {
         field: (base / value).resolve()
-        for field in ("path", "train_path", "test_path", "val_path")
+        for field in experiment.task.path_fields()
         if (value := getattr(experiment.task, field)) is not None
     }
     experiment.task = experiment.task.model_copy(update=task_update)
@@ -252,7 +279,7 @@ def _absolute_paths(experiment: Experiment, base: Path) -> Experiment:
 
 
 def _check_files(experiment: Experiment, source: str) -> None:
-    for field in ("path", "train_path", "test_path", "val_path"):
+    for field in experiment.task.path_fields():
         value = getattr(experiment.task, field)
         if value is not None and not value.exists():
             raise ConfigError(f"{source}: task.{field}: {value} does not exist")

@@ -21,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
 
+from agenttrain.records import Best
 from agenttrain.runs import RunDir
 from agenttrain.viewer import start
 from tests.run_factory import DIVIDE, MULTIPLY, SQUARE, experiment, rollout, save_epoch, save_eval, usage
@@ -76,7 +77,7 @@ def build_run(folder: Path) -> RunDir:
     for epoch, (functions, status) in enumerate(zip(sets, ["baseline", "accepted", "rolled_back", "accepted"],
                                                     strict=True)):
         save_epoch(run, epoch, functions, status, records(epoch), 0.6, spent=usage(50_000, 5_000))
-    run.set_best(3, 0.67, "highest training accuracy among accepted epochs")
+    run.set_best(Best(epoch=3, train_accuracy=0.67, reason="highest training accuracy among accepted epochs"))
     run.finish("finished", reason="ran 3 epochs", usage=usage(200_000, 20_000))
     for epoch in (0, 3):
         save_eval(run, "test", epoch, {f"q{i}": (i + epoch) % 2 == 0 for i in range(rollouts_per_epoch())})

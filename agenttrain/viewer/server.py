@@ -61,7 +61,7 @@ def static_file(name: str) -> tuple[bytes, str] | None:
         return stylesheet().encode(), "text/css; charset=utf-8"
     if name != "style.css":
         return None
-    return resources.files("agenttrain.viewer").joinpath("static", name).read_bytes(), "text/css; charset=utf-8"
+    return (resources.files("agenttrain.viewer") / "static" / name).read_bytes(), "text/css; charset=utf-8"
 
 
 def error_page(title: str, message: str) -> Markup:

@@ -40,8 +40,8 @@ def diff_page(site: Site, name: str, query: Mapping[str, str], page: int) -> Mar
     shown, page, pages = page_slice(flips, page, FLIPS_PER_PAGE)
     rows = [[link(task_url(epoch_url(run, b.epoch), f["id"]), f["id"]), verdict(f["before"]), verdict(f["after"]),
              link(compare_url(run, f["id"], a.epoch, b.epoch), "side by side", class_="side")] for f in shown]
-    summary = (f"train accuracy {percent(a.metrics.get('train_accuracy'))} → "
-               f"{percent(b.metrics.get('train_accuracy'))}; {paired.fixed} fixed, {paired.broken} broken "
+    summary = (f"train accuracy {percent(a.metrics.train_accuracy)} → "
+               f"{percent(b.metrics.train_accuracy)}; {paired.fixed} fixed, {paired.broken} broken "
                f"(exact McNemar p = {paired.p_value:.3g})")
     path = f"{run_url(run)}diff"
     return layout(

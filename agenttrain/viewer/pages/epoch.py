@@ -17,14 +17,14 @@ from agenttrain.viewer.urls import diff_url, epoch_url, run_url
 
 def _facts(run: RunDir, snap: Snapshot, before: int | None, after: int | None) -> Markup:
     m = snap.metrics
-    usage = m.get("usage", {})
+    usage = m.usage
     around = [link(epoch_url(run, before), f"← epoch {before}") if before is not None else None,
               link(diff_url(run, before, snap.epoch), "diff with previous") if before is not None else None,
               link(epoch_url(run, after), f"epoch {after} →") if after is not None else None]
     facts = [
-        ("outcome", el("span", outcome_label(m.get("status", "?")), class_=f"outcome {m.get('status')}")),
-        ("train accuracy", f"{percent(m.get('train_accuracy'))} ({m.get('train_correct')}/{m.get('train_n')})"),
-        ("kept set's accuracy", percent(m.get("incumbent_accuracy"))),
+        ("outcome", el("span", outcome_label(m.status), class_=f"outcome {m.status}")),
+        ("train accuracy", f"{percent(m.train_accuracy)} ({m.train_correct}/{m.train_n})"),
+        ("kept set's accuracy", percent(m.incumbent_accuracy)),
         ("spent", f"{usage_tokens(usage)} tokens, {dollars(usage_cost(usage))}"),
         ("folder", el("code", str(snap.path))),
     ]
@@ -46,13 +46,13 @@ def function_block(function: Function) -> Markup:
 
 
 def _actions(snap: Snapshot) -> Markup:
-    actions = snap.metrics.get("actions", [])
+    actions = snap.metrics.actions
     if not actions:
         return el("p", "No optimizer action made this set (the baseline, or a run without an optimizer step).",
                   class_="muted")
-    rows = [[a.get("action"), a.get("name") or "–", el("span", a.get("status"), class_=f"action {a.get('status')}"),
-             a.get("attempts", "–"), el("div", a.get("reason") or "–", class_="prose"),
-             el("div", a.get("error"), class_="error") if a.get("error") else "–"] for a in actions]
+    rows = [[a.action, a.name or "–", el("span", a.status, class_=f"action {a.status}"), a.attempts,
+             el("div", a.reason or "–", class_="prose"), el("div", a.error, class_="error") if a.error else "–"]
+            for a in actions]
     return table(["action", "function", "status", "attempt", "optimizer's reason", "error"], rows, id="actions")
 
 

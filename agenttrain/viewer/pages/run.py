@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agenttrain.errors import UserError
-from agenttrain.history import applied_actions, load_evaluations, outcome_label, usage_cost, usage_sum, usage_tokens
+from agenttrain.history import load_evaluations, outcome_label, usage_cost, usage_sum, usage_tokens
 from agenttrain.listing import summarise_run
 from agenttrain.runs import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
@@ -23,12 +23,12 @@ def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
                  f"optimizer {experiment.optimizer.model}")
     except UserError as exc:
         setup = str(exc)
-    reason = f" ({info['reason']})" if info.get("reason") else ""
+    reason = f" ({info.reason})" if info.reason else ""
     best = summary.best_epoch
     facts = [
         ("status", el("span", summary.status or "?", class_=f"status {summary.status}"), reason),
         ("setup", setup),
-        ("started", moment(info.get("started")), f", finished {moment(info.get('finished'))}"),
+        ("started", moment(info.started), f", finished {moment(info.finished)}"),
         ("epochs saved", len(snapshots)),
         ("best epoch", link(epoch_url(run, best), best) if best is not None else "–",
          f", train accuracy {percent(summary.best_train_accuracy)}" if best is not None else ""),
@@ -47,11 +47,10 @@ def _epoch_rows(run: RunDir, snapshots: list[Snapshot], splits: list[str], evalu
         previous = snapshots[i - 1].epoch if i else None
         diff = link(diff_url(run, previous, s.epoch), f"{previous} → {s.epoch}") if previous is not None else "–"
         label = f"epoch {s.epoch}" + (" ★ best" if s.epoch == best else "")
-        rows.append([link(epoch_url(run, s.epoch), label), el("span", outcome_label(m["status"]),
-                                                                 class_=f"outcome {m['status']}"),
-                     percent(m.get("train_accuracy")), *held_out, m.get("function_count", len(s.functions)),
-                     applied_actions(m), usage_tokens(m.get("usage", {})), dollars(usage_cost(m.get("usage", {}))),
-                     diff])
+        rows.append([link(epoch_url(run, s.epoch), label),
+                     el("span", outcome_label(m.status), class_=f"outcome {m.status}"), percent(m.train_accuracy),
+                     *held_out, m.function_count, m.applied_actions, usage_tokens(m.usage),
+                     dollars(usage_cost(m.usage)), diff])
     return rows
 
 
@@ -105,8 +104,8 @@ def run_page(site: Site, name: str) -> Markup:
     snapshots = [run.snapshot(e) for e in run.epochs()]
     evaluations = load_evaluations(run)
     splits = sorted({e.split for e in evaluations})
-    points = [EpochPoint(s.epoch, s.metrics.get("train_accuracy", 0.0), s.metrics.get("incumbent_accuracy"),
-                         s.metrics.get("status", "?")) for s in snapshots]
+    points = [EpochPoint(s.epoch, s.metrics.train_accuracy, s.metrics.incumbent_accuracy, s.metrics.status)
+              for s in snapshots]
     held_out = {split: [(e.epoch, e.accuracy) for e in evaluations if e.split == split] for split in splits}
     headers = ["epoch", "outcome", "train", *splits, "functions", "actions applied", "tokens", "cost", "diff"]
     epochs = el(
