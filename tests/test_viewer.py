@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from agenttrain import api
 from agenttrain.cli import app
+from agenttrain.records import FORMAT_VERSION
 from agenttrain.runs import RunDir
 from agenttrain.viewer import start
 from agenttrain.viewer.html import segment
@@ -29,7 +30,7 @@ from agenttrain.viewer.rollout_index import rollout_index
 from agenttrain.viewer.transcript import conversation
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.run_factory import experiment, rollout, save_epoch, story_run, usage
+from tests.run_factory import experiment, rollout, save_epoch, save_eval, story_run, usage
 from tests.scripted import (
     MULTIPLY,
     TERMINATE,
@@ -121,6 +122,13 @@ def test_runs_list_shows_each_run_with_task_agent_and_test_interval(tmp_path, st
     assert "2 of 2 runs" in shown
     assert f"{story.path.name} finished math assistant · agent-model 5 75.0% @3 80.0% (50.0% – 100.0%)" in shown
     assert "$15.7500" in shown  # training plus both evaluations
+
+
+def test_runs_list_shows_a_new_evaluation_of_the_same_epoch(story):
+    with viewer(story.path) as url:
+        assert "80.0% (50.0% – 100.0%)" in text_of(page(url + "/"))
+        save_eval(story, "test", 3, {f"q{i}": True for i in range(12)})  # `agenttrain eval` again, more tasks
+        assert "100.0% (100.0% – 100.0%)" in text_of(page(url + "/"))
 
 
 def test_runs_list_filters_by_name_and_status_and_sorts_by_a_column(tmp_path, story):
@@ -260,12 +268,20 @@ def test_a_damaged_file_is_named_on_its_page_and_the_rest_still_serves(story):
         assert get(f"{url}/runs/{story.path.name}/epochs/1")[0] == 200
 
 
-def test_an_unexpected_record_fails_its_page_only(story):
+def test_a_rollout_line_that_is_no_record_names_its_file(story):
     path = story.path / "epoch-1" / "rollouts.jsonl"
     path.write_text(json.dumps({**rollout("t1", True), "function_calls": 3}) + "\n")
     with viewer(story.path.parent) as url:
         status, body = get(f"{url}/runs/{story.path.name}/epochs/1")
-        assert status == 500 and "TypeError" in body and "details in the terminal" in body
+        assert status == 422 and f"{path}: not a valid rollout record (function_calls" in text_of(body)
+        assert get(f"{url}/runs/{story.path.name}/epochs/0")[0] == 200
+
+
+def test_an_unexpected_file_fails_its_page_only(story):
+    (story.path / "epoch-1" / "functions.json").write_text('[{"name": "multiply"}]')  # hand-edited, fields lost
+    with viewer(story.path.parent) as url:
+        status, body = get(f"{url}/runs/{story.path.name}/epochs/1")
+        assert status == 500 and "KeyError" in body and "details in the terminal" in body
         assert get(f"{url}/runs/{story.path.name}/epochs/0")[0] == 200
 
 
@@ -318,7 +334,7 @@ def test_rollouts_are_paginated_and_a_transcript_is_read_alone(tmp_path):
     assert re.findall(r'tasks/(t\d+)"', second) == [f"t{i:03}" for i in range(50, 100)]
     assert "page 2 of 3" in text_of(second)
     assert "298,000 more characters" in text_of(big) and big.count("x" * 1000) == 300  # long text folds, all kept
-    index = rollout_index(run.path / "epoch-0" / "rollouts.jsonl")
+    index = rollout_index(run.path / "epoch-0" / "rollouts.jsonl", run.format_version)
     assert index.record(index.find("t119"))["id"] == "t119"
 
 
@@ -351,9 +367,9 @@ def test_flipped_tasks_of_a_diff_are_paginated(tmp_path):
 def test_a_torn_last_line_is_skipped_and_a_rewritten_file_is_indexed_again(tmp_path):
     path = tmp_path / "rollouts.jsonl"
     path.write_text(json.dumps(rollout("a", True)) + "\n" + '{"id": "b", "corr')
-    assert [r.id for r in rollout_index(path).rows] == ["a"]
+    assert [r.id for r in rollout_index(path, FORMAT_VERSION).rows] == ["a"]
     path.write_text(json.dumps(rollout("a", True)) + "\n" + json.dumps(rollout("b", False)) + "\n")
-    assert [(r.id, r.correct) for r in rollout_index(path).rows] == [("a", True), ("b", False)]
+    assert [(r.id, r.correct) for r in rollout_index(path, FORMAT_VERSION).rows] == [("a", True), ("b", False)]
 
 
 def test_a_conversation_names_each_message_and_pretty_prints_tool_arguments():
@@ -364,7 +380,8 @@ def test_a_conversation_names_each_message_and_pretty_prints_tool_arguments():
         {"role": "user", "content": "42"},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "function": {"name": "multiply", "arguments": '{"a": 6, "b": 7}'}},
-            {"id": "c2", "function": {"name": "multiply", "arguments": "{not json"}}]},
+            {"id": "c2", "function": {"name": "multiply", "arguments": "{not json"}},
+            {"id": "c3", "function": "not an object"}]},
         {"role": "tool", "tool_call_id": "c1", "name": "multiply", "content": "42"},
         {"role": "user", "content": "Observation: 42"},
         {"role": "assistant", "content": "So \\boxed{42}.", "reasoning_content": "6 times 7 is 42."},
@@ -376,7 +393,7 @@ def test_a_conversation_names_each_message_and_pretty_prints_tool_arguments():
     thinking_then_answer = [("reasoning", "6 times 7 is 42."), ("text", "So \\boxed{42}.")]
     assert [(s.kind, s.text) for s in turns[7].segments] == thinking_then_answer
     assert [(c.name, c.arguments, c.language) for c in turns[4].tool_calls] == [
-        ("multiply", '{\n  "a": 6,\n  "b": 7\n}', "json"), ("multiply", "{not json", "text")]
+        ("multiply", '{\n  "a": 6,\n  "b": 7\n}', "json"), ("multiply", "{not json", "text"), ("?", "null", "json")]
 
 
 def test_view_of_a_missing_folder_is_one_clear_error(tmp_path):

@@ -13,6 +13,7 @@ from agenttrain.errors import UserError
 from agenttrain.history import Evaluation, load_evaluations
 from agenttrain.listing import RunSummary, list_runs, summarise_run
 from agenttrain.runs import EPOCH_PREFIX, RunDir, Snapshot
+from agenttrain.viewer.file_cache import FileCache
 from agenttrain.viewer.html import segment
 from agenttrain.viewer.rollout_index import RolloutIndex, rollout_index
 from agenttrain.viewer.urls import epoch_url, eval_name, eval_url, task_url
@@ -82,8 +83,20 @@ def _row(summary: RunSummary) -> RunRow:
         except UserError:
             pass  # a damaged config.yaml: the row still shows what run.json holds
         test = find_evaluation(load_evaluations(run), "test", summary.test_epoch)
-        ci = test.ci95 if test else None
+        ci = confidence_interval(test) if test else None
     return RunRow(Path(summary.run).name, summary, task, agent, ci)
+
+
+_INTERVALS: FileCache[tuple[float, float] | None] = FileCache()
+
+
+def confidence_interval(evaluation: Evaluation) -> tuple[float, float] | None:
+    """An evaluation's 95% interval, computed again only when its rollouts file changed: the runs list shows
+    one per run, and each reads every rollout of that evaluation."""
+    try:
+        return _INTERVALS.get(evaluation.records_path, lambda: evaluation.ci95)
+    except FileNotFoundError:
+        return None  # the evaluation's rollouts were deleted: its accuracy still shows, without an interval
 
 
 def find_evaluation(evaluations: list[Evaluation], split: str, epoch: int | None) -> Evaluation | None:
@@ -106,12 +119,13 @@ class Rollouts:
     title: str
     url: str
     path: Path
+    version: int  # the run's format
     baseline: Rollouts | None = None
     siblings: tuple[Rollouts, ...] = ()
 
     @property
     def index(self) -> RolloutIndex:
-        return rollout_index(self.path)
+        return rollout_index(self.path, self.version)
 
     def task_url(self, task: str) -> str:
         return task_url(self.url, task)
@@ -121,7 +135,8 @@ class Rollouts:
 
 
 def _epoch_set(run: RunDir, epoch: int) -> Rollouts:
-    return Rollouts(f"epoch {epoch}", epoch_url(run, epoch), run.path / f"{EPOCH_PREFIX}{epoch}" / "rollouts.jsonl")
+    return Rollouts(f"epoch {epoch}", epoch_url(run, epoch), run.path / f"{EPOCH_PREFIX}{epoch}" / "rollouts.jsonl",
+                    run.format_version)
 
 
 def epoch_rollouts(run: RunDir, epoch: int) -> Rollouts:
@@ -133,7 +148,7 @@ def epoch_rollouts(run: RunDir, epoch: int) -> Rollouts:
 
 def _eval_set(run: RunDir, evaluation: Evaluation) -> Rollouts:
     return Rollouts(f"{evaluation.split} · epoch {evaluation.epoch}", eval_url(run, evaluation),
-                    evaluation.records_path)
+                    evaluation.records_path, evaluation.format_version)
 
 
 def evaluation_named(run: RunDir, name: str) -> tuple[Evaluation, Rollouts]:

@@ -65,7 +65,9 @@ def split_fences(text: str) -> list[Segment]:
 
 
 def tool_call(call: dict[str, Any]) -> ToolCall:
-    function = call.get("function") or {}
+    function = call.get("function")
+    if not isinstance(function, dict):
+        function = {}  # a malformed call is shown with what it has, not as a failed page
     raw = function.get("arguments")
     try:
         parsed = json.loads(raw) if isinstance(raw, str) else raw

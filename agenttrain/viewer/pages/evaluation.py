@@ -6,14 +6,14 @@ from collections.abc import Mapping
 
 from agenttrain.viewer.html import Markup, dollars, el, layout, link, percent
 from agenttrain.viewer.pages.rollouts_table import rollouts_table
-from agenttrain.viewer.site import Site, evaluation_named
+from agenttrain.viewer.site import Site, confidence_interval, evaluation_named
 from agenttrain.viewer.urls import epoch_url, run_url
 
 
 def evaluation_page(site: Site, name: str, evaluation: str, query: Mapping[str, str], page: int) -> Markup:
     run = site.run(name)
     found, rollouts = evaluation_named(run, evaluation)
-    interval = found.ci95
+    interval = confidence_interval(found)
     facts = [
         ("split", found.split),
         ("functions of", link(epoch_url(run, found.epoch), f"epoch {found.epoch}")),

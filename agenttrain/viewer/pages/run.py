@@ -11,7 +11,7 @@ from agenttrain.runs import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, dollars, el, layout, link, moment, percent, table
-from agenttrain.viewer.site import Site, find_evaluation
+from agenttrain.viewer.site import Site, confidence_interval, find_evaluation
 from agenttrain.viewer.urls import diff_url, epoch_url, eval_url, run_url
 
 
@@ -68,7 +68,7 @@ def _evaluations(run: RunDir, evaluations: list[Any]) -> Markup:
         return el("p", "No held-out evaluation yet: run ", el("code", "agenttrain eval RUN"), ".", class_="muted")
     rows = []
     for e in evaluations:
-        interval = e.ci95
+        interval = confidence_interval(e)
         rows.append([link(eval_url(run, e), e.split), e.epoch, percent(e.accuracy),
                      f"{percent(interval[0])} – {percent(interval[1])}" if interval else "–", f"{e.correct}/{e.n}",
                      dollars(e.cost_usd)])
