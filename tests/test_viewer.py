@@ -120,15 +120,15 @@ def test_runs_list_shows_each_run_with_task_agent_and_test_interval(tmp_path, st
     with viewer(tmp_path / "runs") as url:
         shown = text_of(page(url + "/"))
     assert "2 of 2 runs" in shown
-    assert f"{story.path.name} finished math assistant · agent-model 5 75.0% @3 80.0% (50.0% – 100.0%)" in shown
+    assert f"{story.path.name} finished math assistant · agent-model 5 75.0% @3 80.0% (49.0% – 94.3%)" in shown
     assert "$15.7500" in shown  # training plus both evaluations
 
 
 def test_runs_list_shows_a_new_evaluation_of_the_same_epoch(story):
     with viewer(story.path) as url:
-        assert "80.0% (50.0% – 100.0%)" in text_of(page(url + "/"))
+        assert "80.0% (49.0% – 94.3%)" in text_of(page(url + "/"))
         save_eval(story, "test", 3, {f"q{i}": True for i in range(12)})  # `agenttrain eval` again, more tasks
-        assert "100.0% (100.0% – 100.0%)" in text_of(page(url + "/"))
+        assert "100.0% (75.8% – 100.0%)" in text_of(page(url + "/"))
 
 
 def test_runs_list_filters_by_name_and_status_and_sorts_by_a_column(tmp_path, story):
@@ -152,7 +152,7 @@ def test_run_page_has_the_curve_epoch_table_evaluations_cost_and_config(story):
     assert marks == ["baseline", "accepted", "rolled_back", "accepted", "unchanged"]
     assert "epoch 3 ★ best accepted 75.0% 80.0% 2 1" in shown
     assert "epoch 2 rolled back 25.0% – 2 2" in shown
-    assert "test 3 80.0% 50.0% – 100.0% 8/10" in shown
+    assert "test 3 80.0% 49.0% – 94.3% 8/10" in shown
     assert "optimizer 40 0 3000 0 1000 $4.0000" in shown and "total 150 0 11250 0 3750 $15.0000" in shown
     assert "of which reasoning" not in shown  # no reasoning model, no reasoning columns
     assert "config.yaml" in shown and "optimizer-model" in shown
@@ -211,7 +211,7 @@ def test_held_out_evaluations_have_their_own_rollout_pages(story):
         flipped = page(evaluation + "?filter=flipped")
         transcript = text_of(page(evaluation + "/tasks/q5"))
     assert re.findall(r'evals/([\w-]+)"', run_page) == ["test-epoch-0", "test-epoch-3"]
-    assert "accuracy 80.0% (8/10) 95% CI (bootstrap) 50.0% – 100.0%" in text_of(flipped)
+    assert "accuracy 80.0% (8/10) 95% CI (Wilson) 49.0% – 94.3%" in text_of(flipped)
     assert re.findall(r'tasks/(q\d)"', flipped) == ["q3", "q4", "q5", "q6", "q7"]  # fixed since epoch 0
     assert "this task in test · epoch 0" in transcript and "result ✓ right" in transcript
 

@@ -13,7 +13,6 @@ from agenttrain.errors import UserError
 from agenttrain.history import Evaluation, load_evaluations
 from agenttrain.listing import RunSummary, list_runs, summarise_run
 from agenttrain.runs import EPOCH_PREFIX, RunDir, Snapshot
-from agenttrain.viewer.file_cache import FileCache
 from agenttrain.viewer.html import segment
 from agenttrain.viewer.rollout_index import RolloutIndex, rollout_index
 from agenttrain.viewer.urls import epoch_url, eval_name, eval_url, task_url
@@ -83,20 +82,8 @@ def _row(summary: RunSummary) -> RunRow:
         except UserError:
             pass  # a damaged config.yaml: the row still shows what run.json holds
         test = find_evaluation(load_evaluations(run), "test", summary.test_epoch)
-        ci = confidence_interval(test) if test else None
+        ci = test.ci95 if test else None
     return RunRow(Path(summary.run).name, summary, task, agent, ci)
-
-
-_INTERVALS: FileCache[tuple[float, float] | None] = FileCache()
-
-
-def confidence_interval(evaluation: Evaluation) -> tuple[float, float] | None:
-    """An evaluation's 95% interval, computed again only when its rollouts file changed: the runs list shows
-    one per run, and each reads every rollout of that evaluation."""
-    try:
-        return _INTERVALS.get(evaluation.records_path, lambda: evaluation.ci95)
-    except FileNotFoundError:
-        return None  # the evaluation's rollouts were deleted: its accuracy still shows, without an interval
 
 
 def find_evaluation(evaluations: list[Evaluation], split: str, epoch: int | None) -> Evaluation | None:

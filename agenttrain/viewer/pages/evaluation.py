@@ -6,19 +6,19 @@ from collections.abc import Mapping
 
 from agenttrain.viewer.html import Markup, dollars, el, layout, link, percent
 from agenttrain.viewer.pages.rollouts_table import rollouts_table
-from agenttrain.viewer.site import Site, confidence_interval, evaluation_named
+from agenttrain.viewer.site import Site, evaluation_named
 from agenttrain.viewer.urls import epoch_url, run_url
 
 
 def evaluation_page(site: Site, name: str, evaluation: str, query: Mapping[str, str], page: int) -> Markup:
     run = site.run(name)
     found, rollouts = evaluation_named(run, evaluation)
-    interval = confidence_interval(found)
+    interval = found.ci95
     facts = [
         ("split", found.split),
         ("functions of", link(epoch_url(run, found.epoch), f"epoch {found.epoch}")),
         ("accuracy", f"{percent(found.accuracy)} ({found.correct}/{found.n})"),
-        ("95% CI (bootstrap)", f"{percent(interval[0])} – {percent(interval[1])}" if interval else "–"),
+        ("95% CI (Wilson)", f"{percent(interval[0])} – {percent(interval[1])}" if interval else "–"),
         ("cost", dollars(found.cost_usd)),
     ]
     return layout(

@@ -11,7 +11,7 @@ from agenttrain.runs import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, dollars, el, layout, link, moment, percent, table
-from agenttrain.viewer.site import Site, confidence_interval, find_evaluation
+from agenttrain.viewer.site import Site, find_evaluation
 from agenttrain.viewer.urls import diff_url, epoch_url, eval_url, run_url
 
 
@@ -68,11 +68,11 @@ def _evaluations(run: RunDir, evaluations: list[Any]) -> Markup:
         return el("p", "No held-out evaluation yet: run ", el("code", "agenttrain eval RUN"), ".", class_="muted")
     rows = []
     for e in evaluations:
-        interval = confidence_interval(e)
+        interval = e.ci95
         rows.append([link(eval_url(run, e), e.split), e.epoch, percent(e.accuracy),
                      f"{percent(interval[0])} – {percent(interval[1])}" if interval else "–", f"{e.correct}/{e.n}",
                      dollars(e.cost_usd)])
-    return table(["split", "epoch", "accuracy", "95% CI (bootstrap)", "correct", "cost"], rows, id="evaluations")
+    return table(["split", "epoch", "accuracy", "95% CI (Wilson)", "correct", "cost"], rows, id="evaluations")
 
 
 SPEND_FIELDS = ("requests", "cache_hits", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
