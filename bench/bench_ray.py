@@ -73,7 +73,7 @@ def timed_pass(config: Path, overrides: list[str]) -> tuple[float, float]:
     experiment = load_experiment(config, overrides)
 
     async def passes() -> tuple[float, float]:
-        async with open_runtime(experiment, use_cache=False) as runtime:
+        async with open_runtime(experiment, config.parent, use_cache=False) as runtime:
             examples = runtime.task.splits().train
             seconds = []
             for _ in range(2):

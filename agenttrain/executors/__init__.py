@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agenttrain.config import ConfigError, Experiment
+from agenttrain.config import ConfigError, Experiment, LLMConfig
 
 if TYPE_CHECKING:
     from agenttrain.agents.base import Agent
@@ -42,15 +42,16 @@ def check_executor(experiment: Experiment, source: str) -> None:
 
 @asynccontextmanager
 async def open_executor(
-    experiment: Experiment, task: Task, agent: Agent, meter: UsageMeter, use_cache: bool
+    experiment: Experiment, task: Task, agent: Agent, endpoint: LLMConfig, meter: UsageMeter, use_cache: bool
 ) -> AsyncIterator[RolloutExecutor]:
-    """The executor `experiment.executor.kind` names; `agent` is this process's, which `local` runs."""
+    """The executor `experiment.executor.kind` names. `agent` is this process's, which `local` runs; `endpoint`
+    is the agent's endpoint as this process resolved it (the embedded local server's address, say)."""
     if experiment.executor.kind == "local":
         from agenttrain.executors.local import LocalExecutor
 
-        yield LocalExecutor(agent, task.scorer, experiment.llm_for("agent").concurrency)
+        yield LocalExecutor(agent, task.scorer, endpoint.concurrency)
         return
     from agenttrain.executors.ray_rollouts import open_ray_executor
 
-    async with open_ray_executor(experiment, task, meter, use_cache) as executor:
+    async with open_ray_executor(experiment, task, endpoint, meter, use_cache) as executor:
         yield executor

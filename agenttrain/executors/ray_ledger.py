@@ -25,12 +25,12 @@ from agenttrain.usage import BudgetExhausted, Usage, UsageMeter
 class Ledger:
     """Runs as an async actor: `admit` waits for a free request slot without blocking the other calls."""
 
-    def __init__(self, experiment: Experiment, cache_dir: Path | None) -> None:
+    def __init__(self, experiment: Experiment, concurrency: int, cache_dir: Path | None) -> None:
         # this process is the ledger's alone; the workers' meters already warn about a model without a price
         logging.getLogger("agenttrain.usage").setLevel(logging.ERROR)
         self.meter = UsageMeter(experiment.budget, experiment.llm.prices)
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
-        self.limiter = AdaptiveLimiter(experiment.llm_for("agent").concurrency)
+        self.limiter = AdaptiveLimiter(concurrency)  # the agent's llm.concurrency, for all workers together
         self.leases: Counter[str] = Counter()  # request slots each worker holds, given back if it dies
 
     def restore(self, by_role: dict[str, dict[str, Any]]) -> None:
@@ -78,11 +78,11 @@ class Ledger:
             self.cache.close()
 
 
-def start_ledger(experiment: Experiment, cache_dir: Path | None) -> Any:
+def start_ledger(experiment: Experiment, concurrency: int, cache_dir: Path | None) -> Any:
     """The ledger actor's handle, on this (the driver's) node."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(Ledger).options(num_cpus=0, max_concurrency=10_000, scheduling_strategy=here)
-    return actor.remote(experiment, cache_dir)
+    return actor.remote(experiment, concurrency, cache_dir)
 
 
 async def remote_result(ref: ray.ObjectRef) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import ray
 
 from agenttrain.cache import ResponseCache
-from agenttrain.config import Experiment
+from agenttrain.config import Experiment, LLMConfig
 from agenttrain.errors import UserError
 from agenttrain.evaluation import run_all, solve_and_score
 from agenttrain.executors import RecordCallback
@@ -43,12 +43,12 @@ LOGS = "/tmp/ray/session_latest/logs on the node"
 class RolloutWorker:
     """One Ray worker process (an async actor): an agent with its own LLM client and sandbox pool."""
 
-    def __init__(self, experiment: Experiment, answer_format: AnswerFormat, scorer: str,
+    def __init__(self, experiment: Experiment, endpoint: LLMConfig, answer_format: AnswerFormat, scorer: str,
                  ledger: ray.actor.ActorHandle, name: str, use_cache: bool, environment: dict[str, str]) -> None:
         # the process is this actor's alone; a runtime_env would do the same but cost a fresh worker start
         os.environ.update(environment)
         self.meter = SharedMeter(ledger, experiment)
-        self.client = LLMClient(experiment.llm_for("agent"), role="agent", meter=self.meter,
+        self.client = LLMClient(endpoint, role="agent", meter=self.meter,
                                 cache=SharedCache(ledger) if use_cache else None, limiter=SharedLimiter(ledger, name))
         self.experiment = experiment
         self.answer_format = answer_format
@@ -72,9 +72,9 @@ class RolloutWorker:
         await self.client.close()
 
 
-def forwarded_environment(experiment: Experiment) -> dict[str, str]:
-    """The endpoint settings a worker reads from its environment: the API key variables and OPENAI_BASE_URL."""
-    names = {experiment.llm_for("agent").api_key_env, "OPENAI_BASE_URL"}
+def forwarded_environment(endpoint: LLMConfig) -> dict[str, str]:
+    """The endpoint settings a worker reads from its environment: the API key variable and OPENAI_BASE_URL."""
+    names = {endpoint.api_key_env, "OPENAI_BASE_URL"}
     return {name: os.environ[name] for name in names if name in os.environ}
 
 
@@ -82,17 +82,18 @@ class WorkerPool:
     """The worker actors and their free rollout slots. A worker that dies is replaced (once, whichever of its
     rollouts notices first) and each of its rollouts runs again on the replacement."""
 
-    def __init__(self, experiment: Experiment, task: Task, ledger: ray.actor.ActorHandle, use_cache: bool) -> None:
+    def __init__(self, experiment: Experiment, endpoint: LLMConfig, task: Task, ledger: ray.actor.ActorHandle,
+                 use_cache: bool) -> None:
         settings = experiment.executor
         self.slots_per_worker = settings.rollouts_per_worker
         cpus = settings.num_cpus_per_rollout * self.slots_per_worker
         self.actor = ray.remote(RolloutWorker).options(num_cpus=cpus, max_concurrency=self.slots_per_worker + 1)
-        self.arguments = (experiment, task.answer_format, task.scorer, ledger)
+        self.arguments = (experiment, endpoint, task.answer_format, task.scorer, ledger)
         self.use_cache = use_cache
-        self.environment = forwarded_environment(experiment)
+        self.environment = forwarded_environment(endpoint)
         self.ledger = ledger
-        self.concurrency = experiment.llm_for("agent").concurrency
-        self.size = worker_count(experiment, cpus)
+        self.concurrency = endpoint.concurrency
+        self.size = worker_count(self.concurrency, self.slots_per_worker, cpus)
         self.workers: list[Any] = [None] * self.size
         self.names = [""] * self.size  # the ledger's name for each worker's request slots
         self.free: asyncio.Queue[int] = asyncio.Queue()  # a worker's index once per rollout it can take
@@ -152,9 +153,9 @@ async def wait_quietly(calls: list[ray.ObjectRef]) -> None:
         await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), CLOSE_TIMEOUT_S)
 
 
-def worker_count(experiment: Experiment, cpus_per_worker: float) -> int:
+def worker_count(concurrency: int, rollouts_per_worker: int, cpus_per_worker: float) -> int:
     """Enough workers for `llm.concurrency` rollouts at once, as far as the cluster's CPUs go."""
-    wanted = math.ceil(experiment.llm_for("agent").concurrency / experiment.executor.rollouts_per_worker)
+    wanted = math.ceil(concurrency / rollouts_per_worker)
     available = cluster_cpus()
     fit = int(available // cpus_per_worker)
     if fit < 1:
@@ -206,11 +207,13 @@ def cache_folder(experiment: Experiment, use_cache: bool) -> Path | None:
 
 @asynccontextmanager
 async def open_ray_executor(
-    experiment: Experiment, task: Task, meter: UsageMeter, use_cache: bool
+    experiment: Experiment, task: Task, endpoint: LLMConfig, meter: UsageMeter, use_cache: bool
 ) -> AsyncIterator[RayExecutor]:
+    """`endpoint`: the agent's, as the driver resolved it (an embedded local server is reachable from workers on
+    this machine only)."""
     with ray_session(experiment.executor.address):
-        ledger = start_ledger(experiment, cache_folder(experiment, use_cache))
-        pool = WorkerPool(experiment, task, ledger, use_cache)
+        ledger = start_ledger(experiment, endpoint.concurrency, cache_folder(experiment, use_cache))
+        pool = WorkerPool(experiment, endpoint, task, ledger, use_cache)
         try:
             await pool.start()
             yield RayExecutor(pool, ledger, meter)
