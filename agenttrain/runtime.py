@@ -12,7 +12,7 @@ from agenttrain.agents.base import Agent
 from agenttrain.cache import open_cache
 from agenttrain.config import ConfigError, Experiment, LLMConfig
 from agenttrain.llm import LLMClient
-from agenttrain.local_model import LOCAL, local_server
+from agenttrain.local_model import LOCAL, cache_identity, local_server
 from agenttrain.sandbox import Sandbox
 from agenttrain.tasks import load_task
 from agenttrain.tasks.base import Task
@@ -72,8 +72,11 @@ async def _open_clients(
 ) -> AsyncIterator[Runtime]:
     meter = UsageMeter(experiment.budget, experiment.llm.prices)
     cache = open_cache(experiment.llm, enabled=use_cache)
-    agent_client = LLMClient(settings["agent"], role="agent", meter=meter, cache=cache)
-    optimizer_client = LLMClient(settings["optimizer"], role="optimizer", meter=meter, cache=cache)
+    names = {role: cache_identity(experiment.llm.local) if experiment.llm_for(role).resolved_base_url() == LOCAL
+             else None for role in settings}
+    agent_client = LLMClient(settings["agent"], role="agent", meter=meter, cache=cache, cache_endpoint=names["agent"])
+    optimizer_client = LLMClient(settings["optimizer"], role="optimizer", meter=meter, cache=cache,
+                                 cache_endpoint=names["optimizer"])
     sandbox = Sandbox(experiment.sandbox)
     try:
         await sandbox.start()
