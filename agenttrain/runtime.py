@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from agenttrain.agents import make_agent
 from agenttrain.agents.base import Agent
@@ -66,17 +67,21 @@ async def open_runtime(experiment: Experiment, log_dir: Path, use_cache: bool = 
         yield runtime
 
 
+def _cache_endpoint(experiment: Experiment, role: Literal["agent", "optimizer"]) -> str | None:
+    local = experiment.llm_for(role).resolved_base_url() == LOCAL
+    return cache_identity(experiment.llm.local) if local else None
+
+
 @asynccontextmanager
 async def _open_clients(
     experiment: Experiment, task: Task, settings: dict[str, LLMConfig], use_cache: bool
 ) -> AsyncIterator[Runtime]:
     meter = UsageMeter(experiment.budget, experiment.llm.prices)
     cache = open_cache(experiment.llm, enabled=use_cache)
-    names = {role: cache_identity(experiment.llm.local) if experiment.llm_for(role).resolved_base_url() == LOCAL
-             else None for role in settings}
-    agent_client = LLMClient(settings["agent"], role="agent", meter=meter, cache=cache, cache_endpoint=names["agent"])
-    optimizer_client = LLMClient(settings["optimizer"], role="optimizer", meter=meter, cache=cache,
-                                 cache_endpoint=names["optimizer"])
+    agent_client, optimizer_client = (
+        LLMClient(settings[role], role=role, meter=meter, cache=cache, cache_endpoint=_cache_endpoint(experiment, role))
+        for role in ("agent", "optimizer")
+    )
     sandbox = Sandbox(experiment.sandbox)
     try:
         await sandbox.start()
