@@ -179,6 +179,7 @@ class LLMClient:
         role: str,
         meter: UsageMeter,
         cache: ReplyStore | None,
+        cache_endpoint: str | None = None,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         down_after: int = 8,
@@ -198,6 +199,8 @@ class LLMClient:
             timeout=settings.timeout_s,
         )
         self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
+        # what the cache calls this endpoint: the URL, unless it changes from run to run (the local server's port)
+        self.cache_endpoint = cache_endpoint or self.endpoint
         self._limiter: RequestLimiter = limiter or AdaptiveLimiter(settings.concurrency)
         self._failures_in_a_row = 0
         self._down_reason: str | None = None
@@ -228,7 +231,7 @@ class LLMClient:
         if self._down_reason:
             raise EndpointDown(self._down_reason)
         body = request_body(model, messages, params or ModelParams(), tools=tools, stop=stop)
-        key = request_key(self.endpoint, body, sample_index)
+        key = request_key(self.cache_endpoint, body, sample_index)
         if self.cache and (hit := await self.cache.lookup(key)) is not None:
             reply = ChatReply.from_cache(hit)
             self._meter(model, reply)

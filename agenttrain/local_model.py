@@ -117,6 +117,13 @@ def model_file(settings: LocalModelConfig) -> Path:
     return settings.model_path
 
 
+def cache_identity(settings: LocalModelConfig) -> str:
+    """The endpoint name the response cache uses for the embedded server: its port changes every run, the model
+    file (and so the replies) does not."""
+    path = model_file(settings)
+    return f"local:{path.name}:{path.stat().st_size}"
+
+
 def check_installed() -> None:
     """Fail before a run starts when the server package is missing (it is imported only in the child)."""
     from importlib.util import find_spec

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from agenttrain.agents import make_agent
 from agenttrain.agents.base import Agent
@@ -13,7 +14,7 @@ from agenttrain.cache import open_cache
 from agenttrain.config import ConfigError, Experiment, LLMConfig
 from agenttrain.executors import RolloutExecutor, open_executor
 from agenttrain.llm import LLMClient
-from agenttrain.local_model import LOCAL, local_server
+from agenttrain.local_model import LOCAL, cache_identity, local_server
 from agenttrain.sandbox import Sandbox
 from agenttrain.tasks import load_task
 from agenttrain.tasks.base import AnswerFormat, Task
@@ -81,14 +82,22 @@ async def open_runtime(experiment: Experiment, log_dir: Path, use_cache: bool = 
         yield runtime
 
 
+def cache_endpoint(experiment: Experiment, role: Literal["agent", "optimizer"]) -> str | None:
+    """What the response cache calls the role's endpoint (None: its URL); the same here and on Ray workers."""
+    local = experiment.llm_for(role).resolved_base_url() == LOCAL
+    return cache_identity(experiment.llm.local) if local else None
+
+
 @asynccontextmanager
 async def _open_clients(
     experiment: Experiment, task: Task, settings: dict[str, LLMConfig], use_cache: bool
 ) -> AsyncIterator[Runtime]:
     meter = UsageMeter(experiment.budget, experiment.llm.prices)
     cache = open_cache(experiment.llm, enabled=use_cache)
-    agent_client = LLMClient(settings["agent"], role="agent", meter=meter, cache=cache)
-    optimizer_client = LLMClient(settings["optimizer"], role="optimizer", meter=meter, cache=cache)
+    agent_client, optimizer_client = (
+        LLMClient(settings[role], role=role, meter=meter, cache=cache, cache_endpoint=cache_endpoint(experiment, role))
+        for role in ("agent", "optimizer")
+    )
     try:
         async with open_agent(experiment, agent_client, task.answer_format) as (agent, sandbox), \
                 open_executor(experiment, task, agent, settings["agent"], meter, use_cache) as executor:

@@ -137,6 +137,22 @@ def test_each_agent_trains_an_epoch_with_the_real_model_as_agent_and_optimizer(t
     assert (run.path / "local-server.log").stat().st_size > 0
 
 
+@pytest.mark.timeout(600)
+def test_rerunning_a_finished_config_on_the_embedded_model_is_served_from_the_cache(tmp_path):
+    """The server's port changes every run; the cache must still know it as the same model."""
+    config = _config(tmp_path, "assistant")
+    data = yaml.safe_load(config.read_text())
+    data["llm"].update(cache=True, cache_dir=str(tmp_path / "cache"))
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    first = api.train(config).run.info().usage
+    second = api.train(config).run.info().usage
+    assert first and second
+    sent = sum(u["requests"] for u in first.values())
+    assert sent > 0
+    assert sum(u["requests"] for u in second.values()) == 0
+    assert sum(u["cache_hits"] for u in second.values()) == sent
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []

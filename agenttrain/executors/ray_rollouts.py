@@ -30,7 +30,7 @@ from agenttrain.executors.ray_cluster import cluster_cpus, ray_session
 from agenttrain.executors.ray_ledger import SharedCache, SharedLimiter, SharedMeter, remote_result, start_ledger
 from agenttrain.functions import FunctionSet
 from agenttrain.llm import LLMClient
-from agenttrain.runtime import open_agent
+from agenttrain.runtime import cache_endpoint, open_agent
 from agenttrain.scorers import judge_async
 from agenttrain.tasks.base import AnswerFormat, Example, Task
 from agenttrain.usage import Usage, UsageMeter
@@ -49,7 +49,8 @@ class RolloutWorker:
         os.environ.update(environment)
         self.meter = SharedMeter(ledger, experiment)
         self.client = LLMClient(endpoint, role="agent", meter=self.meter,
-                                cache=SharedCache(ledger) if use_cache else None, limiter=SharedLimiter(ledger, name))
+                                cache=SharedCache(ledger) if use_cache else None,
+                                cache_endpoint=cache_endpoint(experiment, "agent"), limiter=SharedLimiter(ledger, name))
         self.experiment = experiment
         self.answer_format = answer_format
         self.scorer = scorer
