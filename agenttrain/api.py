@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api_keys, load_experiment
-from agenttrain.errors import UserError
+from agenttrain.errors import Interrupted, UserError
 from agenttrain.estimate import estimate_run
-from agenttrain.evaluation import evaluate, summarise
-from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from agenttrain.evaluation import endpoint_failed, evaluate_answered, summarise
+from agenttrain.outage import OutageTimer
+from agenttrain.runs import RunDir, WriteError, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
 from agenttrain.stats import bootstrap_ci
@@ -83,6 +85,7 @@ def resume(
     with run.lock():
         if overrides:
             write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
+        run.remove_leftovers()
         run.update_info(status="running")
         run.log("resume", overrides=overrides or [])
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
@@ -94,10 +97,13 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
         return asyncio.run(coroutine)
     except KeyboardInterrupt:
         run.finish("interrupted", reason="stopped by the user; continue with --resume")
-        raise UserError(f"interrupted; continue with: agenttrain train --resume {run.path}") from None
+        raise Interrupted(f"interrupted; continue with: agenttrain train --resume {run.path}") from None
     except Exception as exc:
         reason = str(exc) if isinstance(exc, UserError) else f"internal error: {exc!r}"
-        run.finish("failed", reason=f"{reason}; continue with --resume once fixed")
+        with contextlib.suppress(WriteError):  # not even run.json can be written: the error below says what to fix
+            run.finish("failed", reason=f"{reason}; continue with --resume once fixed")
+        if isinstance(exc, WriteError):
+            raise WriteError(f"{exc}; then continue with: agenttrain train --resume {run.path}") from None
         raise
 
 
@@ -113,11 +119,13 @@ async def _eval(
             reporter.epoch_started(epoch, f"eval {split}", len(examples))
 
         def on_record(record: dict[str, Any]) -> None:
-            if reporter:
+            if reporter and not endpoint_failed(record):
                 reporter.rollout_done(record, runtime.meter.total())
 
         concurrency = experiment.llm_for("agent").concurrency
-        records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
+        outage = OutageTimer(experiment.llm.max_outage_s, reporter.waiting if reporter else None)
+        records = await evaluate_answered(runtime.agent, runtime.task.scorer, examples, functions, concurrency,
+                                          outage, on_record)
         usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
     ci95 = list(bootstrap_ci([bool(r["correct"]) for r in records]))
     return {"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,

@@ -7,9 +7,10 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agenttrain.errors import UserError
 
@@ -18,29 +19,54 @@ class ConfigError(UserError):
     """A config that cannot be used; the message names the file and the key."""
 
 
+# Upper bounds for numeric keys: far above any real use, low enough that the OS and the clock accept them
+# (a timeout of 1e10 s overflows a timestamp; 1e14 MB overflows a resource limit).
+DAY_S = 86_400
+MAX_COUNT = 10_000_000  # examples, tokens per request
+MAX_MB = 1_048_576  # 1 TiB
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Price(Strict):
     """US dollars per million tokens."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
+    input: float = Field(ge=0, le=1_000_000)
+    output: float = Field(ge=0, le=1_000_000)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+def check_base_url(value: str | None) -> str | None:
+    """An http(s) URL with a host and a valid port, so a typo fails here rather than deep in the HTTP client."""
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    try:
+        _ = parts.port  # raises ValueError for a port outside 0-65535
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}; ports go from 1 to 65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r}: expected an http(s) URL such as http://localhost:8000/v1")
+    return value
 
 
 class LLMConfig(Strict):
     base_url: str | None = None  # else OPENAI_BASE_URL, else OpenAI
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = Field(8, ge=1, le=512)
-    timeout_s: float = Field(120, gt=0)
+    timeout_s: float = Field(120, gt=0, le=DAY_S)
     max_retries: int = Field(5, ge=0, le=50)
+    # how long the endpoint may keep failing (retried with backoff) before the run stops as failed
+    max_outage_s: float = Field(600, ge=0, le=7 * DAY_S)
     cache: bool = True
     cache_dir: Path | None = None  # default: the per-user cache folder
     prices: dict[str, Price] = Field(default_factory=dict)  # model -> price; overrides the defaults
+
+    _base_url_ok = field_validator("base_url")(check_base_url)
 
     def resolved_base_url(self) -> str | None:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -52,8 +78,10 @@ class LLMOverride(Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     concurrency: int | None = Field(None, ge=1, le=512)
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(None, gt=0, le=DAY_S)
     max_retries: int | None = Field(None, ge=0, le=50)
+
+    _base_url_ok = field_validator("base_url")(check_base_url)
 
 
 class TaskConfig(Strict):
@@ -67,10 +95,10 @@ class TaskConfig(Strict):
     ques_types: list[Literal["free_text", "multi_choice"]] | None = None  # TabMWP
     grades: list[int] | None = None  # TabMWP
     gaia_split: Literal["validation", "test"] = "validation"
-    train_size: int | None = Field(20, ge=0)
-    test_size: int | None = Field(80, ge=0)
-    val_size: int = Field(0, ge=0)
-    seed: int = 0
+    train_size: int | None = Field(20, ge=0, le=MAX_COUNT)
+    test_size: int | None = Field(80, ge=0, le=MAX_COUNT)
+    val_size: int = Field(0, ge=0, le=MAX_COUNT)
+    seed: int = Field(0, ge=-(2**63), lt=2**63)
     question_field: str = "question"
     answer_field: str = "answer"
     id_field: str = "id"
@@ -88,33 +116,33 @@ class AgentConfig(Strict):
     model: str = "gpt-4o-mini"
     temperature: float = Field(0, ge=0, le=2)
     max_turns: int = Field(15, ge=1, le=100)
-    max_tokens: int | None = Field(None, ge=1)
-    max_failed_calls: int = Field(3, ge=1)  # then the model is told to finish
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
+    max_failed_calls: int = Field(3, ge=1, le=1000)  # then the model is told to finish
     llm: LLMOverride | None = None
 
 
 class OptimizerConfig(Strict):
     model: str = "gpt-4o"
     temperature: float = Field(0, ge=0, le=2)
-    epochs: int = Field(10, ge=0)
+    epochs: int = Field(10, ge=0, le=1000)
     max_actions: int = Field(3, ge=1, le=20)
-    early_stop: int = Field(10, ge=1)
+    early_stop: int = Field(10, ge=1, le=1000)
     roll_back: bool = True
-    max_prompt_tokens: int = Field(60000, ge=2000)
+    max_prompt_tokens: int = Field(60000, ge=2000, le=MAX_COUNT)
     max_action_retries: int = Field(3, ge=0, le=10)
-    batch_size: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, le=MAX_COUNT)
     # same_batch: re-evaluate the incumbent on each epoch's batch; paper: compare with its last score
     batch_compare: Literal["same_batch", "paper"] = "same_batch"
     llm: LLMOverride | None = None
 
 
 class SandboxConfig(Strict):
-    timeout_s: float = Field(30, gt=0)
-    cpu_s: int = Field(60, ge=1)
-    memory_mb: int = Field(2048, ge=64)
-    max_processes: int = Field(64, ge=1)
-    max_file_mb: int = Field(64, ge=1)
-    max_output_chars: int = Field(20000, ge=100)
+    timeout_s: float = Field(30, gt=0, le=DAY_S)
+    cpu_s: int = Field(60, ge=1, le=DAY_S)
+    memory_mb: int = Field(2048, ge=64, le=MAX_MB)
+    max_processes: int = Field(64, ge=1, le=65_536)
+    max_file_mb: int = Field(64, ge=1, le=MAX_MB)
+    max_output_chars: int = Field(20000, ge=100, le=MAX_COUNT)
     network: bool = False
     env_allow: list[str] = Field(default_factory=list)
     install_packages: bool = False
@@ -122,8 +150,8 @@ class SandboxConfig(Strict):
 
 
 class BudgetConfig(Strict):
-    max_usd: float | None = Field(None, gt=0)
-    max_tokens: int | None = Field(None, gt=0)
+    max_usd: float | None = Field(None, gt=0, le=1_000_000)
+    max_tokens: int | None = Field(None, gt=0, le=10**12)
 
 
 class Experiment(Strict):
@@ -194,15 +222,41 @@ def _format_validation(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"line {line}: key {key!r} is given twice; keep one of them")
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last value silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML with duplicate keys refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give the experiment's YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+    except DuplicateKey as exc:
+        raise ConfigError(f"{path}:{exc.line}: key {exc.key!r} is given twice; keep one of them") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -227,6 +281,10 @@ def _check_files(experiment: Experiment, source: str) -> None:
         value = getattr(experiment.task, field)
         if value is not None and not value.exists():
             raise ConfigError(f"{source}: task.{field}: {value} does not exist")
+    # the nearest existing folder of output_dir must be a folder, or no run directory can be made in it
+    existing = next(p for p in (experiment.output_dir, *experiment.output_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{source}: output_dir: {existing} is a file, not a folder; point output_dir at a folder")
 
 
 def load_experiment(path: Path, overrides: list[str] | None = None, *, base: Path | None = None) -> Experiment:

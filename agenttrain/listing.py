@@ -8,7 +8,7 @@ from typing import Any
 
 from agenttrain.errors import UserError
 from agenttrain.history import load_evaluations, usage_cost
-from agenttrain.runs import RunDir, find_runs, read_run_json
+from agenttrain.runs import RunDir, find_runs
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,15 @@ def _status(run: RunDir, info: dict[str, Any]) -> str | None:
 def summarise_run(path: Path) -> RunSummary:
     run = RunDir.open(path)
     info = run.info()
-    best = read_run_json(run.path / "best.json") if (run.path / "best.json").exists() else {}
+    best_epoch = run.best_if_any()
     evaluations = load_evaluations(run)
     tests = [e for e in evaluations if e.split == "test"]
     # the best epoch's test result when it was evaluated, else the latest evaluated epoch's
-    test = next((e for e in tests if e.epoch == best.get("epoch")), tests[-1] if tests else None)
+    test = next((e for e in tests if e.epoch == best_epoch), tests[-1] if tests else None)
     return RunSummary(
         run=str(run.path), name=info.get("name"), status=_status(run, info), started=info.get("started"),
-        epochs=len(run.epochs()), best_epoch=best.get("epoch"), best_train_accuracy=best.get("train_accuracy"),
+        epochs=len(run.epochs()), best_epoch=best_epoch,
+        best_train_accuracy=None if best_epoch is None else run.snapshot(best_epoch).metrics["train_accuracy"],
         test_epoch=test.epoch if test else None, test_accuracy=test.accuracy if test else None,
         cost_usd=usage_cost(info.get("usage") or {}) + sum(e.cost_usd for e in evaluations),
     )

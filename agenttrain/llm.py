@@ -1,8 +1,9 @@
 """One async client for any OpenAI-compatible chat endpoint: retries, rate limits, the cache, usage.
 
 The SDK's own retries are off: this module decides what is retried and for how long, so a rate limit
-also slows every other request of the client down (AIMD), a dead endpoint stops the run with a clear
-reason, and the usage meter sees each real response exactly once.
+also slows every other request of the client down (AIMD), and the usage meter sees each real response
+exactly once. A request that fails for good raises LLMError; the caller retries that work later
+(`agenttrain.outage`) and stops the run once the endpoint stays down past `llm.max_outage_s`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class LLMError(Exception):
 
 
 class EndpointDown(UserError):
-    """The endpoint cannot serve this run (unreachable, wrong key, unknown model); the run stops."""
+    """The endpoint cannot serve this run (down too long, wrong key, unknown model); the run stops."""
 
 
 class MalformedResponse(ValueError):
@@ -60,11 +61,21 @@ class ChatReply:
 
 
 def reply_from_completion(completion: ChatCompletion) -> ChatReply:
-    """Keep only what goes back into the conversation, as plain JSON; drop ids, timestamps and extras."""
+    """Keep only what goes back into the conversation, as plain JSON; drop ids, timestamps and extras.
+    The SDK does not validate a reply's shape: anything unexpected in it is a MalformedResponse (retried)."""
+    try:
+        return _reply(completion)
+    except (AttributeError, TypeError) as exc:
+        raise MalformedResponse(f"unexpected reply shape ({exc})") from None
+
+
+def _reply(completion: ChatCompletion) -> ChatReply:
     choices = getattr(completion, "choices", None)
     if not choices:
         raise MalformedResponse("the response has no choices")
     choice = choices[0]
+    if getattr(choice, "message", None) is None:
+        raise MalformedResponse("the response's choice has no message")
     message: dict[str, Any] = {"role": "assistant", "content": choice.message.content}
     calls = [call for call in choice.message.tool_calls or () if call.type == "function"]
     if calls:
@@ -77,11 +88,14 @@ def reply_from_completion(completion: ChatCompletion) -> ChatReply:
             for call in calls
         ]
     usage = completion.usage
+    counts = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+    if not all(isinstance(count, int) for count in counts):
+        raise MalformedResponse(f"the response's usage has no token counts ({usage})")
     return ChatReply(
         message=message,
         finish_reason=choice.finish_reason,
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
+        prompt_tokens=counts[0],
+        completion_tokens=counts[1],
         cached=False,
     )
 
@@ -146,7 +160,7 @@ class LLMClient:
     """Chat completions for one role ("agent" or "optimizer"); share one `UsageMeter` and cache per run.
 
     `backoff_s` is the first retry's wait (doubling, with jitter, up to `max_backoff_s`, which also caps a
-    server's Retry-After); after `down_after` requests in a row fail for good, `chat` raises EndpointDown.
+    server's Retry-After).
     """
 
     def __init__(
@@ -158,7 +172,6 @@ class LLMClient:
         cache: ResponseCache | None,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
-        down_after: int = 8,
     ) -> None:
         self.settings = settings
         self.role = role
@@ -166,7 +179,6 @@ class LLMClient:
         self.cache = cache
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self.down_after = down_after
         self._client = openai.AsyncOpenAI(
             base_url=settings.resolved_base_url(),
             api_key=os.environ.get(settings.api_key_env) or "not-needed",
@@ -175,8 +187,6 @@ class LLMClient:
         )
         self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
         self._limiter = AdaptiveLimiter(settings.concurrency)
-        self._failures_in_a_row = 0
-        self._down_reason: str | None = None
 
     @property
     def concurrency_limit(self) -> int:
@@ -198,8 +208,6 @@ class LLMClient:
         a new index gets a fresh answer that a rerun replays.
         Raises LLMError (this request failed), EndpointDown (stop the run), BudgetExhausted (stop the run).
         """
-        if self._down_reason:
-            raise EndpointDown(self._down_reason)
         body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
         optional = {"tools": tools, "stop": stop, "max_tokens": max_tokens}
         body.update({key: value for key, value in optional.items() if value is not None})
@@ -237,7 +245,6 @@ class LLMClient:
                 failure = f"malformed response: {exc}"
             else:
                 self._limiter.on_success()
-                self._failures_in_a_row = 0
                 return reply
             if attempt < self.settings.max_retries:
                 wait = self._wait(attempt, server_wait)
@@ -251,17 +258,8 @@ class LLMClient:
         # jitter spreads out the retries of requests that failed together
         return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
 
-    def _gave_up(self, failure: str, attempts: int) -> Exception:
-        """This request failed for good: LLMError, or EndpointDown once `down_after` did so in a row."""
-        self._failures_in_a_row += 1
-        if self._failures_in_a_row < self.down_after:
-            return LLMError(f"{self.role} request failed after {attempts} attempt(s): {failure}")
-        self._down_reason = (
-            f"the {self.role} endpoint {self.endpoint} failed {self._failures_in_a_row} requests in a row; "
-            f"last error: {failure}. Check that the server is up and reachable (llm.base_url or $OPENAI_BASE_URL) "
-            f"and accepts the model and parameters, or raise llm.timeout_s / lower llm.concurrency."
-        )
-        return EndpointDown(self._down_reason)
+    def _gave_up(self, failure: str, attempts: int) -> LLMError:
+        return LLMError(f"{self.role} request to {self.endpoint} failed after {attempts} attempt(s): {failure}")
 
     def _rejected(self, exc: openai.APIStatusError, model: str, attempts: int) -> Exception:
         """An error that retrying cannot fix: a wrong key or model, or no credit, stops the run at once."""

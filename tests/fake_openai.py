@@ -7,6 +7,8 @@ A test gives a `responder(request_body) -> reply`. Replies are decided from the 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -25,13 +27,16 @@ class Reply:
 
 @dataclass
 class Fault:
-    """An HTTP failure: a status with an optional Retry-After and error code, a malformed body, or a hang."""
+    """An HTTP failure: a status with an optional Retry-After and error code, a malformed body, a hang, a
+    200 with an odd JSON body (`body`), or a connection reset before any reply (`reset`)."""
 
     status: int = 500
     retry_after: float | None = None
     malformed: bool = False
     delay_s: float = 0.0
     code: str | None = None  # the body's error.code, e.g. "insufficient_quota"
+    body: dict[str, Any] | None = None
+    reset: bool = False
 
 
 Responder = Callable[[dict[str, Any]], "Reply | Fault | str"]
@@ -93,6 +98,8 @@ def _fault_response(fault: Fault) -> tuple[int, bytes, dict[str, str]]:
         time.sleep(fault.delay_s)
     if fault.malformed:
         return 200, b'{"id": "chatcmpl-broken", "choices": [', {}
+    if fault.body is not None:
+        return 200, json.dumps(fault.body).encode(), {}
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
     error = {"error": {"message": f"fake error {fault.status}", "type": "fake", "code": fault.code}}
     return fault.status, json.dumps(error).encode(), headers
@@ -158,20 +165,28 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake._record(body)
                 try:
-                    status, payload, headers = self._respond(body)
+                    response = self._respond(body)
                 finally:
                     fake._done()  # before the client sees the answer, so its next request never overlaps this one
-                self._send(status, payload, headers)
+                if response is None:
+                    self._reset()
+                else:
+                    self._send(*response)
 
-            def _respond(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+            def _respond(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]] | None:
                 if fake.latency_s:
                     time.sleep(fake.latency_s)
                 reply = fake.responder(body)
                 if isinstance(reply, str):
                     reply = Reply(content=reply)
                 if isinstance(reply, Fault):
-                    return _fault_response(reply)
+                    return None if reply.reset else _fault_response(reply)
                 return 200, json.dumps(_completion(body, reply)).encode(), {}
+
+            def _reset(self) -> None:
+                """Close the connection with a TCP reset instead of a reply."""
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
 
             def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
                 try:

@@ -19,6 +19,7 @@ from agenttrain.listing import list_runs
 from agenttrain.runs import RunDir, find_runs
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI
+from tests.run_factory import experiment
 from tests.scripted import is_optimizer, multiplying_agent, question
 
 PROBLEMS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 8)]
@@ -125,3 +126,35 @@ def test_one_process_at_a_time_trains_a_run_and_a_killed_one_is_listed_as_killed
     process.wait(timeout=10)
     [listed] = list_runs(tmp_path / "runs")
     assert listed.status == "killed"  # run.json still says running; the lock's process is gone
+
+
+def test_a_stale_lock_naming_a_live_unrelated_process_does_not_block_the_run(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    (run.path / ".lock").write_text(str(os.getppid()))  # a killed trainer's pid, since reused by a live process
+    with run.lock():
+        assert run.locked_by() == os.getpid()
+    assert run.locked_by() is None
+
+
+LOCKER = """
+import sys, time
+from pathlib import Path
+from agenttrain.errors import UserError
+from agenttrain.runs import RunDir
+try:
+    with RunDir(Path(sys.argv[1])).lock():
+        print("locked", flush=True)
+        time.sleep(1.5)
+except UserError as exc:
+    print(exc, flush=True)
+"""
+
+
+def test_exactly_one_of_several_racing_processes_takes_the_run(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    (run.path / ".lock").write_text("999999999")  # left by a process that was killed
+    racers = [subprocess.Popen([sys.executable, "-c", LOCKER, str(run.path)], stdout=subprocess.PIPE, text=True)
+              for _ in range(4)]
+    outputs = [racer.communicate(timeout=60)[0] for racer in racers]
+    assert sum(output.startswith("locked") for output in outputs) == 1, outputs
+    assert all("is training this run" in output for output in outputs if not output.startswith("locked"))
