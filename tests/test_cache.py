@@ -8,6 +8,7 @@ import pytest
 from agenttrain.cache import ResponseCache, cache_clear, cache_stats, open_cache, request_key
 from agenttrain.config import LLMConfig
 from agenttrain.errors import UserError
+from tests.disk import fill, small_disk
 
 ENDPOINT = "http://127.0.0.1:8000/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0}
@@ -84,3 +85,23 @@ def test_unusable_directory_is_a_user_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(UserError, match=r"llm\.cache_dir"):
         ResponseCache(blocker / "cache")
+
+
+def test_a_cache_that_cannot_be_opened_is_a_warning_and_none(tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert open_cache(LLMConfig(cache_dir=blocker / "cache")) is None
+    assert "going on without the cache" in caplog.text and "llm.cache_dir" in caplog.text
+
+
+def test_a_cache_on_a_full_disk_warns_once_and_keeps_serving(tmp_path, caplog):
+    with small_disk(tmp_path / "disk", 256) as disk:
+        cache = ResponseCache(disk)
+        cache.put("k0", {"answer": 0})
+        fill(disk, leave_kb=0)
+        for i in range(1, 200):  # enough to outgrow the pages the file already has
+            cache.put(f"k{i}", {"answer": "x" * 1000})
+        assert cache.get("k0") == {"answer": 0}
+        cache.close()
+    warnings = [r for r in caplog.records if "cannot write the response cache" in r.getMessage()]
+    assert len(warnings) == 1 and "full" in warnings[0].getMessage()
