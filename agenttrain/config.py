@@ -301,6 +301,10 @@ def load_experiment(path: Path, overrides: list[str] | None = None, *, base: Pat
 
 def check_api_keys(experiment: Experiment, source: str) -> None:
     """OpenAI itself needs a key; a custom endpoint (vLLM, Ollama, ...) may run without one."""
+    try:
+        check_base_url(os.environ.get("OPENAI_BASE_URL") or None)
+    except ValueError as exc:
+        raise ConfigError(f"$OPENAI_BASE_URL: {exc}") from None
     for role in ("agent", "optimizer"):
         llm = experiment.llm_for(role)
         if llm.resolved_base_url() is None and not os.environ.get(llm.api_key_env):

@@ -121,6 +121,14 @@ def test_missing_api_key_is_reported_for_openai_but_not_for_a_local_endpoint(tmp
     check_api_keys(local, "exp.yaml")
 
 
+def test_a_bad_openai_base_url_variable_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:99999/v1")
+    experiment = load_experiment(write(tmp_path, minimal()))
+    with pytest.raises(ConfigError, match=r"^\$OPENAI_BASE_URL: 'http://127.0.0.1:99999/v1': Port out of range"):
+        check_api_keys(experiment, "exp.yaml")
+
+
 def test_role_overrides_inherit_the_rest(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     experiment = load_experiment(

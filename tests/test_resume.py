@@ -19,7 +19,7 @@ from agenttrain.listing import list_runs
 from agenttrain.runs import RunDir, find_runs
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI
-from tests.run_factory import experiment
+from tests.run_factory import experiment, story_run
 from tests.scripted import is_optimizer, multiplying_agent, question
 
 PROBLEMS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 8)]
@@ -86,10 +86,17 @@ def test_ctrl_c_stops_gracefully_with_status_interrupted(write_config, tmp_path,
     run = wait_for_rollouts(tmp_path / "runs", 1)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 2
+    assert process.returncode == 130  # what shells report for Ctrl-C; 2 is a config error
     assert "--resume" in stderr.decode()
     assert "Traceback" not in stderr.decode()
     assert run.info()["status"] == "interrupted"
+    assert api.resume(run.path).status == "finished"
+    clean = api.train(config, [f"output_dir={tmp_path / 'clean'}"]).run
+
+    def outcome(run: RunDir) -> list[list[tuple[str, bool]]]:
+        return [sorted((r["question"], r["correct"]) for r in run.snapshot(e).rollouts()) for e in run.epochs()]
+
+    assert outcome(run) == outcome(clean) and run.best_if_any() == clean.best_if_any()
 
 
 def test_resume_refuses_a_changed_config(write_config, tmp_path, slow_world):
@@ -158,3 +165,11 @@ def test_exactly_one_of_several_racing_processes_takes_the_run(tmp_path):
     outputs = [racer.communicate(timeout=60)[0] for racer in racers]
     assert sum(output.startswith("locked") for output in outputs) == 1, outputs
     assert all("is training this run" in output for output in outputs if not output.startswith("locked"))
+
+
+def test_a_kill_between_a_snapshot_and_best_json_cannot_leave_a_stale_best_epoch(tmp_path):
+    run = story_run(tmp_path)
+    run.set_best(0, 0.25, "baseline")  # best.json as it was before epoch 3's snapshot was renamed into place
+    assert run.best_if_any() == 3  # what `show`, `eval --epoch best` and `runs` use
+    [listed] = list_runs(run.path.parent)
+    assert (listed.best_epoch, listed.best_train_accuracy) == (3, 0.75)
