@@ -123,7 +123,7 @@ async def _eval(
                 reporter.rollout_done(record, runtime.meter.total())
 
         concurrency = experiment.llm_for("agent").concurrency
-        outage = OutageTimer(experiment.llm.max_outage_s, reporter.waiting if reporter else None)
+        outage = OutageTimer(experiment.llm.max_outage_s, getattr(reporter, "waiting", None))
         records = await evaluate_answered(runtime.agent, runtime.task.scorer, examples, functions, concurrency,
                                           outage, on_record)
         usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}

@@ -44,11 +44,13 @@ def check_base_url(value: str | None) -> str | None:
     """An http(s) URL with a host and a valid port, so a typo fails here rather than deep in the HTTP client."""
     if value is None:
         return value
-    parts = urlsplit(value)
     try:
-        _ = parts.port  # raises ValueError for a port outside 0-65535
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError for a port outside 0-65535
     except ValueError as exc:
-        raise ValueError(f"{value!r}: {exc}; ports go from 1 to 65535") from None
+        raise ValueError(f"{value!r}: {exc}") from None
+    if port == 0:
+        raise ValueError(f"{value!r}: port 0 cannot be connected to; ports go from 1 to 65535")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r}: expected an http(s) URL such as http://localhost:8000/v1")
     return value

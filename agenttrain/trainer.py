@@ -89,7 +89,7 @@ class Trainer:
         self.config = runtime.experiment.optimizer
         self.splits = runtime.task.splits()
         self.optimizer = AgentOptimizer(runtime.optimizer_client, self.config, runtime.sandbox)
-        self.outage = OutageTimer(runtime.experiment.llm.max_outage_s, reporter.waiting if reporter else None)
+        self.outage = OutageTimer(runtime.experiment.llm.max_outage_s, getattr(reporter, "waiting", None))
 
     async def fit(self, state: TrainState | None = None) -> str:
         """Train until the epochs run out or early-stop fires; returns the run's final status."""

@@ -118,7 +118,8 @@ def config(write_config, tmp_path, server) -> Path:
 @pytest.mark.timeout(900)
 def test_a_kill_at_every_write_then_resume_gives_the_uninterrupted_run(write_config, server, tmp_path):
     data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
-    config = write_config(server.base_url, data, task={"train_size": 2, "test_size": 1}, optimizer={"epochs": 1})
+    config = write_config(server.base_url, data, task={"train_size": 2, "test_size": 1}, optimizer={"epochs": 1},
+                          sandbox={"warm_workers": 0})
     expected = comparable(api.train(config, ["output_dir=reference"]).run)
     assert expected["best"] == 1 and expected["status"] == "finished"
     driver = subprocess.run([sys.executable, "-c", KILL_AT_EVERY_WRITE, str(config), str(tmp_path / "killed")],
@@ -188,6 +189,33 @@ def test_a_request_the_endpoint_failed_is_retried_later_and_never_scored_as_wron
     run = api.train(config, overrides, reporter=recorder).run
     assert comparable(run) == reference(config)  # same accuracies, same decisions, same optimizer prompts
     assert recorder.waits and "retrying" in recorder.waits[0] and "llm.max_outage_s" in recorder.waits[0]
+
+
+def test_an_optimizer_step_the_endpoint_failed_is_tried_again(config, server):
+    failed: set[str] = set()
+
+    def responder(body: dict[str, Any]) -> Any:
+        key = json.dumps(body["messages"])
+        if is_optimizer(body) and key not in failed:
+            failed.add(key)
+            return Fault(502)
+        return world(body)
+
+    server.responder = responder
+    recorder = Recorder()
+    run = api.train(config, ["output_dir=faulty", "llm.cache=false"], reporter=recorder).run
+    assert comparable(run) == reference(config)
+    assert any("the optimizer step" in wait for wait in recorder.waits)
+
+
+def test_an_evaluation_retries_what_the_endpoint_failed_instead_of_scoring_it_wrong(config, server):
+    run = api.train(config, ["output_dir=evaluated"]).run
+    clean = api.eval_run(run.path, split="train", use_cache=False)
+    server.responder = failing_first(Fault(503))
+    recorder = Recorder()
+    faulty = api.eval_run(run.path, split="train", use_cache=False, reporter=recorder)
+    assert (faulty["accuracy"], faulty["errors"]) == (clean["accuracy"], 0) and clean["accuracy"] == 1.0
+    assert recorder.waits
 
 
 def test_an_endpoint_down_past_max_outage_stops_the_run_as_failed_and_resume_completes_it(config, server):
