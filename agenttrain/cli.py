@@ -13,16 +13,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from agenttrain import api
-from agenttrain.cache import cache_clear, cache_stats
-from agenttrain.compare import diff_snapshots
-from agenttrain.datasets import DATASETS, pull
+from agenttrain.datasets import DATASETS
 from agenttrain.errors import UserError
-from agenttrain.export import export_snapshot
-from agenttrain.history import applied_actions, usage_cost, usage_tokens
-from agenttrain.listing import list_runs
+from agenttrain.history import usage_cost, usage_sum, usage_tokens
 from agenttrain.progress import RichReporter
-from agenttrain.report import write_report
-from agenttrain.runs import RunDir, newest_run, resolve_snapshot, write_text_atomic
 
 app = typer.Typer(
     help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show, report, export."
@@ -56,22 +50,26 @@ def train(
 
     Example: agenttrain train configs/math-algebra.yaml --set optimizer.epochs=3
     """
-    if (config is None) == (resume is None):
+    if config is not None and resume is None:
+        config_path = config
+    elif resume is not None and config is None:
+        config_path = resume / "config.yaml"
+    else:
         raise UserError("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
     if dry_run:
-        _render_estimate(api.dry_run(config or resume / "config.yaml", overrides), as_json)
+        _render_estimate(api.dry_run(config_path, overrides), as_json)
         return
     with RichReporter(err) as reporter:
         if resume is not None:
             outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter)
         else:
-            outcome = api.train(config, overrides, use_cache=not no_cache, reporter=reporter)
+            outcome = api.train(config_path, overrides, use_cache=not no_cache, reporter=reporter)
     info, best = outcome.run.info(), outcome.run.best_if_any()
     if as_json:
         print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": best,
-                    "reason": info.get("reason"), "usage": info.get("usage")})
+                    "reason": info.reason, "usage": info.usage})
         raise typer.Exit(1 if outcome.status == "failed" else 0)
-    out.print(f"run {outcome.run.path}: {outcome.status} ({info.get('reason')}); best epoch {best}")
+    out.print(f"run {outcome.run.path}: {outcome.status} ({info.reason}); best epoch {best}")
     if outcome.status == "failed":
         raise typer.Exit(1)
     if best is not None:
@@ -83,13 +81,13 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
         print_json(estimate)
         return
     table = Table(title=f"estimate: {estimate['train_tasks']} training tasks, {estimate['epochs']} epochs")
-    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "cost $"):
+    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "reasoning tok", "cost $"):
         table.add_column(column)
     for case in ("typical", "worst_case"):
         for row in estimate[case]:
             cost = "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.2f}"
             table.add_row(case, row["role"], row["model"], str(row["requests"]), str(row["prompt_tokens"]),
-                          str(row["completion_tokens"]), cost)
+                          str(row["completion_tokens"]), str(row["reasoning_tokens"]), cost)
     out.print(table)
     out.print(estimate["note"])
 
@@ -173,9 +171,7 @@ def diff(
 
     Example: agenttrain diff epoch-3 epoch-5 --run runs/math-algebra-20260101-120000
     """
-    needs_run = not all(Path(ref).is_dir() for ref in (a, b))
-    run_dir = (RunDir.open(run) if run else newest_run(output_dir)) if needs_run else None
-    result = diff_snapshots(resolve_snapshot(a, run_dir), resolve_snapshot(b, run_dir))
+    result = api.diff(a, b, run, output_dir)
     if as_json:
         print_json(result)
     else:
@@ -188,29 +184,30 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
 
     Example: agenttrain show runs/math-algebra-20260101-120000
     """
-    run_dir = RunDir.open(run)
-    rows = [run_dir.snapshot(e).metrics for e in run_dir.epochs()]
-    info = run_dir.info()
+    overview = api.show(run)
     if as_json:
-        print_json({"run": str(run_dir.path), "status": info.get("status"), "best_epoch": run_dir.best_if_any(),
-                    "epochs": rows})
+        print_json(overview.to_json())
         return
-    table = Table(title=f"{run_dir.path.name}  ({info.get('status')})")
-    for column in ("epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"):
+    table = Table(title=f"{overview.run.path.name}  ({overview.info.status})")
+    reasoning = any(usage_sum(m.usage, "reasoning_tokens") for m in overview.epochs)  # only for reasoning models
+    columns = ["epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"]
+    for column in columns + (["reasoning tok", "reasoning $"] if reasoning else []):
         table.add_column(column, justify="right" if column != "status" else "left")
-    best = run_dir.best_if_any()
-    for m in rows:
-        marker = " *" if m["epoch"] == best else ""
-        table.add_row(f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", m["status"], str(applied_actions(m)),
-                      str(m["function_count"]), str(usage_tokens(m["usage"])), f"{usage_cost(m['usage']):.4f}")
+    for m in overview.epochs:
+        marker = " *" if m.epoch == overview.best_epoch else ""
+        cells = [f"{m.epoch}{marker}", f"{m.train_accuracy:.3f}", m.status, str(m.applied_actions),
+                 str(m.function_count), str(usage_tokens(m.usage)), f"{usage_cost(m.usage):.4f}"]
+        if reasoning:
+            cells += [str(usage_sum(m.usage, "reasoning_tokens")), f"{usage_sum(m.usage, 'reasoning_cost_usd'):.4f}"]
+        table.add_row(*cells)
     out.print(table)
-    out.print("* best epoch")
+    out.print("* best epoch" + ("; tokens and cost include the reasoning" if reasoning else ""))
 
 
 @app.command()
 def score(
     file: Annotated[Path, typer.Argument(help="JSONL: `prediction` and `answer` per line (plus id, choices, unit)")],
-    task: Annotated[str, typer.Option(help="Scorer: math, tabmwp, gaia, numeric or exact")],
+    task: Annotated[str, typer.Option(help="Scorer: math, tabmwp, gaia, numeric, exact, or a plugin's")],
     as_json: AsJson = False,
 ) -> None:
     """Score model outputs with a task's answer extraction and official scorer.
@@ -241,7 +238,7 @@ def cache_stats_command(directory: CacheDir = None, as_json: AsJson = False) -> 
 
     Example: agenttrain cache stats
     """
-    stats = cache_stats(directory)
+    stats = api.cache_stats(directory)
     if as_json:
         print_json(stats)
         return
@@ -254,7 +251,7 @@ def cache_clear_command(directory: CacheDir = None, as_json: AsJson = False) -> 
 
     Example: agenttrain cache clear
     """
-    deleted = cache_clear(directory)
+    deleted = api.cache_clear(directory)
     if as_json:
         print_json({"deleted": deleted})
         return
@@ -272,9 +269,7 @@ def report_command(
 
     Example: agenttrain report runs/math-algebra-20260101-120000 --out math-report/
     """
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir}: is a file; give a folder for report.md and its plots")
-    paths = write_report(RunDir.open(run), out_dir)
+    paths = api.report(run, out_dir)
     if as_json:
         print_json({"report": str(paths[0]), "plots": [str(p) for p in paths[1:]]})
         return
@@ -294,19 +289,14 @@ def export_command(
 
     Example: agenttrain export runs/math-algebra-20260101-120000 --epoch best --format python --out functions.py
     """
-    if out_path is not None and out_path.is_dir():
-        raise UserError(f"--out {out_path}: is a folder; give a file name such as {out_path / 'functions.py'}")
     if as_json and out_path is None:
         raise UserError("--json describes the file written with --out; without --out the export itself is printed")
-    run_dir = RunDir.open(run)
-    snapshot = run_dir.snapshot(run_dir.resolve_epoch(epoch))
-    text = export_snapshot(snapshot, fmt)
+    snapshot, text = api.export(run, epoch, fmt, out_path)
     if out_path is None:
         sys.stdout.write(text)
         return
-    write_text_atomic(out_path, text)
     if as_json:
-        print_json({"path": str(out_path), "run": str(run_dir.path), "epoch": snapshot.epoch, "format": fmt,
+        print_json({"path": str(out_path), "run": str(snapshot.path.parent), "epoch": snapshot.epoch, "format": fmt,
                     "functions": snapshot.functions.names})
         return
     out.print(f"wrote {len(snapshot.functions)} functions of epoch {snapshot.epoch} to {out_path}")
@@ -321,7 +311,7 @@ def runs_command(
 
     Example: agenttrain runs runs/ --json
     """
-    summaries = list_runs(directory)
+    summaries = api.list_runs(directory)
     if as_json:
         print_json({"directory": str(directory), "runs": [s.to_dict() for s in summaries]})
         return
@@ -362,11 +352,29 @@ def data_pull(
 
     Example: agenttrain data pull math --dest data/math
     """
-    path = pull(name, dest or Path("data") / name, source=source)
+    path = api.pull(name, dest or Path("data") / name, source=source)
     if as_json:
         print_json({"dataset": name, "path": str(path)})
         return
     out.print(f"wrote {path}; point task.path at it")
+
+
+@app.command("plugins")
+def plugins_command(as_json: AsJson = False) -> None:
+    """List the registered tasks, agents, scorers and plots, and the package each comes from.
+
+    Example: agenttrain plugins --json
+    """
+    registered = api.plugins()
+    if as_json:
+        print_json({"plugins": registered})
+        return
+    table = Table(title="registered extensions")
+    for column in ("kind", "name", "defined in", "from"):
+        table.add_column(column, overflow="fold")
+    for entry in registered:
+        table.add_row(entry["kind"], entry["name"], entry["target"], entry["source"])
+    out.print(table)
 
 
 def main() -> None:

@@ -6,13 +6,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from agenttrain.errors import UserError
+from agenttrain.registry import agents, tasks
 
 
 class ConfigError(UserError):
@@ -31,13 +32,18 @@ class Strict(BaseModel):
 
 
 class Price(Strict):
-    """US dollars per million tokens."""
+    """US dollars per million tokens. Output covers a reasoning model's hidden reasoning tokens too."""
 
     input: float = Field(ge=0, le=1_000_000)
     output: float = Field(ge=0, le=1_000_000)
+    cached_input: float | None = Field(None, ge=0, le=1_000_000)  # prompt tokens the provider served from its cache
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0) -> float:
+        """`cached_prompt_tokens` are part of `prompt_tokens` (as OpenAI reports them), billed at `cached_input`."""
+        cached = min(cached_prompt_tokens, prompt_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return ((prompt_tokens - cached) * self.input + cached * cached_rate
+                + completion_tokens * self.output) / 1_000_000
 
 
 def check_base_url(value: str | None) -> str | None:
@@ -86,46 +92,90 @@ class LLMOverride(Strict):
     _base_url_ok = field_validator("base_url")(check_base_url)
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+# request fields agenttrain sets itself, or that have their own key above: never taken from `extra_body`
+RESERVED_BODY_KEYS = frozenset({
+    "model", "messages", "tools", "stop", "stream", "n", "temperature", "max_tokens", "max_completion_tokens",
+    "reasoning_effort", "top_p", "seed",
+})
+
+
+class ModelParams(Strict):
+    """A role's request parameters. Each is sent only when set; null leaves it to the model family's default
+    (see agenttrain/request_params.py): temperature 0 for chat models, none for OpenAI's reasoning models."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)  # reasoning models: max_completion_tokens, reasoning in
+    reasoning_effort: ReasoningEffort | None = None
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # server options (vLLM, llama.cpp), sent as they are
+
+    @model_validator(mode="after")
+    def _extra_body_adds_only(self) -> ModelParams:
+        if clash := sorted(RESERVED_BODY_KEYS & self.extra_body.keys()):
+            raise ValueError(f"extra_body may not set {', '.join(clash)}: use the role's own key "
+                             "(temperature, max_tokens, reasoning_effort, top_p, seed) or leave it to agenttrain")
+        return self
+
+
 class TaskConfig(Strict):
-    name: Literal["math", "jsonl", "tabmwp", "gaia"]
+    """The `task` keys every task has; a task adds its own in a subclass, its `config_class`."""
+
+    name: str
     path: Path | None = None
-    train_path: Path | None = None
-    test_path: Path | None = None
-    val_path: Path | None = None
-    types: list[str] | None = None  # MATH subjects
-    levels: list[int] | None = None  # MATH levels 1-5, GAIA levels 1-3
-    ques_types: list[Literal["free_text", "multi_choice"]] | None = None  # TabMWP
-    grades: list[int] | None = None  # TabMWP
-    gaia_split: Literal["validation", "test"] = "validation"
     train_size: int | None = Field(20, ge=0, le=MAX_COUNT)
     test_size: int | None = Field(80, ge=0, le=MAX_COUNT)
     val_size: int = Field(0, ge=0, le=MAX_COUNT)
     seed: int = Field(0, ge=-(2**63), lt=2**63)
-    question_field: str = "question"
-    answer_field: str = "answer"
-    id_field: str = "id"
-    scorer: Literal["math", "numeric", "exact", "tabmwp", "gaia"] | None = None
+    needs_path: ClassVar[bool] = True  # False for a task that makes its own examples
 
     @model_validator(mode="after")
     def _has_data(self) -> TaskConfig:
-        if self.path is None and self.train_path is None:
-            raise ValueError("set `task.path` (or `task.train_path` and `task.test_path` for jsonl)")
+        if self.needs_path and self.path is None:
+            raise ValueError("set `task.path`")
         return self
 
+    def path_fields(self) -> list[str]:
+        """The keys that hold file paths (made absolute when the config is read)."""
+        return [name for name, field in type(self).model_fields.items() if field.annotation in (Path, Path | None)]
 
-class AgentConfig(Strict):
-    type: Literal["assistant", "react"] = "assistant"
+
+# Before tasks owned their keys, one flat `task` section had them all, and run directories saved it whole:
+# such a key is still accepted by a task without it when it holds the old default.
+FLAT_TASK_DEFAULTS: dict[str, Any] = {
+    "train_path": None, "test_path": None, "val_path": None, "types": None, "levels": None, "ques_types": None,
+    "grades": None, "gaia_split": "validation", "question_field": "question", "answer_field": "answer",
+    "id_field": "id", "scorer": None,
+}
+
+
+def task_config(data: Any) -> TaskConfig | Any:
+    """The `task` section validated by the config class of the task it names (from the registry)."""
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return data  # TaskConfig's own validation reports what is missing
+    config_class: type[TaskConfig] = getattr(tasks.get(data["name"]), "config_class", TaskConfig)
+    own = config_class.model_fields
+    kept = {k: v for k, v in data.items() if k in own or FLAT_TASK_DEFAULTS.get(k, ...) != v}
+    return config_class.model_validate(kept)
+
+
+class AgentConfig(ModelParams):
+    type: str = "assistant"  # a name in agenttrain.registry.agents
     model: str = "gpt-4o-mini"
-    temperature: float = Field(0, ge=0, le=2)
     max_turns: int = Field(15, ge=1, le=100)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
     max_failed_calls: int = Field(3, ge=1, le=1000)  # then the model is told to finish
     llm: LLMOverride | None = None
 
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        agents.get(value)
+        return value
 
-class OptimizerConfig(Strict):
+
+class OptimizerConfig(ModelParams):
     model: str = "gpt-4o"
-    temperature: float = Field(0, ge=0, le=2)
     epochs: int = Field(10, ge=0, le=1000)
     max_actions: int = Field(3, ge=1, le=20)
     early_stop: int = Field(10, ge=1, le=1000)
@@ -158,13 +208,18 @@ class BudgetConfig(Strict):
 
 class Experiment(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    task: TaskConfig
+    task: SerializeAsAny[TaskConfig]
     agent: AgentConfig = Field(default_factory=AgentConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     output_dir: Path = Path("runs")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_config(cls, value: Any) -> Any:
+        return task_config(value)
 
     def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
         """The top-level `llm` with the role's `llm` override applied."""
@@ -219,7 +274,8 @@ def _format_validation(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else \
+            item["msg"].removeprefix("Value error, ")
         lines.append(f"  {key}: {message}")
     return "\n".join(lines)
 
@@ -270,7 +326,7 @@ def _absolute_paths(experiment: Experiment, base: Path) -> Experiment:
     """Relative paths are taken from the working directory; store them absolute so runs are portable."""
     task_update = {
         field: (base / value).resolve()
-        for field in ("path", "train_path", "test_path", "val_path")
+        for field in experiment.task.path_fields()
         if (value := getattr(experiment.task, field)) is not None
     }
     experiment.task = experiment.task.model_copy(update=task_update)
@@ -279,7 +335,7 @@ def _absolute_paths(experiment: Experiment, base: Path) -> Experiment:
 
 
 def _check_files(experiment: Experiment, source: str) -> None:
-    for field in ("path", "train_path", "test_path", "val_path"):
+    for field in experiment.task.path_fields():
         value = getattr(experiment.task, field)
         if value is not None and not value.exists():
             raise ConfigError(f"{source}: task.{field}: {value} does not exist")

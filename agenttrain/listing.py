@@ -8,6 +8,7 @@ from typing import Any
 
 from agenttrain.errors import UserError
 from agenttrain.history import load_evaluations, usage_cost
+from agenttrain.records import RunInfo
 from agenttrain.runs import RunDir, find_runs
 
 
@@ -29,9 +30,9 @@ class RunSummary:
         return asdict(self)
 
 
-def _status(run: RunDir, info: dict[str, Any]) -> str | None:
+def _status(run: RunDir, info: RunInfo) -> str:
     """run.json's status, except that a "running" run whose process is gone was killed."""
-    status = info.get("status")
+    status = info.status
     return "killed" if status == "running" and run.locked_by() is None else status
 
 
@@ -44,11 +45,11 @@ def summarise_run(path: Path) -> RunSummary:
     # the best epoch's test result when it was evaluated, else the latest evaluated epoch's
     test = next((e for e in tests if e.epoch == best_epoch), tests[-1] if tests else None)
     return RunSummary(
-        run=str(run.path), name=info.get("name"), status=_status(run, info), started=info.get("started"),
-        epochs=len(run.epochs()), best_epoch=best_epoch,
-        best_train_accuracy=None if best_epoch is None else run.snapshot(best_epoch).metrics["train_accuracy"],
+        run=str(run.path), name=info.name, status=_status(run, info), started=info.started, epochs=len(run.epochs()),
+        best_epoch=best_epoch,
+        best_train_accuracy=None if best_epoch is None else run.snapshot(best_epoch).metrics.train_accuracy,
         test_epoch=test.epoch if test else None, test_accuracy=test.accuracy if test else None,
-        cost_usd=usage_cost(info.get("usage") or {}) + sum(e.cost_usd for e in evaluations),
+        cost_usd=usage_cost(info.usage or {}) + sum(e.cost_usd for e in evaluations),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agenttrain.history import applied_actions
+from agenttrain.records import EpochMetrics
 from agenttrain.usage import Usage
 
 
@@ -51,8 +51,8 @@ class RichReporter:
     def waiting(self, message: str) -> None:
         self.console.print(f"[yellow]waiting:[/] {message}", highlight=False)
 
-    def epoch_done(self, metrics: dict[str, Any]) -> None:
+    def epoch_done(self, metrics: EpochMetrics) -> None:
         self.console.print(
-            f"epoch {metrics['epoch']}: train accuracy {metrics['train_accuracy']:.3f}, {metrics['status']}, "
-            f"{applied_actions(metrics)} action(s), {metrics['function_count']} function(s)"
+            f"epoch {metrics.epoch}: train accuracy {metrics.train_accuracy:.3f}, {metrics.status}, "
+            f"{metrics.applied_actions} action(s), {metrics.function_count} function(s)"
         )

@@ -17,6 +17,7 @@ from agenttrain.functions import FunctionSet
 from agenttrain.llm import EndpointDown, LLMError
 from agenttrain.optimizer import ActionRecord, AgentOptimizer, StepResult, TrainingRecord
 from agenttrain.outage import OutageTimer
+from agenttrain.records import Action, Best, EpochMetrics, EpochStatus
 from agenttrain.runs import RunDir
 from agenttrain.runtime import Runtime
 from agenttrain.tasks.base import Example
@@ -28,7 +29,7 @@ class Reporter(Protocol):
 
     def epoch_started(self, epoch: int, phase: str, tasks: int) -> None: ...
     def rollout_done(self, record: dict[str, Any], usage: Usage) -> None: ...
-    def epoch_done(self, metrics: dict[str, Any]) -> None: ...
+    def epoch_done(self, metrics: EpochMetrics) -> None: ...
     def waiting(self, message: str) -> None:
         """The endpoint is failing and the run waits before retrying (`message` says what and how long)."""
 
@@ -58,13 +59,13 @@ def state_from_run(run: RunDir) -> TrainState:
     for epoch in run.epochs():
         snapshot = run.snapshot(epoch)
         metrics = snapshot.metrics
-        if metrics["status"] in ("baseline", "accepted"):
-            state.incumbent, state.incumbent_accuracy = snapshot.functions, metrics["train_accuracy"]
+        if metrics.status in ("baseline", "accepted"):
+            state.incumbent, state.incumbent_accuracy = snapshot.functions, metrics.train_accuracy
             state.incumbent_records, state.rejected = snapshot.rollouts(), []
-        elif metrics["status"] == "rolled_back":
-            state.rejected.append((snapshot.functions, metrics["train_accuracy"]))
-        state.stale, state.best_epoch = metrics["stale"], metrics["best_epoch"]
-        state.best_accuracy, state.best_reason = metrics["best_accuracy"], metrics.get("best_reason", "")
+        elif metrics.status == "rolled_back":
+            state.rejected.append((snapshot.functions, metrics.train_accuracy))
+        state.stale, state.best_epoch = metrics.stale, metrics.best_epoch
+        state.best_accuracy, state.best_reason = metrics.best_accuracy, metrics.best_reason or ""
         state.next_epoch = epoch + 1
     return state
 
@@ -76,7 +77,7 @@ class EpochOutcome:
     epoch: int
     functions: FunctionSet
     records: list[dict[str, Any]]
-    status: str  # baseline | accepted | rolled_back | unchanged
+    status: EpochStatus
     actions: list[ActionRecord] = field(default_factory=list)
     improved: bool = False
 
@@ -96,7 +97,8 @@ class Trainer:
         state = state or TrainState()
         journal = self._journal(state.next_epoch)  # only an interrupted epoch can have journaled work
         if state.best_reason:  # a process killed between a snapshot and best.json left it behind
-            self.run.set_best(state.best_epoch, state.best_accuracy, state.best_reason)
+            self.run.set_best(Best(epoch=state.best_epoch, train_accuracy=state.best_accuracy,
+                                   reason=state.best_reason))
         try:
             while state.next_epoch <= self.config.epochs:
                 if state.stale >= self.config.early_stop:
@@ -208,14 +210,14 @@ class Trainer:
         if best_reason:
             state.best_epoch, state.best_accuracy, state.best_reason = outcome.epoch, accuracy, best_reason
         metrics = self._metrics(state, outcome, summary, duration_s, usage_before)
-        self.run.save_snapshot(outcome.epoch, outcome.functions, metrics, outcome.records)
+        self.run.save_snapshot(outcome.functions, metrics, outcome.records)
         if best_reason:
-            self.run.set_best(outcome.epoch, accuracy, best_reason)
+            self.run.set_best(Best(epoch=outcome.epoch, train_accuracy=accuracy, reason=best_reason))
         self.run.log("epoch", epoch=outcome.epoch, status=outcome.status, train_accuracy=accuracy)
         self.run.update_info(usage=self._usage(), epochs_done=outcome.epoch + 1)
         state.next_epoch = outcome.epoch + 1
         if self.reporter:
-            self.reporter.epoch_done({"epoch": outcome.epoch, **metrics})
+            self.reporter.epoch_done(metrics)
 
     def _best_reason(self, state: TrainState, outcome: EpochOutcome, accuracy: float) -> str | None:
         """Why this epoch becomes the best one, or None. Batch accuracies are not comparable across batches,
@@ -229,23 +231,27 @@ class Trainer:
         return None
 
     def _metrics(self, state: TrainState, outcome: EpochOutcome, summary: dict[str, Any], duration_s: float,
-                 usage_before: dict[str, Usage]) -> dict[str, Any]:
+                 usage_before: dict[str, Usage]) -> EpochMetrics:
         usage_after = self.rt.meter.by_role()
-        return {
-            "status": outcome.status,
-            "accepted": outcome.status in ("baseline", "accepted"),
-            "train_accuracy": summary["accuracy"],
-            **{f"train_{k}": v for k, v in summary.items() if k != "accuracy"},
-            "incumbent_accuracy": state.incumbent_accuracy,
-            "function_count": len(outcome.functions),
-            "actions": [a.to_dict() for a in outcome.actions],
-            "stale": state.stale,
-            "best_epoch": state.best_epoch,
-            "best_accuracy": state.best_accuracy,
-            "best_reason": state.best_reason,
-            "usage": {role: (usage_after[role] - usage_before.get(role, Usage())).to_dict() for role in usage_after},
-            "duration_s": round(duration_s, 3),
-        }
+        return EpochMetrics(
+            epoch=outcome.epoch,
+            status=outcome.status,
+            accepted=outcome.status in ("baseline", "accepted"),
+            train_accuracy=summary["accuracy"],
+            train_correct=summary["correct"],
+            train_n=summary["n"],
+            train_accuracy_strict=summary.get("accuracy_strict"),
+            train_errors=summary["errors"],
+            incumbent_accuracy=state.incumbent_accuracy,
+            function_count=len(outcome.functions),
+            actions=[Action.model_validate(a.to_dict()) for a in outcome.actions],
+            stale=state.stale,
+            best_epoch=state.best_epoch,
+            best_accuracy=state.best_accuracy,
+            best_reason=state.best_reason or None,
+            usage={role: (usage_after[role] - usage_before.get(role, Usage())).to_dict() for role in usage_after},
+            duration_s=round(duration_s, 3),
+        )
 
     # -- journal and stopping ---------------------------------------------------------------------------
 

@@ -34,9 +34,9 @@ def test_a_budget_stops_the_run_gracefully_with_complete_snapshots(write_config,
     # each agent request costs $1: the baseline (4 requests) fits, the next epoch runs out
     assert outcome.status == "budget_exhausted"
     info = outcome.run.info()
-    assert info["status"] == "budget_exhausted" and "max_usd" in info["reason"]
+    assert info.status == "budget_exhausted" and "max_usd" in info.reason
     assert outcome.run.epochs() == [0]
-    assert info["usage"]["agent"]["cost_usd"] <= 5.0 + 1e-9
+    assert info.usage["agent"]["cost_usd"] <= 5.0 + 1e-9
     assert len(outcome.run.snapshot(0).rollouts()) == 4
 
 
@@ -46,7 +46,7 @@ def test_an_endpoint_that_keeps_failing_stops_the_run_with_the_reason(write_conf
         outcome = api.train(config)
     info = outcome.run.info()
     assert outcome.status == "failed"
-    assert server.base_url.split("/v1")[0] in info["reason"] or "503" in info["reason"]
+    assert server.base_url.split("/v1")[0] in info.reason or "503" in info.reason
 
 
 def test_a_question_the_endpoint_always_fails_is_never_scored_and_stops_the_run_resumably(write_config, tmp_path):
@@ -59,7 +59,7 @@ def test_a_question_the_endpoint_always_fails_is_never_scored_and_stops_the_run_
         config = write_config(server.base_url, data(tmp_path), task={"train_size": 8, "test_size": 0},
                               optimizer={"epochs": 1}, llm={"max_outage_s": 1})
         outcome = api.train(config)
-    assert outcome.status == "failed" and "HTTP 500" in outcome.run.info()["reason"]
+    assert outcome.status == "failed" and "HTTP 500" in outcome.run.info().reason
     assert outcome.run.epochs() == []  # no accuracy was computed with the failed question counted as wrong
     rollouts = [e["record"] for e in outcome.run.events() if e["event"] == "rollout"]
     failed = [r for r in rollouts if r["question"] == broken]
@@ -71,7 +71,7 @@ def test_agent_and_optimizer_can_use_different_endpoints(write_config, tmp_path)
         config = write_config(agent_server.base_url, data(tmp_path), optimizer={
             "epochs": 1, "llm": {"base_url": optimizer_server.base_url}})
         outcome = api.train(config)
-    assert outcome.run.snapshot(1).metrics["status"] == "accepted"
+    assert outcome.run.snapshot(1).metrics.status == "accepted"
     assert optimizer_server.requests and all(is_optimizer(b) for b in optimizer_server.requests)
     assert not any(is_optimizer(b) for b in agent_server.requests)
 
@@ -91,7 +91,7 @@ def test_batch_training_compares_with_the_incumbent_on_the_same_batch(write_conf
     incumbent_runs = [e for e in run.events() if e["event"] == "rollout" and e["phase"] == "incumbent"]
     assert {e["record"]["id"] for e in incumbent_runs if e["epoch"] == 1} == batches[1]
     metrics = run.snapshot(1).metrics
-    assert metrics["status"] == "accepted" and metrics["train_accuracy"] == 1.0
+    assert metrics.status == "accepted" and metrics.train_accuracy == 1.0
 
 
 def test_batch_training_the_papers_way_compares_with_the_last_score(write_config, tmp_path):
@@ -100,4 +100,4 @@ def test_batch_training_the_papers_way_compares_with_the_last_score(write_config
                               optimizer={"epochs": 1, "batch_size": 3, "batch_compare": "paper"})
         run = api.train(config).run
     assert not [e for e in run.events() if e["event"] == "rollout" and e["phase"] == "incumbent"]
-    assert run.snapshot(1).metrics["status"] == "accepted"
+    assert run.snapshot(1).metrics.status == "accepted"

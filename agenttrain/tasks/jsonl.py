@@ -4,22 +4,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import field_validator, model_validator
+
 from agenttrain.config import TaskConfig
-from agenttrain.tasks.base import DataError, Example, Splits, check_unique_ids, split_examples
+from agenttrain.registry import scorers, tasks
+from agenttrain.tasks.base import AnswerFormat, DataError, Example, Splits, check_unique_ids, split_examples
 from agenttrain.tasks.files import read_jsonl, require_field
 
 BOXED_SCORERS = ("math", "numeric")
 
 
+class JsonlConfig(TaskConfig):
+    train_path: Path | None = None  # instead of `path`: files already split
+    test_path: Path | None = None
+    val_path: Path | None = None
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str = "id"
+    scorer: str | None = None  # a name in agenttrain.registry.scorers; default exact
+
+    @field_validator("scorer")
+    @classmethod
+    def _registered(cls, value: str | None) -> str | None:
+        if value is not None:
+            scorers.get(value)
+        return value
+
+    @model_validator(mode="after")
+    def _has_data(self) -> JsonlConfig:
+        if self.path is None and (self.train_path is None or self.test_path is None):
+            raise ValueError("set `task.path`, or both `task.train_path` and `task.test_path`")
+        return self
+
+
+@tasks.register("jsonl")
 class JsonlTask:
+    config_class = JsonlConfig
     name = "jsonl"
 
-    def __init__(self, config: TaskConfig) -> None:
+    def __init__(self, config: JsonlConfig) -> None:
         self.config = config
         self.scorer = config.scorer or "exact"
-        self.answer_format = "boxed" if self.scorer in BOXED_SCORERS else "final_answer"
-        if config.path is None and (config.train_path is None or config.test_path is None):
-            raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
+        self.answer_format: AnswerFormat = "boxed" if self.scorer in BOXED_SCORERS else "final_answer"
 
     def read(self, path: Path) -> list[Example]:
         c = self.config
@@ -44,6 +70,8 @@ class JsonlTask:
         c = self.config
         if c.path is not None:
             return split_examples(self.read(c.path), c.train_size, c.test_size, c.val_size, c.seed, str(c.path))
+        if c.train_path is None or c.test_path is None:
+            raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
         self._check_distinct_files()
         train_pool, test_pool = self.read(c.train_path), self.read(c.test_path)
         val = self.read(c.val_path) if c.val_path else []
