@@ -348,11 +348,6 @@ class RunDir:
         """best.json, for readers; the snapshots' metrics are the record it is derived from."""
         write_json_atomic(self.path / "best.json", best.to_json())
 
-    def best(self) -> Best | None:
-        """best.json, if it was written."""
-        path = self.path / "best.json"
-        return Best.read(read_run_json(path), self.format_version, path) if path.exists() else None
-
     def best_epoch(self) -> int:
         best = self.best_if_any()
         if best is None:

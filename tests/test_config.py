@@ -65,11 +65,11 @@ def test_set_overrides_any_key_with_yaml_typed_values(tmp_path, monkeypatch):
         (minimal(), ["task.train_size=1.0e+12"], "task.train_size: Input should be less than or equal to"),
         (minimal(), ["budget.max_usd=1.0e+300"], "budget.max_usd: Input should be less than or equal to"),
         (minimal(), ["llm.max_outage_s=-1"], "llm.max_outage_s: Input should be greater than or equal to 0"),
-        (minimal(), ["llm.base_url=http://localhost:99999/v1"], "llm.base_url: Value error, "
+        (minimal(), ["llm.base_url=http://localhost:99999/v1"], "llm.base_url: "
          "'http://localhost:99999/v1': Port out of range 0-65535"),
-        (minimal(), ["llm.base_url=http://localhost:0/v1"], "llm.base_url: Value error, "
+        (minimal(), ["llm.base_url=http://localhost:0/v1"], "llm.base_url: "
          "'http://localhost:0/v1': port 0 cannot be connected to"),
-        (minimal(), ["optimizer.llm.base_url=localhost:8000"], "optimizer.llm.base_url: Value error, "
+        (minimal(), ["optimizer.llm.base_url=localhost:8000"], "optimizer.llm.base_url: "
          "'localhost:8000': expected an http(s) URL such as http://localhost:8000/v1"),
         (minimal(output_dir="exp.yaml"), [], "output_dir: "),
         (minimal(output_dir="exp.yaml/runs"), [], "output_dir: "),
