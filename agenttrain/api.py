@@ -9,18 +9,15 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
 from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api_keys, load_experiment
 from agenttrain.datasets import pull
 from agenttrain.errors import Interrupted, UserError
-from agenttrain.estimate import estimate_run
-from agenttrain.evaluation import endpoint_failed, evaluate_answered, summarise
 from agenttrain.exporting import export_snapshot
 from agenttrain.listing import list_runs
-from agenttrain.outage import OutageTimer
 from agenttrain.records import EpochMetrics, EvalResult, RunInfo
 from agenttrain.registry import all_registrations
 from agenttrain.reporting import write_report
@@ -34,12 +31,15 @@ from agenttrain.runs import (
     write_jsonl_atomic,
     write_text_atomic,
 )
-from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
 from agenttrain.stats import bootstrap_ci
 from agenttrain.tasks import load_task
 from agenttrain.tasks.files import read_jsonl, require_field
-from agenttrain.trainer import Reporter, Trainer, state_from_run
+
+# Training, evaluation and estimates import openai and the agents: loaded by the functions that need them,
+# so that `agenttrain runs`, `show` and `--help` start fast.
+if TYPE_CHECKING:
+    from agenttrain.trainer import Reporter
 
 __all__ = [
     "cache_clear", "cache_stats", "diff", "dry_run", "eval_run", "export", "list_runs", "plugins", "prepare",
@@ -57,6 +57,8 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
     """Everything that can be checked before a run directory exists: the config, the data and its split,
     the task's need for network access, the API keys."""
     experiment = load_experiment(config_path, overrides)
+    from agenttrain.runtime import check_network
+
     task = load_task(experiment.task)
     check_network(experiment, task)
     if not task.splits().train:
@@ -66,6 +68,9 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
 
 
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
+    from agenttrain.runtime import open_runtime
+    from agenttrain.trainer import Trainer, state_from_run
+
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
         runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
         sandbox = await asyncio.to_thread(runtime.sandbox.describe)  # may start a probe worker: off the loop
@@ -138,6 +143,10 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
 async def _eval(
     run: RunDir, experiment: Experiment, epoch: int, split: str, use_cache: bool, reporter: Reporter | None
 ) -> tuple[EvalResult, list[dict[str, Any]]]:
+    from agenttrain.evaluation import endpoint_failed, evaluate_answered, summarise
+    from agenttrain.outage import OutageTimer
+    from agenttrain.runtime import open_runtime
+
     functions = run.snapshot(epoch).functions
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
         examples = runtime.task.splits().get(split)
@@ -147,7 +156,7 @@ async def _eval(
             reporter.epoch_started(epoch, f"eval {split}", len(examples))
 
         def on_record(record: dict[str, Any]) -> None:
-            if reporter and not endpoint_failed(record):
+            if reporter and not endpoint_failed(record):  # that one is retried: not done yet
                 reporter.rollout_done(record, runtime.meter.total())
 
         concurrency = experiment.llm_for("agent").concurrency
@@ -192,6 +201,8 @@ def eval_run(
 
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent."""
+    from agenttrain.estimate import estimate_run
+
     experiment = load_experiment(config_path, overrides)
     train_split = load_task(experiment.task).splits().train
     questions = [e.question for e in train_split]
@@ -208,6 +219,8 @@ def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, 
 
 def score_file(path: Path, scorer: str) -> dict[str, Any]:
     """Score a JSONL file of predictions (`prediction`, `answer`, optional `id`, `choices`, `unit`)."""
+    from agenttrain.evaluation import summarise
+
     check_scorer(scorer)
     items = []
     for number, record in read_jsonl(path):
