@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agenttrain import api
 from agenttrain.datasets import DATASETS
 from agenttrain.errors import UserError
 from agenttrain.history import usage_cost, usage_sum, usage_tokens
+from agenttrain.lazy import lazy_import
 from agenttrain.progress import RichReporter
+
+api = lazy_import("agenttrain.api")  # training and evaluation pull in openai, sympy and numpy
 
 app = typer.Typer(
     help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show, report, export."

@@ -194,11 +194,15 @@ class SandboxConfig(Strict):
     memory_mb: int = Field(2048, ge=64, le=MAX_MB)
     max_processes: int = Field(64, ge=1, le=65_536)
     max_file_mb: int = Field(64, ge=1, le=MAX_MB)
+    disk_mb: int = Field(512, ge=16, le=MAX_MB)  # all a session may write: its folder and temp folders (a tmpfs)
     max_output_chars: int = Field(20000, ge=100, le=MAX_COUNT)
     network: bool = False
     env_allow: list[str] = Field(default_factory=list)
     install_packages: bool = False
     warm_workers: int = Field(2, ge=0, le=64)
+    # Where the filesystem cannot be sealed (no mount namespaces), run model code anyway: it can then read
+    # whatever the trainer's user can, data and earlier runs included.
+    allow_unsealed: bool = False
 
 
 class BudgetConfig(Strict):

@@ -12,7 +12,7 @@ from agenttrain.config import OptimizerConfig
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet, InvalidFunction, build_function
 from agenttrain.llm import LLMClient
-from agenttrain.sandbox import Sandbox
+from agenttrain.sandbox import CodeSandbox
 
 CHARS_PER_TOKEN = 4  # a coarse, tokenizer-free estimate; the budget is a safety limit, not a bill
 MIN_HISTORY_CHARS = 1500
@@ -198,7 +198,7 @@ def _outcome_text(error: str | None) -> str:
 
 
 class AgentOptimizer:
-    def __init__(self, client: LLMClient, config: OptimizerConfig, sandbox: Sandbox) -> None:
+    def __init__(self, client: LLMClient, config: OptimizerConfig, sandbox: CodeSandbox) -> None:
         self.client = client
         self.config = config
         self.sandbox = sandbox  # answers whether a function's declared packages can be imported

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 
 def bootstrap_ci(
     outcomes: Sequence[bool], confidence: float = 0.95, resamples: int = 10000, seed: int = 0
@@ -25,6 +23,8 @@ def bootstrap_ci(
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     n = len(outcomes)
     rate = sum(bool(o) for o in outcomes) / n
+    import numpy as np  # heavy: only when a CI is computed
+
     # Resampling n outcomes with replacement and counting the successes is exactly a Binomial(n, rate) draw,
     # so drawing the counts directly gives the same bootstrap distribution in O(resamples) memory.
     rates = np.random.default_rng(seed).binomial(n, rate, size=resamples) / n
