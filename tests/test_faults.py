@@ -80,12 +80,12 @@ def comparable(run: RunDir) -> dict[str, Any]:
     epochs = {}
     for epoch in run.epochs():
         snapshot = run.snapshot(epoch)
-        metrics = {k: v for k, v in snapshot.metrics.items() if k not in ("usage", "duration_s")}
+        metrics = snapshot.metrics.model_dump(exclude={"usage", "duration_s"})
         epochs[epoch] = {"functions": snapshot.functions.to_json(), "metrics": metrics,
                          "rollouts": snapshot.rollouts()}
     info = run.info()
     return {"epochs": epochs, "best.json": json.loads((run.path / "best.json").read_text()),
-            "best": run.best_if_any(), "status": info["status"], "reason": info["reason"]}
+            "best": run.best_if_any(), "status": info.status, "reason": info.reason}
 
 
 _REFERENCE: dict[str, Any] = {}
@@ -224,8 +224,8 @@ def test_an_endpoint_down_past_max_outage_stops_the_run_as_failed_and_resume_com
     recorder = Recorder()
     outcome = api.train(config, ["output_dir=faulty", "llm.cache=false", "llm.max_outage_s=2"], reporter=recorder)
     info = outcome.run.info()
-    assert outcome.status == "failed" and info["status"] == "failed"
-    assert "kept failing" in info["reason"] and "llm.max_outage_s=2" in info["reason"] and "--resume" in info["reason"]
+    assert outcome.status == "failed" and info.status == "failed"
+    assert "kept failing" in info.reason and "llm.max_outage_s=2" in info.reason and "--resume" in info.reason
     assert outcome.run.epochs() == []  # the baseline never counted a failed request as a wrong answer
     assert len(recorder.waits) >= 2  # the console said it was waiting, with backoff
     down[0] = False
@@ -256,7 +256,7 @@ def test_a_full_disk_fails_the_run_in_one_line_and_resume_after_freeing_space_co
             run = RunDir(runs[0])
             assert line.startswith(f"error: cannot write {run.path}/")
             assert line.endswith(f"then continue with: agenttrain train --resume {run.path}")
-            assert run.info()["status"] == "failed" and "No space left on device" in run.info()["reason"]
+            assert run.info().status == "failed" and "No space left on device" in run.info().reason
             assert leftovers(run) == []
             filler.unlink()
             assert api.resume(run.path).status == "finished"
