@@ -170,7 +170,8 @@ def test_exactly_one_of_several_racing_processes_takes_the_run(tmp_path):
 
 def test_a_kill_between_a_snapshot_and_best_json_cannot_leave_a_stale_best_epoch(tmp_path):
     run = story_run(tmp_path)
-    run.set_best(Best(epoch=0, train_accuracy=0.25, reason="baseline"))  # best.json as it was before epoch 3's snapshot was renamed into place
+    # best.json as it was before epoch 3's snapshot was renamed into place, when the process was killed
+    run.set_best(Best(epoch=0, train_accuracy=0.25, reason="baseline"))
     assert run.best_if_any() == 3  # what `show`, `eval --epoch best` and `runs` use
     [listed] = list_runs(run.path.parent)
     assert (listed.best_epoch, listed.best_train_accuracy) == (3, 0.75)
