@@ -106,6 +106,15 @@ def test_an_output_dir_that_is_a_file_or_below_one_names_the_file(tmp_path, monk
         load_experiment(path)
 
 
+def test_a_jsonl_task_may_give_train_and_test_files_instead_of_one_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.jsonl").write_text(f'{{"question": "q", "answer": "1", "id": "{name}"}}\n')
+    path = write(tmp_path, {"name": "exp", "task": {"name": "jsonl", "train_path": "train.jsonl",
+                                                    "test_path": "test.jsonl"}})
+    assert load_experiment(path).task.train_path == tmp_path / "train.jsonl"
+
+
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')

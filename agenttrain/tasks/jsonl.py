@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import field_validator, model_validator
 
@@ -22,6 +23,7 @@ class JsonlConfig(TaskConfig):
     answer_field: str = "answer"
     id_field: str = "id"
     scorer: str | None = None  # a name in agenttrain.registry.scorers; default exact
+    needs_path: ClassVar[bool] = False  # `path`, or `train_path` and `test_path`: checked when it is split
 
     @field_validator("scorer")
     @classmethod
