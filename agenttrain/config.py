@@ -185,6 +185,10 @@ class OptimizerConfig(ModelParams):
     batch_size: int | None = Field(None, ge=1, le=MAX_COUNT)
     # same_batch: re-evaluate the incumbent on each epoch's batch; paper: compare with its last score
     batch_compare: Literal["same_batch", "paper"] = "same_batch"
+    # progressive: one add/revise/remove action per call (the paper); all_at_once: one call rewrites the list
+    mode: Literal["progressive", "all_at_once"] = "progressive"
+    # agent_optimizer: the epoch loop; tool_creation: one pass writes functions from the baseline (CRAFT-like)
+    method: Literal["agent_optimizer", "tool_creation"] = "agent_optimizer"
     llm: LLMOverride | None = None
 
 
@@ -237,10 +241,13 @@ class Experiment(Strict):
 
     def content_hash(self) -> str:
         """Hash of what decides results. Where the endpoint is, how to reach it, prices, budgets and the output
-        folder do not: a resumed run may change those (`RESUMABLE_KEYS`)."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"})
-        data["agent"].pop("llm")
-        data["optimizer"].pop("llm")
+        folder do not: a resumed run may change those (`RESUMABLE_KEYS`). Keys left at their defaults are left
+        out, so a key added in a later version (with a default that keeps today's behaviour) keeps recorded
+        runs resumable."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"}, exclude_defaults=True)
+        data["task"]["name"] = self.task.name  # the task's name has a default in some task classes
+        for role in ("agent", "optimizer"):
+            data.get(role, {}).pop("llm", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -308,7 +315,7 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give the experiment's YAML file")
     if not path.is_file():
@@ -351,7 +358,7 @@ def _check_files(experiment: Experiment, source: str) -> None:
 
 def load_experiment(path: Path, overrides: list[str] | None = None, *, base: Path | None = None) -> Experiment:
     """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
-    data = _merge(_read_yaml(path), parse_overrides(overrides or []))
+    data = _merge(read_yaml_mapping(path), parse_overrides(overrides or []))
     try:
         experiment = Experiment.model_validate(data)
     except ValidationError as exc:
