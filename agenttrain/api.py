@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
 from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api_keys, load_experiment
 from agenttrain.datasets import pull
-from agenttrain.errors import UserError
+from agenttrain.errors import Interrupted, UserError
 from agenttrain.executors import check_executor
 from agenttrain.exporting import export_snapshot
 from agenttrain.listing import list_runs
@@ -26,6 +27,7 @@ from agenttrain.reporting import write_report
 from agenttrain.runs import (
     RunDir,
     Snapshot,
+    WriteError,
     newest_run,
     read_rollouts,
     read_run_json,
@@ -136,6 +138,7 @@ def resume(
     with run.lock():
         if overrides:
             write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
+        run.remove_leftovers()
         run.update_info(status="running", config_hash=experiment.content_hash())
         run.log("resume", overrides=overrides or [])
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
@@ -147,10 +150,13 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
         return asyncio.run(coroutine)
     except KeyboardInterrupt:
         run.finish("interrupted", reason="stopped by the user; continue with --resume")
-        raise UserError(f"interrupted; continue with: agenttrain train --resume {run.path}") from None
+        raise Interrupted(f"interrupted; continue with: agenttrain train --resume {run.path}") from None
     except Exception as exc:
         reason = str(exc) if isinstance(exc, UserError) else f"internal error: {exc!r}"
-        run.finish("failed", reason=f"{reason}; continue with --resume once fixed")
+        with contextlib.suppress(WriteError):  # not even run.json can be written: the error below says what to fix
+            run.finish("failed", reason=f"{reason}; continue with --resume once fixed")
+        if isinstance(exc, WriteError):
+            raise WriteError(f"{exc}; then continue with: agenttrain train --resume {run.path}") from None
         raise
 
 
@@ -203,14 +209,18 @@ async def _evaluate_snapshot(runtime: Runtime, run: RunDir, epoch: int, split: s
 
 async def _rollouts(runtime: Runtime, epoch: int, split: str, examples: list[Example], functions: FunctionSet,
                     reporter: Reporter | None) -> list[dict[str, Any]]:
+    from agenttrain.evaluation import endpoint_failed, evaluate_answered
+    from agenttrain.outage import OutageTimer
+
     if reporter:
         reporter.epoch_started(epoch, f"eval {split}", len(examples))
 
     def on_record(record: dict[str, Any]) -> None:
-        if reporter:
+        if reporter and not endpoint_failed(record):  # that one is retried: not done yet
             reporter.rollout_done(record, runtime.meter.total())
 
-    return await runtime.executor.run(examples, functions, on_record)
+    outage = OutageTimer(runtime.experiment.llm.max_outage_s, getattr(reporter, "waiting", None))
+    return await evaluate_answered(runtime.executor, examples, functions, outage, on_record)
 
 
 def eval_run(

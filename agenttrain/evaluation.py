@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agenttrain.agents.base import Agent
 from agenttrain.functions import FunctionSet
+from agenttrain.outage import OutageTimer
 from agenttrain.records import RolloutRecord
 from agenttrain.scorers import judge_async
 from agenttrain.tasks.base import Example
 
+if TYPE_CHECKING:
+    from agenttrain.executors import RecordCallback, RolloutExecutor
+
 T = TypeVar("T")
-RecordCallback = Callable[[dict[str, Any]], None]
 
 
 async def run_all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
@@ -68,6 +71,35 @@ async def evaluate(
         return record
 
     return await run_all(one(e) for e in examples)
+
+
+def endpoint_failed(record: dict[str, Any]) -> bool:
+    """A rollout cut short by the endpoint is not an answer: it must not count as a wrong one."""
+    return record.get("stop_reason") == "llm_error"
+
+
+async def evaluate_answered(
+    executor: RolloutExecutor,
+    examples: Sequence[Example],
+    functions: FunctionSet,
+    outage: OutageTimer,
+    on_record: RecordCallback | None = None,
+    done: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The executor's rollouts (here, or on Ray workers), with those that failed on the endpoint run again after a
+    wait until every example has an answer; raises EndpointDown when the endpoint stays down past `outage`'s
+    limit."""
+    done = dict(done or {})
+    while True:
+        records = await executor.run(examples, functions, on_record, done)
+        failed = [r for r in records if endpoint_failed(r)]
+        answered = {r["id"]: r for r in records if not endpoint_failed(r)}
+        if not failed:
+            return records
+        if len(answered) > len(done):
+            outage.progressed()
+        done = answered
+        await outage.wait(f"{len(failed)} of {len(records)} rollouts", str(failed[0].get("error")))
 
 
 def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

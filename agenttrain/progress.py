@@ -48,6 +48,9 @@ class RichReporter:
             cost=usage.cost_usd,
         )
 
+    def waiting(self, message: str) -> None:
+        self.console.print(f"[yellow]waiting:[/] {message}", highlight=False)
+
     def epoch_done(self, metrics: EpochMetrics) -> None:
         self.console.print(
             f"epoch {metrics.epoch}: train accuracy {metrics.train_accuracy:.3f}, {metrics.status}, "

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from agenttrain.config import OptimizerConfig
-from agenttrain.evaluation import summarise
+from agenttrain.evaluation import endpoint_failed, evaluate_answered, summarise
 from agenttrain.functions import FunctionSet
 from agenttrain.list_writers import AllAtOnceOptimizer, ToolCreator, breaking_functions
 from agenttrain.llm import EndpointDown, LLMClient, LLMError
 from agenttrain.optimizer import ActionRecord, AgentOptimizer, StepResult, TrainingRecord
+from agenttrain.outage import OutageTimer
 from agenttrain.records import Action, Best, EpochMetrics, EpochStatus
 from agenttrain.runs import RunDir
 from agenttrain.runtime import Runtime
@@ -32,6 +33,8 @@ class Reporter(Protocol):
     def epoch_started(self, epoch: int, phase: str, tasks: int) -> None: ...
     def rollout_done(self, record: dict[str, Any], usage: Usage) -> None: ...
     def epoch_done(self, metrics: EpochMetrics) -> None: ...
+    def waiting(self, message: str) -> None:
+        """The endpoint is failing and the run waits before retrying (`message` says what and how long)."""
 
 
 @dataclass
@@ -45,6 +48,7 @@ class TrainState:
     stale: int = 0  # consecutive epochs without a strict improvement
     best_epoch: int = 0
     best_accuracy: float = -1.0
+    best_reason: str = ""
     next_epoch: int = 0
 
 
@@ -64,7 +68,7 @@ def state_from_run(run: RunDir) -> TrainState:
         elif metrics.status == "rolled_back":
             state.rejected.append((snapshot.functions, metrics.train_accuracy))
         state.stale, state.best_epoch = metrics.stale, metrics.best_epoch
-        state.best_accuracy = metrics.best_accuracy
+        state.best_accuracy, state.best_reason = metrics.best_accuracy, metrics.best_reason or ""
         state.next_epoch = epoch + 1
     return state
 
@@ -101,11 +105,15 @@ class Trainer:
         self.optimizer = make_optimizer(runtime.optimizer_client, self.config, runtime.sandbox)
         self.creating = self.config.method == "tool_creation"
         self.last_epoch = 1 if self.creating else self.config.epochs  # tool creation: baseline, created set
+        self.outage = OutageTimer(runtime.experiment.llm.max_outage_s, getattr(reporter, "waiting", None))
 
     async def fit(self, state: TrainState | None = None) -> str:
         """Train until the epochs run out or early-stop fires; returns the run's final status."""
         state = state or TrainState()
         journal = self._journal(state.next_epoch)  # only an interrupted epoch can have journaled work
+        if state.best_reason:  # a process killed between a snapshot and best.json left it behind
+            self.run.set_best(Best(epoch=state.best_epoch, train_accuracy=state.best_accuracy,
+                                   reason=state.best_reason))
         try:
             while state.next_epoch <= self.last_epoch:
                 if state.stale >= self.config.early_stop:
@@ -114,7 +122,7 @@ class Trainer:
                 journal = {}
         except BudgetExhausted as exc:
             return self._stop("budget_exhausted", str(exc))
-        except (EndpointDown, LLMError) as exc:  # an optimizer request that failed for good ends the run too
+        except EndpointDown as exc:
             return self._stop("failed", f"{exc}; fix the cause, then continue with --resume")
         if self.creating:
             return self._stop("finished", "created the function set in one pass (tool_creation)")
@@ -199,7 +207,16 @@ class Trainer:
     async def _step(
         self, state: TrainState, epoch: int, reference: float, records: list[dict[str, Any]]
     ) -> StepResult:
-        step = await self.optimizer.step(state.incumbent, reference, training_records(records), state.rejected, epoch)
+        """The optimizer's edit; a step the endpoint failed is tried again until the outage limit."""
+        while True:
+            try:
+                step = await self.optimizer.step(
+                    state.incumbent, reference, training_records(records), state.rejected, epoch
+                )
+                break
+            except LLMError as exc:
+                await self.outage.wait("the optimizer step", str(exc))
+        self.outage.progressed()
         self.run.log("candidate", epoch=epoch, functions=step.functions.to_json(),
                      actions=[a.to_dict() for a in step.actions], usage=self._usage())
         return step
@@ -212,10 +229,11 @@ class Trainer:
 
         def on_record(record: dict[str, Any]) -> None:
             self.run.log("rollout", epoch=epoch, phase=phase, record=record, usage=self._usage())
-            if self.reporter:
+            if self.reporter and not endpoint_failed(record):  # that one is retried: not done yet
                 self.reporter.rollout_done(record, self.rt.meter.total())
 
-        return await self.rt.executor.run(examples, functions, on_record, journal.get(phase, {}))
+        return await evaluate_answered(self.rt.executor, examples, functions, self.outage, on_record,
+                                       journal.get(phase, {}))
 
     # -- recording an epoch -----------------------------------------------------------------------------
 
@@ -227,7 +245,7 @@ class Trainer:
         state.stale = 0 if outcome.status == "baseline" or outcome.improved else state.stale + 1
         best_reason = self._best_reason(state, outcome, accuracy)
         if best_reason:
-            state.best_epoch, state.best_accuracy = outcome.epoch, accuracy
+            state.best_epoch, state.best_accuracy, state.best_reason = outcome.epoch, accuracy, best_reason
         metrics = self._metrics(state, outcome, summary, duration_s, usage_before)
         self.run.save_snapshot(outcome.functions, metrics, outcome.records)
         if best_reason:
@@ -271,6 +289,7 @@ class Trainer:
             stale=state.stale,
             best_epoch=state.best_epoch,
             best_accuracy=state.best_accuracy,
+            best_reason=state.best_reason or None,
             usage={role: (usage_after[role] - usage_before.get(role, Usage())).to_dict() for role in usage_after},
             duration_s=round(duration_s, 3),
         )
@@ -284,7 +303,7 @@ class Trainer:
         for event in self.run.events():
             if event.get("epoch") != epoch:
                 continue
-            if event["event"] == "rollout" and event["record"].get("stop_reason") != "llm_error":
+            if event["event"] == "rollout" and not endpoint_failed(event["record"]):
                 found.setdefault(event["phase"], {})[event["record"]["id"]] = event["record"]
             elif event["event"] == "candidate":
                 found["step"] = StepResult(
