@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api_keys, load_experiment
+from agenttrain.config import (
+    RESUMABLE_KEYS,
+    ConfigError,
+    Experiment,
+    check_api_keys,
+    extension_of,
+    load_experiment,
+)
 from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import evaluate, summarise
@@ -26,16 +33,38 @@ class TrainOutcome:
     status: str
 
 
-def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment:
+def prepare(config_path: Path, overrides: list[str] | None = None, offline: bool = False) -> Experiment:
     """Everything that can be checked before a run directory exists: the config, the data and its split,
-    the task's need for network access, the API keys."""
+    the task's need for network access, the API keys, and (unless `offline`) that each endpoint answers."""
     experiment = load_experiment(config_path, overrides)
     task = load_task(experiment.task)
     check_network(experiment, task)
     if not task.splits().train:
         raise ConfigError(f"{config_path}: task.train_size: the training split is empty; nothing to train on")
     check_api_keys(experiment, str(config_path))
+    if not offline:
+        check_endpoints(experiment)
     return experiment
+
+
+def split_sizes(experiment: Experiment) -> str:
+    """The examples each split holds, e.g. `20 train, 80 test examples`, with the default rule if one chose."""
+    return load_task(experiment.task).splits().describe()
+
+
+def check_endpoints(experiment: Experiment) -> None:
+    """One preflight request per distinct endpoint (the agent and the optimizer often share one)."""
+    from agenttrain.llm import check_endpoint
+
+    endpoints = {}
+    for role in ("agent", "optimizer"):
+        settings = experiment.llm_for(role)
+        endpoints.setdefault((settings.resolved_base_url(), settings.api_key_env), (settings, role))
+
+    async def check_all() -> None:
+        await asyncio.gather(*(check_endpoint(settings, role) for settings, role in endpoints.values()))
+
+    asyncio.run(check_all())
 
 
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
@@ -53,37 +82,47 @@ async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: R
 
 
 def train(
-    config_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None
+    config_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None,
+    offline: bool = False,
 ) -> TrainOutcome:
-    experiment = prepare(config_path, overrides)
+    experiment = prepare(config_path, overrides, offline)
     run = RunDir.create(experiment)
     with run.lock():
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
 
-def run_experiment(run: RunDir, overrides: list[str] | None = None) -> Experiment:
-    """A run's config with `overrides` applied, refused if they touch anything its results depend on."""
+def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool = False) -> Experiment:
+    """A run's config with `overrides` applied, refused if they touch anything its results depend on.
+    `extend` (resuming) also lets optimizer.epochs and optimizer.early_stop grow: the run continues."""
     config_path = run.path / "config.yaml"
     experiment = load_experiment(config_path, overrides)
-    if experiment.content_hash() != run.info().get("config_hash"):
+    compared = experiment
+    if extend:
+        compared = extension_of(load_experiment(config_path), experiment, run.info().get("epochs_done", 0))
+    if compared.content_hash() != run.info().get("config_hash"):
         changed = f"--set {' '.join(overrides)}" if overrides else f"{config_path} was edited and"
-        raise ConfigError(f"{changed} changes what the run's results depend on; only {RESUMABLE_KEYS} may "
+        allowed = RESUMABLE_KEYS + (", optimizer.epochs and optimizer.early_stop" if extend else "")
+        raise ConfigError(f"{changed} changes what the run's results depend on; only {allowed} may "
                           "change for an existing run. Start a new run for anything else")
     check_api_keys(experiment, str(config_path))
     return experiment
 
 
 def resume(
-    run_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None
+    run_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None,
+    offline: bool = False,
 ) -> TrainOutcome:
-    """Continue an interrupted run with the config it was started with. `overrides` may move the endpoint or
-    raise the budget (RESUMABLE_KEYS), never change what the results depend on."""
+    """Continue an interrupted run with the config it was started with, or extend a finished one. `overrides`
+    may move the endpoint or raise the budget (RESUMABLE_KEYS), add epochs or delay the early stop
+    (EXTENSION_KEYS), never change what the results depend on."""
     run = RunDir.open(run_path)
-    experiment = run_experiment(run, overrides)
+    experiment = run_experiment(run, overrides, extend=True)
+    if not offline:
+        check_endpoints(experiment)
     with run.lock():
         if overrides:
             write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
-        run.update_info(status="running")
+        run.update_info(status="running", config_hash=experiment.content_hash())
         run.log("resume", overrides=overrides or [])
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
@@ -102,11 +141,12 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
 
 
 async def _eval(
-    run: RunDir, experiment: Experiment, epoch: int, split: str, use_cache: bool, reporter: Reporter | None
+    run: RunDir, experiment: Experiment, epoch: int, split: str, use_cache: bool, reporter: Reporter | None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     functions = run.snapshot(epoch).functions
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
-        examples = runtime.task.splits().get(split)
+        examples = runtime.task.splits().limited(limit).get(split)
         if not examples:
             raise UserError(f"the {split} split is empty; set task.{split}_size in the config")
         if reporter:
@@ -132,11 +172,15 @@ def eval_run(
     reporter: Reporter | None = None,
     task_config: Path | None = None,
     overrides: list[str] | None = None,
+    limit: int | None = None,
+    offline: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate one snapshot on a split; the result is written under RUN/evals/ and returned.
+    """Evaluate one snapshot on a split; the result is written under RUN/evals/ and returned with `items`,
+    the per-task verdicts (id, correct, extracted).
 
     `task_config` (transfer, paper Fig. 3): another experiment YAML whose `task` replaces the run's own,
     so functions trained on one domain are measured on another with the same agent and endpoint.
+    `limit`: only the split's first N tasks (a smoke run); the file name says so.
     """
     run = RunDir.open(run_path)
     experiment = run_experiment(run, overrides)
@@ -146,12 +190,18 @@ def eval_run(
         experiment = experiment.model_copy(update={"task": other.task})
         prefix = f"transfer-{other.name}-"
     number = run.resolve_epoch(epoch)
-    result = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter))
+    if not offline:
+        check_endpoints(experiment)
+    result = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter, limit))
     records = result.pop("records")
+    if limit is not None:
+        result["limit"] = limit
+        prefix += f"first{limit}-"  # a smoke run never stands in for the full split's result
     stem = f"{prefix}{split}-epoch-{number}"  # names may hold dots: never with_suffix
     write_json_atomic(run.evals_dir / f"{stem}.json", result)
     write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
-    return result
+    items = [{"id": r["id"], "correct": r["correct"], "extracted": r["extracted"]} for r in records]
+    return {**result, "items": items}
 
 
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:

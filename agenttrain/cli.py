@@ -15,67 +15,134 @@ from rich.table import Table
 from agenttrain import api
 from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
+from agenttrain.config import ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
 from agenttrain.datasets import DATASETS, pull
 from agenttrain.errors import UserError
 from agenttrain.export import export_snapshot
-from agenttrain.history import applied_actions, usage_cost, usage_tokens
+from agenttrain.history import applied_actions, outcome_label, usage_cost, usage_tokens
 from agenttrain.listing import list_runs
-from agenttrain.progress import RichReporter
+from agenttrain.progress import BaseReporter, PlainReporter, RichReporter, plural
 from agenttrain.report import write_report
 from agenttrain.runs import RunDir, newest_run, resolve_snapshot, write_text_atomic
+
+ENVIRONMENT_HELP = (
+    "Environment defaults (a config's own value wins): "
+    f"{ENV_BASE_URL} (llm.base_url; then OPENAI_BASE_URL), {ENV_MODEL} (agent.model), "
+    f"{ENV_OPTIMIZER_MODEL} (optimizer.model), {ENV_OUTPUT_DIR} (output_dir, and where commands look for the "
+    "newest run; default ./runs)."
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"agenttrain {version('agenttrain')}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show, report, export."
     "\n\nExample: agenttrain train configs/quickstart.yaml",
+    epilog=ENVIRONMENT_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: value hints such as RUN and INTEGER, no <bool> on flags
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()  # results only, so that `--json` output can be piped
-err = Console(stderr=True)  # progress, logs, errors
 
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set optimizer.epochs=3")]
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+out = Console()  # results only, so that `--json` output can be piped
+err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors; a long error stays one line
+
+SET_HELP = "Override a config key (repeatable)"
+Overrides = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                     help=f"{SET_HELP}: --set optimizer.epochs=3")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Bypass the response cache (every request is sent).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+Offline = Annotated[bool, typer.Option("--offline", help="Skip the check that each endpoint answers.")]
+Limit = Annotated[int | None, typer.Option(min=1, metavar="INTEGER",
+                                           help="Only the first N tasks of each split: a quick smoke run.")]
+RunArgument = Annotated[Path | None, typer.Argument(
+    metavar="[RUN]", show_default=False,
+    help=f"A run directory; default: the newest run under ${ENV_OUTPUT_DIR} or ./runs")]
+RunOption = Annotated[Path | None, typer.Option("--run", metavar="RUN", help="The run, as an option instead")]
+Epoch = Annotated[str, typer.Option(metavar="EPOCH", help="best, N or epoch-N")]
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-@app.command()
+def open_run(positional: Path | None, option: Path | None) -> RunDir:
+    """The run a command works on: given as RUN or --run (the same way for every command), else the newest."""
+    if positional and option and positional != option:
+        raise UserError(f"two runs given ({positional} and --run {option}); give one")
+    path = positional or option
+    return RunDir.open(path) if path else newest_run(default_output_dir())
+
+
+def reporter_for(console: Console) -> BaseReporter:
+    """A live display on a terminal; plain lines in CI, pipes and log files."""
+    return RichReporter(console) if console.is_terminal else PlainReporter(console)
+
+
+@app.command(epilog=ENVIRONMENT_HELP)
 def train(
-    config: Annotated[Path | None, typer.Argument(help="Experiment YAML, e.g. configs/math-algebra.yaml")] = None,
+    config: Annotated[Path | None, typer.Argument(metavar="[CONFIG]", show_default=False,
+                                                  help="Experiment YAML, e.g. configs/math-algebra.yaml")] = None,
     overrides: Overrides = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
+    model: Annotated[str | None, typer.Option(metavar="TEXT", help="The agent's model (agent.model).")] = None,
+    optimizer_model: Annotated[str | None, typer.Option(metavar="TEXT", help="The optimizer's model "
+                                                        "(optimizer.model).")] = None,
+    limit: Limit = None,
+    resume: Annotated[Path | None, typer.Option(metavar="RUN", help="Continue an interrupted run, or extend a "
+                                                "finished one with --set optimizer.epochs=N.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate calls, tokens and cost; send nothing.")] = False,
+    offline: Offline = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
     """Train a function set; each epoch is saved to runs/<name>-<stamp>/epoch-N/.
 
     Example: agenttrain train configs/math-algebra.yaml --set optimizer.epochs=3
+    Extend a finished run: agenttrain train --resume runs/math-algebra-20260101-120000 --set optimizer.epochs=12
     """
     if (config is None) == (resume is None):
         raise UserError("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
+    shortcuts = {"agent.model": model, "optimizer.model": optimizer_model, "task.limit": limit}
+    if resume is not None and any(value is not None for value in shortcuts.values()):
+        raise UserError("--model, --optimizer-model and --limit start a new run; a resumed run keeps its own")
+    overrides = [*(f"{key}={value}" for key, value in shortcuts.items() if value is not None), *(overrides or [])]
     if dry_run:
         _render_estimate(api.dry_run(config or resume / "config.yaml", overrides), as_json)
         return
-    with RichReporter(err) as reporter:
+    with reporter_for(err) as reporter:
         if resume is not None:
-            outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter)
+            outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
         else:
-            outcome = api.train(config, overrides, use_cache=not no_cache, reporter=reporter)
+            outcome = api.train(config, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
     info, best = outcome.run.info(), outcome.run.best_if_any()
     if as_json:
         print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": best,
                     "reason": info.get("reason"), "usage": info.get("usage")})
         raise typer.Exit(1 if outcome.status == "failed" else 0)
-    out.print(f"run {outcome.run.path}: {outcome.status} ({info.get('reason')}); best epoch {best}")
+    kept = "no epoch finished" if best is None else f"best epoch {best}"
+    out.print(f"run {outcome.run.path}: {outcome.status.replace('_', ' ')} ({info.get('reason')}); {kept}",
+              soft_wrap=True)
     if outcome.status == "failed":
         raise typer.Exit(1)
     if best is not None:
-        out.print(f"next: agenttrain eval {outcome.run.path}")
+        out.print(f"next: agenttrain eval {outcome.run.path}", soft_wrap=True)
 
 
 def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
@@ -94,31 +161,47 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
     out.print(estimate["note"])
 
 
-@app.command()
+@app.command(epilog=ENVIRONMENT_HELP)
 def validate(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Experiment YAML")],
     overrides: Overrides = None,
+    offline: Offline = False,
     as_json: AsJson = False,
 ) -> None:
-    """Check a config (keys, types, data files and split, API key) without running anything.
+    """Check a config (keys, types, data files and split, API key, that each endpoint answers); nothing runs.
 
-    Example: agenttrain validate configs/math-algebra.yaml
+    Example: agenttrain validate configs/math-algebra.yaml --offline
     """
-    experiment = api.prepare(config, overrides)
+    try:
+        experiment = api.prepare(config, overrides, offline)
+    except UserError as exc:
+        if not as_json:
+            raise
+        print_json({"config": str(config), "ok": False, "errors": getattr(exc, "errors", [str(exc)])})
+        raise typer.Exit(2) from None
+    sizes = api.split_sizes(experiment)
     if as_json:
-        print_json({"config": str(config), "ok": True, "resolved": experiment.model_dump(mode="json")})
+        print_json({"config": str(config), "ok": True, "splits": sizes, "resolved": experiment.model_dump(mode="json")})
         return
-    out.print(f"{config}: ok ({experiment.task.name} task, {experiment.agent.type} agent, "
-              f"{experiment.optimizer.epochs} epochs)")
+    out.print(f"{config}: ok ({experiment.task.name} task: {sizes}; {experiment.agent.type} agent on "
+              f"{experiment.agent.model}, optimizer {experiment.optimizer.model}, "
+              f"{plural(experiment.optimizer.epochs, 'epoch')})", soft_wrap=True)
 
 
 @app.command("eval")
 def eval_command(
-    run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/math-algebra-20260101-120000")],
-    epoch: Annotated[str, typer.Option(help="best, N or epoch-N")] = "best",
-    split: Annotated[str, typer.Option(help="test, train or val")] = "test",
-    task: Annotated[Path | None, typer.Option(help="Transfer: evaluate on another config's task instead")] = None,
-    overrides: Overrides = None,
+    run: RunArgument = None,
+    run_option: RunOption = None,
+    epoch: Epoch = "best",
+    split: Annotated[str, typer.Option(metavar="SPLIT", help="test, train or val")] = "test",
+    task: Annotated[Path | None, typer.Option(metavar="CONFIG",
+                                              help="Transfer: evaluate on another config's task instead")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help=f"{SET_HELP}; only where and how to reach the endpoint: --set llm.base_url=http://localhost:8000/v1 "
+        "or --set llm.concurrency=4")] = None,
+    limit: Limit = None,
+    offline: Offline = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
@@ -127,9 +210,10 @@ def eval_command(
     Example: agenttrain eval runs/math-algebra-20260101-120000 --epoch best --split test
     Transfer: agenttrain eval runs/math-algebra-20260101-120000 --task configs/math-geometry.yaml
     """
-    with RichReporter(err) as reporter:
-        result = api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter, task_config=task,
-                              overrides=overrides)
+    run_dir = open_run(run, run_option)
+    with reporter_for(err) as reporter:
+        result = api.eval_run(run_dir.path, epoch, split, use_cache=not no_cache, reporter=reporter,
+                              task_config=task, overrides=overrides, limit=limit, offline=offline)
     if as_json:
         print_json(result)
         return
@@ -163,18 +247,28 @@ def _render_diff(result: dict[str, Any]) -> None:
 
 @app.command()
 def diff(
-    a: Annotated[str, typer.Argument(help="epoch-N (in --run) or an epoch folder")],
-    b: Annotated[str, typer.Argument(help="epoch-N (in --run) or an epoch folder")],
-    run: Annotated[Path | None, typer.Option(help="Run directory; default: the newest run under runs/")] = None,
-    output_dir: Annotated[Path, typer.Option(help="Where to look for the newest run")] = Path("runs"),
+    refs: Annotated[list[str], typer.Argument(
+        metavar="[RUN] A B", show_default=False,
+        help="Two snapshots: epoch-N or best in RUN (default: the newest run), or epoch folders")],
+    run_option: RunOption = None,
+    output_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Where to look for the newest run; "
+                                                    f"default ${ENV_OUTPUT_DIR} or ./runs")] = None,
     as_json: AsJson = False,
 ) -> None:
     """What the optimizer changed between two snapshots, and which training tasks flipped.
 
-    Example: agenttrain diff epoch-3 epoch-5 --run runs/math-algebra-20260101-120000
+    Example: agenttrain diff runs/math-algebra-20260101-120000 epoch-3 epoch-5
     """
+    if len(refs) not in (2, 3):
+        raise UserError("give two snapshots to compare, after the run if you name one: diff [RUN] epoch-3 epoch-5")
+    *run, a, b = refs
     needs_run = not all(Path(ref).is_dir() for ref in (a, b))
-    run_dir = (RunDir.open(run) if run else newest_run(output_dir)) if needs_run else None
+    run_path = Path(run[0]) if run else None
+    run_dir = None
+    if needs_run and output_dir is not None and not (run_path or run_option):
+        run_dir = newest_run(output_dir)
+    elif needs_run:
+        run_dir = open_run(run_path, run_option)
     result = diff_snapshots(resolve_snapshot(a, run_dir), resolve_snapshot(b, run_dir))
     if as_json:
         print_json(result)
@@ -183,12 +277,12 @@ def diff(
 
 
 @app.command()
-def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: AsJson = False) -> None:
+def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson = False) -> None:
     """One row per epoch: accuracy, accepted or rolled back, actions, functions, tokens.
 
     Example: agenttrain show runs/math-algebra-20260101-120000
     """
-    run_dir = RunDir.open(run)
+    run_dir = open_run(run, run_option)
     rows = [run_dir.snapshot(e).metrics for e in run_dir.epochs()]
     info = run_dir.info()
     if as_json:
@@ -201,8 +295,13 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
     best = run_dir.best_if_any()
     for m in rows:
         marker = " *" if m["epoch"] == best else ""
-        table.add_row(f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", m["status"], str(applied_actions(m)),
+        table.add_row(f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", outcome_label(m["status"]),
+                      str(applied_actions(m)),
                       str(m["function_count"]), str(usage_tokens(m["usage"])), f"{usage_cost(m['usage']):.4f}")
+    if not rows:
+        out.print(f"{run_dir.path.name} ({info.get('status')}): no epoch finished; {info.get('reason') or ''}",
+                  soft_wrap=True)
+        return
     out.print(table)
     out.print("* best epoch")
 
@@ -210,29 +309,30 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
 @app.command()
 def score(
     file: Annotated[Path, typer.Argument(help="JSONL: `prediction` and `answer` per line (plus id, choices, unit)")],
-    task: Annotated[str, typer.Option(help="Scorer: math, tabmwp, gaia, numeric or exact")],
+    scorer: Annotated[str, typer.Option(metavar="SCORER", help="math, tabmwp, gaia, numeric or exact")],
     as_json: AsJson = False,
 ) -> None:
     """Score model outputs with a task's answer extraction and official scorer.
 
-    Example: agenttrain score predictions.jsonl --task math --json
+    Example: agenttrain score predictions.jsonl --scorer math --json
     """
     if not file.is_file():
         raise UserError(f"{file}: {'is a folder, not a JSONL file' if file.is_dir() else 'file not found'}")
-    result = api.score_file(file, task)
+    result = api.score_file(file, scorer)
     if as_json:
         print_json(result)
         return
-    line = f"{task}: accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']})"
+    line = f"{scorer}: accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']})"
     if "accuracy_strict" in result:
         line += f", strict (Hendrycks is_equiv) {result['accuracy_strict']:.4f}"
     out.print(line)
 
 
 cache_app = typer.Typer(help="The on-disk response cache: stats and clear.\n\nExample: agenttrain cache stats",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
-CacheDir = Annotated[Path | None, typer.Option("--dir", help="Cache folder; default: the per-user cache folder")]
+CacheDir = Annotated[Path | None, typer.Option("--dir", metavar="DIR",
+                                               help="Cache folder; default: the per-user cache folder")]
 
 
 @cache_app.command("stats")
@@ -263,9 +363,10 @@ def cache_clear_command(directory: CacheDir = None, as_json: AsJson = False) -> 
 
 @app.command("report")
 def report_command(
-    run: Annotated[Path, typer.Argument(help="A run directory")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for report.md and plots; default RUN/report")]
-    = None,
+    run: RunArgument = None,
+    run_option: RunOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", metavar="DIR",
+                                                 help="Folder for report.md and plots; default RUN/report")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Write report.md with plots: learning curve, function lineage and usage, complexity, cost, tasks never solved.
@@ -274,7 +375,7 @@ def report_command(
     """
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: is a file; give a folder for report.md and its plots")
-    paths = write_report(RunDir.open(run), out_dir)
+    paths = write_report(open_run(run, run_option), out_dir)
     if as_json:
         print_json({"report": str(paths[0]), "plots": [str(p) for p in paths[1:]]})
         return
@@ -283,11 +384,14 @@ def report_command(
 
 @app.command("export")
 def export_command(
-    run: Annotated[Path, typer.Argument(help="A run directory")],
-    epoch: Annotated[str, typer.Option(help="best, N or epoch-N")] = "best",
-    fmt: Annotated[str, typer.Option("--format", help="python (an importable module), openai-tools (the `tools` "
-                                                       "list) or json (functions.json)")] = "python",
-    out_path: Annotated[Path | None, typer.Option("--out", help="File to write; default: print to stdout")] = None,
+    run: RunArgument = None,
+    run_option: RunOption = None,
+    epoch: Epoch = "best",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT",
+                                     help="python (an importable module), openai-tools (the `tools` list) or json "
+                                     "(functions.json)")] = "python",
+    out_path: Annotated[Path | None, typer.Option("--out", metavar="FILE",
+                                                  help="File to write; default: print to stdout")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Export an epoch's learned functions for use outside agenttrain.
@@ -298,7 +402,7 @@ def export_command(
         raise UserError(f"--out {out_path}: is a folder; give a file name such as {out_path / 'functions.py'}")
     if as_json and out_path is None:
         raise UserError("--json describes the file written with --out; without --out the export itself is printed")
-    run_dir = RunDir.open(run)
+    run_dir = open_run(run, run_option)
     snapshot = run_dir.snapshot(run_dir.resolve_epoch(epoch))
     text = export_snapshot(snapshot, fmt)
     if out_path is None:
@@ -309,18 +413,21 @@ def export_command(
         print_json({"path": str(out_path), "run": str(run_dir.path), "epoch": snapshot.epoch, "format": fmt,
                     "functions": snapshot.functions.names})
         return
-    out.print(f"wrote {len(snapshot.functions)} functions of epoch {snapshot.epoch} to {out_path}")
+    out.print(f"wrote {plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
 
 
 @app.command("runs")
 def runs_command(
-    directory: Annotated[Path, typer.Argument(help="The folder that holds run directories")] = Path("runs"),
+    directory: Annotated[Path | None, typer.Argument(
+        metavar="[DIR]", show_default=False,
+        help=f"The folder that holds run directories; default ${ENV_OUTPUT_DIR} or ./runs")] = None,
     as_json: AsJson = False,
 ) -> None:
     """List runs, oldest first: status, epochs, best train accuracy, evaluated test accuracy, cost.
 
     Example: agenttrain runs runs/ --json
     """
+    directory = directory or default_output_dir()
     summaries = list_runs(directory)
     if as_json:
         print_json({"directory": str(directory), "runs": [s.to_dict() for s in summaries]})
@@ -347,15 +454,16 @@ def runs_command(
 
 data_app = typer.Typer(help="Fetch the paper's data sets into local folders the configs point at.\n\n"
                        "Example: agenttrain data pull math --dest data/math",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 
 @data_app.command("pull")
 def data_pull(
-    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(DATASETS)}")],
-    dest: Annotated[Path | None, typer.Option(help="Folder to write; default data/<name>")] = None,
-    source: Annotated[str | None, typer.Option(help="A mirror: another hub repo id or base URL")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help=f"One of: {', '.join(DATASETS)}")],
+    dest: Annotated[Path | None, typer.Option(metavar="DIR", help="Folder to write; default data/<name>")] = None,
+    source: Annotated[str | None, typer.Option(metavar="TEXT", help="A mirror: another hub repo id or base URL")]
+    = None,
     as_json: AsJson = False,
 ) -> None:
     """Download MATH (Hugging Face hub), TabMWP (PromptPG files) or GAIA (gated: needs HF_TOKEN).

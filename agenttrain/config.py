@@ -15,7 +15,24 @@ from agenttrain.errors import UserError
 
 
 class ConfigError(UserError):
-    """A config that cannot be used; the message names the file and the key."""
+    """A config that cannot be used; the message names the file and the key. `errors` lists each problem
+    on its own (one per bad key), for `validate --json`."""
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [message]
+
+
+# Environment defaults, for settings that are the same in every config of a user (documented in `--help`).
+ENV_BASE_URL = "AGENTTRAIN_BASE_URL"
+ENV_MODEL = "AGENTTRAIN_MODEL"
+ENV_OPTIMIZER_MODEL = "AGENTTRAIN_OPTIMIZER_MODEL"
+ENV_OUTPUT_DIR = "AGENTTRAIN_OUTPUT_DIR"
+
+
+def default_output_dir() -> Path:
+    """Where runs go when the config does not say: $AGENTTRAIN_OUTPUT_DIR, else ./runs."""
+    return Path(os.environ.get(ENV_OUTPUT_DIR) or "runs")
 
 
 class Strict(BaseModel):
@@ -33,7 +50,7 @@ class Price(Strict):
 
 
 class LLMConfig(Strict):
-    base_url: str | None = None  # else OPENAI_BASE_URL, else OpenAI
+    base_url: str | None = None  # else AGENTTRAIN_BASE_URL, else OPENAI_BASE_URL, else OpenAI
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = Field(8, ge=1, le=512)
     timeout_s: float = Field(120, gt=0)
@@ -43,7 +60,7 @@ class LLMConfig(Strict):
     prices: dict[str, Price] = Field(default_factory=dict)  # model -> price; overrides the defaults
 
     def resolved_base_url(self) -> str | None:
-        return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        return self.base_url or os.environ.get(ENV_BASE_URL) or os.environ.get("OPENAI_BASE_URL") or None
 
 
 class LLMOverride(Strict):
@@ -67,14 +84,25 @@ class TaskConfig(Strict):
     ques_types: list[Literal["free_text", "multi_choice"]] | None = None  # TabMWP
     grades: list[int] | None = None  # TabMWP
     gaia_split: Literal["validation", "test"] = "validation"
+    # The paper's sizes, for the paper's tasks; a jsonl task left unsized uses all its rows (`_jsonl_sizes`).
     train_size: int | None = Field(20, ge=0)
     test_size: int | None = Field(80, ge=0)
     val_size: int = Field(0, ge=0)
     seed: int = 0
+    limit: int | None = Field(None, ge=1)  # smoke runs: only the first N examples of each split
     question_field: str = "question"
     answer_field: str = "answer"
     id_field: str = "id"
     scorer: Literal["math", "numeric", "exact", "tabmwp", "gaia"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _jsonl_sizes(cls, data: Any) -> Any:
+        """A user's own data has no paper sizes: an unsized jsonl split takes every row (one `path`: the
+        default rule in `JsonlTask`, 20% held out for test)."""
+        if isinstance(data, dict) and data.get("name") == "jsonl":
+            return {"train_size": None, "test_size": None, **data}
+        return data
 
     @model_validator(mode="after")
     def _has_data(self) -> TaskConfig:
@@ -85,7 +113,7 @@ class TaskConfig(Strict):
 
 class AgentConfig(Strict):
     type: Literal["assistant", "react"] = "assistant"
-    model: str = "gpt-4o-mini"
+    model: str = Field(default_factory=lambda: os.environ.get(ENV_MODEL) or "gpt-4o-mini")
     temperature: float = Field(0, ge=0, le=2)
     max_turns: int = Field(15, ge=1, le=100)
     max_tokens: int | None = Field(None, ge=1)
@@ -94,7 +122,7 @@ class AgentConfig(Strict):
 
 
 class OptimizerConfig(Strict):
-    model: str = "gpt-4o"
+    model: str = Field(default_factory=lambda: os.environ.get(ENV_OPTIMIZER_MODEL) or "gpt-4o")
     temperature: float = Field(0, ge=0, le=2)
     epochs: int = Field(10, ge=0)
     max_actions: int = Field(3, ge=1, le=20)
@@ -134,7 +162,7 @@ class Experiment(Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    output_dir: Path = Path("runs")
+    output_dir: Path = Field(default_factory=default_output_dir)
 
     def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
         """The top-level `llm` with the role's `llm` override applied."""
@@ -152,10 +180,27 @@ class Experiment(Strict):
         data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"})
         data["agent"].pop("llm")
         data["optimizer"].pop("llm")
+        for section, key in LATER_KEYS:  # unset, a key added later leaves older runs' hashes as they were
+            if data[section][key] is None:
+                del data[section][key]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+LATER_KEYS = (("task", "limit"),)
 RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.* and output_dir"
+# A run can be extended: more epochs or a later early stop continue it where it ended (`extension_of`).
+EXTENSION_KEYS = ("epochs", "early_stop")
+
+
+def extension_of(previous: Experiment, experiment: Experiment, epochs_done: int) -> Experiment:
+    """`experiment` with the optimizer's extension keys put back to `previous`'s values, so that its hash shows
+    whether anything else changed. Refuses fewer epochs than the run has already saved."""
+    last_saved = epochs_done - 1
+    if experiment.optimizer.epochs < last_saved:
+        raise ConfigError(f"optimizer.epochs={experiment.optimizer.epochs}: the run already saved epoch "
+                          f"{last_saved}; give at least {last_saved} to continue it")
+    unchanged = {key: getattr(previous.optimizer, key) for key in EXTENSION_KEYS}
+    return experiment.model_copy(update={"optimizer": experiment.optimizer.model_copy(update=unchanged)})
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -185,13 +230,18 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _format_validation(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid config"]
+def _validation_errors(error: ValidationError) -> list[str]:
+    """One `key: problem` line per bad key."""
+    lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"  {key}: {message}")
-    return "\n".join(lines)
+        lines.append(f"{key}: {message}")
+    return lines
+
+
+def _format_validation(error: ValidationError, source: str) -> str:
+    return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error))])
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -210,33 +260,44 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _absolute_paths(experiment: Experiment, base: Path) -> Experiment:
-    """Relative paths are taken from the working directory; store them absolute so runs are portable."""
-    task_update = {
-        field: (base / value).resolve()
-        for field in ("path", "train_path", "test_path", "val_path")
-        if (value := getattr(experiment.task, field)) is not None
-    }
-    experiment.task = experiment.task.model_copy(update=task_update)
-    experiment.output_dir = (base / experiment.output_dir).resolve()
-    return experiment
+PATH_KEYS = (("task", "path"), ("task", "train_path"), ("task", "test_path"), ("task", "val_path"),
+             ("llm", "cache_dir"), (None, "output_dir"))
+DATA_KEYS = ("path", "train_path", "test_path", "val_path")
+PAPER_TASKS = ("math", "tabmwp", "gaia")  # `agenttrain data pull` fetches these
+
+
+def _absolute_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in `data` taken from `base`, stored absolute so that runs are portable. A config file's
+    paths are relative to its own folder (it works from any directory); `--set` paths to the shell's."""
+    data = dict(data)
+    for section, key in PATH_KEYS:
+        node = data if section is None else data.get(section)
+        if not isinstance(node, dict) or not isinstance(node.get(key), str | Path):
+            continue
+        if section is not None:
+            node = data[section] = dict(node)
+        node[key] = str((base / Path(node[key]).expanduser()).resolve())
+    return data
 
 
 def _check_files(experiment: Experiment, source: str) -> None:
-    for field in ("path", "train_path", "test_path", "val_path"):
-        value = getattr(experiment.task, field)
+    task = experiment.task
+    for field in DATA_KEYS:
+        value = getattr(task, field)
         if value is not None and not value.exists():
-            raise ConfigError(f"{source}: task.{field}: {value} does not exist")
+            hint = f"; download it with: agenttrain data pull {task.name}" if task.name in PAPER_TASKS else ""
+            raise ConfigError(f"{source}: task.{field}: {value} does not exist{hint}")
 
 
-def load_experiment(path: Path, overrides: list[str] | None = None, *, base: Path | None = None) -> Experiment:
+def load_experiment(path: Path, overrides: list[str] | None = None) -> Experiment:
     """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
-    data = _merge(_read_yaml(path), parse_overrides(overrides or []))
+    from_file = _absolute_paths(_read_yaml(path), path.resolve().parent)
+    data = _merge(from_file, _absolute_paths(parse_overrides(overrides or []), Path.cwd()))
     try:
         experiment = Experiment.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, str(path))) from None
-    experiment = _absolute_paths(experiment, base or Path.cwd())
+        raise ConfigError(_format_validation(exc, str(path)), _validation_errors(exc)) from None
+    experiment.output_dir = experiment.output_dir.resolve()  # the default, ./runs, is the shell's
     _check_files(experiment, str(path))
     return experiment
 

@@ -25,8 +25,11 @@ from agenttrain.usage import BudgetExhausted, Usage
 class Reporter(Protocol):
     """Progress display; the CLI draws it, tests pass None."""
 
-    def epoch_started(self, epoch: int, phase: str, tasks: int) -> None: ...
+    def run_started(self, epochs: int, next_epoch: int, sizes: str) -> None: ...
+    def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0) -> None: ...
     def rollout_done(self, record: dict[str, Any], usage: Usage) -> None: ...
+    def optimizer_started(self, epoch: int, max_actions: int) -> None: ...
+    def optimizer_done(self, epoch: int, actions: list[dict[str, Any]], usage: Usage) -> None: ...
     def epoch_done(self, metrics: dict[str, Any]) -> None: ...
 
 
@@ -90,6 +93,8 @@ class Trainer:
         """Train until the epochs run out or early-stop fires; returns the run's final status."""
         state = state or TrainState()
         journal = self._journal(state.next_epoch)  # only an interrupted epoch can have journaled work
+        if self.reporter:
+            self.reporter.run_started(self.config.epochs, state.next_epoch, self.splits.describe())
         try:
             while state.next_epoch <= self.config.epochs:
                 if state.stale >= self.config.early_stop:
@@ -159,7 +164,11 @@ class Trainer:
     async def _step(
         self, state: TrainState, epoch: int, reference: float, records: list[dict[str, Any]]
     ) -> StepResult:
+        if self.reporter:
+            self.reporter.optimizer_started(epoch, self.config.max_actions)
         step = await self.optimizer.step(state.incumbent, reference, training_records(records), state.rejected, epoch)
+        if self.reporter:
+            self.reporter.optimizer_done(epoch, [a.to_dict() for a in step.actions], self.rt.meter.total())
         self.run.log("candidate", epoch=epoch, functions=step.functions.to_json(),
                      actions=[a.to_dict() for a in step.actions], usage=self._usage())
         return step
@@ -167,15 +176,15 @@ class Trainer:
     async def _evaluate(
         self, epoch: int, phase: str, functions: FunctionSet, examples: list[Example], journal: dict[str, Any]
     ) -> list[dict[str, Any]]:
+        done = journal.get(phase, {})
         if self.reporter:
-            self.reporter.epoch_started(epoch, phase, len(examples))
+            self.reporter.epoch_started(epoch, phase, len(examples), sum(e.id in done for e in examples))
 
         def on_record(record: dict[str, Any]) -> None:
             self.run.log("rollout", epoch=epoch, phase=phase, record=record, usage=self._usage())
             if self.reporter:
                 self.reporter.rollout_done(record, self.rt.meter.total())
 
-        done = journal.get(phase, {})
         concurrency = self.rt.experiment.llm_for("agent").concurrency
         return await evaluate(self.rt.agent, self.rt.task.scorer, examples, functions, concurrency, on_record, done)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -33,11 +33,23 @@ class Splits:
     train: list[Example]
     test: list[Example]
     val: list[Example]
+    rule: str = ""  # how the sizes were chosen, when no size was given
 
     def get(self, name: str) -> list[Example]:
         if name not in ("train", "test", "val"):
             raise UserError(f"unknown split {name!r}; use train, test or val")
         return getattr(self, name)
+
+    def limited(self, limit: int | None) -> Splits:
+        """The first `limit` examples of each split (`task.limit`, `--limit`: a quick smoke run)."""
+        if limit is None:
+            return self
+        return replace(self, train=self.train[:limit], test=self.test[:limit], val=self.val[:limit])
+
+    def describe(self) -> str:
+        """`20 train, 80 test examples`, and the rule that chose the sizes if it was a default."""
+        counts = [f"{len(self.train)} train"] + [f"{len(self.val)} val"] * bool(self.val) + [f"{len(self.test)} test"]
+        return f"{', '.join(counts)} examples" + (f" ({self.rule})" if self.rule else "")
 
 
 class Task(Protocol):
@@ -58,9 +70,11 @@ def _stable_order(examples: Sequence[Example], seed: int) -> list[Example]:
 
 
 def split_examples(
-    examples: Sequence[Example], train_size: int | None, test_size: int | None, val_size: int, seed: int
+    examples: Sequence[Example], train_size: int | None, test_size: int | None, val_size: int, seed: int,
+    source: str = "the data",
 ) -> Splits:
-    """Disjoint seeded train/val/test samples. `None` for a size means "all that remain"."""
+    """Disjoint seeded train/val/test samples. `None` for a size means "all that remain".
+    `source` names the file in errors."""
     ids = [e.id for e in examples]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
@@ -70,9 +84,11 @@ def split_examples(
         raise DataError("no examples: the data is empty, or the filters (types, levels, ...) exclude everything")
     fixed = (train_size or 0) + val_size + (test_size or 0)
     if fixed > len(pool):
+        asked = [f"task.{name}_size={size}" for name, size in
+                 (("train", train_size), ("val", val_size), ("test", test_size)) if size]
         raise DataError(
-            f"asked for {train_size} train + {val_size} val + {test_size} test examples, "
-            f"but only {len(pool)} match the filters"
+            f"{source}: {' + '.join(asked)} asks for {fixed} examples, but only {len(pool)} match the "
+            f"filters; lower the sizes, or leave task.test_size out to use all that remain"
         )
     train_n = train_size if train_size is not None else len(pool) - val_size - (test_size or 0)
     train = pool[:train_n]
@@ -98,4 +114,5 @@ class PathTask:
 
     def splits(self) -> Splits:
         c = self.config
-        return split_examples(self.examples(), c.train_size, c.test_size, c.val_size, c.seed)
+        return split_examples(self.examples(), c.train_size, c.test_size, c.val_size, c.seed, str(c.path)
+                              ).limited(c.limit)

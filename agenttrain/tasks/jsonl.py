@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from agenttrain.config import TaskConfig
@@ -9,6 +10,7 @@ from agenttrain.tasks.base import DataError, Example, Splits, split_examples
 from agenttrain.tasks.files import read_jsonl, require_field
 
 BOXED_SCORERS = ("math", "numeric")
+DEFAULT_TEST_SHARE = 0.2  # one unsized `path`: this share of its rows is held out for test
 
 
 class JsonlTask:
@@ -39,10 +41,22 @@ class JsonlTask:
         return examples
 
     def splits(self) -> Splits:
+        return self._splits().limited(self.config.limit)
+
+    def _splits(self) -> Splits:
         c = self.config
         if c.path is not None:
-            return split_examples(self.read(c.path), c.train_size, c.test_size, c.val_size, c.seed)
-        train = split_examples(self.read(c.train_path), c.train_size, 0, 0, c.seed).train
-        test = split_examples(self.read(c.test_path), 0, c.test_size, 0, c.seed).test
+            return self._split_one_file(c.path)
+        train = split_examples(self.read(c.train_path), c.train_size, 0, 0, c.seed, str(c.train_path)).train
+        test = split_examples(self.read(c.test_path), 0, c.test_size, 0, c.seed, str(c.test_path)).test
         val = self.read(c.val_path) if c.val_path else []
         return Splits(train=train, test=test, val=val)
+
+    def _split_one_file(self, path: Path) -> Splits:
+        c, examples = self.config, self.read(path)
+        if c.train_size is not None or c.test_size is not None:
+            return split_examples(examples, c.train_size, c.test_size, c.val_size, c.seed, str(path))
+        held_out = max(1, round(DEFAULT_TEST_SHARE * (len(examples) - c.val_size))) if len(examples) > 1 else 0
+        splits = split_examples(examples, None, held_out, c.val_size, c.seed, str(path))
+        rule = f"no sizes set: {DEFAULT_TEST_SHARE:.0%} of {path.name} held out for test, the rest for training"
+        return replace(splits, rule=rule)
