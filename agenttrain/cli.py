@@ -73,7 +73,7 @@ Offline = Annotated[bool, typer.Option("--offline", help="Skip the check that ea
 Limit = Annotated[int | None, typer.Option(min=1, metavar="INTEGER",
                                            help="Only the first N tasks of each split: a quick smoke run.")]
 RunArgument = Annotated[Path | None, typer.Argument(
-    metavar="[RUN]", show_default=False,
+    metavar="RUN", show_default=False,
     help=f"A run directory; default: the newest run under ${ENV_OUTPUT_DIR} or ./runs")]
 RunOption = Annotated[Path | None, typer.Option("--run", metavar="RUN", help="The run, as an option instead")]
 Epoch = Annotated[str, typer.Option(metavar="EPOCH", help="best, N or epoch-N")]
@@ -98,7 +98,7 @@ def reporter_for(console: Console) -> BaseReporter:
 
 @app.command(epilog=ENVIRONMENT_HELP)
 def train(
-    config: Annotated[Path | None, typer.Argument(metavar="[CONFIG]", show_default=False,
+    config: Annotated[Path | None, typer.Argument(metavar="CONFIG", show_default=False,
                                                   help="Experiment YAML, e.g. configs/math-algebra.yaml")] = None,
     overrides: Overrides = None,
     model: Annotated[str | None, typer.Option(metavar="TEXT", help="The agent's model (agent.model).")] = None,
@@ -114,6 +114,7 @@ def train(
 ) -> None:
     """Train a function set; each epoch is saved to runs/<name>-<stamp>/epoch-N/.
 
+    \b
     Example: agenttrain train configs/math-algebra.yaml --set optimizer.epochs=3
     Extend a finished run: agenttrain train --resume runs/math-algebra-20260101-120000 --set optimizer.epochs=12
     """
@@ -170,6 +171,7 @@ def validate(
 ) -> None:
     """Check a config (keys, types, data files and split, API key, that each endpoint answers); nothing runs.
 
+    \b
     Example: agenttrain validate configs/math-algebra.yaml --offline
     """
     try:
@@ -207,6 +209,7 @@ def eval_command(
 ) -> None:
     """Evaluate a snapshot on a split; results go to RUN/evals/.
 
+    \b
     Example: agenttrain eval runs/math-algebra-20260101-120000 --epoch best --split test
     Transfer: agenttrain eval runs/math-algebra-20260101-120000 --task configs/math-geometry.yaml
     """
@@ -247,9 +250,9 @@ def _render_diff(result: dict[str, Any]) -> None:
 
 @app.command()
 def diff(
-    refs: Annotated[list[str], typer.Argument(
-        metavar="[RUN] A B", show_default=False,
-        help="Two snapshots: epoch-N or best in RUN (default: the newest run), or epoch folders")],
+    a: Annotated[str, typer.Argument(metavar="A", help="epoch-N or best (in the run), or an epoch folder")],
+    b: Annotated[str, typer.Argument(metavar="B", help="epoch-N or best (in the run), or an epoch folder")],
+    run: RunArgument = None,
     run_option: RunOption = None,
     output_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Where to look for the newest run; "
                                                     f"default ${ENV_OUTPUT_DIR} or ./runs")] = None,
@@ -257,18 +260,12 @@ def diff(
 ) -> None:
     """What the optimizer changed between two snapshots, and which training tasks flipped.
 
-    Example: agenttrain diff runs/math-algebra-20260101-120000 epoch-3 epoch-5
+    \b
+    Example: agenttrain diff epoch-3 epoch-5 runs/math-algebra-20260101-120000
     """
-    if len(refs) not in (2, 3):
-        raise UserError("give two snapshots to compare, after the run if you name one: diff [RUN] epoch-3 epoch-5")
-    *run, a, b = refs
-    needs_run = not all(Path(ref).is_dir() for ref in (a, b))
-    run_path = Path(run[0]) if run else None
     run_dir = None
-    if needs_run and output_dir is not None and not (run_path or run_option):
-        run_dir = newest_run(output_dir)
-    elif needs_run:
-        run_dir = open_run(run_path, run_option)
+    if not all(Path(ref).is_dir() for ref in (a, b)):  # epoch names need a run
+        run_dir = newest_run(output_dir) if output_dir and not (run or run_option) else open_run(run, run_option)
     result = diff_snapshots(resolve_snapshot(a, run_dir), resolve_snapshot(b, run_dir))
     if as_json:
         print_json(result)
@@ -280,6 +277,7 @@ def diff(
 def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson = False) -> None:
     """One row per epoch: accuracy, accepted or rolled back, actions, functions, tokens.
 
+    \b
     Example: agenttrain show runs/math-algebra-20260101-120000
     """
     run_dir = open_run(run, run_option)
@@ -308,12 +306,14 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
 
 @app.command()
 def score(
-    file: Annotated[Path, typer.Argument(help="JSONL: `prediction` and `answer` per line (plus id, choices, unit)")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="JSONL: `prediction` and `answer` per line "
+                                         "(plus id, choices, unit)")],
     scorer: Annotated[str, typer.Option(metavar="SCORER", help="math, tabmwp, gaia, numeric or exact")],
     as_json: AsJson = False,
 ) -> None:
     """Score model outputs with a task's answer extraction and official scorer.
 
+    \b
     Example: agenttrain score predictions.jsonl --scorer math --json
     """
     if not file.is_file():
@@ -339,6 +339,7 @@ CacheDir = Annotated[Path | None, typer.Option("--dir", metavar="DIR",
 def cache_stats_command(directory: CacheDir = None, as_json: AsJson = False) -> None:
     """Where the cache is, how many replies it holds, and its size.
 
+    \b
     Example: agenttrain cache stats
     """
     stats = cache_stats(directory)
@@ -352,6 +353,7 @@ def cache_stats_command(directory: CacheDir = None, as_json: AsJson = False) -> 
 def cache_clear_command(directory: CacheDir = None, as_json: AsJson = False) -> None:
     """Delete every cached reply (the next runs pay for their requests again).
 
+    \b
     Example: agenttrain cache clear
     """
     deleted = cache_clear(directory)
@@ -371,6 +373,7 @@ def report_command(
 ) -> None:
     """Write report.md with plots: learning curve, function lineage and usage, complexity, cost, tasks never solved.
 
+    \b
     Example: agenttrain report runs/math-algebra-20260101-120000 --out math-report/
     """
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
@@ -396,6 +399,7 @@ def export_command(
 ) -> None:
     """Export an epoch's learned functions for use outside agenttrain.
 
+    \b
     Example: agenttrain export runs/math-algebra-20260101-120000 --epoch best --format python --out functions.py
     """
     if out_path is not None and out_path.is_dir():
@@ -419,12 +423,13 @@ def export_command(
 @app.command("runs")
 def runs_command(
     directory: Annotated[Path | None, typer.Argument(
-        metavar="[DIR]", show_default=False,
+        metavar="DIR", show_default=False,
         help=f"The folder that holds run directories; default ${ENV_OUTPUT_DIR} or ./runs")] = None,
     as_json: AsJson = False,
 ) -> None:
     """List runs, oldest first: status, epochs, best train accuracy, evaluated test accuracy, cost.
 
+    \b
     Example: agenttrain runs runs/ --json
     """
     directory = directory or default_output_dir()
@@ -468,6 +473,7 @@ def data_pull(
 ) -> None:
     """Download MATH (Hugging Face hub), TabMWP (PromptPG files) or GAIA (gated: needs HF_TOKEN).
 
+    \b
     Example: agenttrain data pull math --dest data/math
     """
     path = pull(name, dest or Path("data") / name, source=source)
