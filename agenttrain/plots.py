@@ -40,7 +40,7 @@ def _integer_epochs(ax: Axes, epochs: list[int]) -> None:
 def _run_title(history: RunHistory) -> str:
     """Which run a plot is from, so that a PNG shown on its own still says so."""
     experiment = history.run.experiment()
-    return (f"{history.run.path.name}: agent {experiment.agent.model}, optimizer {experiment.optimizer.model}")
+    return f"{history.run.path.name}: agent {experiment.agent.model}, optimizer {experiment.optimizer.model}"
 
 
 def _prices_known(history: RunHistory) -> dict[str, bool]:
@@ -50,8 +50,8 @@ def _prices_known(history: RunHistory) -> dict[str, bool]:
     return {model: price_for(model, experiment.llm.prices) is not None for model in models}
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=120)
+def _save(fig: Figure, path: Path, history: RunHistory) -> Path:
+    fig.savefig(path, dpi=120, metadata={"Title": _run_title(history)})  # image viewers show it
     return path
 
 
@@ -80,7 +80,7 @@ def plot_learning_curve(history: RunHistory, path: Path) -> Path:
     ax.set_title(f"Learning curve\n{_run_title(history)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return _save(fig, path)
+    return _save(fig, path, history)
 
 
 def plot_function_usage(history: RunHistory, path: Path) -> Path | None:
@@ -104,7 +104,7 @@ def plot_function_usage(history: RunHistory, path: Path) -> Path | None:
     ax.set_xlabel("epoch")
     ax.set_title("Function calls per epoch (successful/all)")
     _integer_ticks(fig.colorbar(image, ax=ax, label="calls").ax.yaxis)
-    return _save(fig, path)
+    return _save(fig, path, history)
 
 
 def plot_complexity(history: RunHistory, path: Path) -> Path | None:
@@ -126,7 +126,7 @@ def plot_complexity(history: RunHistory, path: Path) -> Path | None:
     ax.set_title("Complexity of each function per epoch")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return _save(fig, path)
+    return _save(fig, path, history)
 
 
 def plot_spend(history: RunHistory, path: Path) -> Path:
@@ -153,7 +153,7 @@ def plot_spend(history: RunHistory, path: Path) -> Path:
     fig.suptitle(_run_title(history) + note, fontsize=10)
     if roles:
         fig.legend(*axes[0].get_legend_handles_labels(), title="role", loc="outside right upper", frameon=False)
-    return _save(fig, path)
+    return _save(fig, path, history)
 
 
 PLOTS: dict[str, Callable[[RunHistory, Path], Path | None]] = {
