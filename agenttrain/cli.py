@@ -88,7 +88,7 @@ def open_run(positional: Path | None, option: Path | None) -> RunDir:
     if positional and option and positional != option:
         raise UserError(f"two runs given ({positional} and --run {option}); give one")
     path = positional or option
-    return RunDir.open(path) if path else newest_run(default_output_dir())
+    return RunDir.open(path) if path else newest_run(default_output_dir().resolve())
 
 
 def reporter_for(console: Console) -> BaseReporter:
