@@ -42,7 +42,7 @@ class Phase:
     total: int = 0
     reused: int = 0  # rollouts a resumed run took from its journal instead of running again
     done: int = 0  # run in this process
-    correct: int = 0
+    correct: int = 0  # of the finished ones
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -54,8 +54,12 @@ class Phase:
             return None
         return (time.monotonic() - self.started) / self.done * (self.total - self.finished)
 
+    def accuracy(self) -> str:
+        """Over every finished rollout, reused ones too: the same figure the epoch's summary gives."""
+        return "-" if not self.finished else f"{self.correct / self.finished:.2f}"
+
     def progress(self) -> str:
-        accuracy = "-" if not self.done else f"{self.correct / self.done:.2f}"
+        accuracy = self.accuracy()
         eta = self.eta_s()
         reused = f" ({self.reused} reused)" if self.reused else ""
         return (f"{self.finished}/{self.total}{reused} acc {accuracy} "
@@ -126,14 +130,14 @@ class BaseReporter:
 
     # -- the Reporter protocol (trainer.Reporter) -----------------------------------------------------------
 
-    def run_started(self, epochs: int, next_epoch: int, sizes: str) -> None:
+    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool) -> None:
         self.tally.epochs = epochs
-        self.line(f"task: {sizes}; epochs 0-{epochs}" + (f", resuming at epoch {next_epoch}" if next_epoch else ""))
+        self.line(f"task: {sizes}; epochs 0-{epochs}" + (f", resuming at epoch {next_epoch}" if resumed else ""))
 
-    def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0) -> None:
+    def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0, reused_correct: int = 0) -> None:
         what = {"candidate": "rollouts" if epoch == 0 else "evaluating the candidate",
                 "incumbent": "rollouts of the kept functions"}.get(phase, phase)
-        self.tally.phase = Phase(f"{self.tally.epoch_label(epoch)} {what}", tasks, reused)
+        self.tally.phase = Phase(f"{self.tally.epoch_label(epoch)} {what}", tasks, reused, correct=reused_correct)
         self.tally.reused += reused
         self.phase_changed()
 
@@ -178,8 +182,7 @@ class BaseReporter:
         phase = self.tally.phase
         if phase is not None and phase.total:
             took = time.monotonic() - phase.started
-            self.line(f"{phase.label}: {phase.finished}/{phase.total} done, acc "
-                      f"{'-' if not phase.done else f'{phase.correct / phase.done:.2f}'} in {took:.1f}s"
+            self.line(f"{phase.label}: {phase.finished}/{phase.total} done, acc {phase.accuracy()} in {took:.1f}s"
                       + (f" ({phase.reused} reused)" if phase.reused else ""))
             self.tally.phase = None
 
@@ -231,8 +234,8 @@ class RichReporter(BaseReporter):
 
     def __init__(self, console: Console) -> None:
         super().__init__(console)
-        self.live = Live(console=console, refresh_per_second=4, transient=True, get_renderable=self._render)
         self._retry_note = ""
+        self.live = Live(console=console, refresh_per_second=4, transient=True, get_renderable=self._render)
 
     def __enter__(self) -> RichReporter:
         super().__enter__()

@@ -25,8 +25,8 @@ from agenttrain.usage import BudgetExhausted, Usage
 class Reporter(Protocol):
     """Progress display; the CLI draws it, tests pass None."""
 
-    def run_started(self, epochs: int, next_epoch: int, sizes: str) -> None: ...
-    def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0) -> None: ...
+    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool) -> None: ...
+    def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0, reused_correct: int = 0) -> None: ...
     def rollout_done(self, record: dict[str, Any], usage: Usage) -> None: ...
     def optimizer_started(self, epoch: int, max_actions: int) -> None: ...
     def optimizer_done(self, epoch: int, actions: list[dict[str, Any]], usage: Usage) -> None: ...
@@ -94,7 +94,8 @@ class Trainer:
         state = state or TrainState()
         journal = self._journal(state.next_epoch)  # only an interrupted epoch can have journaled work
         if self.reporter:
-            self.reporter.run_started(self.config.epochs, state.next_epoch, self.splits.describe())
+            resumed = bool(state.next_epoch or journal)
+            self.reporter.run_started(self.config.epochs, state.next_epoch, self.splits.describe(), resumed)
         try:
             while state.next_epoch <= self.config.epochs:
                 if state.stale >= self.config.early_stop:
@@ -178,7 +179,8 @@ class Trainer:
     ) -> list[dict[str, Any]]:
         done = journal.get(phase, {})
         if self.reporter:
-            self.reporter.epoch_started(epoch, phase, len(examples), sum(e.id in done for e in examples))
+            reused = [bool(done[e.id]["correct"]) for e in examples if e.id in done]
+            self.reporter.epoch_started(epoch, phase, len(examples), len(reused), sum(reused))
 
         def on_record(record: dict[str, Any]) -> None:
             self.run.log("rollout", epoch=epoch, phase=phase, record=record, usage=self._usage())

@@ -132,7 +132,7 @@ def test_score_takes_a_scorer(tmp_path):
 
 
 def test_human_output_words(world, tmp_path):
-    server, config = world
+    _, config = world
     text = runner.invoke(app, ["train", str(config)]).stdout
     assert "best epoch 1" in text and "None" not in text
     run = Path(text.split("run ", 1)[1].split(":", 1)[0])
