@@ -171,7 +171,7 @@ class BaseReporter:
         self.line(f"{self.tally.epoch_label(metrics['epoch'])}: train accuracy {metrics['train_accuracy']:.3f}, "
                   f"{outcome_label(metrics['status'])}, {plural(applied_actions(metrics), 'action')} applied, "
                   f"{plural(metrics['function_count'], 'function')}")
-        self.line(self.tally.totals())
+        self.epoch_summarised()
 
     def retrying(self, role: str, wait_s: float) -> None:
         self.tally.retries += 1
@@ -193,6 +193,7 @@ class BaseReporter:
 
     def phase_changed(self) -> None: ...
     def progressed(self) -> None: ...
+    def epoch_summarised(self) -> None: ...
     def retry_seen(self, role: str, wait_s: float) -> None: ...
 
 
@@ -204,6 +205,9 @@ class PlainReporter(BaseReporter):
         self._last_line = 0.0
         self._last_retry = 0.0
         self._unreported_retries = 0
+
+    def epoch_summarised(self) -> None:
+        self.line(self.tally.totals())
 
     def phase_changed(self) -> None:
         phase = self.tally.phase
@@ -245,6 +249,7 @@ class RichReporter(BaseReporter):
     def __exit__(self, *exc: object) -> None:
         self.live.stop()
         self.phase_done()
+        self.line(self.tally.totals())  # the live line had them; they stay on screen
         super().__exit__(*exc)
 
     def _render(self) -> RenderableType:
