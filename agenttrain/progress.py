@@ -241,15 +241,15 @@ class RichReporter(BaseReporter):
         self._retry_note = ""
         self.live = Live(console=console, refresh_per_second=4, transient=True, get_renderable=self._render)
 
-    def __enter__(self) -> RichReporter:
-        super().__enter__()
-        self.live.start()
-        return self
+    def phase_changed(self) -> None:
+        if not self.live.is_started:  # only once work starts: an early error prints alone, on its first line
+            self.live.start()
 
     def __exit__(self, *exc: object) -> None:
         self.live.stop()
         self.phase_done()
-        self.line(self.tally.totals())  # the live line had them; they stay on screen
+        if self.tally.rollouts or self.tally.reused:  # the live line had them; they stay on screen
+            self.line(self.tally.totals())
         super().__exit__(*exc)
 
     def _render(self) -> RenderableType:

@@ -5,6 +5,10 @@ reset; retries show while they happen; a resumed run says what it reused."""
 from __future__ import annotations
 
 import io
+import os
+import pty
+import re
+import select
 import socket
 import subprocess
 import sys
@@ -51,6 +55,31 @@ def test_train_against_a_port_with_nothing_listening_stops_within_seconds_with_o
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: cannot reach the agent endpoint")
     assert url in result.stderr and "Connect" in result.stderr  # the URL and the cause
     assert not (tmp_path / "runs").exists()  # no run directory, no empty `show`
+
+
+def on_a_terminal(*args: str, cwd: Path) -> str:
+    """The command's output on a pseudo-terminal (so the live display is drawn), colour codes removed."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([*CLI, *args], stdin=follower, stdout=follower, stderr=follower, cwd=cwd)
+    os.close(follower)
+    output = b""
+    while select.select([leader], [], [], 30)[0]:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    process.wait(timeout=30)
+    os.close(leader)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode())
+
+
+def test_an_error_on_a_terminal_is_one_line_with_no_blank_line_before_it(write_config, tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    config = write_config(url, write_problems(tmp_path / "problems.jsonl", PRODUCTS))
+    assert on_a_terminal("train", str(config), cwd=tmp_path).startswith(f"error: cannot reach the agent endpoint {url}")
 
 
 def test_validate_checks_the_endpoint_unless_offline(write_config, tmp_path):
