@@ -214,8 +214,9 @@ def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, 
         "epochs": experiment.optimizer.epochs,
         "typical": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=False)],
         "worst_case": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=True)],
-        "note": "estimates assume no cache hits; an unknown cost (null in --json) means the model has no known "
-        "price (set llm.prices in the config)",
+        "note": "estimates assume no cache hits; completion tokens include a reasoning model's hidden reasoning "
+        "(a guess per reply at the role's reasoning_effort); an unknown cost (null in --json) means the model has "
+        "no known price (set llm.prices in the config)",
     }
 
 

@@ -20,12 +20,21 @@ from agenttrain.config import LLMConfig
 from agenttrain.errors import UserError
 
 FILE_NAME = "responses.sqlite3"
+# request fields that route, label or bill a request without changing its reply (OpenAI's and vLLM's / llama.cpp's
+# server options); a user may pass them through `extra_body` and still get the cached reply
+NOT_IN_KEY = frozenset({
+    "user", "metadata", "store", "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
+    "service_tier", "cache_prompt", "priority", "request_id",
+})
 
 
 def request_key(endpoint: str, body: dict[str, Any], sample_index: int) -> str:
-    """Hash of everything that decides a reply: the endpoint, the full request body and the sample index."""
+    """Hash of everything that decides a reply: the endpoint, the request body (every sampling parameter and
+    server option, but not the fields in NOT_IN_KEY) and the sample index."""
+    wire = {**body, **body.get("extra_body", {})}  # as the openai client sends it
+    wire = {name: value for name, value in wire.items() if name not in NOT_IN_KEY and name != "extra_body"}
     canonical = json.dumps(
-        {"endpoint": endpoint, "body": body, "sample_index": sample_index},
+        {"endpoint": endpoint, "body": wire, "sample_index": sample_index},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -19,7 +19,7 @@ from agenttrain.config import ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_
 from agenttrain.datasets import DATASETS, pull
 from agenttrain.errors import UserError
 from agenttrain.export import export_snapshot
-from agenttrain.history import applied_actions, outcome_label, usage_cost, usage_tokens
+from agenttrain.history import applied_actions, outcome_label, usage_cost, usage_sum, usage_tokens
 from agenttrain.listing import list_runs
 from agenttrain.progress import BaseReporter, PlainReporter, RichReporter, plural
 from agenttrain.report import write_report
@@ -151,13 +151,13 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
         print_json(estimate)
         return
     table = Table(title=f"estimate: {estimate['train_tasks']} training tasks, {estimate['epochs']} epochs")
-    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "cost $"):
+    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "reasoning tok", "cost $"):
         table.add_column(column)
     for case in ("typical", "worst_case"):
         for row in estimate[case]:
             cost = "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.2f}"
             table.add_row(case, row["role"], row["model"], str(row["requests"]), str(row["prompt_tokens"]),
-                          str(row["completion_tokens"]), cost)
+                          str(row["completion_tokens"]), str(row["reasoning_tokens"]), cost)
     out.print(table)
     out.print(estimate["note"])
 
@@ -288,20 +288,26 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
                     "epochs": rows})
         return
     table = Table(title=f"{run_dir.path.name}  ({info.get('status')})")
-    for column in ("epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"):
+    reasoning = any(usage_sum(m["usage"], "reasoning_tokens") for m in rows)  # columns only for reasoning models
+    columns = ["epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"]
+    for column in columns + (["reasoning tok", "reasoning $"] if reasoning else []):
         table.add_column(column, justify="right" if column != "status" else "left")
     best = run_dir.best_if_any()
     for m in rows:
         marker = " *" if m["epoch"] == best else ""
-        table.add_row(f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", outcome_label(m["status"]),
-                      str(applied_actions(m)),
-                      str(m["function_count"]), str(usage_tokens(m["usage"])), f"{usage_cost(m['usage']):.4f}")
+        usage = m["usage"]
+        cells = [f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", outcome_label(m["status"]),
+                 str(applied_actions(m)), str(m["function_count"]), str(usage_tokens(usage)),
+                 f"{usage_cost(usage):.4f}"]
+        if reasoning:
+            cells += [str(usage_sum(usage, "reasoning_tokens")), f"{usage_sum(usage, 'reasoning_cost_usd'):.4f}"]
+        table.add_row(*cells)
     if not rows:
         out.print(f"{run_dir.path.name} ({info.get('status')}): no epoch finished; {info.get('reason') or ''}",
                   soft_wrap=True)
         return
     out.print(table)
-    out.print("* best epoch")
+    out.print("* best epoch" + ("; tokens and cost include the reasoning" if reasoning else ""))
 
 
 @app.command()

@@ -40,13 +40,18 @@ class Strict(BaseModel):
 
 
 class Price(Strict):
-    """US dollars per million tokens."""
+    """US dollars per million tokens. Output covers a reasoning model's hidden reasoning tokens too."""
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    cached_input: float | None = Field(None, ge=0)  # prompt tokens the provider served from its prompt cache
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0) -> float:
+        """`cached_prompt_tokens` are part of `prompt_tokens` (as OpenAI reports them), billed at `cached_input`."""
+        cached = min(cached_prompt_tokens, prompt_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return ((prompt_tokens - cached) * self.input + cached * cached_rate
+                + completion_tokens * self.output) / 1_000_000
 
 
 class LLMConfig(Strict):
@@ -71,6 +76,33 @@ class LLMOverride(Strict):
     concurrency: int | None = Field(None, ge=1, le=512)
     timeout_s: float | None = Field(None, gt=0)
     max_retries: int | None = Field(None, ge=0, le=50)
+
+
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+# request fields agenttrain sets itself, or that have their own key above: never taken from `extra_body`
+RESERVED_BODY_KEYS = frozenset({
+    "model", "messages", "tools", "stop", "stream", "n", "temperature", "max_tokens", "max_completion_tokens",
+    "reasoning_effort", "top_p", "seed",
+})
+
+
+class ModelParams(Strict):
+    """A role's request parameters. Each is sent only when set; null leaves it to the model family's default
+    (see agenttrain/request_params.py): temperature 0 for chat models, none for OpenAI's reasoning models."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)  # to reasoning models as max_completion_tokens: reasoning included
+    reasoning_effort: ReasoningEffort | None = None
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # server options (vLLM, llama.cpp), sent as they are
+
+    @model_validator(mode="after")
+    def _extra_body_adds_only(self) -> ModelParams:
+        if clash := sorted(RESERVED_BODY_KEYS & self.extra_body.keys()):
+            raise ValueError(f"extra_body may not set {', '.join(clash)}: use the role's own key "
+                             "(temperature, max_tokens, reasoning_effort, top_p, seed) or leave it to agenttrain")
+        return self
 
 
 class TaskConfig(Strict):
@@ -111,19 +143,16 @@ class TaskConfig(Strict):
         return self
 
 
-class AgentConfig(Strict):
+class AgentConfig(ModelParams):
     type: Literal["assistant", "react"] = "assistant"
     model: str = Field(default_factory=lambda: os.environ.get(ENV_MODEL) or "gpt-4o-mini")
-    temperature: float = Field(0, ge=0, le=2)
     max_turns: int = Field(15, ge=1, le=100)
-    max_tokens: int | None = Field(None, ge=1)
     max_failed_calls: int = Field(3, ge=1)  # then the model is told to finish
     llm: LLMOverride | None = None
 
 
-class OptimizerConfig(Strict):
+class OptimizerConfig(ModelParams):
     model: str = Field(default_factory=lambda: os.environ.get(ENV_OPTIMIZER_MODEL) or "gpt-4o")
-    temperature: float = Field(0, ge=0, le=2)
     epochs: int = Field(10, ge=0)
     max_actions: int = Field(3, ge=1, le=20)
     early_stop: int = Field(10, ge=1)

@@ -3,6 +3,7 @@
 A rough model, stated in the output: an agent conversation takes `typical_turns` requests (at most
 `max_turns`), each prompt re-sends the conversation so far, and every epoch's optimizer calls are filled
 up to `max_prompt_tokens`. The worst case assumes every epoch runs and every conversation uses all turns.
+A reasoning model also thinks before each reply, billed as output: `REASONING_TOKENS` per reply at its effort.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agenttrain.config import Experiment
+from agenttrain.config import Experiment, ModelParams
 from agenttrain.optimizer import CHARS_PER_TOKEN
+from agenttrain.request_params import is_reasoning_model
 from agenttrain.usage import price_for
 
 TYPICAL_TURNS = 3
@@ -19,6 +21,9 @@ SYSTEM_TOKENS = 300  # the agent's instructions
 FUNCTION_TOKENS = 250  # one learned function offered as a tool
 REPLY_TOKENS = 350  # one agent reply (reasoning, code or a call)
 OPTIMIZER_REPLY_TOKENS = 600  # one add/revise action with its code
+# hidden reasoning per reply at each reasoning_effort; OpenAI's reasoning models default to medium
+REASONING_TOKENS = {"none": 0, "minimal": 150, "low": 600, "medium": 2000, "high": 6000, "xhigh": 12000,
+                    "max": 20000}
 
 
 @dataclass
@@ -27,7 +32,8 @@ class Estimate:
     model: str
     requests: int
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # including reasoning_tokens
+    reasoning_tokens: int
     cost_usd: float | None  # None when the model has no known price
 
     def to_dict(self) -> dict[str, Any]:
@@ -37,6 +43,15 @@ class Estimate:
 def _cost(experiment: Experiment, model: str, prompt: int, completion: int) -> float | None:
     price = price_for(model, experiment.llm.prices)
     return None if price is None else price.cost(prompt, completion)
+
+
+def _estimate(experiment: Experiment, role: str, model: str, params: ModelParams, requests: int, prompt: int,
+              visible: int) -> Estimate:
+    """One role's row: `visible` completion tokens plus the reasoning its model does per request."""
+    effort = params.reasoning_effort or ("medium" if is_reasoning_model(model) else "none")
+    reasoning = requests * REASONING_TOKENS[effort]
+    completion = visible + reasoning
+    return Estimate(role, model, requests, prompt, completion, reasoning, _cost(experiment, model, prompt, completion))
 
 
 def _conversation_tokens(question_tokens: int, functions: int, turns: int) -> tuple[int, int]:
@@ -65,8 +80,7 @@ def estimate_run(experiment: Experiment, train_questions: list[str], worst_case:
     optimizer_prompt = optimizer_requests * per_call
     optimizer_completion = optimizer_requests * OPTIMIZER_REPLY_TOKENS
     return [
-        Estimate("agent", agent.model, agent_requests, agent_prompt, agent_completion,
-                 _cost(experiment, agent.model, agent_prompt, agent_completion)),
-        Estimate("optimizer", optimizer.model, optimizer_requests, optimizer_prompt, optimizer_completion,
-                 _cost(experiment, optimizer.model, optimizer_prompt, optimizer_completion)),
+        _estimate(experiment, "agent", agent.model, agent, agent_requests, agent_prompt, agent_completion),
+        _estimate(experiment, "optimizer", optimizer.model, optimizer, optimizer_requests, optimizer_prompt,
+                  optimizer_completion),
     ]

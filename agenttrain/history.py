@@ -47,6 +47,11 @@ def usage_cost(by_role: dict[str, dict[str, Any]]) -> float:
     return sum(role_cost(u) for u in by_role.values())
 
 
+def usage_sum(by_role: dict[str, dict[str, Any]], field: str) -> float:
+    """One count summed over roles, e.g. `reasoning_tokens`; 0 where a role (or an older run) lacks it."""
+    return sum(u.get(field, 0) for u in by_role.values())
+
+
 def applied_actions(metrics: dict[str, Any]) -> int:
     """How many optimizer actions an epoch's metrics record as applied (rejected ones and TERMINATE are not)."""
     return sum(1 for a in metrics.get("actions", []) if a.get("status") == "applied")

@@ -21,8 +21,9 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from agenttrain.cache import ResponseCache, request_key
-from agenttrain.config import LLMConfig
+from agenttrain.config import LLMConfig, ModelParams
 from agenttrain.errors import UserError
+from agenttrain.request_params import refused_parameter, request_body
 from agenttrain.usage import UsageMeter
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,10 @@ class ChatReply:
     message: dict[str, Any]  # the assistant message, ready to append to `messages`
     finish_reason: str | None
     prompt_tokens: int
-    completion_tokens: int
-    cached: bool
+    completion_tokens: int  # including reasoning tokens, as OpenAI counts them
+    cached: bool  # served from our response cache
+    reasoning_tokens: int = 0  # hidden reasoning, when the endpoint reports it
+    cached_prompt_tokens: int = 0  # prompt tokens the provider read from its own prompt cache
 
     def to_cache(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if key != "cached"}
@@ -78,12 +81,16 @@ def reply_from_completion(completion: ChatCompletion) -> ChatReply:
             for call in calls
         ]
     usage = completion.usage
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
     return ChatReply(
         message=message,
         finish_reason=choice.finish_reason,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
         cached=False,
+        reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
+        cached_prompt_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
     )
 
 
@@ -189,31 +196,33 @@ class LLMClient:
         messages: list[dict[str, Any]],
         *,
         model: str,
-        temperature: float = 0.0,
+        params: ModelParams | None = None,
         tools: list[dict[str, Any]] | None = None,
         stop: list[str] | None = None,
-        max_tokens: int | None = None,
         sample_index: int = 0,
     ) -> ChatReply:
-        """One completion. `sample_index` tells apart deliberate repeats of the same request in the cache:
-        a new index gets a fresh answer that a rerun replays.
+        """One completion; `params` are the role's settings (temperature, max_tokens, ...; family defaults if
+        None). `sample_index` tells apart deliberate repeats of the same request in the cache: a new index
+        gets a fresh answer that a rerun replays.
         Raises LLMError (this request failed), EndpointDown (stop the run), BudgetExhausted (stop the run).
         """
         if self._down_reason:
             raise EndpointDown(self._down_reason)
-        body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
-        optional = {"tools": tools, "stop": stop, "max_tokens": max_tokens}
-        body.update({key: value for key, value in optional.items() if value is not None})
+        body = request_body(model, messages, params or ModelParams(), tools=tools, stop=stop)
         key = request_key(self.endpoint, body, sample_index)
         if self.cache and (hit := self.cache.get(key)) is not None:
             reply = ChatReply.from_cache(hit)
-            self.meter.record(self.role, model, reply.prompt_tokens, reply.completion_tokens, cached=True)
+            self._meter(model, reply)
             return reply
         reply = await self._send(body)
-        self.meter.record(self.role, model, reply.prompt_tokens, reply.completion_tokens, cached=False)
+        self._meter(model, reply)
         if self.cache:
             self.cache.put(key, reply.to_cache())
         return reply
+
+    def _meter(self, model: str, reply: ChatReply) -> None:
+        self.meter.record(self.role, model, reply.prompt_tokens, reply.completion_tokens, cached=reply.cached,
+                          reasoning_tokens=reply.reasoning_tokens, cached_prompt_tokens=reply.cached_prompt_tokens)
 
     async def _send(self, body: dict[str, Any]) -> ChatReply:
         """POST with retries; only transient failures (rate limits, 5xx, timeouts, bad bodies) are retried."""
@@ -225,7 +234,7 @@ class LLMClient:
                     reply = reply_from_completion(await self._client.chat.completions.create(**body))
             except openai.APIStatusError as exc:
                 if not _is_transient(exc):
-                    raise self._rejected(exc, body["model"], attempt + 1) from None
+                    raise self._refused(exc, body) or self._rejected(exc, body["model"], attempt + 1) from None
                 if exc.status_code == 429:
                     self._limiter.on_rate_limit(generation)
                     server_wait = retry_after_seconds(exc.response.headers)
@@ -265,6 +274,13 @@ class LLMClient:
             f"and accepts the model and parameters, or raise llm.timeout_s / lower llm.concurrency."
         )
         return EndpointDown(self._down_reason)
+
+    def _refused(self, exc: openai.APIStatusError, body: dict[str, Any]) -> EndpointDown | None:
+        """A 400 refusing a parameter the config set: every request would be refused alike, so the run stops."""
+        if exc.status_code not in (400, 422):
+            return None
+        fix = refused_parameter(self.role, body, exc.param, _error_message(exc))
+        return EndpointDown(fix) if fix else None
 
     def _rejected(self, exc: openai.APIStatusError, model: str, attempts: int) -> Exception:
         """An error that retrying cannot fix: a wrong key or model, or no credit, stops the run at once."""

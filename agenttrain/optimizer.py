@@ -228,7 +228,7 @@ class AgentOptimizer:
         ]
         for attempt in range(1, self.config.max_action_retries + 2):
             reply = await self.client.chat(
-                messages, model=self.config.model, temperature=self.config.temperature,
+                messages, model=self.config.model, params=self.config,
                 tools=OPTIMIZER_TOOLS, sample_index=sample_index(epoch, len(result.actions), attempt),
             )
             calls = reply.message.get("tool_calls") or []

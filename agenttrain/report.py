@@ -150,12 +150,16 @@ def _complexity_cell(by_epoch: dict[int, int | None], epoch: int) -> str | int |
 
 def _spend_section(history: RunHistory, images: dict[str, Path | None]) -> str:
     rows = [[s.epoch, role, u.get("requests", 0), u.get("cache_hits", 0), u.get("prompt_tokens", 0),
-             u.get("completion_tokens", 0), f"{u.get('cost_usd', 0.0):.4f}"]
+             u.get("cached_prompt_tokens", 0), u.get("completion_tokens", 0), u.get("reasoning_tokens", 0),
+             f"{u.get('cost_usd', 0.0):.4f}", f"{u.get('reasoning_cost_usd', 0.0):.4f}"]
             for s in history.snapshots for role, u in sorted(s.metrics.get("usage", {}).items())]
     return "\n\n".join([
         "## Tokens and cost",
         _image(images, "spend", "tokens and cost per epoch"),
-        _table(["epoch", "role", "requests", "cache hits", "prompt tokens", "completion tokens", "cost $"], rows),
+        _table(["epoch", "role", "requests", "cache hits", "prompt tokens", "of which cached", "completion tokens",
+                "of which reasoning", "cost $", "of which reasoning $"], rows),
+        "Completion tokens and cost include a reasoning model's hidden reasoning; cached prompt tokens are those "
+        "the provider served from its prompt cache, billed at its cached-input price.",
     ])
 
 

@@ -10,36 +10,66 @@ from agenttrain.config import BudgetConfig, Price
 
 logger = logging.getLogger(__name__)
 
-# US dollars per million tokens (OpenAI list prices). A dated variant such as "gpt-4o-2024-08-06"
-# takes the price of its longest listed prefix; `llm.prices` in the config overrides any entry.
+# OpenAI's standard-tier list prices in US dollars per million tokens: input, cached input, output (reasoning
+# tokens are billed as output). From developers.openai.com/api/docs/pricing as quoted on 2026-11-30; the
+# GPT-5.6 and GPT-6 rows are the list prices that took effect 2026-07 to 2026-09. A dated variant such as
+# "gpt-4o-2024-08-06" takes the price of its longest listed prefix. To correct or add a model, set
+# `llm.prices.<model>: {input: ..., output: ..., cached_input: ...}` in the config; it overrides this table.
+PRICE_TABLE_DATE = "2026-11-30"
 DEFAULT_PRICES: dict[str, Price] = {
-    "gpt-4o": Price(input=2.50, output=10.00),
+    "gpt-6-astra": Price(input=10.00, cached_input=1.00, output=50.00),
+    "gpt-6-sol": Price(input=2.00, cached_input=0.20, output=10.00),
+    "gpt-6.1-sol": Price(input=2.00, cached_input=0.10, output=10.00),
+    "gpt-6-luna": Price(input=0.10, cached_input=0.01, output=0.50),
+    "gpt-5.6-sol": Price(input=5.00, cached_input=0.50, output=30.00),
+    "gpt-5.6-terra": Price(input=2.00, cached_input=0.20, output=12.00),
+    "gpt-5.6-luna": Price(input=0.20, cached_input=0.02, output=1.20),
+    "gpt-5.5": Price(input=5.00, cached_input=0.50, output=30.00),
+    "gpt-5.5-pro": Price(input=30.00, output=180.00),
+    "gpt-5.4": Price(input=2.50, cached_input=0.25, output=15.00),
+    "gpt-5.4-mini": Price(input=0.75, cached_input=0.075, output=4.50),
+    "gpt-5.4-nano": Price(input=0.20, cached_input=0.02, output=1.25),
+    "gpt-5.4-pro": Price(input=30.00, output=180.00),
+    "gpt-5.2": Price(input=1.75, cached_input=0.175, output=14.00),
+    "gpt-5.2-pro": Price(input=21.00, output=168.00),
+    "gpt-5.1": Price(input=1.25, cached_input=0.125, output=10.00),
+    "gpt-5": Price(input=1.25, cached_input=0.125, output=10.00),
+    "gpt-5-mini": Price(input=0.25, cached_input=0.025, output=2.00),
+    "gpt-5-nano": Price(input=0.05, cached_input=0.005, output=0.40),
+    "gpt-5-pro": Price(input=15.00, output=120.00),
+    "o1": Price(input=15.00, cached_input=7.50, output=60.00),
+    "o1-pro": Price(input=150.00, output=600.00),
+    "o1-mini": Price(input=1.10, cached_input=0.55, output=4.40),
+    "o3": Price(input=2.00, cached_input=0.50, output=8.00),
+    "o3-pro": Price(input=20.00, output=80.00),
+    "o3-mini": Price(input=1.10, cached_input=0.55, output=4.40),
+    "o4-mini": Price(input=1.10, cached_input=0.275, output=4.40),
+    "gpt-4.1": Price(input=2.00, cached_input=0.50, output=8.00),
+    "gpt-4.1-mini": Price(input=0.40, cached_input=0.10, output=1.60),
+    "gpt-4.1-nano": Price(input=0.10, cached_input=0.025, output=0.40),
+    "gpt-4o": Price(input=2.50, cached_input=1.25, output=10.00),
     "gpt-4o-2024-05-13": Price(input=5.00, output=15.00),
-    "gpt-4o-mini": Price(input=0.15, output=0.60),
-    "gpt-4.1": Price(input=2.00, output=8.00),
-    "gpt-4.1-mini": Price(input=0.40, output=1.60),
-    "gpt-4.1-nano": Price(input=0.10, output=0.40),
+    "gpt-4o-mini": Price(input=0.15, cached_input=0.075, output=0.60),
     "gpt-4-turbo": Price(input=10.00, output=30.00),
     "gpt-4-1106-preview": Price(input=10.00, output=30.00),
     "gpt-4-0125-preview": Price(input=10.00, output=30.00),
     "gpt-4": Price(input=30.00, output=60.00),
     "gpt-3.5-turbo": Price(input=0.50, output=1.50),
     "gpt-3.5-turbo-1106": Price(input=1.00, output=2.00),
-    "o1": Price(input=15.00, output=60.00),
-    "o1-mini": Price(input=1.10, output=4.40),
-    "o3": Price(input=2.00, output=8.00),
-    "o3-mini": Price(input=1.10, output=4.40),
-    "o4-mini": Price(input=1.10, output=4.40),
 }
 
 
 def price_for(model: str, prices: dict[str, Price]) -> Price | None:
-    """The price of `model`: its own entry, else its longest listed prefix; config entries override defaults."""
+    """The price of `model`: its own entry, else its longest listed prefix; config entries override defaults.
+    A provider prefix ("openai/gpt-5" through LiteLLM or OpenRouter) is looked past."""
     table = {**DEFAULT_PRICES, **prices}
-    if model in table:
-        return table[model]
-    prefixes = [name for name in table if model.startswith(name + "-")]
-    return table[max(prefixes, key=len)] if prefixes else None
+    for name in dict.fromkeys([model, model.rsplit("/", 1)[-1]]):
+        if name in table:
+            return table[name]
+        prefixes = [listed for listed in table if name.startswith(listed + "-")]
+        if prefixes:
+            return table[max(prefixes, key=len)]
+    return None
 
 
 @dataclass
@@ -49,8 +79,11 @@ class Usage:
     requests: int = 0
     cache_hits: int = 0
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # including reasoning tokens
     cost_usd: float = 0.0
+    reasoning_tokens: int = 0  # the hidden part of completion_tokens, where the endpoint reports it
+    cached_prompt_tokens: int = 0  # the part of prompt_tokens billed at the cached-input price
+    reasoning_cost_usd: float = 0.0  # the part of cost_usd spent on reasoning tokens
 
     @property
     def total_tokens(self) -> int:
@@ -84,7 +117,19 @@ class UsageMeter:
         self._by_role: dict[str, Usage] = {}
         self._unpriced: set[str] = set()
 
-    def record(self, role: str, model: str, prompt_tokens: int, completion_tokens: int, cached: bool) -> None:
+    def record(
+        self,
+        role: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached: bool,
+        *,
+        reasoning_tokens: int = 0,
+        cached_prompt_tokens: int = 0,
+    ) -> None:
+        """One reply; `cached` means our response cache answered (free). The reasoning and cached-prompt
+        counts are parts of `completion_tokens` and `prompt_tokens`, as OpenAI reports them."""
         usage = self._by_role.setdefault(role, Usage())
         if cached:
             usage.cache_hits += 1
@@ -92,16 +137,18 @@ class UsageMeter:
         usage.requests += 1
         usage.prompt_tokens += prompt_tokens
         usage.completion_tokens += completion_tokens
-        usage.cost_usd += self._cost(model, prompt_tokens, completion_tokens)
+        usage.reasoning_tokens += reasoning_tokens
+        usage.cached_prompt_tokens += cached_prompt_tokens
+        if (price := self._price(model)) is not None:
+            usage.cost_usd += price.cost(prompt_tokens, completion_tokens, cached_prompt_tokens)
+            usage.reasoning_cost_usd += price.cost(0, reasoning_tokens)
 
-    def _cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    def _price(self, model: str) -> Price | None:
         price = price_for(model, self.prices)
-        if price is None:
-            if model not in self._unpriced:
-                self._unpriced.add(model)
-                logger.warning("no price known for model %r: its cost counts as $0 (set llm.prices.%s)", model, model)
-            return 0.0
-        return price.cost(prompt_tokens, completion_tokens)
+        if price is None and model not in self._unpriced:
+            self._unpriced.add(model)
+            logger.warning("no price known for model %r: its cost counts as $0 (set llm.prices.%s)", model, model)
+        return price
 
     def by_role(self) -> dict[str, Usage]:
         return {role: Usage(**asdict(usage)) for role, usage in self._by_role.items()}

@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible server on 127.0.0.1: real HTTP for the real `openai` client, scripted replies.
 
 A test gives a `responder(request_body) -> reply`. Replies are decided from the request's content
-(never from arrival order), so concurrent rollouts get deterministic answers.
+(never from arrival order), so concurrent rollouts get deterministic answers. With `reasoning_rules=True`
+the server refuses what OpenAI refuses for its reasoning models, with OpenAI's error bodies.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ class Reply:
     content: str | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     prompt_tokens: int = 10
-    completion_tokens: int = 5
+    completion_tokens: int = 5  # the visible answer; OpenAI's completion_tokens adds the reasoning tokens
+    reasoning_tokens: int = 0  # reported as usage.completion_tokens_details.reasoning_tokens when set
+    cached_prompt_tokens: int = 0  # reported as usage.prompt_tokens_details.cached_tokens when set
 
 
 @dataclass
@@ -32,6 +35,8 @@ class Fault:
     malformed: bool = False
     delay_s: float = 0.0
     code: str | None = None  # the body's error.code, e.g. "insufficient_quota"
+    message: str | None = None  # the body's error.message (default: "fake error <status>")
+    param: str | None = None  # the body's error.param: the request field refused
 
 
 Responder = Callable[[dict[str, Any]], "Reply | Fault | str"]
@@ -68,6 +73,43 @@ def first_user_text(body: dict[str, Any]) -> str:
     return str(users[0].get("content") or "") if users else ""
 
 
+# OpenAI's reasoning models, named independently of agenttrain's own rule so the two can disagree
+REASONING_MODELS = ("o1", "o3", "o4-mini", "gpt-5")
+
+
+def openai_reasoning_refusal(body: dict[str, Any]) -> Fault | None:
+    """The 400 OpenAI answers a reasoning model's request with: `max_tokens`, `stop`, or a sampling value
+    other than the default 1."""
+    model = str(body.get("model", ""))
+    if not any(model == name or model.startswith((name + "-", name + ".")) for name in REASONING_MODELS):
+        return None
+    for param in ("max_tokens", "stop"):
+        if param in body:
+            hint = " Use 'max_completion_tokens' instead." if param == "max_tokens" else ""
+            return Fault(400, code="unsupported_parameter", param=param,
+                         message=f"Unsupported parameter: '{param}' is not supported with this model.{hint}")
+    for param in ("temperature", "top_p"):
+        if param in body and body[param] != 1:
+            return Fault(400, code="unsupported_value", param=param,
+                         message=f"Unsupported value: '{param}' does not support {body[param]} with this model. "
+                                 "Only the default (1) value is supported.")
+    return None
+
+
+def _usage(reply: Reply) -> dict[str, Any]:
+    completion_tokens = reply.completion_tokens + reply.reasoning_tokens
+    usage: dict[str, Any] = {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": reply.prompt_tokens + completion_tokens,
+    }
+    if reply.reasoning_tokens:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reply.reasoning_tokens}
+    if reply.cached_prompt_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": reply.cached_prompt_tokens}
+    return usage
+
+
 def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.tool_calls:
@@ -80,11 +122,7 @@ def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         "choices": [
             {"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}
         ],
-        "usage": {
-            "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-        },
+        "usage": _usage(reply),
     }
 
 
@@ -94,7 +132,8 @@ def _fault_response(fault: Fault) -> tuple[int, bytes, dict[str, str]]:
     if fault.malformed:
         return 200, b'{"id": "chatcmpl-broken", "choices": [', {}
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-    error = {"error": {"message": f"fake error {fault.status}", "type": "fake", "code": fault.code}}
+    message = fault.message or f"fake error {fault.status}"
+    error = {"error": {"message": message, "type": "fake", "code": fault.code, "param": fault.param}}
     return fault.status, json.dumps(error).encode(), headers
 
 
@@ -110,9 +149,11 @@ class FakeOpenAI:
     preflight) answers `models_status`, counted in `model_lists`.
     """
 
-    def __init__(self, responder: Responder, latency_s: float = 0.0, models_status: int = 200) -> None:
+    def __init__(self, responder: Responder, latency_s: float = 0.0, reasoning_rules: bool = False,
+                 models_status: int = 200) -> None:
         self.responder = responder
         self.latency_s = latency_s
+        self.reasoning_rules = reasoning_rules
         self.models_status = models_status
         self.model_lists = 0
         self.requests: list[dict[str, Any]] = []
@@ -180,6 +221,8 @@ class FakeOpenAI:
             def _respond(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
                 if fake.latency_s:
                     time.sleep(fake.latency_s)
+                if fake.reasoning_rules and (refusal := openai_reasoning_refusal(body)):
+                    return _fault_response(refusal)
                 reply = fake.responder(body)
                 if isinstance(reply, str):
                     reply = Reply(content=reply)

@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 
 from agenttrain.cache import ResponseCache
-from agenttrain.config import BudgetConfig, LLMConfig, Price
+from agenttrain.config import BudgetConfig, LLMConfig, ModelParams, Price
 from agenttrain.llm import ChatReply, EndpointDown, LLMClient, LLMError, retry_after_seconds
 from agenttrain.usage import BudgetExhausted, UsageMeter
 from tests.fake_openai import FakeOpenAI, Fault, Reply, last_user_text, text, tool_call
 
 KEY_ENV = "AGENTTRAIN_TEST_KEY"
+# one change to each model parameter: each changes the reply, so each must miss the response cache
+PARAM_CHANGES = {"temperature": 0.7, "max_tokens": 10, "reasoning_effort": "low", "top_p": 0.5, "seed": 1,
+                 "extra_body": {"top_k": 5}}
 TOOL = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
 
 
@@ -230,8 +233,9 @@ def test_identical_request_is_served_from_the_cache(tmp_path):
 
 @pytest.mark.parametrize(
     "variation",
-    [{"sample_index": 1}, {"temperature": 0.7}, {"tools": [TOOL]}, {"stop": ["\n"]}, {"max_tokens": 10}],
-    ids=["sample_index", "temperature", "tools", "stop", "max_tokens"],
+    [{"sample_index": 1}, {"tools": [TOOL]}, {"stop": ["\n"]},
+     *({"params": ModelParams(**{name: value})} for name, value in PARAM_CHANGES.items())],
+    ids=["sample_index", "tools", "stop", *PARAM_CHANGES],
 )
 def test_any_change_to_the_request_misses_the_cache(tmp_path, variation):
     async def scenario(client: LLMClient) -> ChatReply:

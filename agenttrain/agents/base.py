@@ -74,13 +74,7 @@ class SandboxAgent(ABC):
 
     async def ask(self, messages: list[dict[str, Any]], **options: Any) -> ChatReply:
         """One completion with the agent's model settings; `options` are `LLMClient.chat`'s (tools, stop)."""
-        return await self.client.chat(
-            messages,
-            model=self.config.model,
-            temperature=self.config.temperature,
-            max_tokens=self.config.max_tokens,
-            **options,
-        )
+        return await self.client.chat(messages, model=self.config.model, params=self.config, **options)
 
     @abstractmethod
     def system_prompt(self, functions: FunctionSet) -> str: ...
