@@ -225,6 +225,8 @@ def eval_command(
             f"({result['correct']}/{result['n']}), 95% CI {low:.3f}-{high:.3f}")
     if "accuracy_strict" in result:
         line += f", strict {result['accuracy_strict']:.3f}"
+    if limit is not None:
+        line += f"; only the first {plural(limit, 'task')} (--limit)"
     out.print(line)
 
 

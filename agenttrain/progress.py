@@ -136,7 +136,7 @@ class BaseReporter:
 
     def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0, reused_correct: int = 0) -> None:
         what = {"candidate": "rollouts" if epoch == 0 else "evaluating the candidate",
-                "incumbent": "rollouts of the kept functions"}.get(phase, phase)
+                "incumbent": "rollouts of the kept functions"}.get(phase, phase.replace("eval ", "evaluating on "))
         self.tally.phase = Phase(f"{self.tally.epoch_label(epoch)} {what}", tasks, reused, correct=reused_correct)
         self.tally.reused += reused
         self.phase_changed()
