@@ -10,10 +10,12 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -e tests/plugin  # the example plugin the tests train with
 	touch $(STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check agenttrain tests bench
+	$(VENV)/bin/mypy
 
 test: lint
 	$(VENV)/bin/pytest -q

@@ -1,0 +1,51 @@
+"""agenttrain: train an LLM agent's functions with AgentOptimizer. The public API, one function per command.
+
+    import agenttrain
+    outcome = agenttrain.train(Path("configs/quickstart.yaml"))
+    result = agenttrain.evaluate(outcome.run.path, split="test")
+
+The functions live in `agenttrain.api`; they are imported on first use, so `import agenttrain` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agenttrain.api import (
+        cache_clear,
+        cache_stats,
+        diff,
+        dry_run,
+        export,
+        list_runs,
+        plugins,
+        pull,
+        report,
+        resume,
+        score_file,
+        show,
+        train,
+    )
+    from agenttrain.api import eval_run as evaluate
+    from agenttrain.api import prepare as validate
+
+# public name -> its name in agenttrain.api
+_API = {
+    "train": "train", "resume": "resume", "evaluate": "eval_run", "diff": "diff", "report": "report",
+    "export": "export", "show": "show", "list_runs": "list_runs", "dry_run": "dry_run", "validate": "prepare",
+    "score_file": "score_file", "plugins": "plugins", "cache_stats": "cache_stats", "cache_clear": "cache_clear",
+    "pull": "pull",
+}
+__all__ = [
+    "cache_clear", "cache_stats", "diff", "dry_run", "evaluate", "export", "list_runs", "plugins", "pull", "report",
+    "resume", "score_file", "show", "train", "validate",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'agenttrain' has no attribute {name!r}")
+    from agenttrain import api
+
+    return getattr(api, _API[name])

@@ -1,4 +1,7 @@
-"""The library face of the commands: what `train` and `eval` do, callable from Python as from the CLI."""
+"""The library face of the commands: what every `agenttrain` command does, callable from Python as from the CLI.
+
+`agenttrain/__init__.py` re-exports the public names; the CLI only parses arguments and renders results.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agenttrain.cache import cache_clear, cache_stats
+from agenttrain.compare import diff_snapshots
 from agenttrain.config import (
     RESUMABLE_KEYS,
     ConfigError,
@@ -15,16 +20,35 @@ from agenttrain.config import (
     extension_of,
     load_experiment,
 )
+from agenttrain.datasets import pull
 from agenttrain.errors import UserError
 from agenttrain.estimate import estimate_run
 from agenttrain.evaluation import evaluate, summarise
-from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from agenttrain.exporting import export_snapshot
+from agenttrain.listing import list_runs
+from agenttrain.records import EpochMetrics, EvalResult, RunInfo
+from agenttrain.registry import all_registrations
+from agenttrain.reporting import write_report
+from agenttrain.runs import (
+    RunDir,
+    Snapshot,
+    newest_run,
+    resolve_snapshot,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
 from agenttrain.stats import bootstrap_ci
 from agenttrain.tasks import load_task
 from agenttrain.tasks.files import read_jsonl, require_field
 from agenttrain.trainer import Reporter, Trainer, state_from_run
+
+__all__ = [
+    "cache_clear", "cache_stats", "diff", "dry_run", "eval_run", "export", "list_runs", "plugins", "prepare",
+    "pull", "report", "resume", "score_file", "show", "train",
+]
 
 
 @dataclass
@@ -96,10 +120,13 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool
     `extend` (resuming) also lets optimizer.epochs and optimizer.early_stop grow: the run continues."""
     config_path = run.path / "config.yaml"
     experiment = load_experiment(config_path, overrides)
+    recorded = run.info().config_hash
+    if recorded is None:  # an older run's hash was dropped: compare with its config.yaml as it stands
+        recorded = load_experiment(config_path).content_hash()
     compared = experiment
     if extend:
-        compared = extension_of(load_experiment(config_path), experiment, run.info().get("epochs_done", 0))
-    if compared.content_hash() != run.info().get("config_hash"):
+        compared = extension_of(load_experiment(config_path), experiment, run.info().epochs_done or 0)
+    if compared.content_hash() != recorded:
         changed = f"--set {' '.join(overrides)}" if overrides else f"{config_path} was edited and"
         allowed = RESUMABLE_KEYS + (", optimizer.epochs and optimizer.early_stop" if extend else "")
         raise ConfigError(f"{changed} changes what the run's results depend on; only {allowed} may "
@@ -143,7 +170,7 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
 async def _eval(
     run: RunDir, experiment: Experiment, epoch: int, split: str, use_cache: bool, reporter: Reporter | None,
     limit: int | None = None,
-) -> dict[str, Any]:
+) -> tuple[EvalResult, list[dict[str, Any]]]:
     functions = run.snapshot(epoch).functions
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
         examples = runtime.task.splits().limited(limit).get(split)
@@ -160,8 +187,9 @@ async def _eval(
         records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
         usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
     ci95 = list(bootstrap_ci([bool(r["correct"]) for r in records]))
-    return {"run": str(run.path), "epoch": epoch, "split": split, "task": experiment.task.name,
-            **summarise(records), "ci95": ci95, "usage": usage, "records": records}
+    result = EvalResult(run=str(run.path), epoch=epoch, split=split, task=experiment.task.name,
+                        **summarise(records), ci95=ci95, usage=usage)
+    return result, records
 
 
 def eval_run(
@@ -192,16 +220,14 @@ def eval_run(
     number = run.resolve_epoch(epoch)
     if not offline:
         check_endpoints(experiment)
-    result = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter, limit))
-    records = result.pop("records")
+    result, records = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter, limit))
     if limit is not None:
-        result["limit"] = limit
         prefix += f"first{limit}-"  # a smoke run never stands in for the full split's result
     stem = f"{prefix}{split}-epoch-{number}"  # names may hold dots: never with_suffix
-    write_json_atomic(run.evals_dir / f"{stem}.json", result)
+    write_json_atomic(run.evals_dir / f"{stem}.json", result.to_json())
     write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
     items = [{"id": r["id"], "correct": r["correct"], "extracted": r["extracted"]} for r in records]
-    return {**result, "items": items}
+    return {**result.to_json(), **({"limit": limit} if limit is not None else {}), "items": items}
 
 
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -240,3 +266,55 @@ def score_file(path: Path, scorer: str) -> dict[str, Any]:
         for item, v in zip(items, verdicts, strict=True)
     ]
     return {**summarise(results), "scorer": scorer, "items": results}
+
+
+@dataclass(frozen=True)
+class RunOverview:
+    """What `agenttrain show` prints: the run's status, its best epoch and every epoch's metrics."""
+
+    run: RunDir
+    info: RunInfo
+    best_epoch: int | None
+    epochs: list[EpochMetrics]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": str(self.run.path), "status": self.info.status, "best_epoch": self.best_epoch,
+                "epochs": [m.to_json() for m in self.epochs]}
+
+
+def show(run_path: Path) -> RunOverview:
+    run = RunDir.open(run_path)
+    return RunOverview(run, run.info(), run.best_if_any(), [run.snapshot(e).metrics for e in run.epochs()])
+
+
+def diff(a: str, b: str, run_path: Path | None = None, output_dir: Path = Path("runs")) -> dict[str, Any]:
+    """What changed between two snapshots: `a` and `b` are epoch folders, or `epoch-N` / `best` in the run at
+    `run_path` (default: the newest run under `output_dir`)."""
+    needs_run = not all(Path(ref).is_dir() for ref in (a, b))
+    run = (RunDir.open(run_path) if run_path else newest_run(output_dir)) if needs_run else None
+    return diff_snapshots(resolve_snapshot(a, run), resolve_snapshot(b, run))
+
+
+def report(run_path: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write report.md and its plots (default RUN/report/); returns the paths, report.md first."""
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: is a file; give a folder for report.md and its plots")
+    return write_report(RunDir.open(run_path), out_dir)
+
+
+def export(run_path: Path, epoch: str = "best", fmt: str = "python", out: Path | None = None
+           ) -> tuple[Snapshot, str]:
+    """An epoch's functions as text in `fmt`, also written to `out` when given."""
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a file name such as {out / 'functions.py'}")
+    run = RunDir.open(run_path)
+    snapshot = run.snapshot(run.resolve_epoch(epoch))
+    text = export_snapshot(snapshot, fmt)
+    if out is not None:
+        write_text_atomic(out, text)
+    return snapshot, text
+
+
+def plugins() -> list[dict[str, str]]:
+    """Every registered task, agent, scorer and plot: its name, where it is defined and which package gave it."""
+    return [registration.to_dict() for registration in all_registrations()]

@@ -20,6 +20,17 @@ from agenttrain.config import LLMConfig
 from agenttrain.errors import UserError
 
 FILE_NAME = "responses.sqlite3"
+SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is the cache before it carried a version
+
+
+def _create_responses(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+# Step `n` brings a cache of schema n - 1 to schema n. Schema 0 already had the responses table: the step
+# only creates it for a new file; later steps alter what older files hold.
+MIGRATIONS = {1: _create_responses}
+
 # request fields that route, label or bill a request without changing its reply (OpenAI's and vLLM's / llama.cpp's
 # server options); a user may pass them through `extra_body` and still get the cached reply
 NOT_IN_KEY = frozenset({
@@ -51,7 +62,7 @@ class ResponseCache:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise UserError(
                 f"cannot open the response cache {self.path}: {exc} "
@@ -60,6 +71,20 @@ class ResponseCache:
         self._lock = threading.Lock()  # one connection, possibly used from worker threads
         self.hits = 0
         self.misses = 0
+
+    def _migrate(self) -> None:
+        """Apply the steps between the file's schema and this code's, each in its own transaction."""
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise UserError(f"the response cache {self.path} has schema {version}, newer than this agenttrain "
+                            f"knows ({SCHEMA_VERSION}); upgrade agenttrain or set llm.cache_dir to another folder")
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.execute("BEGIN IMMEDIATE")  # another process opening the file waits, then skips the step
+            (current,) = self._db.execute("PRAGMA user_version").fetchone()
+            if current < step:
+                MIGRATIONS[step](self._db)
+                self._db.execute(f"PRAGMA user_version = {step}")
+            self._db.execute("COMMIT")
 
     @staticmethod
     def default_dir() -> Path:

@@ -13,17 +13,12 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from agenttrain import api
-from agenttrain.cache import cache_clear, cache_stats
-from agenttrain.compare import diff_snapshots
 from agenttrain.config import ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
-from agenttrain.datasets import DATASETS, pull
+from agenttrain.datasets import DATASETS
 from agenttrain.errors import UserError
-from agenttrain.export import export_snapshot
-from agenttrain.history import applied_actions, outcome_label, usage_cost, usage_sum, usage_tokens
-from agenttrain.listing import list_runs
+from agenttrain.history import outcome_label, usage_cost, usage_sum, usage_tokens
 from agenttrain.progress import BaseReporter, PlainReporter, RichReporter, plural
-from agenttrain.report import write_report
-from agenttrain.runs import RunDir, newest_run, resolve_snapshot, write_text_atomic
+from agenttrain.runs import RunDir, newest_run
 
 ENVIRONMENT_HELP = (
     "Environment defaults (a config's own value wins): "
@@ -118,27 +113,31 @@ def train(
     Example: agenttrain train configs/math-algebra.yaml --set optimizer.epochs=3
     Extend a finished run: agenttrain train --resume runs/math-algebra-20260101-120000 --set optimizer.epochs=12
     """
-    if (config is None) == (resume is None):
+    if config is not None and resume is None:
+        config_path = config
+    elif resume is not None and config is None:
+        config_path = resume / "config.yaml"
+    else:
         raise UserError("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
     shortcuts = {"agent.model": model, "optimizer.model": optimizer_model, "task.limit": limit}
     if resume is not None and any(value is not None for value in shortcuts.values()):
         raise UserError("--model, --optimizer-model and --limit start a new run; a resumed run keeps its own")
     overrides = [*(f"{key}={value}" for key, value in shortcuts.items() if value is not None), *(overrides or [])]
     if dry_run:
-        _render_estimate(api.dry_run(config or resume / "config.yaml", overrides), as_json)
+        _render_estimate(api.dry_run(config_path, overrides), as_json)
         return
     with reporter_for(err) as reporter:
         if resume is not None:
             outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
         else:
-            outcome = api.train(config, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
+            outcome = api.train(config_path, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
     info, best = outcome.run.info(), outcome.run.best_if_any()
     if as_json:
         print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": best,
-                    "reason": info.get("reason"), "usage": info.get("usage")})
+                    "reason": info.reason, "usage": info.usage})
         raise typer.Exit(1 if outcome.status == "failed" else 0)
     kept = "no epoch finished" if best is None else f"best epoch {best}"
-    out.print(f"run {outcome.run.path}: {outcome.status.replace('_', ' ')} ({info.get('reason')}); {kept}",
+    out.print(f"run {outcome.run.path}: {outcome.status.replace('_', ' ')} ({info.reason}); {kept}",
               soft_wrap=True)
     if outcome.status == "failed":
         raise typer.Exit(1)
@@ -265,10 +264,9 @@ def diff(
     \b
     Example: agenttrain diff epoch-3 epoch-5 runs/math-algebra-20260101-120000
     """
-    run_dir = None
-    if not all(Path(ref).is_dir() for ref in (a, b)):  # epoch names need a run
-        run_dir = newest_run(output_dir) if output_dir and not (run or run_option) else open_run(run, run_option)
-    result = diff_snapshots(resolve_snapshot(a, run_dir), resolve_snapshot(b, run_dir))
+    if run and run_option and run != run_option:
+        raise UserError(f"two runs given ({run} and --run {run_option}); give one")
+    result = api.diff(a, b, run or run_option, (output_dir or default_output_dir()).resolve())
     if as_json:
         print_json(result)
     else:
@@ -282,32 +280,26 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
     \b
     Example: agenttrain show runs/math-algebra-20260101-120000
     """
-    run_dir = open_run(run, run_option)
-    rows = [run_dir.snapshot(e).metrics for e in run_dir.epochs()]
-    info = run_dir.info()
+    overview = api.show(open_run(run, run_option).path)
     if as_json:
-        print_json({"run": str(run_dir.path), "status": info.get("status"), "best_epoch": run_dir.best_if_any(),
-                    "epochs": rows})
+        print_json(overview.to_json())
         return
-    table = Table(title=f"{run_dir.path.name}  ({info.get('status')})")
-    reasoning = any(usage_sum(m["usage"], "reasoning_tokens") for m in rows)  # columns only for reasoning models
+    if not overview.epochs:
+        out.print(f"{overview.run.path.name} ({overview.info.status}): no epoch finished; {overview.info.reason or ''}",
+                  soft_wrap=True)
+        return
+    table = Table(title=f"{overview.run.path.name}  ({overview.info.status})")
+    reasoning = any(usage_sum(m.usage, "reasoning_tokens") for m in overview.epochs)  # only for reasoning models
     columns = ["epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"]
     for column in columns + (["reasoning tok", "reasoning $"] if reasoning else []):
         table.add_column(column, justify="right" if column != "status" else "left")
-    best = run_dir.best_if_any()
-    for m in rows:
-        marker = " *" if m["epoch"] == best else ""
-        usage = m["usage"]
-        cells = [f"{m['epoch']}{marker}", f"{m['train_accuracy']:.3f}", outcome_label(m["status"]),
-                 str(applied_actions(m)), str(m["function_count"]), str(usage_tokens(usage)),
-                 f"{usage_cost(usage):.4f}"]
+    for m in overview.epochs:
+        marker = " *" if m.epoch == overview.best_epoch else ""
+        cells = [f"{m.epoch}{marker}", f"{m.train_accuracy:.3f}", outcome_label(m.status), str(m.applied_actions),
+                 str(m.function_count), str(usage_tokens(m.usage)), f"{usage_cost(m.usage):.4f}"]
         if reasoning:
-            cells += [str(usage_sum(usage, "reasoning_tokens")), f"{usage_sum(usage, 'reasoning_cost_usd'):.4f}"]
+            cells += [str(usage_sum(m.usage, "reasoning_tokens")), f"{usage_sum(m.usage, 'reasoning_cost_usd'):.4f}"]
         table.add_row(*cells)
-    if not rows:
-        out.print(f"{run_dir.path.name} ({info.get('status')}): no epoch finished; {info.get('reason') or ''}",
-                  soft_wrap=True)
-        return
     out.print(table)
     out.print("* best epoch" + ("; tokens and cost include the reasoning" if reasoning else ""))
 
@@ -316,7 +308,7 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
 def score(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="JSONL: `prediction` and `answer` per line "
                                          "(plus id, choices, unit)")],
-    scorer: Annotated[str, typer.Option(metavar="SCORER", help="math, tabmwp, gaia, numeric or exact")],
+    scorer: Annotated[str, typer.Option(metavar="SCORER", help="math, tabmwp, gaia, numeric, exact, or a plugin's")],
     as_json: AsJson = False,
 ) -> None:
     """Score model outputs with a task's answer extraction and official scorer.
@@ -350,7 +342,7 @@ def cache_stats_command(directory: CacheDir = None, as_json: AsJson = False) -> 
     \b
     Example: agenttrain cache stats
     """
-    stats = cache_stats(directory)
+    stats = api.cache_stats(directory)
     if as_json:
         print_json(stats)
         return
@@ -364,7 +356,7 @@ def cache_clear_command(directory: CacheDir = None, as_json: AsJson = False) -> 
     \b
     Example: agenttrain cache clear
     """
-    deleted = cache_clear(directory)
+    deleted = api.cache_clear(directory)
     if as_json:
         print_json({"deleted": deleted})
         return
@@ -384,9 +376,7 @@ def report_command(
     \b
     Example: agenttrain report runs/math-algebra-20260101-120000 --out math-report/
     """
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir}: is a file; give a folder for report.md and its plots")
-    paths = write_report(open_run(run, run_option), out_dir)
+    paths = api.report(open_run(run, run_option).path, out_dir)
     if as_json:
         print_json({"report": str(paths[0]), "plots": [str(p) for p in paths[1:]]})
         return
@@ -410,19 +400,14 @@ def export_command(
     \b
     Example: agenttrain export runs/math-algebra-20260101-120000 --epoch best --format python --out functions.py
     """
-    if out_path is not None and out_path.is_dir():
-        raise UserError(f"--out {out_path}: is a folder; give a file name such as {out_path / 'functions.py'}")
     if as_json and out_path is None:
         raise UserError("--json describes the file written with --out; without --out the export itself is printed")
-    run_dir = open_run(run, run_option)
-    snapshot = run_dir.snapshot(run_dir.resolve_epoch(epoch))
-    text = export_snapshot(snapshot, fmt)
+    snapshot, text = api.export(open_run(run, run_option).path, epoch, fmt, out_path)
     if out_path is None:
         sys.stdout.write(text)
         return
-    write_text_atomic(out_path, text)
     if as_json:
-        print_json({"path": str(out_path), "run": str(run_dir.path), "epoch": snapshot.epoch, "format": fmt,
+        print_json({"path": str(out_path), "run": str(snapshot.path.parent), "epoch": snapshot.epoch, "format": fmt,
                     "functions": snapshot.functions.names})
         return
     out.print(f"wrote {plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
@@ -441,7 +426,7 @@ def runs_command(
     Example: agenttrain runs runs/ --json
     """
     directory = directory or default_output_dir()
-    summaries = list_runs(directory)
+    summaries = api.list_runs(directory)
     if as_json:
         print_json({"directory": str(directory), "runs": [s.to_dict() for s in summaries]})
         return
@@ -484,11 +469,30 @@ def data_pull(
     \b
     Example: agenttrain data pull math --dest data/math
     """
-    path = pull(name, dest or Path("data") / name, source=source)
+    path = api.pull(name, dest or Path("data") / name, source=source)
     if as_json:
         print_json({"dataset": name, "path": str(path)})
         return
     out.print(f"wrote {path}; point task.path at it")
+
+
+@app.command("plugins")
+def plugins_command(as_json: AsJson = False) -> None:
+    """List the registered tasks, agents, scorers and plots, and the package each comes from.
+
+    \b
+    Example: agenttrain plugins --json
+    """
+    registered = api.plugins()
+    if as_json:
+        print_json({"plugins": registered})
+        return
+    table = Table(title="registered extensions")
+    for column in ("kind", "name", "defined in", "from"):
+        table.add_column(column, overflow="fold")
+    for entry in registered:
+        table.add_row(entry["kind"], entry["name"], entry["target"], entry["source"])
+    out.print(table)
 
 
 def main() -> None:

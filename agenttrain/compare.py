@@ -44,8 +44,8 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
     before, after = a.rollouts(), b.rollouts()
     paired = compare_outcomes(before, after)
     return {
-        "a": {"snapshot": str(a.path), "epoch": a.epoch, "train_accuracy": a.metrics.get("train_accuracy")},
-        "b": {"snapshot": str(b.path), "epoch": b.epoch, "train_accuracy": b.metrics.get("train_accuracy")},
+        "a": {"snapshot": str(a.path), "epoch": a.epoch, "train_accuracy": a.metrics.train_accuracy},
+        "b": {"snapshot": str(b.path), "epoch": b.epoch, "train_accuracy": b.metrics.train_accuracy},
         "added": [new[name].to_dict() for name in new if name not in old],
         "removed": [name for name in old if name not in new],
         "revised": revised,

@@ -6,12 +6,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from agenttrain.errors import UserError
+from agenttrain.registry import agents, tasks
 
 
 class ConfigError(UserError):
@@ -106,49 +107,60 @@ class ModelParams(Strict):
 
 
 class TaskConfig(Strict):
-    name: Literal["math", "jsonl", "tabmwp", "gaia"]
+    """The `task` keys every task has; a task adds its own in a subclass, its `config_class`."""
+
+    name: str
     path: Path | None = None
-    train_path: Path | None = None
-    test_path: Path | None = None
-    val_path: Path | None = None
-    types: list[str] | None = None  # MATH subjects
-    levels: list[int] | None = None  # MATH levels 1-5, GAIA levels 1-3
-    ques_types: list[Literal["free_text", "multi_choice"]] | None = None  # TabMWP
-    grades: list[int] | None = None  # TabMWP
-    gaia_split: Literal["validation", "test"] = "validation"
-    # The paper's sizes, for the paper's tasks; a jsonl task left unsized uses all its rows (`_jsonl_sizes`).
+    # the paper's sizes, for the paper's tasks; a jsonl task without sizes splits by its own rule
     train_size: int | None = Field(20, ge=0)
     test_size: int | None = Field(80, ge=0)
     val_size: int = Field(0, ge=0)
     seed: int = 0
     limit: int | None = Field(None, ge=1)  # smoke runs: only the first N examples of each split
-    question_field: str = "question"
-    answer_field: str = "answer"
-    id_field: str = "id"
-    scorer: Literal["math", "numeric", "exact", "tabmwp", "gaia"] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _jsonl_sizes(cls, data: Any) -> Any:
-        """A user's own data has no paper sizes: an unsized jsonl split takes every row (one `path`: the
-        default rule in `JsonlTask`, 20% held out for test)."""
-        if isinstance(data, dict) and data.get("name") == "jsonl":
-            return {"train_size": None, "test_size": None, **data}
-        return data
+    needs_path: ClassVar[bool] = True  # False for a task that makes its own examples
 
     @model_validator(mode="after")
     def _has_data(self) -> TaskConfig:
-        if self.path is None and self.train_path is None:
-            raise ValueError("set `task.path` (or `task.train_path` and `task.test_path` for jsonl)")
+        if self.needs_path and self.path is None:
+            raise ValueError("set `task.path`")
         return self
+
+    def path_fields(self) -> list[str]:
+        """The keys that hold file paths (made absolute when the config is read)."""
+        return [name for name, field in type(self).model_fields.items() if field.annotation in (Path, Path | None)]
+
+
+# Before tasks owned their keys, one flat `task` section had them all, and run directories saved it whole:
+# such a key is still accepted by a task without it when it holds the old default.
+FLAT_TASK_DEFAULTS: dict[str, Any] = {
+    "train_path": None, "test_path": None, "val_path": None, "types": None, "levels": None, "ques_types": None,
+    "grades": None, "gaia_split": "validation", "question_field": "question", "answer_field": "answer",
+    "id_field": "id", "scorer": None,
+}
+
+
+def task_config(data: Any) -> TaskConfig | Any:
+    """The `task` section validated by the config class of the task it names (from the registry)."""
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return data  # TaskConfig's own validation reports what is missing
+    config_class: type[TaskConfig] = getattr(tasks.get(data["name"]), "config_class", TaskConfig)
+    own = config_class.model_fields
+    kept = {k: v for k, v in data.items() if k in own or FLAT_TASK_DEFAULTS.get(k, ...) != v}
+    return config_class.model_validate(kept)
 
 
 class AgentConfig(ModelParams):
-    type: Literal["assistant", "react"] = "assistant"
+    type: str = "assistant"  # a name in agenttrain.registry.agents
     model: str = Field(default_factory=lambda: os.environ.get(ENV_MODEL) or "gpt-4o-mini")
     max_turns: int = Field(15, ge=1, le=100)
     max_failed_calls: int = Field(3, ge=1)  # then the model is told to finish
     llm: LLMOverride | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        agents.get(value)
+        return value
 
 
 class OptimizerConfig(ModelParams):
@@ -185,13 +197,18 @@ class BudgetConfig(Strict):
 
 class Experiment(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    task: TaskConfig
+    task: SerializeAsAny[TaskConfig]
     agent: AgentConfig = Field(default_factory=AgentConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     output_dir: Path = Field(default_factory=default_output_dir)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_config(cls, value: Any) -> Any:
+        return task_config(value)
 
     def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
         """The top-level `llm` with the role's `llm` override applied."""
@@ -264,7 +281,8 @@ def _validation_errors(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else \
+            item["msg"].removeprefix("Value error, ")
         lines.append(f"{key}: {message}")
     return lines
 
@@ -289,29 +307,37 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-PATH_KEYS = (("task", "path"), ("task", "train_path"), ("task", "test_path"), ("task", "val_path"),
-             ("llm", "cache_dir"), (None, "output_dir"))
-DATA_KEYS = ("path", "train_path", "test_path", "val_path")
 PAPER_TASKS = ("math", "tabmwp", "gaia")  # `agenttrain data pull` fetches these
 
 
-def _absolute_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative paths in `data` taken from `base`, stored absolute so that runs are portable. A config file's
-    paths are relative to its own folder (it works from any directory); `--set` paths to the shell's."""
-    data = dict(data)
-    for section, key in PATH_KEYS:
-        node = data if section is None else data.get(section)
-        if not isinstance(node, dict) or not isinstance(node.get(key), str | Path):
-            continue
-        if section is not None:
-            node = data[section] = dict(node)
-        node[key] = str((base / Path(node[key]).expanduser()).resolve())
-    return data
+def _given(data: dict[str, Any], section: str | None, key: str) -> bool:
+    node = data if section is None else data.get(section)
+    return isinstance(node, dict) and node.get(key) is not None
+
+
+def _absolute_paths(experiment: Experiment, from_file: dict[str, Any], overrides: dict[str, Any],
+                    config_dir: Path) -> Experiment:
+    """Relative paths made absolute, so that runs are portable: a config file's paths are taken from its own
+    folder (it works from any directory), `--set` paths and defaults from the shell's."""
+    def absolute(section: str | None, key: str, value: Path) -> Path:
+        from_config = _given(from_file, section, key) and not _given(overrides, section, key)
+        return ((config_dir if from_config else Path.cwd()) / value.expanduser()).resolve()
+
+    task_update = {
+        field: absolute("task", field, value)
+        for field in experiment.task.path_fields()
+        if (value := getattr(experiment.task, field)) is not None
+    }
+    experiment.task = experiment.task.model_copy(update=task_update)
+    experiment.output_dir = absolute(None, "output_dir", experiment.output_dir)
+    if experiment.llm.cache_dir is not None:
+        experiment.llm.cache_dir = absolute("llm", "cache_dir", experiment.llm.cache_dir)
+    return experiment
 
 
 def _check_files(experiment: Experiment, source: str) -> None:
     task = experiment.task
-    for field in DATA_KEYS:
+    for field in task.path_fields():
         value = getattr(task, field)
         if value is not None and not value.exists():
             hint = f"; download it with: agenttrain data pull {task.name}" if task.name in PAPER_TASKS else ""
@@ -320,13 +346,12 @@ def _check_files(experiment: Experiment, source: str) -> None:
 
 def load_experiment(path: Path, overrides: list[str] | None = None) -> Experiment:
     """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
-    from_file = _absolute_paths(_read_yaml(path), path.resolve().parent)
-    data = _merge(from_file, _absolute_paths(parse_overrides(overrides or []), Path.cwd()))
+    from_file, overridden = _read_yaml(path), parse_overrides(overrides or [])
     try:
-        experiment = Experiment.model_validate(data)
+        experiment = Experiment.model_validate(_merge(from_file, overridden))
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, str(path)), _validation_errors(exc)) from None
-    experiment.output_dir = experiment.output_dir.resolve()  # the default, ./runs, is the shell's
+    experiment = _absolute_paths(experiment, from_file, overridden, path.resolve().parent)
     _check_files(experiment, str(path))
     return experiment
 

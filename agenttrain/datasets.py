@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -78,7 +79,7 @@ def _pull_gaia(dest: Path, source: str | None) -> Path:
     return dest
 
 
-def _hub_snapshot(repo: str, **options: object) -> Path:
+def _hub_snapshot(repo: str, **options: Any) -> Path:
     """Download a dataset repository from the hub (or HF_ENDPOINT); errors say what to do about them."""
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:

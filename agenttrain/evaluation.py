@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from agenttrain.agents.base import Agent
 from agenttrain.functions import FunctionSet
+from agenttrain.records import RolloutRecord
 from agenttrain.scorers import judge_async
 from agenttrain.tasks.base import Example
 
@@ -30,17 +31,11 @@ async def run_all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
 def rollout_record(example: Example, rollout: Any, verdict: Any) -> dict[str, Any]:
     """One line of rollouts.jsonl: everything needed to inspect, score again, or resume."""
     data = rollout.to_dict()
-    return {
-        "id": example.id,
-        "question": example.question,
-        "gold": example.answer,
-        "prediction": data.pop("prediction"),
-        "extracted": verdict.extracted,
-        "correct": verdict.correct,
-        "strict": verdict.strict,
-        "score_note": verdict.note,
-        **{k: v for k, v in data.items() if k != "example_id"},
-    }
+    data.pop("example_id")
+    record = RolloutRecord(id=example.id, question=example.question, gold=example.answer,
+                           extracted=verdict.extracted, correct=verdict.correct, strict=verdict.strict,
+                           score_note=verdict.note, **data)
+    return record.to_json()
 
 
 async def evaluate(

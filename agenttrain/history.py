@@ -14,7 +14,8 @@ from typing import Any
 
 from agenttrain.complexity import cyclomatic_complexity
 from agenttrain.errors import UserError
-from agenttrain.runs import RunDir, Snapshot, read_journal_lines, read_run_json
+from agenttrain.records import EvalResult
+from agenttrain.runs import RunDir, Snapshot, read_rollouts, read_run_json
 from agenttrain.stats import PairedComparison, bootstrap_ci, compare_outcomes
 
 # How each epoch outcome is drawn and named: (label, marker, colour).
@@ -52,11 +53,6 @@ def usage_sum(by_role: dict[str, dict[str, Any]], field: str) -> float:
     return sum(u.get(field, 0) for u in by_role.values())
 
 
-def applied_actions(metrics: dict[str, Any]) -> int:
-    """How many optimizer actions an epoch's metrics record as applied (rejected ones and TERMINATE are not)."""
-    return sum(1 for a in metrics.get("actions", []) if a.get("status") == "applied")
-
-
 def outcome_label(status: str) -> str:
     return OUTCOMES[status][0] if status in OUTCOMES else status
 
@@ -75,10 +71,11 @@ class Evaluation:
     n: int
     cost_usd: float
     records_path: Path
+    format_version: int
 
     @cached_property
     def records(self) -> list[dict[str, Any]]:
-        return read_journal_lines(self.records_path)
+        return read_rollouts(self.records_path, self.format_version)
 
     @cached_property
     def ci95(self) -> tuple[float, float] | None:
@@ -89,16 +86,14 @@ class Evaluation:
 def load_evaluations(run: RunDir) -> list[Evaluation]:
     """Every RUN/evals/<split>-epoch-N.json, ordered by split then epoch."""
     evaluations = []
+    version = run.format_version
     for path in run.evals_dir.glob("*-epoch-*.json"):
-        data = read_run_json(path)
-        try:
-            evaluations.append(Evaluation(
-                split=path.stem.rsplit("-epoch-", 1)[0], epoch=int(data["epoch"]), accuracy=float(data["accuracy"]),
-                correct=int(data["correct"]), n=int(data["n"]), cost_usd=usage_cost(data.get("usage", {})),
-                records_path=path.with_name(f"{path.stem}.rollouts.jsonl"),
-            ))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{path}: not an eval result ({exc!r}); delete it or rerun `agenttrain eval`") from None
+        result = EvalResult.read(read_run_json(path), version, path)
+        evaluations.append(Evaluation(
+            split=path.stem.rsplit("-epoch-", 1)[0], epoch=result.epoch, accuracy=result.accuracy,
+            correct=result.correct, n=result.n, cost_usd=usage_cost(result.usage),
+            records_path=path.with_name(f"{path.stem}.rollouts.jsonl"), format_version=version,
+        ))
     return sorted(evaluations, key=lambda e: (e.split, e.epoch))
 
 
@@ -153,10 +148,10 @@ class RunHistory:
     @cached_property
     def lineage(self) -> list[LineageEvent]:
         return [
-            LineageEvent(s.epoch, s.metrics["status"], ACTION_VERBS[a["action"]], a["name"], a.get("reason"))
+            LineageEvent(s.epoch, s.metrics.status, ACTION_VERBS[a.action], a.name or "", a.reason)
             for s in self.snapshots
-            for a in s.metrics.get("actions", [])
-            if a.get("status") == "applied" and a.get("action") in ACTION_VERBS
+            for a in s.metrics.actions
+            if a.status == "applied" and a.action in ACTION_VERBS
         ]
 
     @cached_property

@@ -8,7 +8,8 @@ from typing import Any
 
 from agenttrain.errors import UserError
 from agenttrain.history import load_evaluations, usage_cost
-from agenttrain.runs import RunDir, find_runs, read_run_json
+from agenttrain.records import RunInfo
+from agenttrain.runs import RunDir, find_runs
 
 
 @dataclass(frozen=True)
@@ -29,25 +30,25 @@ class RunSummary:
         return asdict(self)
 
 
-def _status(run: RunDir, info: dict[str, Any]) -> str | None:
+def _status(run: RunDir, info: RunInfo) -> str:
     """run.json's status, except that a "running" run whose process is gone was killed."""
-    status = info.get("status")
+    status = info.status
     return "killed" if status == "running" and run.locked_by() is None else status
 
 
 def summarise_run(path: Path) -> RunSummary:
     run = RunDir.open(path)
     info = run.info()
-    best = read_run_json(run.path / "best.json") if (run.path / "best.json").exists() else {}
+    best = run.best()
     evaluations = load_evaluations(run)
     tests = [e for e in evaluations if e.split == "test"]
     # the best epoch's test result when it was evaluated, else the latest evaluated epoch's
-    test = next((e for e in tests if e.epoch == best.get("epoch")), tests[-1] if tests else None)
+    test = next((e for e in tests if best is not None and e.epoch == best.epoch), tests[-1] if tests else None)
     return RunSummary(
-        run=str(run.path), name=info.get("name"), status=_status(run, info), started=info.get("started"),
-        epochs=len(run.epochs()), best_epoch=best.get("epoch"), best_train_accuracy=best.get("train_accuracy"),
+        run=str(run.path), name=info.name, status=_status(run, info), started=info.started, epochs=len(run.epochs()),
+        best_epoch=best.epoch if best else None, best_train_accuracy=best.train_accuracy if best else None,
         test_epoch=test.epoch if test else None, test_accuracy=test.accuracy if test else None,
-        cost_usd=usage_cost(info.get("usage") or {}) + sum(e.cost_usd for e in evaluations),
+        cost_usd=usage_cost(info.usage or {}) + sum(e.cost_usd for e in evaluations),
     )
 
 

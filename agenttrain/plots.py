@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agenttrain.history import OUTCOMES, CallCount, RunHistory, role_cost, role_tokens
+from agenttrain.registry import plots
 from agenttrain.usage import price_for
 
 if TYPE_CHECKING:
@@ -55,13 +55,14 @@ def _save(fig: Figure, path: Path, history: RunHistory) -> Path:
     return path
 
 
+@plots.register("learning_curve")
 def plot_learning_curve(history: RunHistory, path: Path) -> Path:
     fig = _figure(8, 4.2)
     ax = fig.add_subplot()
-    ax.step(history.epochs, [s.metrics["incumbent_accuracy"] for s in history.snapshots], where="post",
+    ax.step(history.epochs, [s.metrics.incumbent_accuracy for s in history.snapshots], where="post",
             color="0.55", linewidth=1.5, label="kept set (train)")
     for status, (label, marker, colour) in OUTCOMES.items():
-        points = [(s.epoch, s.metrics["train_accuracy"]) for s in history.snapshots if s.metrics["status"] == status]
+        points = [(s.epoch, s.metrics.train_accuracy) for s in history.snapshots if s.metrics.status == status]
         if points:
             xs, ys = zip(*points, strict=True)
             ax.scatter(xs, ys, marker=marker, color=colour, s=60, zorder=3, label=f"train: {label}")
@@ -83,6 +84,7 @@ def plot_learning_curve(history: RunHistory, path: Path) -> Path:
     return _save(fig, path, history)
 
 
+@plots.register("function_usage")
 def plot_function_usage(history: RunHistory, path: Path) -> Path | None:
     usage = history.function_usage
     if not usage:
@@ -107,6 +109,7 @@ def plot_function_usage(history: RunHistory, path: Path) -> Path | None:
     return _save(fig, path, history)
 
 
+@plots.register("complexity")
 def plot_complexity(history: RunHistory, path: Path) -> Path | None:
     """Each function's complexity over the epochs; drawn only when there are two values to compare
     (two functions, or one function in two epochs)."""
@@ -129,20 +132,21 @@ def plot_complexity(history: RunHistory, path: Path) -> Path | None:
     return _save(fig, path, history)
 
 
+@plots.register("spend")
 def plot_spend(history: RunHistory, path: Path) -> Path:
     """Tokens per epoch and role, and their cost beside them unless no model has a known price."""
     known = _prices_known(history)
     unpriced, priced = [model for model, ok in known.items() if not ok], any(known.values())
     fig = _figure(10 if priced else 6, 3.8)
     axes = fig.subplots(1, 2) if priced else [fig.add_subplot()]
-    roles = sorted({role for s in history.snapshots for role in s.metrics.get("usage", {})})
+    roles = sorted({role for s in history.snapshots for role in s.metrics.usage})
     panels = [(axes[0], "thousand tokens", "Tokens per epoch", lambda u: role_tokens(u) / 1000)]
     if priced:
         panels.append((axes[1], "US dollars", "Cost per epoch", role_cost))
     for ax, unit, title, measure in panels:
         bottom = [0.0] * len(history.snapshots)
         for role in roles:
-            heights = [measure(s.metrics.get("usage", {}).get(role, {})) for s in history.snapshots]
+            heights = [measure(s.metrics.usage.get(role, {})) for s in history.snapshots]
             ax.bar(history.epochs, heights, bottom=bottom, label=role)
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         _integer_epochs(ax, history.epochs)
@@ -156,10 +160,4 @@ def plot_spend(history: RunHistory, path: Path) -> Path:
     return _save(fig, path, history)
 
 
-PLOTS: dict[str, Callable[[RunHistory, Path], Path | None]] = {
-    "learning_curve": plot_learning_curve,
-    "function_usage": plot_function_usage,
-    "complexity": plot_complexity,
-    "spend": plot_spend,
-}
 

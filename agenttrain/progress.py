@@ -16,7 +16,8 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from agenttrain.history import applied_actions, outcome_label
+from agenttrain.history import outcome_label
+from agenttrain.records import EpochMetrics
 from agenttrain.usage import Usage
 
 LLM_LOGGER = "agenttrain.llm"  # where LLMClient logs its retries, with the wait in `retry_wait_s`
@@ -166,11 +167,11 @@ class BaseReporter:
         self.line(f"{self.tally.epoch_label(epoch)} optimizer: {outcome}, in {took:.1f}s")
         self.phase_changed()
 
-    def epoch_done(self, metrics: dict[str, Any]) -> None:
+    def epoch_done(self, metrics: EpochMetrics) -> None:
         self.phase_done()
-        self.line(f"{self.tally.epoch_label(metrics['epoch'])}: train accuracy {metrics['train_accuracy']:.3f}, "
-                  f"{outcome_label(metrics['status'])}, {plural(applied_actions(metrics), 'action')} applied, "
-                  f"{plural(metrics['function_count'], 'function')}")
+        self.line(f"{self.tally.epoch_label(metrics.epoch)}: train accuracy {metrics.train_accuracy:.3f}, "
+                  f"{outcome_label(metrics.status)}, {plural(metrics.applied_actions, 'action')} applied, "
+                  f"{plural(metrics.function_count, 'function')}")
         self.epoch_summarised()
 
     def retrying(self, role: str, wait_s: float) -> None:

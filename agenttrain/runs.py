@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from agenttrain.config import Experiment
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
+from agenttrain.records import FIRST_FORMAT, Best, EpochMetrics, RolloutRecord, RunInfo, run_format
 
 EPOCH_PREFIX = "epoch-"
 RECORDED_PACKAGES = ("agenttrain", "openai", "math-verify", "sympy", "pydantic")
@@ -89,7 +90,7 @@ def _now() -> str:
 
 def environment_record() -> dict[str, Any]:
     """Package versions, Python and the git revision of the working directory, for reproducing a run."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in RECORDED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -104,25 +105,40 @@ def environment_record() -> dict[str, Any]:
     return {"python": platform.python_version(), "packages": versions, "git_revision": revision}
 
 
+def read_rollouts(path: Path, version: int) -> list[dict[str, Any]]:
+    """A rollouts file's records in the current format (as dicts: they are many, and passed on as JSON)."""
+    return [RolloutRecord.read(line, version, path).to_json() for line in read_journal_lines(path)]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     epoch: int
     path: Path
     functions: FunctionSet
-    metrics: dict[str, Any]
+    metrics: EpochMetrics
+    format_version: int
 
     def rollouts(self) -> list[dict[str, Any]]:
         path = self.path / "rollouts.jsonl"
         if not path.exists():
             raise UserError(f"{path}: missing; this snapshot's rollouts were deleted")
-        return read_journal_lines(path)
+        return read_rollouts(path, self.format_version)
 
 
-def load_snapshot(path: Path) -> Snapshot:
+def folder_format(run_path: Path) -> int:
+    """The format of the run that holds `run_path`'s files; an epoch folder copied out alone is read as format 1,
+    which every later format can upgrade."""
+    run_json = run_path / "run.json"
+    return run_format(read_run_json(run_json), run_json) if run_json.exists() else FIRST_FORMAT
+
+
+def load_snapshot(path: Path, version: int | None = None) -> Snapshot:
     if not (path / "functions.json").exists():
         raise UserError(f"{path}: not an epoch snapshot (no functions.json)")
-    metrics = read_run_json(path / "metrics.json")
-    return Snapshot(int(metrics["epoch"]), path, FunctionSet.from_json(read_run_json(path / "functions.json")), metrics)
+    version = folder_format(path.parent) if version is None else version
+    metrics = EpochMetrics.read(read_run_json(path / "metrics.json"), version, path / "metrics.json")
+    functions = FunctionSet.from_json(read_run_json(path / "functions.json"))
+    return Snapshot(metrics.epoch, path, functions, metrics, version)
 
 
 class RunDir:
@@ -142,11 +158,9 @@ class RunDir:
         path.mkdir(parents=True)
         run = cls(path)
         write_text_atomic(path / "config.yaml", experiment.to_yaml())
-        write_json_atomic(
-            path / "run.json",
-            {"status": "running", "name": experiment.name, "config_hash": experiment.content_hash(),
-             "seed": experiment.task.seed, "started": _now(), **environment_record(), **(extra or {})},
-        )
+        info = RunInfo(status="running", name=experiment.name, config_hash=experiment.content_hash(),
+                       seed=experiment.task.seed, started=_now(), **environment_record(), **(extra or {}))
+        write_json_atomic(path / "run.json", info.to_json())
         return run
 
     @classmethod
@@ -195,11 +209,20 @@ class RunDir:
 
     # -- run.json and the journal ---------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
-        return read_run_json(self.path / "run.json")
+    @property
+    def format_version(self) -> int:
+        """The format the run's files were written in (run.json is rewritten in the current one)."""
+        return folder_format(self.path)
+
+    def info(self) -> RunInfo:
+        path = self.path / "run.json"
+        data = read_run_json(path)
+        return RunInfo.read(data, run_format(data, path), path)
 
     def update_info(self, **fields: Any) -> None:
-        write_json_atomic(self.path / "run.json", {**self.info(), **fields})
+        """Rewrite run.json with `fields` changed. An older run's run.json is written in the current format;
+        the upgrade steps so far change run.json only, so its other files stay valid as they are."""
+        write_json_atomic(self.path / "run.json", {**self.info().to_json(), **fields})
 
     def finish(self, status: str, **fields: Any) -> None:
         self.update_info(status=status, finished=_now(), **fields)
@@ -217,21 +240,21 @@ class RunDir:
     def spent(self) -> dict[str, dict[str, Any]]:
         """Usage per role as last journaled (it includes requests of an epoch that never finished)."""
         journaled = [e["usage"] for e in self.events() if "usage" in e]
-        return journaled[-1] if journaled else self.info().get("usage") or {}
+        return journaled[-1] if journaled else self.info().usage or {}
 
     # -- snapshots ------------------------------------------------------------------------------------
 
     def save_snapshot(
-        self, epoch: int, functions: FunctionSet, metrics: dict[str, Any], rollouts: list[dict[str, Any]]
+        self, functions: FunctionSet, metrics: EpochMetrics, rollouts: list[dict[str, Any]]
     ) -> Path:
         """Write the epoch folder under a temporary name, then rename it: a snapshot that exists is complete."""
-        final = self.path / f"{EPOCH_PREFIX}{epoch}"
+        final = self.path / f"{EPOCH_PREFIX}{metrics.epoch}"
         tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f".{final.name}."))
         (tmp / "functions").mkdir()
         for function in functions:
             (tmp / "functions" / f"{function.name}.py").write_text(function.code, encoding="utf-8")
         (tmp / "functions.json").write_text(json.dumps(functions.to_json(), indent=2) + "\n", encoding="utf-8")
-        (tmp / "metrics.json").write_text(json.dumps({"epoch": epoch, **metrics}, indent=2) + "\n", encoding="utf-8")
+        (tmp / "metrics.json").write_text(json.dumps(metrics.to_json(), indent=2) + "\n", encoding="utf-8")
         with open(tmp / "rollouts.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rollouts)
         if final.exists():
@@ -251,10 +274,15 @@ class RunDir:
         path = self.path / f"{EPOCH_PREFIX}{epoch}"
         if not path.is_dir():
             raise UserError(f"{self.path}: no epoch {epoch}; epochs are {self.epochs()}")
-        return load_snapshot(path)
+        return load_snapshot(path, self.format_version)
 
-    def set_best(self, epoch: int, accuracy: float, reason: str) -> None:
-        write_json_atomic(self.path / "best.json", {"epoch": epoch, "train_accuracy": accuracy, "reason": reason})
+    def set_best(self, best: Best) -> None:
+        write_json_atomic(self.path / "best.json", best.to_json())
+
+    def best(self) -> Best | None:
+        """best.json, if it was written."""
+        path = self.path / "best.json"
+        return Best.read(read_run_json(path), self.format_version, path) if path.exists() else None
 
     def best_epoch(self) -> int:
         best = self.best_if_any()
@@ -264,10 +292,11 @@ class RunDir:
 
     def best_if_any(self) -> int | None:
         """best.json, else what the last snapshot recorded as best (best.json lost or not yet written)."""
-        if (self.path / "best.json").exists():
-            return int(read_run_json(self.path / "best.json")["epoch"])
+        best = self.best()
+        if best is not None:
+            return best.epoch
         epochs = self.epochs()
-        return int(self.snapshot(epochs[-1]).metrics["best_epoch"]) if epochs else None
+        return self.snapshot(epochs[-1]).metrics.best_epoch if epochs else None
 
     def resolve_epoch(self, ref: str) -> int:
         """`best`, `N` or `epoch-N`."""

@@ -88,7 +88,8 @@ class OutputCapture:
     def begin(self, limit: int) -> None:
         sys.stdout = sys.stderr = self._stream  # one stream, so prints and tracebacks keep their order
         with self._lock:
-            self._limit, self._kept, self._kept_chars, self._dropped = limit, [], 0, 0
+            self._kept: list[str] = []
+            self._limit, self._kept_chars, self._dropped = limit, 0, 0
             self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
             self._call_done.clear()
 
@@ -152,7 +153,9 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def compile_with_source(code: str | ast.AST, source: str, filename: str, mode: str = "exec") -> types.CodeType:
+def compile_with_source(
+    code: str | ast.Module | ast.Expression, source: str, filename: str, mode: str = "exec"
+) -> types.CodeType:
     """Compile, registering `source` so that tracebacks show the offending lines."""
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     return compile(code, filename, mode, dont_inherit=True)
@@ -174,7 +177,8 @@ class Session:
         and one that fails to load only breaks itself."""
         namespaces: list[dict[str, Any]] = []
         for function in functions:
-            name, namespace = function["name"], {"__name__": FUNCTIONS_MODULE, "__builtins__": builtins}
+            name = function["name"]
+            namespace: dict[str, Any] = {"__name__": FUNCTIONS_MODULE, "__builtins__": builtins}
             try:
                 with time_limit(self.load_timeout_s):
                     exec(compile_with_source(function["code"], function["code"], f"<function {name}>"), namespace)
@@ -196,6 +200,7 @@ class Session:
         filename = f"<cell {self.cells}>"
         tree = ast.parse(code, filename)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        assert last is None or isinstance(last, ast.Expr)  # for the type checker: checked on the line above
         namespace = vars(self.main)
         exec(compile_with_source(tree, code, filename), namespace)
         if last is not None:

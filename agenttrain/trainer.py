@@ -16,6 +16,7 @@ from agenttrain.evaluation import evaluate, summarise
 from agenttrain.functions import FunctionSet
 from agenttrain.llm import EndpointDown, LLMError
 from agenttrain.optimizer import ActionRecord, AgentOptimizer, StepResult, TrainingRecord
+from agenttrain.records import Action, Best, EpochMetrics, EpochStatus
 from agenttrain.runs import RunDir
 from agenttrain.runtime import Runtime
 from agenttrain.tasks.base import Example
@@ -30,7 +31,7 @@ class Reporter(Protocol):
     def rollout_done(self, record: dict[str, Any], usage: Usage) -> None: ...
     def optimizer_started(self, epoch: int, max_actions: int) -> None: ...
     def optimizer_done(self, epoch: int, actions: list[dict[str, Any]], usage: Usage) -> None: ...
-    def epoch_done(self, metrics: dict[str, Any]) -> None: ...
+    def epoch_done(self, metrics: EpochMetrics) -> None: ...
 
 
 @dataclass
@@ -57,13 +58,13 @@ def state_from_run(run: RunDir) -> TrainState:
     for epoch in run.epochs():
         snapshot = run.snapshot(epoch)
         metrics = snapshot.metrics
-        if metrics["status"] in ("baseline", "accepted"):
-            state.incumbent, state.incumbent_accuracy = snapshot.functions, metrics["train_accuracy"]
+        if metrics.status in ("baseline", "accepted"):
+            state.incumbent, state.incumbent_accuracy = snapshot.functions, metrics.train_accuracy
             state.incumbent_records, state.rejected = snapshot.rollouts(), []
-        elif metrics["status"] == "rolled_back":
-            state.rejected.append((snapshot.functions, metrics["train_accuracy"]))
-        state.stale, state.best_epoch = metrics["stale"], metrics["best_epoch"]
-        state.best_accuracy = metrics["best_accuracy"]
+        elif metrics.status == "rolled_back":
+            state.rejected.append((snapshot.functions, metrics.train_accuracy))
+        state.stale, state.best_epoch = metrics.stale, metrics.best_epoch
+        state.best_accuracy = metrics.best_accuracy
         state.next_epoch = epoch + 1
     return state
 
@@ -75,7 +76,7 @@ class EpochOutcome:
     epoch: int
     functions: FunctionSet
     records: list[dict[str, Any]]
-    status: str  # baseline | accepted | rolled_back | unchanged
+    status: EpochStatus
     actions: list[ActionRecord] = field(default_factory=list)
     improved: bool = False
 
@@ -202,14 +203,14 @@ class Trainer:
         if best_reason:
             state.best_epoch, state.best_accuracy = outcome.epoch, accuracy
         metrics = self._metrics(state, outcome, summary, duration_s, usage_before)
-        self.run.save_snapshot(outcome.epoch, outcome.functions, metrics, outcome.records)
+        self.run.save_snapshot(outcome.functions, metrics, outcome.records)
         if best_reason:
-            self.run.set_best(outcome.epoch, accuracy, best_reason)
+            self.run.set_best(Best(epoch=outcome.epoch, train_accuracy=accuracy, reason=best_reason))
         self.run.log("epoch", epoch=outcome.epoch, status=outcome.status, train_accuracy=accuracy)
         self.run.update_info(usage=self._usage(), epochs_done=outcome.epoch + 1)
         state.next_epoch = outcome.epoch + 1
         if self.reporter:
-            self.reporter.epoch_done({"epoch": outcome.epoch, **metrics})
+            self.reporter.epoch_done(metrics)
 
     def _best_reason(self, state: TrainState, outcome: EpochOutcome, accuracy: float) -> str | None:
         """Why this epoch becomes the best one, or None. Batch accuracies are not comparable across batches,
@@ -223,22 +224,26 @@ class Trainer:
         return None
 
     def _metrics(self, state: TrainState, outcome: EpochOutcome, summary: dict[str, Any], duration_s: float,
-                 usage_before: dict[str, Usage]) -> dict[str, Any]:
+                 usage_before: dict[str, Usage]) -> EpochMetrics:
         usage_after = self.rt.meter.by_role()
-        return {
-            "status": outcome.status,
-            "accepted": outcome.status in ("baseline", "accepted"),
-            "train_accuracy": summary["accuracy"],
-            **{f"train_{k}": v for k, v in summary.items() if k != "accuracy"},
-            "incumbent_accuracy": state.incumbent_accuracy,
-            "function_count": len(outcome.functions),
-            "actions": [a.to_dict() for a in outcome.actions],
-            "stale": state.stale,
-            "best_epoch": state.best_epoch,
-            "best_accuracy": state.best_accuracy,
-            "usage": {role: (usage_after[role] - usage_before.get(role, Usage())).to_dict() for role in usage_after},
-            "duration_s": round(duration_s, 3),
-        }
+        return EpochMetrics(
+            epoch=outcome.epoch,
+            status=outcome.status,
+            accepted=outcome.status in ("baseline", "accepted"),
+            train_accuracy=summary["accuracy"],
+            train_correct=summary["correct"],
+            train_n=summary["n"],
+            train_accuracy_strict=summary.get("accuracy_strict"),
+            train_errors=summary["errors"],
+            incumbent_accuracy=state.incumbent_accuracy,
+            function_count=len(outcome.functions),
+            actions=[Action.model_validate(a.to_dict()) for a in outcome.actions],
+            stale=state.stale,
+            best_epoch=state.best_epoch,
+            best_accuracy=state.best_accuracy,
+            usage={role: (usage_after[role] - usage_before.get(role, Usage())).to_dict() for role in usage_after},
+            duration_s=round(duration_s, 3),
+        )
 
     # -- journal and stopping ---------------------------------------------------------------------------
 

@@ -120,7 +120,7 @@ def timed_train(config: Path, server: ServerProcess) -> TimedRun:
     cpu_s = time.process_time() - cpu
     if outcome.status != "finished":
         raise RuntimeError(f"{outcome.run.path}: ended {outcome.status}")
-    return TimedRun(outcome.run.snapshot(0).metrics["duration_s"], cpu_s, len(server.take_asked()))
+    return TimedRun(outcome.run.snapshot(0).metrics.duration_s, cpu_s, len(server.take_asked()))
 
 
 def bench_concurrency(root: Path, server: ServerProcess) -> tuple[TimedRun, TimedRun]:
@@ -162,7 +162,7 @@ def bench_kill_and_resume(root: Path, server: ServerProcess) -> tuple[int, int]:
     in_flight = len(set(server.take_asked()) - journaled)  # started, never journaled: the work the kill lost
 
     resumed = subprocess.run([*CLI, "train", "--resume", str(run.path)], capture_output=True, text=True, timeout=60)
-    if resumed.returncode != 0 or RunDir(run.path).info()["status"] != "finished":
+    if resumed.returncode != 0 or RunDir(run.path).info().status != "finished":
         raise RuntimeError(f"resume failed: {resumed.stderr}")
     asked_again = server.take_asked()
     repeated = sum(q in journaled for q in asked_again)

@@ -18,6 +18,7 @@ from typing import Any
 
 from agenttrain.config import Experiment
 from agenttrain.functions import Function, FunctionSet, build_function
+from agenttrain.records import Best, EpochMetrics
 from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic
 
 MULTIPLY = build_function(
@@ -91,13 +92,13 @@ def save_epoch(
     """One epoch folder with the metrics keys the trainer writes."""
     correct = sum(r["correct"] for r in records)
     accuracy = correct / len(records)
-    metrics = {
-        "status": status, "accepted": status in ("baseline", "accepted"), "train_accuracy": accuracy,
-        "train_correct": correct, "train_n": len(records), "train_errors": 0, "incumbent_accuracy": kept_accuracy,
-        "function_count": len(functions), "actions": list(actions), "stale": 0, "best_epoch": epoch,
-        "best_accuracy": kept_accuracy, "usage": spent or usage(1000), "duration_s": 1.0,
-    }
-    run.save_snapshot(epoch, FunctionSet(tuple(functions)), metrics, records)
+    metrics = EpochMetrics(
+        epoch=epoch, status=status, accepted=status in ("baseline", "accepted"), train_accuracy=accuracy,
+        train_correct=correct, train_n=len(records), train_errors=0, incumbent_accuracy=kept_accuracy,
+        function_count=len(functions), actions=list(actions), stale=0, best_epoch=epoch,
+        best_accuracy=kept_accuracy, usage=spent or usage(1000), duration_s=1.0,
+    )
+    run.save_snapshot(FunctionSet(tuple(functions)), metrics, records)
 
 
 def save_eval(
@@ -136,7 +137,7 @@ def story_run(tmp_path: Path, name: str = "story", evaluated: bool = True) -> Ru
                [action("add_function", "divide", "t3 divides | and fails without it")], usage(3000, 1000))
     save_epoch(run, 4, [MULTIPLY, DIVIDE], "unchanged", best_records, 0.75,
                [action("terminate", None, status="terminate")], usage(0, 500))
-    run.set_best(3, 0.75, "highest training accuracy among accepted epochs")
+    run.set_best(Best(epoch=3, train_accuracy=0.75, reason="highest training accuracy among accepted epochs"))
     run.finish("finished", reason="ran 4 epochs", usage=usage(11000, 4000))
     if evaluated:
         tasks = [f"q{i}" for i in range(10)]

@@ -1,14 +1,18 @@
+import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
-from agenttrain.cache import ResponseCache, cache_clear, cache_stats, open_cache, request_key
+from agenttrain.cache import FILE_NAME, SCHEMA_VERSION, ResponseCache, cache_clear, cache_stats, open_cache, request_key
 from agenttrain.config import LLMConfig
 from agenttrain.errors import UserError
 
+FIXTURES = Path(__file__).parent / "fixtures"
 ENDPOINT = "http://127.0.0.1:8000/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0}
 
@@ -84,3 +88,21 @@ def test_unusable_directory_is_a_user_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(UserError, match=r"llm\.cache_dir"):
         ResponseCache(blocker / "cache")
+
+
+def test_a_cache_written_before_schema_versions_keeps_its_replies_and_gets_a_version(tmp_path):
+    shutil.copy(FIXTURES / "cache-schema-0" / FILE_NAME, tmp_path / FILE_NAME)
+    cache = ResponseCache(tmp_path)
+    try:
+        assert cache.stats()["entries"] == 11
+        assert cache._db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        cache.close()
+
+
+def test_a_cache_of_a_newer_schema_is_refused_with_what_to_do(tmp_path):
+    db = sqlite3.connect(tmp_path / FILE_NAME)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(UserError, match=rf"has schema {SCHEMA_VERSION + 1}, newer than .*llm.cache_dir"):
+        ResponseCache(tmp_path)

@@ -95,7 +95,7 @@ def test_rerunning_a_finished_config_makes_zero_api_calls(write_config, tmp_path
         sent = len(server.requests)
         second = invoke("train", str(config))
         assert len(server.requests) == sent
-    statuses = [RunDir(Path(first["run"])).snapshot(e).metrics["status"] for e in range(4)]
+    statuses = [RunDir(Path(first["run"])).snapshot(e).metrics.status for e in range(4)]
     assert statuses == ["baseline", "accepted", "rolled_back", "unchanged"]
     assert second["best_epoch"] == first["best_epoch"] == 1
 

@@ -48,7 +48,10 @@ def test_set_overrides_any_key_with_yaml_typed_values(tmp_path, monkeypatch):
         (minimal(optimiser={"epochs": 2}), [], "optimiser: unknown key"),
         (minimal(), ["optimizer.epochs=many"], "optimizer.epochs"),
         (minimal(), ["optimizer.epochz=2"], "optimizer.epochz: unknown key"),
-        (minimal(), ["agent.type=planner"], "agent.type"),
+        (minimal(), ["agent.type=planner"], "agent.type: unknown agent 'planner'; registered: assistant"),
+        (minimal(), ["task.name=trivia"], "task: unknown task 'trivia'; registered: gaia, jsonl, math"),
+        (minimal(), ["task.question_field=prompt"], "task.question_field: unknown key"),
+        (minimal(), ["task.name=jsonl", "task.scorer=fuzzy"], "task.scorer: unknown scorer 'fuzzy'"),
         ({"name": "exp", "task": {"name": "math", "path": "missing.jsonl"}}, [], "task.path"),
         ({"name": "exp", "task": {"name": "math"}}, [], "task.path"),
         (minimal(name="has space"), [], "name"),
@@ -119,6 +122,18 @@ def test_shipped_configs_are_valid(config, monkeypatch):
     from agenttrain.config import Experiment
 
     Experiment.model_validate(data)
+
+
+def test_a_task_section_in_the_old_flat_layout_is_still_valid(tmp_path, monkeypatch):
+    """Configs saved before tasks owned their keys held every task's keys, at their defaults."""
+    monkeypatch.chdir(tmp_path)
+    flat = {"name": "math", "path": "data.jsonl", "train_path": None, "test_path": None, "val_path": None,
+            "types": ["Algebra"], "levels": None, "ques_types": None, "grades": None, "gaia_split": "validation",
+            "question_field": "question", "answer_field": "answer", "id_field": "id", "scorer": None}
+    experiment = load_experiment(write(tmp_path, minimal(task=flat)))
+    assert experiment.task.model_dump(mode="json", exclude={"path"}) == {
+        "name": "math", "train_size": 20, "test_size": 80, "val_size": 0, "seed": 0, "types": ["Algebra"],
+        "levels": None, "limit": None}
 
 
 # -- paths, environment defaults, and a user's own data --------------------------------------------------------

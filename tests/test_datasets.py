@@ -10,11 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agenttrain.config import TaskConfig
 from agenttrain.datasets import DownloadError, convert_math, pull
 from agenttrain.errors import UserError
 from agenttrain.tasks.base import DataError
-from agenttrain.tasks.math import MathTask
+from agenttrain.tasks.math import MathConfig, MathTask
 
 
 def _closed_port() -> int:
@@ -48,7 +47,7 @@ def test_convert_math_writes_the_jsonl_layout_the_math_task_reads(tmp_path: Path
         ("test/geometry/0", "9", "Level 2"),
     ]
     assert (tmp_path / "math" / "train.jsonl").read_text().count("\n") == 1
-    task = MathTask(TaskConfig(name="math", path=test_file, types=["Algebra"], train_size=1, test_size=1))
+    task = MathTask(MathConfig(name="math", path=test_file, types=["Algebra"], train_size=1, test_size=1))
     assert sorted(e.answer for e in task.examples()) == ["7", "\\frac{1}{2}"]
 
 

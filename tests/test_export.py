@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.errors import UserError
-from agenttrain.export import add_docstring, python_module
+from agenttrain.exporting import add_docstring, python_module
 from agenttrain.functions import Function, FunctionSet
 from tests.run_factory import DIVIDE, MULTIPLY, story_run
 

@@ -49,8 +49,8 @@ def test_gaia_attachments_are_in_the_working_directory_and_answers_are_scored(wr
         run = api.train(config).run
     records = run.snapshot(0).rollouts()
     assert [r["correct"] for r in records] == [True, True, True], [r["messages"][-2:] for r in records]
-    assert run.info()["task_requires_network"] is True
-    assert run.info()["sandbox"]["network"]["allowed"] is True
+    assert run.info().task_requires_network is True
+    assert run.info().sandbox["network"]["allowed"] is True
 
 
 def test_gaia_refuses_to_run_without_network_access(write_config, tmp_path):

@@ -333,7 +333,7 @@ def test_training_a_react_agent_accepts_a_helpful_function_and_the_optimizer_rea
     with FakeOpenAI(respond) as server:
         run = api.train(write_config(server.base_url, data, agent={"type": "react"})).run
         optimizer_prompts = [b["messages"][1]["content"] for b in server.requests if is_optimizer(b)]
-    assert [run.snapshot(e).metrics["status"] for e in run.epochs()] == ["baseline", "accepted", "unchanged"]
-    assert run.snapshot(1).metrics["train_accuracy"] == 1.0
+    assert [run.snapshot(e).metrics.status for e in run.epochs()] == ["baseline", "accepted", "unchanged"]
+    assert run.snapshot(1).metrics.train_accuracy == 1.0
     # the epoch-1 conversations, shown to the optimizer at epoch 2, read as plain ReAct text
     assert "Action: multiply" in optimizer_prompts[-1] and "user: Observation: " in optimizer_prompts[-1]

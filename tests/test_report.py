@@ -13,7 +13,7 @@ from agenttrain.complexity import cyclomatic_complexity
 from agenttrain.errors import UserError
 from agenttrain.functions import Function
 from agenttrain.history import CallCount, LineageEvent, RunHistory
-from agenttrain.report import write_report
+from agenttrain.reporting import write_report
 from agenttrain.runs import RunDir
 from tests.run_factory import MULTIPLY, experiment, rollout, save_epoch, save_eval, story_run
 
@@ -164,7 +164,7 @@ def test_a_run_without_epochs_is_a_user_error(tmp_path):
 def test_a_damaged_eval_file_is_named(tmp_path):
     run = story_run(tmp_path)
     (run.evals_dir / "val-epoch-1.json").write_text('{"split": "val"}')
-    with pytest.raises(UserError, match=r"val-epoch-1\.json: not an eval result"):
+    with pytest.raises(UserError, match=r"val-epoch-1\.json: not a valid eval result"):
         write_report(run)
 
 

@@ -67,7 +67,7 @@ def killed_run(write_config, server: FakeOpenAI, tmp_path: Path, after_rollouts:
 def test_resume_after_sigkill_runs_only_the_rollouts_that_were_not_journaled(write_config, tmp_path, slow_world):
     run = killed_run(write_config, slow_world, tmp_path, 2)
     journaled = {e["record"]["question"] for e in run.events() if e["event"] == "rollout"}
-    assert run.info()["status"] == "running" and run.epochs() == []  # killed: no half-written snapshot
+    assert run.info().status == "running" and run.epochs() == []  # killed: no half-written snapshot
 
     slow_world.requests.clear()
     outcome = api.resume(run.path)
@@ -88,7 +88,7 @@ def test_ctrl_c_stops_gracefully_with_status_interrupted(write_config, tmp_path,
     assert process.returncode == 2
     assert "--resume" in stderr.decode()
     assert "Traceback" not in stderr.decode()
-    assert run.info()["status"] == "interrupted"
+    assert run.info().status == "interrupted"
 
 
 def test_resume_refuses_a_changed_config(write_config, tmp_path, slow_world):
@@ -108,7 +108,7 @@ def test_a_killed_run_resumes_on_a_moved_endpoint_and_counts_everything_it_spent
         after = len(moved.requests)
     assert outcome.status == "finished" and after > 0
     assert run.experiment().llm.base_url == moved.base_url  # the run now records where it continued
-    counted = sum(usage["requests"] for usage in run.info()["usage"].values())
+    counted = sum(usage["requests"] for usage in run.info().usage.values())
     # the 2 rollouts journaled before the kill are counted; nothing beyond what the two servers received is
     assert after + 2 <= counted <= after + before_kill
     with pytest.raises(ConfigError, match=r"agent\.model=other changes what the run's results depend on"):

@@ -10,9 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agenttrain.config import TaskConfig
 from agenttrain.tasks.base import DataError
-from agenttrain.tasks.gaia import GAIATask
+from agenttrain.tasks.gaia import GAIAConfig, GAIATask
 
 
 def _record(n: int, *, level: int = 1, answer: str | None = None, file_name: str = "") -> dict[str, Any]:
@@ -41,7 +40,7 @@ def _parquet(folder: Path, records: list[dict[str, Any]], name: str = "metadata.
 
 
 def _task(path: Path, **settings: Any) -> GAIATask:
-    return GAIATask(TaskConfig(name="gaia", path=path, **settings))
+    return GAIATask(GAIAConfig(name="gaia", path=path, **settings))
 
 
 RECORDS = [_record(1), _record(2, level=2), _record(3, level=3), _record(4, level=2)]

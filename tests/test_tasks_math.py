@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agenttrain.config import TaskConfig
 from agenttrain.tasks import load_task
 from agenttrain.tasks.base import DataError, Example, split_examples
+from agenttrain.tasks.jsonl import JsonlConfig
+from agenttrain.tasks.math import MathConfig
 from tests.conftest import shared_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_split_refuses_more_than_there_is_and_duplicate_ids():
 
 
 def test_math_sample_filters_by_type_and_level():
-    task = load_task(TaskConfig(name="math", path=SAMPLE, types=["algebra"], levels=[3, 4], train_size=2,
+    task = load_task(MathConfig(name="math", path=SAMPLE, types=["algebra"], levels=[3, 4], train_size=2,
                                 test_size=None))
     found = task.examples()
     assert found and all(e.fields["type"] == "Algebra" and e.fields["level"] in (3, 4) for e in found)
@@ -52,7 +53,7 @@ def test_math_sample_filters_by_type_and_level():
 
 def test_unknown_type_lists_the_available_ones():
     with pytest.raises(DataError, match="available"):
-        load_task(TaskConfig(name="math", path=SAMPLE, types=["Topology"])).examples()
+        load_task(MathConfig(name="math", path=SAMPLE, types=["Topology"])).examples()
 
 
 def test_original_one_file_per_problem_layout(tmp_path):
@@ -60,7 +61,7 @@ def test_original_one_file_per_problem_layout(tmp_path):
     folder.mkdir(parents=True)
     (folder / "1.json").write_text(json.dumps({"problem": "p", "solution": "\\boxed{3}", "level": "Level 2",
                                                "type": "Algebra"}))
-    [example] = load_task(TaskConfig(name="math", path=tmp_path, train_size=1, test_size=0)).examples()
+    [example] = load_task(MathConfig(name="math", path=tmp_path, train_size=1, test_size=0)).examples()
     assert example.id == "test/algebra/1.json" and example.answer == "3" and example.fields["level"] == 2
 
 
@@ -68,7 +69,7 @@ def test_a_bad_line_names_the_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"problem": "p", "answer": "1"}\n{broken\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2"):
-        load_task(TaskConfig(name="math", path=path)).examples()
+        load_task(MathConfig(name="math", path=path)).examples()
 
 
 def test_jsonl_task_with_separate_files_and_custom_fields(tmp_path):
@@ -76,7 +77,7 @@ def test_jsonl_task_with_separate_files_and_custom_fields(tmp_path):
         (tmp_path / f"{name}.jsonl").write_text(
             "".join(json.dumps({"q": f"{name} {i}", "a": str(i), "id": f"{name}-{i}"}) + "\n" for i in range(5))
         )
-    task = load_task(TaskConfig(name="jsonl", train_path=tmp_path / "train.jsonl", test_path=tmp_path / "test.jsonl",
+    task = load_task(JsonlConfig(name="jsonl", train_path=tmp_path / "train.jsonl", test_path=tmp_path / "test.jsonl",
                                 question_field="q", answer_field="a", scorer="numeric", train_size=3,
                                 test_size=None))
     splits = task.splits()
@@ -88,12 +89,12 @@ def test_jsonl_missing_field_is_named(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(DataError, match="missing field 'answer'"):
-        load_task(TaskConfig(name="jsonl", path=path)).splits()
+        load_task(JsonlConfig(name="jsonl", path=path)).splits()
 
 
 def test_real_math_test_split_loads_with_paper_sizes():
     path = shared_data("math/test.jsonl")
-    task = load_task(TaskConfig(name="math", path=path, types=["Number Theory"], train_size=20, test_size=80))
+    task = load_task(MathConfig(name="math", path=path, types=["Number Theory"], train_size=20, test_size=80))
     splits = task.splits()
     assert len(splits.train) == 20 and len(splits.test) == 80
     assert all(e.fields["type"] == "Number Theory" for e in splits.train + splits.test)
@@ -102,5 +103,5 @@ def test_real_math_test_split_loads_with_paper_sizes():
 def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path):
     path = tmp_path / "bom.jsonl"
     path.write_bytes("\ufeff".encode() + json.dumps({"problem": "p", "answer": "1"}).encode() + b"\n")
-    [example] = load_task(TaskConfig(name="math", path=path, train_size=1, test_size=0)).examples()
+    [example] = load_task(MathConfig(name="math", path=path, train_size=1, test_size=0)).examples()
     assert example.answer == "1"

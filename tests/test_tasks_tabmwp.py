@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from agenttrain.config import TaskConfig
 from agenttrain.scorers import judge
 from agenttrain.tasks.base import DataError
-from agenttrain.tasks.tabmwp import TabMWPTask
+from agenttrain.tasks.tabmwp import TabMWPConfig, TabMWPTask
 from tests.conftest import shared_data
 
 
@@ -37,7 +36,7 @@ def _write(path: Path, problems: dict[str, dict[str, Any]]) -> Path:
 
 
 def _task(path: Path, **settings: Any) -> TabMWPTask:
-    return TabMWPTask(TaskConfig(name="tabmwp", path=path, **settings))
+    return TabMWPTask(TabMWPConfig(name="tabmwp", path=path, **settings))
 
 
 def test_the_question_shows_the_table_the_unit_and_the_options(tmp_path: Path):

@@ -53,7 +53,7 @@ def train(write_config, server: FakeOpenAI, tmp_path: Path, problems=PRODUCTS, *
 
 
 def statuses(run: RunDir) -> list[str]:
-    return [run.snapshot(e).metrics["status"] for e in run.epochs()]
+    return [run.snapshot(e).metrics.status for e in run.epochs()]
 
 
 def test_a_helpful_function_is_accepted_and_terminate_changes_nothing(write_config, tmp_path):
@@ -63,14 +63,14 @@ def test_a_helpful_function_is_accepted_and_terminate_changes_nothing(write_conf
     with world(optimizer) as server:
         run = train(write_config, server, tmp_path)
     assert statuses(run) == ["baseline", "accepted", "unchanged"]
-    accuracies = [run.snapshot(e).metrics["train_accuracy"] for e in run.epochs()]
+    accuracies = [run.snapshot(e).metrics.train_accuracy for e in run.epochs()]
     assert accuracies == [0.0, 1.0, 1.0]
     assert run.best_epoch() == 1
-    assert run.info()["status"] == "finished"
+    assert run.info().status == "finished"
     assert (run.path / "epoch-1" / "functions" / "multiply.py").read_text() == MULTIPLY
     # TERMINATE changed nothing, so epoch 2 ran no rollouts at all
     assert not [e for e in run.events() if e["event"] == "rollout" and e["epoch"] == 2]
-    assert run.snapshot(2).metrics["actions"][0]["action"] == "terminate"
+    assert run.snapshot(2).metrics.actions[0].action == "terminate"
 
 
 def test_a_harmful_revision_is_rolled_back_and_the_next_epoch_runs_the_restored_code(write_config, tmp_path):
@@ -86,13 +86,13 @@ def test_a_harmful_revision_is_rolled_back_and_the_next_epoch_runs_the_restored_
     with world(optimizer) as server:
         run = train(write_config, server, tmp_path, optimizer={"epochs": 3, "max_actions": 1})
     assert statuses(run) == ["baseline", "accepted", "rolled_back", "rolled_back"]
-    assert run.snapshot(2).metrics["train_accuracy"] == 0.0
+    assert run.snapshot(2).metrics.train_accuracy == 0.0
     # epoch 3 starts again from epoch 1's multiply: its rollouts get products, not sums
     epoch3 = run.snapshot(3)
     assert epoch3.functions.get("multiply").code == MULTIPLY
     outputs = [o for r in epoch3.rollouts() for o in tool_outputs(r["messages"])]
     assert any("42" in o for o in outputs) and not any(o.strip() == "13" for o in outputs)
-    assert epoch3.metrics["train_accuracy"] == 1.0  # a tie with the incumbent is not an improvement
+    assert epoch3.metrics.train_accuracy == 1.0  # a tie with the incumbent is not an improvement
     assert run.best_epoch() == 1
 
 
@@ -105,8 +105,8 @@ def test_early_stop_fires_after_consecutive_epochs_without_improvement(write_con
     with world(optimizer) as server:
         run = train(write_config, server, tmp_path, optimizer={"epochs": 10, "early_stop": 2, "max_actions": 1})
     assert run.epochs() == [0, 1, 2, 3]
-    assert run.info()["status"] == "early_stopped"
-    assert run.snapshot(3).metrics["stale"] == 2
+    assert run.info().status == "early_stopped"
+    assert run.snapshot(3).metrics.stale == 2
 
 
 def test_an_invalid_action_is_rejected_then_retried_with_the_reason(write_config, tmp_path):
@@ -121,10 +121,10 @@ def test_an_invalid_action_is_rejected_then_retried_with_the_reason(write_config
     with world(optimizer) as server:
         run = train(write_config, server, tmp_path, optimizer={"epochs": 1})
         retries = [b for b in server.requests if is_optimizer(b) and len(b["messages"]) > 2]
-    action = run.snapshot(1).metrics["actions"][0]
-    assert action["status"] == "applied" and action["attempts"] == 2
+    action = run.snapshot(1).metrics.actions[0]
+    assert action.status == "applied" and action.attempts == 2
     assert "does not compile" in retries[0]["messages"][-1]["content"]
-    assert run.snapshot(1).metrics["train_accuracy"] == 1.0
+    assert run.snapshot(1).metrics.train_accuracy == 1.0
 
 
 def test_an_action_rejected_every_time_is_skipped_and_logged(write_config, tmp_path):
@@ -133,10 +133,10 @@ def test_an_action_rejected_every_time_is_skipped_and_logged(write_config, tmp_p
     with world(lambda body: bad) as server:
         run = train(write_config, server, tmp_path, optimizer={"epochs": 1, "max_actions": 1,
                                                                "max_action_retries": 2})
-    action = run.snapshot(1).metrics["actions"][0]
-    assert action["status"] == "rejected" and action["attempts"] == 3
-    assert "def multiply" in action["error"]
-    assert run.snapshot(1).metrics["status"] == "unchanged"
+    action = run.snapshot(1).metrics.actions[0]
+    assert action.status == "rejected" and action.attempts == 3
+    assert "def multiply" in action.error
+    assert run.snapshot(1).metrics.status == "unchanged"
 
 
 def test_two_learned_functions_each_run_their_own_code(write_config, tmp_path):
@@ -161,8 +161,8 @@ def test_two_learned_functions_each_run_their_own_code(write_config, tmp_path):
     rollout = run.snapshot(1).rollouts()[0]
     outputs = tool_outputs(rollout["messages"])
     assert any("alpha-1" in o for o in outputs) and any("beta-2" in o for o in outputs)
-    actions = run.snapshot(1).metrics["actions"]
-    assert [a["action"] for a in actions] == ["add_function", "add_function", "terminate"]
+    actions = run.snapshot(1).metrics.actions
+    assert [a.action for a in actions] == ["add_function", "add_function", "terminate"]
 
 
 def test_a_removed_function_is_no_longer_offered_to_the_agent(write_config, tmp_path):
@@ -194,7 +194,7 @@ def test_a_model_that_never_answers_is_scored_wrong_and_training_goes_on(write_c
     records = run.snapshot(0).rollouts()
     assert {r["stop_reason"] for r in records} == {"max_turns"}
     assert all(r["turns"] == 4 and not r["correct"] for r in records)
-    assert run.info()["status"] == "finished"
+    assert run.info().status == "finished"
 
 
 def test_code_blocks_run_in_the_sandbox_and_their_output_comes_back(write_config, tmp_path):
@@ -223,7 +223,7 @@ def test_run_directory_holds_the_documented_files(write_config, tmp_path):
     record = json.loads((epoch / "rollouts.jsonl").read_text().splitlines()[0])
     assert {"id", "gold", "prediction", "correct", "messages"} <= set(record)
     info = run.info()
-    assert info["config_hash"] and info["packages"]["openai"] and info["sandbox"]
+    assert info.config_hash and info.packages["openai"] and info.sandbox
     assert not list(run.path.glob(".epoch-*"))  # no temporary snapshot folders left behind
 
 
@@ -234,6 +234,6 @@ def test_a_function_needing_a_package_the_sandbox_lacks_is_rejected_with_what_is
     with world(lambda body: reply) as server:
         run = train(write_config, server, tmp_path, optimizer={"epochs": 1, "max_actions": 1,
                                                                "max_action_retries": 0})
-    action = run.snapshot(1).metrics["actions"][0]
-    assert action["status"] == "rejected"
-    assert "no_such_package_xyz" in action["error"] and "sympy" in action["error"]
+    action = run.snapshot(1).metrics.actions[0]
+    assert action.status == "rejected"
+    assert "no_such_package_xyz" in action.error and "sympy" in action.error

@@ -34,9 +34,9 @@ def test_a_budget_stops_the_run_gracefully_with_complete_snapshots(write_config,
     # each agent request costs $1: the baseline (4 requests) fits, the next epoch runs out
     assert outcome.status == "budget_exhausted"
     info = outcome.run.info()
-    assert info["status"] == "budget_exhausted" and "max_usd" in info["reason"]
+    assert info.status == "budget_exhausted" and "max_usd" in info.reason
     assert outcome.run.epochs() == [0]
-    assert info["usage"]["agent"]["cost_usd"] <= 5.0 + 1e-9
+    assert info.usage["agent"]["cost_usd"] <= 5.0 + 1e-9
     assert len(outcome.run.snapshot(0).rollouts()) == 4
 
 
@@ -46,7 +46,7 @@ def test_an_endpoint_that_keeps_failing_stops_the_run_with_the_reason(write_conf
         outcome = api.train(config)
     info = outcome.run.info()
     assert outcome.status == "failed"
-    assert server.base_url.split("/v1")[0] in info["reason"] or "503" in info["reason"]
+    assert server.base_url.split("/v1")[0] in info.reason or "503" in info.reason
 
 
 def test_a_request_that_fails_for_good_marks_that_rollout_errored_and_training_goes_on(write_config, tmp_path):
@@ -62,7 +62,7 @@ def test_a_request_that_fails_for_good_marks_that_rollout_errored_and_training_g
     assert outcome.status == "finished"
     record = next(r for r in outcome.run.snapshot(1).rollouts() if r["question"] == broken)
     assert record["stop_reason"] == "llm_error" and not record["correct"] and "500" in record["error"]
-    assert outcome.run.snapshot(1).metrics["train_accuracy"] == 7 / 8
+    assert outcome.run.snapshot(1).metrics.train_accuracy == 7 / 8
 
 
 def test_agent_and_optimizer_can_use_different_endpoints(write_config, tmp_path):
@@ -70,7 +70,7 @@ def test_agent_and_optimizer_can_use_different_endpoints(write_config, tmp_path)
         config = write_config(agent_server.base_url, data(tmp_path), optimizer={
             "epochs": 1, "llm": {"base_url": optimizer_server.base_url}})
         outcome = api.train(config)
-    assert outcome.run.snapshot(1).metrics["status"] == "accepted"
+    assert outcome.run.snapshot(1).metrics.status == "accepted"
     assert optimizer_server.requests and all(is_optimizer(b) for b in optimizer_server.requests)
     assert not any(is_optimizer(b) for b in agent_server.requests)
 
@@ -90,7 +90,7 @@ def test_batch_training_compares_with_the_incumbent_on_the_same_batch(write_conf
     incumbent_runs = [e for e in run.events() if e["event"] == "rollout" and e["phase"] == "incumbent"]
     assert {e["record"]["id"] for e in incumbent_runs if e["epoch"] == 1} == batches[1]
     metrics = run.snapshot(1).metrics
-    assert metrics["status"] == "accepted" and metrics["train_accuracy"] == 1.0
+    assert metrics.status == "accepted" and metrics.train_accuracy == 1.0
 
 
 def test_batch_training_the_papers_way_compares_with_the_last_score(write_config, tmp_path):
@@ -99,4 +99,4 @@ def test_batch_training_the_papers_way_compares_with_the_last_score(write_config
                               optimizer={"epochs": 1, "batch_size": 3, "batch_compare": "paper"})
         run = api.train(config).run
     assert not [e for e in run.events() if e["event"] == "rollout" and e["phase"] == "incumbent"]
-    assert run.snapshot(1).metrics["status"] == "accepted"
+    assert run.snapshot(1).metrics.status == "accepted"

@@ -1,19 +1,19 @@
-"""Agent systems by `agent.type`."""
+"""Agent systems by `agent.type`, as registered in `agenttrain.registry.agents`."""
 
 from __future__ import annotations
 
-from agenttrain.agents.assistant import AssistantAgent
-from agenttrain.agents.base import Agent
-from agenttrain.agents.react import ReactAgent
-from agenttrain.config import AgentConfig
-from agenttrain.llm import LLMClient
-from agenttrain.sandbox import Sandbox
-from agenttrain.tasks.base import AnswerFormat
+from typing import TYPE_CHECKING
+
+from agenttrain.registry import agents
+
+if TYPE_CHECKING:
+    from agenttrain.agents.base import Agent
+    from agenttrain.config import AgentConfig
+    from agenttrain.llm import LLMClient
+    from agenttrain.sandbox import Sandbox
+    from agenttrain.tasks.base import AnswerFormat
 
 
 def make_agent(config: AgentConfig, client: LLMClient, sandbox: Sandbox, answer_format: AnswerFormat) -> Agent:
-    if config.type == "assistant":
-        return AssistantAgent(client, config, sandbox, answer_format)
-    if config.type == "react":
-        return ReactAgent(client, config, sandbox, answer_format)
-    raise NotImplementedError(f"agent.type {config.type!r}")
+    """An agent is built from its config, the endpoint's client, the code sandbox and the task's answer format."""
+    return agents.get(config.type)(client, config, sandbox, answer_format)

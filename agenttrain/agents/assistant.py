@@ -18,6 +18,7 @@ from agenttrain.agents.base import (
 from agenttrain.config import AgentConfig
 from agenttrain.functions import FunctionSet
 from agenttrain.llm import LLMClient
+from agenttrain.registry import agents
 from agenttrain.sandbox import Sandbox, SandboxSession
 from agenttrain.tasks.base import AnswerFormat
 
@@ -42,6 +43,7 @@ def extract_code_blocks(text: str) -> list[str]:
     return [block.strip("\n") for block in CODE_BLOCK.findall(text or "")]
 
 
+@agents.register("assistant")
 class AssistantAgent(SandboxAgent):
     def __init__(self, client: LLMClient, config: AgentConfig, sandbox: Sandbox, answer_format: AnswerFormat) -> None:
         super().__init__(client, config, sandbox, answer_format)

@@ -25,6 +25,7 @@ from agenttrain.agents.react_parse import Action, parse_arguments, parse_reply
 from agenttrain.config import AgentConfig
 from agenttrain.functions import Function, FunctionSet
 from agenttrain.llm import LLMClient
+from agenttrain.registry import agents
 from agenttrain.sandbox import Sandbox, SandboxSession
 from agenttrain.tasks.base import AnswerFormat
 
@@ -88,6 +89,7 @@ def observation(action: Action, result: str) -> str:
     return f"{label}: {result}"
 
 
+@agents.register("react")
 class ReactAgent(SandboxAgent):
     def __init__(self, client: LLMClient, config: AgentConfig, sandbox: Sandbox, answer_format: AnswerFormat) -> None:
         super().__init__(client, config, sandbox, answer_format)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
+from agenttrain.registry import scorers
 from agenttrain.scorers.extraction import marked_answer
 from agenttrain.scorers.verdict import Verdict
 
@@ -43,11 +44,13 @@ def parse_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@scorers.register("exact")
 def judge_exact(prediction: str | None, answer: str, fields: Mapping[str, Any]) -> Verdict:
     extracted = _extract(prediction)
     return Verdict(correct=extracted is not None and extracted == answer.strip(), extracted=extracted)
 
 
+@scorers.register("numeric")
 def judge_numeric(prediction: str | None, answer: str, fields: Mapping[str, Any]) -> Verdict:
     gold = parse_number(answer)
     if gold is None:

@@ -13,6 +13,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+from agenttrain.registry import scorers
 from agenttrain.scorers.extraction import after_final_answer
 from agenttrain.scorers.verdict import Verdict
 
@@ -62,6 +63,7 @@ def question_scorer(model_answer: str | None, ground_truth: str) -> bool:
     return normalize_text(answer) == normalize_text(ground_truth)
 
 
+@scorers.register("gaia")
 def judge(prediction: str | None, answer: str, fields: Mapping[str, Any]) -> Verdict:
     if prediction is None:
         extracted = None

@@ -15,6 +15,7 @@ from typing import Any
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+from agenttrain.registry import scorers
 from agenttrain.scorers.extraction import last_boxed_content
 from agenttrain.scorers.hendrycks import is_equiv
 from agenttrain.scorers.verdict import Verdict
@@ -39,6 +40,7 @@ def math_verify_equal(gold: str, predicted: str) -> bool:
     return bool(verify(list(gold_parsed), list(predicted_parsed), timeout_seconds=None))
 
 
+@scorers.register("math")
 def judge(prediction: str | None, answer: str, fields: Mapping[str, Any]) -> Verdict:
     if prediction is None:
         return Verdict(correct=False, extracted=None, strict=False)

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agenttrain.registry import scorers
 from agenttrain.scorers.extraction import marked_answer
 from agenttrain.scorers.verdict import Verdict
 
@@ -133,6 +134,7 @@ def read_prediction(prediction: str, options: Sequence[str] | None) -> str:
     return spelled if spelled is not None else extract_prediction(marked, options)
 
 
+@scorers.register("tabmwp")
 def judge(prediction: str | None, answer: str, fields: Mapping[str, Any]) -> Verdict:
     if prediction is None:
         return Verdict(correct=False, extracted=None)

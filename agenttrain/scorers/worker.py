@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from multiprocessing.connection import Connection
 
+from agenttrain.registry import scorers
 from agenttrain.scorers.registry import judge
 from agenttrain.scorers.runner import READY, Job
 from agenttrain.scorers.verdict import Verdict
@@ -35,6 +36,7 @@ def _judge(job: Job) -> Verdict:
 def serve(connection: Connection) -> None:
     """Judge each job received until the caller closes the connection."""
     _cap_memory()
+    scorers.names()  # import every scorer now, so no item's time limit pays for it
     connection.send(READY)
     while True:
         try:

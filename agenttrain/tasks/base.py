@@ -53,9 +53,20 @@ class Splits:
 
 
 class Task(Protocol):
-    name: str
-    scorer: str  # a name from agenttrain.scorers
-    answer_format: AnswerFormat  # what the agent is asked to end with
+    """What agenttrain reads of a task (read-only, so class attributes such as `answer_format = "boxed"` fit)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def scorer(self) -> str:
+        """A name in agenttrain.registry.scorers."""
+        ...
+
+    @property
+    def answer_format(self) -> AnswerFormat:
+        """What the agent is asked to end with."""
+        ...
 
     def splits(self) -> Splits:
         """The seeded train/test/val examples that pass the config's filters."""
@@ -102,12 +113,15 @@ class PathTask:
     """A task read from `task.path` whose examples are split by the config's sizes and seed."""
 
     name: ClassVar[str]
+    scorer: ClassVar[str]
+    answer_format: ClassVar[AnswerFormat]
     path_hint: ClassVar[str]  # what `task.path` should point at, for the error when it is missing
 
     def __init__(self, config: TaskConfig) -> None:
         if config.path is None:
             raise DataError(f"task.path: the {self.name} task needs {self.path_hint}")
         self.config = config
+        self.path: Path = config.path
 
     def examples(self) -> list[Example]:
         raise NotImplementedError

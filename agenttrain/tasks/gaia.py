@@ -11,11 +11,13 @@ GAIA agents search the web and fetch pages, so this task needs a sandbox with ne
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from agenttrain.config import TaskConfig
+from agenttrain.registry import tasks
 from agenttrain.tasks.base import DataError, Example, PathTask
 from agenttrain.tasks.files import read_jsonl, require_field
 
@@ -94,7 +96,15 @@ def _example(folder: Path, where: str, record: dict[str, Any]) -> Example:
     )
 
 
+class GAIAConfig(TaskConfig):
+    levels: list[int] | None = None  # 1-3
+    gaia_split: Literal["validation", "test"] = "validation"
+
+
+@tasks.register("gaia")
 class GAIATask(PathTask):
+    config_class = GAIAConfig
+    config: GAIAConfig
     name = "gaia"
     scorer = "gaia"
     answer_format = "final_answer"
@@ -102,7 +112,7 @@ class GAIATask(PathTask):
     path_hint = "the folder that `agenttrain data pull gaia` filled"
 
     def examples(self) -> list[Example]:
-        folder = split_folder(self.config.path, self.config.gaia_split)
+        folder = split_folder(self.path, self.config.gaia_split)
         examples = [_example(folder, where, record) for where, record in _records(folder)]
         if self.config.levels:
             examples = [e for e in examples if e.fields["level"] in self.config.levels]

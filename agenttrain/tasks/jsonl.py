@@ -4,24 +4,58 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+from pydantic import field_validator, model_validator
 
 from agenttrain.config import TaskConfig
-from agenttrain.tasks.base import DataError, Example, Splits, split_examples
+from agenttrain.registry import scorers, tasks
+from agenttrain.tasks.base import AnswerFormat, DataError, Example, Splits, split_examples
 from agenttrain.tasks.files import read_jsonl, require_field
 
 BOXED_SCORERS = ("math", "numeric")
 DEFAULT_TEST_SHARE = 0.2  # one unsized `path`: this share of its rows is held out for test
 
 
+class JsonlConfig(TaskConfig):
+    train_path: Path | None = None  # instead of `path`: files already split
+    test_path: Path | None = None
+    val_path: Path | None = None
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str = "id"
+    scorer: str | None = None  # a name in agenttrain.registry.scorers; default exact
+
+    @field_validator("scorer")
+    @classmethod
+    def _registered(cls, value: str | None) -> str | None:
+        if value is not None:
+            scorers.get(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsized(cls, data: Any) -> Any:
+        """A user's own data has no paper sizes: left out, each split takes every row (one `path`: the default
+        rule in `JsonlTask`, 20% held out for test)."""
+        return {"train_size": None, "test_size": None, **data} if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _has_data(self) -> JsonlConfig:
+        if self.path is None and (self.train_path is None or self.test_path is None):
+            raise ValueError("set `task.path`, or both `task.train_path` and `task.test_path`")
+        return self
+
+
+@tasks.register("jsonl")
 class JsonlTask:
+    config_class = JsonlConfig
     name = "jsonl"
 
-    def __init__(self, config: TaskConfig) -> None:
+    def __init__(self, config: JsonlConfig) -> None:
         self.config = config
         self.scorer = config.scorer or "exact"
-        self.answer_format = "boxed" if self.scorer in BOXED_SCORERS else "final_answer"
-        if config.path is None and (config.train_path is None or config.test_path is None):
-            raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
+        self.answer_format: AnswerFormat = "boxed" if self.scorer in BOXED_SCORERS else "final_answer"
 
     def read(self, path: Path) -> list[Example]:
         c = self.config
@@ -47,6 +81,8 @@ class JsonlTask:
         c = self.config
         if c.path is not None:
             return self._split_one_file(c.path)
+        if c.train_path is None or c.test_path is None:
+            raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
         train = split_examples(self.read(c.train_path), c.train_size, 0, 0, c.seed, str(c.train_path)).train
         test = split_examples(self.read(c.test_path), 0, c.test_size, 0, c.seed, str(c.test_path)).test
         val = self.read(c.val_path) if c.val_path else []

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from agenttrain.config import TaskConfig
+from agenttrain.registry import tasks
 from agenttrain.scorers.extraction import last_boxed_content
 from agenttrain.tasks.base import DataError, Example, PathTask
 from agenttrain.tasks.files import read_json, read_jsonl, require_field
@@ -52,14 +54,22 @@ def _example(file: Path, where: str, record: dict[str, Any], root: Path) -> Exam
     )
 
 
+class MathConfig(TaskConfig):
+    types: list[str] | None = None  # subjects, e.g. [algebra]; case does not matter
+    levels: list[int] | None = None  # difficulty 1-5
+
+
+@tasks.register("math")
 class MathTask(PathTask):
+    config_class = MathConfig
+    config: MathConfig
     name = "math"
     scorer = "math"
     answer_format = "boxed"
     path_hint = "a MATH JSONL file or a folder of them"
 
     def examples(self) -> list[Example]:
-        root = self.config.path
+        root = self.path
         examples = [_example(*item, root) for item in _records(root)]
         return self._filter(examples)
 

@@ -9,8 +9,10 @@ box: many answers are words (`surplus`, `7:25 P.M.`), and the scorer reads eithe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from agenttrain.config import TaskConfig
+from agenttrain.registry import tasks
 from agenttrain.scorers.tabmwp import OPTION_LETTERS
 from agenttrain.tasks.base import DataError, Example, PathTask
 from agenttrain.tasks.files import read_json, require_field
@@ -63,14 +65,22 @@ def _example(problem_id: str, record: Any, where: str) -> Example:
     )
 
 
+class TabMWPConfig(TaskConfig):
+    ques_types: list[Literal["free_text", "multi_choice"]] | None = None
+    grades: list[int] | None = None
+
+
+@tasks.register("tabmwp")
 class TabMWPTask(PathTask):
+    config_class = TabMWPConfig
+    config: TabMWPConfig
     name = "tabmwp"
     scorer = "tabmwp"
     answer_format = "final_answer"
     path_hint = f"a PromptPG {DEFAULT_FILE} file or its folder"
 
     def examples(self) -> list[Example]:
-        file = _problems_file(self.config.path)
+        file = _problems_file(self.path)
         problems = read_json(file)
         if not isinstance(problems, dict) or not problems:
             raise DataError(f"{file}: expected PromptPG's layout, an object mapping problem ids to problems")

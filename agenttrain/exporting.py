@@ -68,7 +68,8 @@ def _top_level_definitions(code: str) -> dict[str, str]:
         targets = [node] if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) else [
             t for t in ast.walk(node) if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)]
         for target in targets:
-            found[getattr(target, "name", None) or target.id] = ast.get_source_segment(code, node) or ""
+            name = target.id if isinstance(target, ast.Name) else target.name
+            found[name] = ast.get_source_segment(code, node) or ""
     return found
 
 
@@ -105,9 +106,8 @@ def python_module(functions: FunctionSet, origin: str) -> str:
 
 
 def snapshot_origin(snapshot: Snapshot) -> str:
-    accuracy = snapshot.metrics.get("train_accuracy")
-    scored = f", train accuracy {accuracy:.3f}" if accuracy is not None else ""
-    return f"run {snapshot.path.parent.name}, epoch {snapshot.epoch}{scored}"
+    accuracy = snapshot.metrics.train_accuracy
+    return f"run {snapshot.path.parent.name}, epoch {snapshot.epoch}, train accuracy {accuracy:.3f}"
 
 
 def export_snapshot(snapshot: Snapshot, fmt: str) -> str:

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agenttrain.history import CallCount, RunHistory, applied_actions, outcome_label, usage_cost, usage_tokens
-from agenttrain.plots import PLOTS
+from agenttrain.history import CallCount, RunHistory, outcome_label, usage_cost, usage_tokens
+from agenttrain.registry import plots
 from agenttrain.runs import RunDir, write_text_atomic
 
 MAX_STUCK_ROWS = 50
@@ -44,17 +44,17 @@ def _percent(value: float | None) -> str | None:
 
 def _header(history: RunHistory) -> str:
     info, experiment, best = history.info, history.run.experiment(), history.best
-    training_cost = usage_cost(info.get("usage") or {})
+    training_cost = usage_cost(info.usage or {})
     eval_cost = sum(e.cost_usd for e in history.evaluations)
-    reason = f" ({info['reason']})" if info.get("reason") else ""
+    reason = f" ({info.reason})" if info.reason else ""
     return "\n".join([
-        f"# Training report: {info.get('name', history.run.path.name)}",
+        f"# Training report: {info.name}",
         "",
-        f"- run: `{history.run.path}`, started {info.get('started', '?')}",
-        f"- status: **{info.get('status', '?')}**{reason}; {len(history.snapshots)} epochs saved",
+        f"- run: `{history.run.path}`, started {info.started}",
+        f"- status: **{info.status}**{reason}; {len(history.snapshots)} epochs saved",
         f"- task: {experiment.task.name}; agent: {experiment.agent.type} on `{experiment.agent.model}`; "
         f"optimizer: `{experiment.optimizer.model}`",
-        f"- best epoch: **{best.epoch}**, train accuracy {_percent(best.metrics['train_accuracy'])} "
+        f"- best epoch: **{best.epoch}**, train accuracy {_percent(best.metrics.train_accuracy)} "
         f"with {len(best.functions)} functions ({', '.join(best.functions.names) or 'none'})",
         f"- cost: ${training_cost:.4f} training + ${eval_cost:.4f} evaluation",
     ])
@@ -67,9 +67,8 @@ def _curve_section(history: RunHistory, images: dict[str, Path | None]) -> str:
         m = s.metrics
         held_out = [_percent(e.accuracy) if (e := history.evaluation(split, s.epoch)) else None for split in splits]
         epoch = f"{s.epoch} (best)" if s.epoch == history.best_epoch else s.epoch
-        rows.append([epoch, outcome_label(m["status"]), _percent(m["train_accuracy"]),
-                     *held_out, m["function_count"], applied_actions(m), usage_tokens(m.get("usage", {})),
-                     f"{usage_cost(m.get('usage', {})):.4f}"])
+        rows.append([epoch, outcome_label(m.status), _percent(m.train_accuracy), *held_out, m.function_count,
+                     m.applied_actions, usage_tokens(m.usage), f"{usage_cost(m.usage):.4f}"])
     headers = ["epoch", "outcome", "train", *splits, "functions", "actions applied", "tokens", "cost $"]
     return "\n\n".join(filter(None, [
         "## Learning curve",
@@ -152,7 +151,7 @@ def _spend_section(history: RunHistory, images: dict[str, Path | None]) -> str:
     rows = [[s.epoch, role, u.get("requests", 0), u.get("cache_hits", 0), u.get("prompt_tokens", 0),
              u.get("cached_prompt_tokens", 0), u.get("completion_tokens", 0), u.get("reasoning_tokens", 0),
              f"{u.get('cost_usd', 0.0):.4f}", f"{u.get('reasoning_cost_usd', 0.0):.4f}"]
-            for s in history.snapshots for role, u in sorted(s.metrics.get("usage", {}).items())]
+            for s in history.snapshots for role, u in sorted(s.metrics.usage.items())]
     return "\n\n".join([
         "## Tokens and cost",
         _image(images, "spend", "tokens and cost per epoch"),
@@ -202,7 +201,7 @@ def write_report(run: RunDir, out_dir: Path | None = None) -> list[Path]:
     history = RunHistory(run)
     out_dir = out_dir or run.path / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    images = {name: plot(history, out_dir / f"{name}.png") for name, plot in PLOTS.items()}
+    images = {r.name: r.value(history, out_dir / f"{r.name}.png") for r in plots.registrations()}
     report = out_dir / "report.md"
     write_text_atomic(report, render_markdown(history, images))
     return [report, *(path for path in images.values() if path)]

@@ -1,0 +1,237 @@
+"""The files of a run directory as typed, versioned records: one model per file, used to write and to read.
+
+run.json carries `format_version`, the version of every file in the run. Reading a run written in an
+older format applies the named upgrade steps in `UPGRADES`, one per version bump, in memory; a run of a
+newer format than this code knows is refused with a clear error. Every model allows fields it does not
+declare, so a field added by newer code survives a round-trip through older code.
+
+Format history:
+- 1: before run.json had `format_version` (agenttrain up to the commit that added this module).
+- 2: run.json has `format_version`; `config_hash` hashes the per-task config (a task owns its config
+  fields), so a format-1 hash no longer matches its own config and is dropped when read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agenttrain.errors import UserError
+
+FORMAT_VERSION = 2
+FIRST_FORMAT = 1  # a run.json without `format_version` was written in format 1
+
+Data = dict[str, Any]
+UsageByRole = dict[str, dict[str, Any]]
+USAGE_HELP = ("per role (agent, optimizer): requests (sent), cache_hits, prompt_tokens, completion_tokens (reasoning "
+              "included), total_tokens, cost_usd (US dollars at the known prices), and, where the endpoint reports "
+              "them, reasoning_tokens, cached_prompt_tokens, reasoning_cost_usd (absent in older runs: read as 0)")
+
+
+class Record(BaseModel):
+    """One file (or one JSONL line) of a run directory."""
+
+    model_config = ConfigDict(extra="allow")
+    file: ClassVar[str]  # where it lives in the run directory, for docs/run-directory.md
+    title: ClassVar[str]  # what to call it in an error
+    about: ClassVar[str]
+
+    @classmethod
+    def read(cls: type[R], data: Any, version: int, where: Path | str) -> R:
+        """Upgrade `data` written in format `version` to the current format, then validate it."""
+        if not isinstance(data, dict):
+            raise UserError(f"{where}: expected a JSON object, found {type(data).__name__}")
+        for step in steps_after(version):
+            upgrade = step.changes.get(cls.__name__)
+            data = upgrade(dict(data)) if upgrade else data
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            raise UserError(f"{where}: not a valid {cls.title} ({problems})") from None
+
+    def to_json(self) -> Data:
+        return self.model_dump(mode="json")
+
+
+R = TypeVar("R", bound=Record)
+
+
+class RunInfo(Record):
+    title = "run.json"
+    file = "run.json"
+    about = "What the run is and how it ended; rewritten atomically as the run goes."
+
+    format_version: int = Field(FORMAT_VERSION, description="the format of every file in this run directory")
+    status: str = Field(description="running, finished, early_stopped, budget_exhausted, interrupted or failed "
+                                    "(`agenttrain runs` shows a running run whose process is gone as killed)")
+    name: str = Field(description="the experiment's `name`")
+    config_hash: str | None = Field(None, description="hash of the config keys results depend on; resume and eval "
+                                                      "refuse a config.yaml whose hash differs (null: not known)")
+    seed: int = Field(description="`task.seed`, which decides the data split and batches")
+    started: str = Field(description="ISO 8601 time, UTC")
+    python: str | None = Field(None, description="Python version that started the run")
+    packages: dict[str, str | None] = Field(default_factory=dict, description="versions of the packages that "
+                                                                              "decide results (null: not installed)")
+    git_revision: str | None = Field(None, description="git HEAD of the working directory, if it was a repository")
+    sandbox: dict[str, Any] | None = Field(None, description="what the code sandbox enforces (limits, network, "
+                                                             "isolation), as measured when training started")
+    task_requires_network: bool | None = Field(None, description="whether the task's tools need the network")
+    usage: UsageByRole | None = Field(None, description=f"spent so far, {USAGE_HELP}")
+    epochs_done: int | None = Field(None, description="epochs saved so far (epoch 0 counts)")
+    finished: str | None = Field(None, description="ISO 8601 time the run stopped, UTC")
+    reason: str | None = Field(None, description="why the run stopped, and what to do next")
+
+
+class Action(BaseModel):
+    """One optimizer action of an epoch."""
+
+    model_config = ConfigDict(extra="allow")
+    action: str = Field(description="add_function, revise_function, remove_function or terminate")
+    name: str | None = Field(None, description="the function it touches")
+    status: str = Field("applied", description="applied, rejected or terminate")
+    error: str | None = Field(None, description="why the last attempt was rejected")
+    attempts: int = Field(1, description="tries the optimizer needed")
+    reason: str | None = Field(None, description="the optimizer's own explanation, if it gave one")
+
+
+EpochStatus = Literal["baseline", "accepted", "rolled_back", "unchanged"]
+
+
+class EpochMetrics(Record):
+    title = "epoch metrics file"
+    file = "epoch-N/metrics.json"
+    about = "One epoch's outcome; the folder appears complete or not at all."
+
+    epoch: int = Field(description="N of epoch-N; 0 is the baseline without learned functions")
+    status: EpochStatus = Field(description="baseline, accepted, rolled_back (candidate was worse), or unchanged "
+                                            "(the optimizer changed nothing)")
+    accepted: bool = Field(description="whether this epoch's functions became the kept set")
+    train_accuracy: float = Field(description="accuracy of this epoch's functions on the training tasks it ran")
+    train_correct: int = Field(description="training tasks answered correctly")
+    train_n: int = Field(description="training tasks run")
+    train_accuracy_strict: float | None = Field(None, description="strict accuracy, for scorers that have one")
+    train_errors: int = Field(0, description="rollouts that ended in an error")
+    incumbent_accuracy: float = Field(description="training accuracy of the kept set after this epoch")
+    function_count: int = Field(description="functions in this epoch's set")
+    actions: list[Action] = Field(default_factory=list, description="the optimizer's actions")
+    stale: int = Field(description="epochs in a row without an improvement (early stop counts these)")
+    best_epoch: int = Field(description="best epoch so far")
+    best_accuracy: float = Field(description="training accuracy of the best epoch so far")
+    usage: UsageByRole = Field(default_factory=dict, description=f"spent in this epoch, {USAGE_HELP}")
+    duration_s: float = Field(description="wall time of the epoch in seconds")
+
+    @property
+    def applied_actions(self) -> int:
+        """Actions applied (rejected ones and TERMINATE are not)."""
+        return sum(1 for a in self.actions if a.status == "applied")
+
+
+class FunctionCallRecord(BaseModel):
+    """One call of a learned function in a rollout."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="the function the agent called (possibly one that does not exist)")
+    ok: bool = Field(description="whether the call returned without an error")
+    error: str | None = Field(None, description="the error's type or message")
+
+
+class RolloutRecord(Record):
+    title = "rollout record"
+    file = "epoch-N/rollouts.jsonl, evals/STEM.rollouts.jsonl (one line each)"
+    about = "One conversation of the agent on one task, scored."
+
+    id: str = Field(description="the task's id")
+    question: str = Field(description="the task as the agent saw it")
+    gold: str = Field(description="the reference answer")
+    prediction: str | None = Field(description="the text the answer was extracted from")
+    extracted: str | None = Field(description="the answer the scorer extracted")
+    correct: bool = Field(description="the scorer's verdict")
+    strict: bool | None = Field(None, description="the strict verdict, for scorers that have one")
+    score_note: str | None = Field(None, description="why the scorer decided as it did, when it says")
+    messages: list[dict[str, Any]] = Field(default_factory=list, description="the whole conversation, "
+                                                                             "OpenAI chat format")
+    stop_reason: str = Field(description="answered, terminate, max_turns or llm_error")
+    turns: int = Field(0, description="model replies in the conversation")
+    function_calls: list[FunctionCallRecord] = Field(default_factory=list, description="learned functions called")
+    code_runs: int = Field(0, description="code blocks the agent ran")
+    code_errors: int = Field(0, description="code blocks that raised")
+    error: str | None = Field(None, description="why the rollout could not finish")
+
+
+class Best(Record):
+    title = "best.json"
+    file = "best.json"
+    about = "The epoch whose functions `eval --epoch best` and `export` use; written after its snapshot."
+
+    epoch: int = Field(description="the best epoch")
+    train_accuracy: float = Field(description="its training accuracy")
+    reason: str = Field(description="why it is the best")
+
+
+class EvalResult(Record):
+    title = "eval result"
+    file = "evals/STEM.json (STEM: [transfer-NAME-]SPLIT-epoch-N)"
+    about = "One `agenttrain eval`; its rollouts are in evals/STEM.rollouts.jsonl."
+
+    run: str = Field(description="the run directory when it was evaluated")
+    epoch: int = Field(description="the evaluated epoch")
+    split: str = Field(description="test, train or val")
+    task: str | None = Field(None, description="the task evaluated on (another one for a transfer evaluation)")
+    accuracy: float = Field(description="fraction answered correctly")
+    correct: int = Field(description="tasks answered correctly")
+    n: int = Field(description="tasks evaluated")
+    accuracy_strict: float | None = Field(None, description="strict accuracy, for scorers that have one")
+    errors: int = Field(0, description="rollouts that ended in an error")
+    ci95: list[float] | None = Field(None, description="95% bootstrap confidence interval of the accuracy")
+    usage: UsageByRole = Field(default_factory=dict, description=f"spent by the evaluation, {USAGE_HELP}")
+
+
+RECORDS: tuple[type[Record], ...] = (RunInfo, EpochMetrics, RolloutRecord, Best, EvalResult)
+
+
+# -- upgrades ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """The step from format `to - 1` to format `to`: a function per record model whose files changed."""
+
+    to: int
+    name: str
+    changes: Mapping[str, Callable[[Data], Data]] = field(default_factory=dict)
+
+
+def _v1_run_info(data: Data) -> Data:
+    return {**data, "format_version": 2, "config_hash": None}
+
+
+UPGRADES: tuple[Upgrade, ...] = (
+    Upgrade(2, "format_version in run.json; per-task config makes format-1 config hashes meaningless",
+            {"RunInfo": _v1_run_info}),
+)
+
+
+def check_version(version: Any, where: Path | str) -> int:
+    if not isinstance(version, int) or version < FIRST_FORMAT:
+        raise UserError(f"{where}: format_version {version!r} is not a run format version")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{where}: this run is in format {version}, newer than this agenttrain reads "
+                        f"(format {FORMAT_VERSION}); upgrade agenttrain (pip install -U agenttrain) to open it")
+    return version
+
+
+def steps_after(version: int) -> list[Upgrade]:
+    return [step for step in UPGRADES if step.to > version]
+
+
+def run_format(run_json: Any, where: Path | str) -> int:
+    """The format a run was written in, from its run.json as stored."""
+    if not isinstance(run_json, dict):
+        raise UserError(f"{where}: expected a JSON object, found {type(run_json).__name__}")
+    return check_version(run_json.get("format_version", FIRST_FORMAT), where)
+
