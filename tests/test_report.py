@@ -13,6 +13,7 @@ from agenttrain.complexity import cyclomatic_complexity
 from agenttrain.errors import UserError
 from agenttrain.functions import Function
 from agenttrain.history import CallCount, LineageEvent, RunHistory
+from agenttrain.records import Best
 from agenttrain.reporting import write_report
 from agenttrain.runs import RunDir
 from tests.run_factory import MULTIPLY, experiment, rollout, save_epoch, save_eval, story_run
@@ -229,7 +230,7 @@ def test_the_complexity_chart_needs_two_values_to_compare(tmp_path):
     run = RunDir.create(experiment(tmp_path))
     save_epoch(run, 0, [], "baseline", [rollout("t1", False)], 0.0)
     save_epoch(run, 1, [MULTIPLY], "accepted", [rollout("t1", True)], 1.0)
-    run.set_best(1, 1.0, "highest")
+    run.set_best(Best(epoch=1, train_accuracy=1.0, reason="highest"))
     names = [p.name for p in write_report(run)[1:]]
     assert "complexity.png" not in names  # one function in one epoch: nothing to compare
     save_epoch(run, 2, [MULTIPLY], "unchanged", [rollout("t1", True)], 1.0)

@@ -12,6 +12,7 @@ from agenttrain import api
 from agenttrain.config import TaskConfig, load_experiment
 from agenttrain.tasks import load_task
 from agenttrain.tasks.base import DataError
+from agenttrain.tasks.jsonl import JsonlConfig
 
 
 def rows(path: Path, count: int, start: int = 0) -> Path:
@@ -37,9 +38,9 @@ def test_the_readme_custom_task_form_splits_one_file_by_the_stated_rule(tmp_path
 
 def test_separate_train_and_test_files_use_every_row_unless_a_size_is_given(tmp_path):
     train, test = rows(tmp_path / "train.jsonl", 30), rows(tmp_path / "test.jsonl", 7, start=100)
-    splits = load_task(TaskConfig(name="jsonl", train_path=train, test_path=test)).splits()
+    splits = load_task(JsonlConfig(name="jsonl", train_path=train, test_path=test)).splits()
     assert (len(splits.train), len(splits.test)) == (30, 7)
-    sized = load_task(TaskConfig(name="jsonl", train_path=train, test_path=test, train_size=10)).splits()
+    sized = load_task(JsonlConfig(name="jsonl", train_path=train, test_path=test, train_size=10)).splits()
     assert (len(sized.train), len(sized.test)) == (10, 7)
 
 
@@ -52,7 +53,7 @@ def test_paper_tasks_keep_the_paper_sizes(tmp_path):
 def test_a_size_that_does_not_fit_names_the_key_and_the_file(tmp_path, sizes):
     data = rows(tmp_path / "all.jsonl", 24)
     with pytest.raises(DataError) as caught:
-        load_task(TaskConfig(name="jsonl", path=data, **sizes)).splits()
+        load_task(JsonlConfig(name="jsonl", path=data, **sizes)).splits()
     message = str(caught.value)
     assert message.startswith(f"{data}: task.train_size={sizes['train_size']}") and "only 24 match" in message
 
@@ -60,13 +61,13 @@ def test_a_size_that_does_not_fit_names_the_key_and_the_file(tmp_path, sizes):
 def test_a_train_file_too_small_for_its_size_is_named(tmp_path):
     train, test = rows(tmp_path / "train.jsonl", 5), rows(tmp_path / "test.jsonl", 5, start=100)
     with pytest.raises(DataError, match=rf"^{train}: task\.train_size=8 asks for 8 examples, but only 5"):
-        load_task(TaskConfig(name="jsonl", train_path=train, test_path=test, train_size=8)).splits()
+        load_task(JsonlConfig(name="jsonl", train_path=train, test_path=test, train_size=8)).splits()
 
 
 def test_limit_keeps_the_first_n_of_each_split(tmp_path):
     data = rows(tmp_path / "all.jsonl", 24)
-    full = load_task(TaskConfig(name="jsonl", path=data)).splits()
-    limited = load_task(TaskConfig(name="jsonl", path=data, limit=3)).splits()
+    full = load_task(JsonlConfig(name="jsonl", path=data)).splits()
+    limited = load_task(JsonlConfig(name="jsonl", path=data, limit=3)).splits()
     assert limited.train == full.train[:3] and limited.test == full.test[:3]
 
 
