@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
@@ -16,6 +16,7 @@ from agenttrain.config import (
     RESUMABLE_KEYS,
     ConfigError,
     Experiment,
+    LLMConfig,
     check_api_keys,
     extension_of,
     load_experiment,
@@ -80,8 +81,9 @@ def check_endpoints(experiment: Experiment) -> None:
     """One preflight request per distinct endpoint (the agent and the optimizer often share one)."""
     from agenttrain.llm import check_endpoint
 
-    endpoints = {}
-    for role in ("agent", "optimizer"):
+    endpoints: dict[tuple[str | None, str], tuple[LLMConfig, str]] = {}
+    roles: tuple[Literal["agent", "optimizer"], ...] = ("agent", "optimizer")
+    for role in roles:
         settings = experiment.llm_for(role)
         endpoints.setdefault((settings.resolved_base_url(), settings.api_key_env), (settings, role))
 
