@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         cache_stats,
         diff,
         dry_run,
+        dry_run_sweep,
         export,
         list_runs,
         plugins,
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
         resume,
         score_file,
         show,
+        sweep,
         train,
     )
+    from agenttrain.api import eval_epochs as evaluate_epochs
     from agenttrain.api import eval_run as evaluate
     from agenttrain.api import prepare as validate
 
@@ -35,11 +38,11 @@ _API = {
     "train": "train", "resume": "resume", "evaluate": "eval_run", "diff": "diff", "report": "report",
     "export": "export", "show": "show", "list_runs": "list_runs", "dry_run": "dry_run", "validate": "prepare",
     "score_file": "score_file", "plugins": "plugins", "cache_stats": "cache_stats", "cache_clear": "cache_clear",
-    "pull": "pull",
+    "pull": "pull", "evaluate_epochs": "eval_epochs", "sweep": "sweep", "dry_run_sweep": "dry_run_sweep",
 }
 __all__ = [
-    "cache_clear", "cache_stats", "diff", "dry_run", "evaluate", "export", "list_runs", "plugins", "pull", "report",
-    "resume", "score_file", "show", "train", "validate",
+    "cache_clear", "cache_stats", "diff", "dry_run", "dry_run_sweep", "evaluate", "evaluate_epochs", "export",
+    "list_runs", "plugins", "pull", "report", "resume", "score_file", "show", "sweep", "train", "validate",
 ]
 
 

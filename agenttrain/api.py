@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
@@ -23,8 +24,6 @@ from agenttrain.config import (
 )
 from agenttrain.datasets import pull
 from agenttrain.errors import UserError
-from agenttrain.estimate import estimate_run
-from agenttrain.evaluation import evaluate, summarise
 from agenttrain.exporting import export_snapshot
 from agenttrain.listing import list_runs
 from agenttrain.records import EpochMetrics, EvalResult, RunInfo
@@ -34,22 +33,34 @@ from agenttrain.runs import (
     RunDir,
     Snapshot,
     newest_run,
+    read_rollouts,
+    read_run_json,
     resolve_snapshot,
     write_json_atomic,
     write_jsonl_atomic,
     write_text_atomic,
 )
-from agenttrain.runtime import check_network, open_runtime
 from agenttrain.scorers import check_scorer, judge_many
-from agenttrain.stats import bootstrap_ci
+from agenttrain.stats import wilson_interval
 from agenttrain.tasks import load_task
 from agenttrain.tasks.files import read_jsonl, require_field
-from agenttrain.trainer import Reporter, Trainer, state_from_run
+
+# Training, evaluation and estimates import openai and the agents: loaded by the functions that need them,
+# so that `agenttrain runs`, `show` and `--help` start fast.
+if TYPE_CHECKING:
+    from agenttrain.functions import FunctionSet
+    from agenttrain.runtime import Runtime
+    from agenttrain.sweeping import SweepOutcome
+    from agenttrain.sweeping.executors import JobOutcome
+    from agenttrain.tasks.base import Example
+    from agenttrain.trainer import Reporter
 
 __all__ = [
-    "cache_clear", "cache_stats", "diff", "dry_run", "eval_run", "export", "list_runs", "plugins", "prepare",
-    "pull", "report", "resume", "score_file", "show", "train",
+    "cache_clear", "cache_stats", "diff", "dry_run", "dry_run_sweep", "eval_epochs", "eval_run", "export",
+    "list_runs", "plugins", "prepare", "pull", "report", "resume", "score_file", "show", "sweep", "train",
 ]
+
+Evaluated = tuple[EvalResult, list[dict[str, Any]]]  # an evaluation's result and its rollout records
 
 
 @dataclass
@@ -62,6 +73,8 @@ def prepare(config_path: Path, overrides: list[str] | None = None, offline: bool
     """Everything that can be checked before a run directory exists: the config, the data and its split,
     the task's need for network access, the API keys, and (unless `offline`) that each endpoint answers."""
     experiment = load_experiment(config_path, overrides)
+    from agenttrain.runtime import check_network
+
     task = load_task(experiment.task)
     check_network(experiment, task)
     if not task.splits().train:
@@ -94,6 +107,9 @@ def check_endpoints(experiment: Experiment) -> None:
 
 
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
+    from agenttrain.runtime import open_runtime
+    from agenttrain.trainer import Trainer, state_from_run
+
     async with open_runtime(experiment, use_cache=use_cache) as runtime:
         runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
         sandbox = await asyncio.to_thread(runtime.sandbox.describe)  # may start a probe worker: off the loop
@@ -117,18 +133,22 @@ def train(
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
 
+def recorded_config_hash(run: RunDir) -> str:
+    """The hash of the config the run was trained with. An older run's hash was dropped (records.UPGRADES): then
+    that of its config.yaml as it stands."""
+    recorded = run.info().config_hash
+    return load_experiment(run.path / "config.yaml").content_hash() if recorded is None else recorded
+
+
 def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool = False) -> Experiment:
     """A run's config with `overrides` applied, refused if they touch anything its results depend on.
     `extend` (resuming) also lets optimizer.epochs and optimizer.early_stop grow: the run continues."""
     config_path = run.path / "config.yaml"
     experiment = load_experiment(config_path, overrides)
-    recorded = run.info().config_hash
-    if recorded is None:  # an older run's hash was dropped: compare with its config.yaml as it stands
-        recorded = load_experiment(config_path).content_hash()
     compared = experiment
     if extend:
         compared = extension_of(load_experiment(config_path), experiment, run.info().epochs_done or 0)
-    if compared.content_hash() != recorded:
+    if compared.content_hash() != recorded_config_hash(run):
         changed = f"--set {' '.join(overrides)}" if overrides else f"{config_path} was edited and"
         allowed = RESUMABLE_KEYS + (", optimizer.epochs and optimizer.early_stop" if extend else "")
         raise ConfigError(f"{changed} changes what the run's results depend on; only {allowed} may "
@@ -170,28 +190,65 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
 
 
 async def _eval(
-    run: RunDir, experiment: Experiment, epoch: int, split: str, use_cache: bool, reporter: Reporter | None,
-    limit: int | None = None,
-) -> tuple[EvalResult, list[dict[str, Any]]]:
-    functions = run.snapshot(epoch).functions
-    async with open_runtime(experiment, use_cache=use_cache) as runtime:
-        examples = runtime.task.splits().limited(limit).get(split)
-        if not examples:
-            raise UserError(f"the {split} split is empty; set task.{split}_size in the config")
-        if reporter:
-            reporter.epoch_started(epoch, f"eval {split}", len(examples))
+    run: RunDir, experiment: Experiment, epochs: list[int], split: str, use_cache: bool, reporter: Reporter | None,
+    saved: dict[int, Evaluated],
+) -> list[Evaluated]:
+    """Evaluate each epoch's snapshot; a function set already evaluated (in `saved`, or earlier in this call) is
+    not run again: its result is reused, at no cost, with `reused_from` naming the epoch that ran it."""
+    from agenttrain.runtime import open_runtime
 
-        def on_record(record: dict[str, Any]) -> None:
-            if reporter:
-                reporter.rollout_done(record, runtime.meter.total())
+    functions = {epoch: run.snapshot(epoch).functions for epoch in epochs}
+    known = {result.functions_hash: (result, records) for result, records in saved.values()}
+    fresh: dict[str, int] = {}  # hash -> the first epoch of this call that has to run it
+    for epoch in epochs:
+        fresh.setdefault(functions[epoch].content_hash(), epoch)
+    to_run = [epoch for digest, epoch in fresh.items() if digest not in known]
+    if to_run:
+        async with open_runtime(experiment, use_cache=use_cache) as runtime:
+            examples = runtime.task.splits().get(split)
+            if not examples:
+                raise UserError(f"the {split} split is empty; set task.{split}_size in the config")
+            for epoch in to_run:
+                known[functions[epoch].content_hash()] = await _evaluate_snapshot(
+                    runtime, run, epoch, split, examples, functions[epoch], reporter)
+    results = []
+    for epoch in epochs:
+        result, records = known[functions[epoch].content_hash()]
+        if result.epoch != epoch or epoch not in to_run:
+            origin = result.epoch if result.reused_from is None else result.reused_from
+            result = result.model_copy(update={"epoch": epoch, "usage": {}, "reused_from": origin})
+        results.append((result, records))
+    return results
 
-        concurrency = experiment.llm_for("agent").concurrency
-        records = await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
-        usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
-    ci95 = list(bootstrap_ci([bool(r["correct"]) for r in records]))
-    result = EvalResult(run=str(run.path), epoch=epoch, split=split, task=experiment.task.name,
-                        **summarise(records), ci95=ci95, usage=usage)
+
+async def _evaluate_snapshot(runtime: Runtime, run: RunDir, epoch: int, split: str, examples: list[Example],
+                             functions: FunctionSet, reporter: Reporter | None) -> Evaluated:
+    from agenttrain.evaluation import summarise
+    from agenttrain.usage import Usage
+
+    before = runtime.meter.by_role()
+    records = await _rollouts(runtime, epoch, split, examples, functions, reporter)
+    summary = summarise(records)
+    usage = {role: (u - before.get(role, Usage())).to_dict() for role, u in runtime.meter.by_role().items()}
+    result = EvalResult(run=str(run.path), epoch=epoch, split=split, task=runtime.experiment.task.name, **summary,
+                        ci95=list(wilson_interval(summary["correct"], summary["n"])), ci_method="wilson",
+                        functions_hash=functions.content_hash(), usage=usage)
     return result, records
+
+
+async def _rollouts(runtime: Runtime, epoch: int, split: str, examples: list[Example], functions: FunctionSet,
+                    reporter: Reporter | None) -> list[dict[str, Any]]:
+    from agenttrain.evaluation import evaluate
+
+    if reporter:
+        reporter.epoch_started(epoch, f"eval {split}", len(examples))
+
+    def on_record(record: dict[str, Any]) -> None:
+        if reporter:
+            reporter.rollout_done(record, runtime.meter.total())
+
+    concurrency = runtime.experiment.llm_for("agent").concurrency
+    return await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
 
 
 def eval_run(
@@ -213,27 +270,77 @@ def eval_run(
     `limit`: only the split's first N tasks (a smoke run); the file name says so.
     """
     run = RunDir.open(run_path)
+    return _eval_epochs(run, [run.resolve_epoch(epoch)], split, use_cache, reporter, task_config, overrides,
+                        reuse=False, limit=limit, offline=offline)[0]
+
+
+def eval_epochs(
+    run_path: Path,
+    epochs: list[str] | None = None,
+    split: str = "test",
+    use_cache: bool = True,
+    reporter: Reporter | None = None,
+    task_config: Path | None = None,
+    overrides: list[str] | None = None,
+    limit: int | None = None,
+    offline: bool = False,
+) -> list[dict[str, Any]]:
+    """Evaluate several snapshots (`best`, `N` or `epoch-N`; None: every one, the test learning curve). An epoch
+    whose function set was evaluated before, by an earlier call or another epoch (unchanged and repeated sets),
+    reuses that result instead of running."""
+    run = RunDir.open(run_path)
+    numbers = run.epochs() if epochs is None else sorted({run.resolve_epoch(e) for e in epochs})
+    return _eval_epochs(run, numbers, split, use_cache, reporter, task_config, overrides, reuse=True, limit=limit,
+                        offline=offline)
+
+
+def _eval_epochs(
+    run: RunDir, epochs: list[int], split: str, use_cache: bool, reporter: Reporter | None,
+    task_config: Path | None, overrides: list[str] | None, reuse: bool, limit: int | None = None,
+    offline: bool = False,
+) -> list[dict[str, Any]]:
     experiment = run_experiment(run, overrides)
     prefix = ""
     if task_config is not None:
         other = load_experiment(task_config)
         experiment = experiment.model_copy(update={"task": other.task})
         prefix = f"transfer-{other.name}-"
-    number = run.resolve_epoch(epoch)
+    if limit is not None:
+        experiment = experiment.model_copy(update={"task": experiment.task.model_copy(update={"limit": limit})})
+        prefix += f"first{limit}-"  # a smoke run never stands in for the full split's result
     if not offline:
         check_endpoints(experiment)
-    result, records = asyncio.run(_eval(run, experiment, number, split, use_cache, reporter, limit))
-    if limit is not None:
-        prefix += f"first{limit}-"  # a smoke run never stands in for the full split's result
-    stem = f"{prefix}{split}-epoch-{number}"  # names may hold dots: never with_suffix
-    write_json_atomic(run.evals_dir / f"{stem}.json", result.to_json())
-    write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
-    items = [{"id": r["id"], "correct": r["correct"], "extracted": r["extracted"]} for r in records]
-    return {**result.to_json(), **({"limit": limit} if limit is not None else {}), "items": items}
+    saved = _saved_evaluations(run, prefix, split, experiment) if reuse else {}
+    results = asyncio.run(_eval(run, experiment, epochs, split, use_cache, reporter, saved))
+    for result, records in results:
+        if result.epoch in saved and saved[result.epoch][0].functions_hash == result.functions_hash:
+            continue  # its own earlier file, with what it cost then
+        stem = f"{prefix}{split}-epoch-{result.epoch}"  # names may hold dots: never with_suffix
+        write_json_atomic(run.evals_dir / f"{stem}.json", result.to_json())
+        write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
+    return [{**result.to_json(), "items": [{"id": r["id"], "correct": r["correct"], "extracted": r["extracted"]}
+                                           for r in records]} for result, records in results]
+
+
+def _saved_evaluations(run: RunDir, prefix: str, split: str, experiment: Experiment) -> dict[int, Evaluated]:
+    """Earlier results of this split and task that say which function set they ran, with their records."""
+    saved = {}
+    version = run.format_version
+    for epoch in run.epochs():
+        path = run.evals_dir / f"{prefix}{split}-epoch-{epoch}.json"
+        if not path.exists():
+            continue
+        result = EvalResult.read(read_run_json(path), version, path)
+        records = path.with_name(f"{path.stem}.rollouts.jsonl")
+        if result.functions_hash and result.task == experiment.task.name and records.exists():
+            saved[epoch] = (result, read_rollouts(records, version))
+    return saved
 
 
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent."""
+    from agenttrain.estimate import estimate_run
+
     experiment = load_experiment(config_path, overrides)
     train_split = load_task(experiment.task).splits().train
     questions = [e.question for e in train_split]
@@ -250,6 +357,8 @@ def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, 
 
 def score_file(path: Path, scorer: str) -> dict[str, Any]:
     """Score a JSONL file of predictions (`prediction`, `answer`, optional `id`, `choices`, `unit`)."""
+    from agenttrain.evaluation import summarise
+
     check_scorer(scorer)
     items = []
     for number, record in read_jsonl(path):
@@ -320,3 +429,28 @@ def export(run_path: Path, epoch: str = "best", fmt: str = "python", out: Path |
 def plugins() -> list[dict[str, str]]:
     """Every registered task, agent, scorer and plot: its name, where it is defined and which package gave it."""
     return [registration.to_dict() for registration in all_registrations()]
+
+
+def sweep(
+    configs: list[Path],
+    out: Path,
+    seeds: list[int] | None = None,
+    overrides: list[str] | None = None,
+    parallel: int = 1,
+    executor: str = "local",
+    use_cache: bool = True,
+    on_done: Callable[[JobOutcome], None] | None = None,
+) -> SweepOutcome:
+    """Train and evaluate every config x seed as independent runs, then write OUT/results.md, .csv and .json.
+    A rerun reuses finished runs and evaluations and resumes unfinished runs."""
+    from agenttrain.sweeping import run_sweep  # its jobs call this module: imported on use, not in a cycle
+
+    return run_sweep(configs, out, seeds, overrides, parallel, executor, use_cache, on_done)
+
+
+def dry_run_sweep(configs: list[Path], seeds: list[int] | None = None, overrides: list[str] | None = None
+                  ) -> dict[str, Any]:
+    """Requests and cost each sweep job may spend (training, then its test evaluations). Nothing is sent."""
+    from agenttrain.sweeping import dry_run_sweep as estimate_sweep
+
+    return estimate_sweep(configs, seeds, overrides)

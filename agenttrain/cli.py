@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agenttrain import api
 from agenttrain.config import ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
 from agenttrain.datasets import DATASETS
 from agenttrain.errors import UserError
 from agenttrain.history import outcome_label, usage_cost, usage_sum, usage_tokens
+from agenttrain.lazy import lazy_import
 from agenttrain.progress import BaseReporter, PlainReporter, RichReporter, plural
 from agenttrain.runs import RunDir, newest_run
+
+api = lazy_import("agenttrain.api")  # training and evaluation pull in openai, sympy and numpy
+
+if TYPE_CHECKING:
+    from agenttrain.sweeping.executors import JobOutcome
 
 ENVIRONMENT_HELP = (
     "Environment defaults (a config's own value wins): "
@@ -193,7 +198,8 @@ def validate(
 def eval_command(
     run: RunArgument = None,
     run_option: RunOption = None,
-    epoch: Epoch = "best",
+    epoch: Annotated[str, typer.Option(metavar="EPOCH", help="best, N, epoch-N, or all (every snapshot: the test "
+                                       "learning curve)")] = "best",
     split: Annotated[str, typer.Option(metavar="SPLIT", help="test, train or val")] = "test",
     task: Annotated[Path | None, typer.Option(metavar="CONFIG",
                                               help="Transfer: evaluate on another config's task instead")] = None,
@@ -210,23 +216,104 @@ def eval_command(
 
     \b
     Example: agenttrain eval runs/math-algebra-20260101-120000 --epoch best --split test
+    Learning curve: agenttrain eval runs/math-algebra-20260101-120000 --epoch all (then agenttrain report)
     Transfer: agenttrain eval runs/math-algebra-20260101-120000 --task configs/math-geometry.yaml
     """
-    run_dir = open_run(run, run_option)
+    run_path = open_run(run, run_option).path
+    options = {"use_cache": not no_cache, "task_config": task, "overrides": overrides, "limit": limit,
+               "offline": offline}
     with reporter_for(err) as reporter:
-        result = api.eval_run(run_dir.path, epoch, split, use_cache=not no_cache, reporter=reporter,
-                              task_config=task, overrides=overrides, limit=limit, offline=offline)
+        if epoch == "all":
+            results = api.eval_epochs(run_path, None, split, reporter=reporter, **options)
+        else:
+            results = [api.eval_run(run_path, epoch, split, reporter=reporter, **options)]
     if as_json:
-        print_json(result)
+        print_json(results[0] if epoch != "all" else {"run": str(run_path), "split": split, "evaluations": results})
         return
+    smoke = f"; only the first {plural(limit, 'task')} (--limit)" if limit is not None else ""
+    for result in results:
+        out.print(_eval_line(result) + smoke, soft_wrap=True)
+
+
+def _eval_line(result: dict[str, Any]) -> str:
     low, high = result["ci95"]
-    line = (f"epoch {result['epoch']} on {split}: accuracy {result['accuracy']:.3f} "
-            f"({result['correct']}/{result['n']}), 95% CI {low:.3f}-{high:.3f}")
-    if "accuracy_strict" in result:
+    line = (f"epoch {result['epoch']} on {result['split']}: accuracy {result['accuracy']:.3f} "
+            f"({result['correct']}/{result['n']}), 95% CI {low:.3f}-{high:.3f} (Wilson score)")
+    if result.get("accuracy_strict") is not None:
         line += f", strict {result['accuracy_strict']:.3f}"
-    if limit is not None:
-        line += f"; only the first {plural(limit, 'task')} (--limit)"
-    out.print(line)
+    if result.get("reused_from") is not None:
+        line += f" (same functions as epoch {result['reused_from']}: not run again)"
+    return line
+
+
+def _parse_seeds(seeds: str | None) -> list[int] | None:
+    if seeds is None:
+        return None
+    try:
+        parsed = [int(part) for part in seeds.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {seeds!r}: give whole numbers separated by commas, e.g. --seeds 0,1,2") from None
+    if not parsed:
+        raise UserError("--seeds: give at least one seed, e.g. --seeds 0")
+    return parsed
+
+
+@app.command()
+def sweep(
+    configs: Annotated[list[Path], typer.Argument(help="Experiment YAMLs and/or sweep files (configs/paper/*.yaml)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the runs, logs and results.md/.csv/.json")],
+    overrides: Overrides = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs trained at the same time")] = 1,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated task.seed values (the train/test split), "
+                                                   "e.g. 0,1,2; default: each config's own")] = None,
+    executor: Annotated[str, typer.Option(help="Where jobs run: local (child processes)")] = "local",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests and cost; send nothing.")] = False,
+    no_cache: NoCache = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train and evaluate every config x seed as independent runs, then write DIR/results.md, .csv and .json:
+    test accuracy before (epoch 0) and after (best epoch), the difference with a paired test, CIs, cost.
+    Rerunning the same command reuses finished runs and resumes unfinished ones.
+
+    Example: agenttrain sweep configs/paper/ablation.yaml --out results/ablation --jobs 4 --seeds 0,1,2
+    """
+    seed_list = _parse_seeds(seeds)
+    if dry_run:
+        _render_sweep_estimate(api.dry_run_sweep(configs, seed_list, overrides), as_json)
+        return
+
+    def job_done(outcome: JobOutcome) -> None:
+        verdict = "done" if outcome.ok else f"[red]failed[/]: {outcome.error} (log: {outcome.log})"
+        err.print(f"{outcome.job.id}: {verdict}", highlight=False)
+
+    result = api.sweep(configs, out_dir, seed_list, overrides, jobs, executor, not no_cache, job_done)
+    if as_json:
+        print_json({"results": [str(p) for p in result.files], "ran": result.ran,
+                    "failed": [o.job.id for o in result.failed], "rows": [r.to_dict() for r in result.rows]})
+    else:
+        total = len({r.name for r in result.rows})
+        out.print(f"{len(result.ran)} of {total} runs trained or evaluated now ({total - len(result.ran)} were "
+                  f"complete), {len(result.failed)} failed; results in {result.files[0]}", highlight=False)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _render_sweep_estimate(estimate: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(estimate)
+        return
+
+    def dollars(value: float | None) -> str:
+        return "unknown" if value is None else f"{value:.2f}"
+
+    table = Table(title=f"estimate: {len(estimate['jobs'])} runs")
+    for column in ("run", "requests", "cost $", "worst-case requests", "worst-case $"):
+        table.add_column(column, justify="left" if column == "run" else "right", no_wrap=True)
+    for row in [*estimate["jobs"], {"name": "total", **estimate["total"]}]:
+        table.add_row(row["name"], str(row["requests"]), dollars(row["cost_usd"]), str(row["worst_case_requests"]),
+                      dollars(row["worst_case_cost_usd"]))
+    out.print(table)
+    out.print(estimate["note"])
 
 
 def _render_diff(result: dict[str, Any]) -> None:

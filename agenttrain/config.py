@@ -174,6 +174,10 @@ class OptimizerConfig(ModelParams):
     batch_size: int | None = Field(None, ge=1)
     # same_batch: re-evaluate the incumbent on each epoch's batch; paper: compare with its last score
     batch_compare: Literal["same_batch", "paper"] = "same_batch"
+    # progressive: one add/revise/remove action per call (the paper); all_at_once: one call rewrites the list
+    mode: Literal["progressive", "all_at_once"] = "progressive"
+    # agent_optimizer: the epoch loop; tool_creation: one pass writes functions from the baseline (CRAFT-like)
+    method: Literal["agent_optimizer", "tool_creation"] = "agent_optimizer"
     llm: LLMOverride | None = None
 
 
@@ -183,11 +187,15 @@ class SandboxConfig(Strict):
     memory_mb: int = Field(2048, ge=64)
     max_processes: int = Field(64, ge=1)
     max_file_mb: int = Field(64, ge=1)
+    disk_mb: int = Field(512, ge=16)  # all a session may write: its folder and temp folders (a tmpfs)
     max_output_chars: int = Field(20000, ge=100)
     network: bool = False
     env_allow: list[str] = Field(default_factory=list)
     install_packages: bool = False
     warm_workers: int = Field(2, ge=0, le=64)
+    # Where the filesystem cannot be sealed (no mount namespaces), run model code anyway: it can then read
+    # whatever the trainer's user can, data and earlier runs included.
+    allow_unsealed: bool = False
 
 
 class BudgetConfig(Strict):
@@ -222,17 +230,16 @@ class Experiment(Strict):
 
     def content_hash(self) -> str:
         """Hash of what decides results. Where the endpoint is, how to reach it, prices, budgets and the output
-        folder do not: a resumed run may change those (`RESUMABLE_KEYS`)."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"})
-        data["agent"].pop("llm")
-        data["optimizer"].pop("llm")
-        for section, key in LATER_KEYS:  # unset, a key added later leaves older runs' hashes as they were
-            if data[section][key] is None:
-                del data[section][key]
+        folder do not: a resumed run may change those (`RESUMABLE_KEYS`). Keys left at their defaults are left
+        out, so a key added in a later version (with a default that keeps today's behaviour) keeps recorded
+        runs resumable."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm"}, exclude_defaults=True)
+        data["task"]["name"] = self.task.name  # the task's name has a default in some task classes
+        for role in ("agent", "optimizer"):
+            data.get(role, {}).pop("llm", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-LATER_KEYS = (("task", "limit"),)
 RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.* and output_dir"
 # A run can be extended: more epochs or a later early stop continue it where it ended (`extension_of`).
 EXTENSION_KEYS = ("epochs", "early_stop")
@@ -291,7 +298,7 @@ def _format_validation(error: ValidationError, source: str) -> str:
     return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error))])
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give the experiment's YAML file")
     if not path.is_file():
@@ -346,7 +353,7 @@ def _check_files(experiment: Experiment, source: str) -> None:
 
 def load_experiment(path: Path, overrides: list[str] | None = None) -> Experiment:
     """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
-    from_file, overridden = _read_yaml(path), parse_overrides(overrides or [])
+    from_file, overridden = read_yaml_mapping(path), parse_overrides(overrides or [])
     try:
         experiment = Experiment.model_validate(_merge(from_file, overridden))
     except ValidationError as exc:

@@ -23,11 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-
 from agenttrain.errors import UserError
 from agenttrain.scorers.extraction import last_boxed_content
 from agenttrain.tasks.base import DataError
@@ -81,6 +76,9 @@ def _pull_gaia(dest: Path, source: str | None) -> Path:
 
 def _hub_snapshot(repo: str, **options: Any) -> Path:
     """Download a dataset repository from the hub (or HF_ENDPOINT); errors say what to do about them."""
+    from huggingface_hub import snapshot_download  # heavy: only for `data pull`
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
         return Path(snapshot_download(repo, repo_type="dataset", endpoint=endpoint, **options))
@@ -128,6 +126,9 @@ def convert_math(snapshot: Path, dest: Path) -> Path:
 
 
 def _math_records(file: Path, split: str, subject: str) -> list[dict[str, str]]:
+    import pyarrow as pa  # heavy (numpy): only for `data pull`
+    import pyarrow.parquet as pq
+
     try:
         rows = pq.read_table(file, columns=["problem", "level", "type", "solution"]).to_pylist()
     except (OSError, pa.ArrowException) as exc:

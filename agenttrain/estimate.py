@@ -61,26 +61,51 @@ def _conversation_tokens(question_tokens: int, functions: int, turns: int) -> tu
     return prompt, turns * REPLY_TOKENS
 
 
+def _optimizer_plan(experiment: Experiment, worst_case: bool) -> tuple[int, int, int]:
+    """(agent evaluations of the training tasks, optimizer requests, completion tokens per request)."""
+    optimizer = experiment.optimizer
+    calls_per_answer = optimizer.max_action_retries + 1 if worst_case else 1  # an invalid answer is asked again
+    if optimizer.method == "tool_creation":  # baseline, created set, and the kept set when some were dropped
+        return 3 if worst_case else 2, calls_per_answer, optimizer.max_actions * OPTIMIZER_REPLY_TOKENS
+    evaluations = optimizer.epochs + 1
+    if optimizer.batch_size is not None and optimizer.batch_compare == "same_batch":
+        evaluations += optimizer.epochs  # the incumbent is re-run on each batch
+    if optimizer.mode == "all_at_once":  # one call per epoch writes the whole list
+        whole_list = optimizer.max_actions * optimizer.epochs // 2 + 1
+        return evaluations, optimizer.epochs * calls_per_answer, whole_list * OPTIMIZER_REPLY_TOKENS
+    return evaluations, optimizer.epochs * optimizer.max_actions * calls_per_answer, OPTIMIZER_REPLY_TOKENS
+
+
+def _question_tokens(questions: list[str]) -> int:
+    return sum(len(q) for q in questions) // max(len(questions), 1) // CHARS_PER_TOKEN
+
+
 def estimate_run(experiment: Experiment, train_questions: list[str], worst_case: bool) -> list[Estimate]:
     agent, optimizer = experiment.agent, experiment.optimizer
     turns = agent.max_turns if worst_case else min(TYPICAL_TURNS, agent.max_turns)
     tasks = len(train_questions) if optimizer.batch_size is None else min(optimizer.batch_size, len(train_questions))
-    question_tokens = sum(len(q) for q in train_questions) // max(len(train_questions), 1) // CHARS_PER_TOKEN
-    evaluations = optimizer.epochs + 1
-    if optimizer.batch_size is not None and optimizer.batch_compare == "same_batch":
-        evaluations += optimizer.epochs  # the incumbent is re-run on each batch
+    question_tokens = _question_tokens(train_questions)
+    evaluations, optimizer_requests, reply_tokens = _optimizer_plan(experiment, worst_case)
     functions = optimizer.max_actions * optimizer.epochs // 2  # the set grows by about half the actions
     prompt, completion = _conversation_tokens(question_tokens, functions, turns)
     agent_requests = evaluations * tasks * turns
     agent_prompt, agent_completion = evaluations * tasks * prompt, evaluations * tasks * completion
-    calls_per_action = optimizer.max_action_retries + 1 if worst_case else 1  # an invalid action is asked again
-    optimizer_requests = optimizer.epochs * optimizer.max_actions * calls_per_action
     histories = SYSTEM_TOKENS + tasks * (question_tokens + turns * 2 * REPLY_TOKENS)
     per_call = optimizer.max_prompt_tokens if worst_case else min(histories, optimizer.max_prompt_tokens)
     optimizer_prompt = optimizer_requests * per_call
-    optimizer_completion = optimizer_requests * OPTIMIZER_REPLY_TOKENS
+    optimizer_completion = optimizer_requests * reply_tokens
     return [
         _estimate(experiment, "agent", agent.model, agent, agent_requests, agent_prompt, agent_completion),
         _estimate(experiment, "optimizer", optimizer.model, optimizer, optimizer_requests, optimizer_prompt,
                   optimizer_completion),
     ]
+
+
+def estimate_eval(experiment: Experiment, questions: list[str], evaluations: int, worst_case: bool) -> Estimate:
+    """`evaluations` passes of the agent over `questions` (a test split) with a trained function set."""
+    agent, optimizer = experiment.agent, experiment.optimizer
+    turns = agent.max_turns if worst_case else min(TYPICAL_TURNS, agent.max_turns)
+    functions = optimizer.max_actions * optimizer.epochs // 2
+    prompt, completion = _conversation_tokens(_question_tokens(questions), functions, turns)
+    runs = evaluations * len(questions)
+    return _estimate(experiment, "agent (eval)", agent.model, agent, runs * turns, runs * prompt, runs * completion)

@@ -102,6 +102,10 @@ class FunctionSet:
     def to_json(self) -> list[dict[str, Any]]:
         return [{**f.to_dict(), "hash": f.content_hash()} for f in self.functions]
 
+    def content_hash(self) -> str:
+        """Equal for equal sets (same functions, same order), so an evaluation of one can stand for the other."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
     @classmethod
     def from_json(cls, items: list[Mapping[str, Any]]) -> FunctionSet:
         return cls(tuple(Function.from_dict(item) for item in items))

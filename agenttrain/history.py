@@ -16,7 +16,7 @@ from agenttrain.complexity import cyclomatic_complexity
 from agenttrain.errors import UserError
 from agenttrain.records import EvalResult
 from agenttrain.runs import RunDir, Snapshot, read_rollouts, read_run_json
-from agenttrain.stats import PairedComparison, bootstrap_ci, compare_outcomes
+from agenttrain.stats import PairedComparison, compare_outcomes, wilson_interval
 
 # How each epoch outcome is drawn and named: (label, marker, colour).
 OUTCOMES = {
@@ -77,10 +77,10 @@ class Evaluation:
     def records(self) -> list[dict[str, Any]]:
         return read_rollouts(self.records_path, self.format_version)
 
-    @cached_property
+    @property
     def ci95(self) -> tuple[float, float] | None:
-        outcomes = [bool(r["correct"]) for r in self.records]
-        return bootstrap_ci(outcomes) if outcomes else None
+        """Wilson score interval (see stats.wilson_interval)."""
+        return wilson_interval(self.correct, self.n) if self.n else None
 
 
 def load_evaluations(run: RunDir) -> list[Evaluation]:

@@ -12,10 +12,24 @@ from agenttrain.config import OptimizerConfig
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet, InvalidFunction, build_function
 from agenttrain.llm import LLMClient
-from agenttrain.sandbox import Sandbox
+from agenttrain.sandbox import CodeSandbox
 
 CHARS_PER_TOKEN = 4  # a coarse, tokenizer-free estimate; the budget is a safety limit, not a bill
 MIN_HISTORY_CHARS = 1500
+
+EXAMPLE_FUNCTION = """An example of a good function:
+name: evaluate_expression
+description: Evaluate a mathematical expression with sympy and return the result.
+arguments: {"expression": {"type": "string", "description": "A sympy-parsable expression, e.g. '2*x + 3'"}}
+packages: sympy
+code:
+def evaluate_expression(expression):
+    import sympy
+    try:
+        value = sympy.sympify(expression)
+    except sympy.SympifyError as error:
+        return f"Could not parse the expression: {error}"
+    return float(value) if value.is_number else str(value)"""
 
 SYSTEM_PROMPT = """You maintain the list of Python functions that an AI assistant can call while it solves tasks. \
 You are shown how the assistant did on training tasks with the current functions; improve the list with \
@@ -33,21 +47,9 @@ its parameters are exactly the names in `arguments`. `packages` lists the pip pa
 (empty string if none). `arguments` is a JSON object mapping each parameter to its JSON schema.
 5. Do not give up early: TERMINATE only when every failure is out of reach of a function.
 
-An example of a good function:
-name: evaluate_expression
-description: Evaluate a mathematical expression with sympy and return the result.
-arguments: {"expression": {"type": "string", "description": "A sympy-parsable expression, e.g. '2*x + 3'"}}
-packages: sympy
-code:
-def evaluate_expression(expression):
-    import sympy
-    try:
-        value = sympy.sympify(expression)
-    except sympy.SympifyError as error:
-        return f"Could not parse the expression: {error}"
-    return float(value) if value.is_number else str(value)"""
+""" + EXAMPLE_FUNCTION
 
-_FIELDS = {
+FUNCTION_FIELDS = {
     "name": "The function's name, a Python identifier.",
     "description": "What the function does, for the assistant that will call it.",
     "arguments": 'JSON object mapping each parameter name to its JSON schema, e.g. {"x": {"type": "number"}}.',
@@ -57,7 +59,7 @@ _FIELDS = {
 
 
 def _tool(name: str, description: str, fields: Sequence[str]) -> dict[str, Any]:
-    properties = {f: {"type": "string", "description": _FIELDS[f]} for f in fields}
+    properties = {f: {"type": "string", "description": FUNCTION_FIELDS[f]} for f in fields}
     return {
         "type": "function",
         "function": {
@@ -69,8 +71,8 @@ def _tool(name: str, description: str, fields: Sequence[str]) -> dict[str, Any]:
 
 
 OPTIMIZER_TOOLS = [
-    _tool("add_function", "Add a new function to the list.", list(_FIELDS)),
-    _tool("revise_function", "Replace the function of this name with a new version.", list(_FIELDS)),
+    _tool("add_function", "Add a new function to the list.", list(FUNCTION_FIELDS)),
+    _tool("revise_function", "Replace the function of this name with a new version.", list(FUNCTION_FIELDS)),
     _tool("remove_function", "Remove the function of this name.", ["name"]),
 ]
 
@@ -83,9 +85,10 @@ class ActionRecord:
     error: str | None = None  # why the last attempt was rejected
     attempts: int = 1
     reason: str | None = None  # the optimizer's own words next to the call, when it gave any
+    tasks: list[str] | None = None  # tool creation: the training tasks the function was written for
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "tasks" or v is not None}
 
 
 @dataclass
@@ -146,6 +149,7 @@ def build_prompt(
     rejected: Sequence[tuple[FunctionSet, float]],
     records: Sequence[TrainingRecord],
     max_prompt_tokens: int,
+    closing: str = "Take one action on List B now, or reply TERMINATE.",
 ) -> str:
     """The user message of one optimizer call, cut to `max_prompt_tokens` (histories are what gets cut)."""
     table = "\n".join(f"{r.example_id}: {int(r.correct)}" for r in records)
@@ -163,7 +167,7 @@ def build_prompt(
         "## Conversations of the assistant with List A\n"
     )
     budget = max_prompt_tokens * CHARS_PER_TOKEN - len(SYSTEM_PROMPT) - len(fixed)
-    closing = "\n\nTake one action on List B now, or reply TERMINATE."
+    closing = f"\n\n{closing}"
     return fixed + render_histories(records, max(budget - len(closing), 0)) + closing
 
 
@@ -174,10 +178,10 @@ def apply_action(functions: FunctionSet, tool: str, arguments: dict[str, Any]) -
         return functions.remove(str(name)), str(name)
     if tool not in ("add_function", "revise_function"):
         raise InvalidFunction(f"unknown tool {tool!r}; use add_function, revise_function or remove_function")
-    missing = [f for f in _FIELDS if f not in arguments]
+    missing = [f for f in FUNCTION_FIELDS if f not in arguments]
     if missing:
         raise InvalidFunction(f"{tool} needs the fields {missing}")
-    function = build_function(**{f: arguments[f] for f in _FIELDS})
+    function = build_function(**{f: arguments[f] for f in FUNCTION_FIELDS})
     edited = functions.add(function) if tool == "add_function" else functions.revise(function)
     return edited, function.name
 
@@ -198,7 +202,7 @@ def _outcome_text(error: str | None) -> str:
 
 
 class AgentOptimizer:
-    def __init__(self, client: LLMClient, config: OptimizerConfig, sandbox: Sandbox) -> None:
+    def __init__(self, client: LLMClient, config: OptimizerConfig, sandbox: CodeSandbox) -> None:
         self.client = client
         self.config = config
         self.sandbox = sandbox  # answers whether a function's declared packages can be imported

@@ -74,7 +74,7 @@ def plot_learning_curve(history: RunHistory, path: Path) -> Path:
         # nudged sideways so a held-out point never hides the training marker of the same epoch
         ax.errorbar([e.epoch + 0.12 * shift for e in evaluations], [e.accuracy for e in evaluations],
                     yerr=[below, above], fmt="D--", color=colour, capsize=4, markersize=6,
-                    label=f"{split} (95% CI)")
+                    label=f"{split} (95% Wilson CI)")
     _integer_epochs(ax, history.epochs)
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("accuracy")

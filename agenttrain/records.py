@@ -97,6 +97,8 @@ class Action(BaseModel):
     error: str | None = Field(None, description="why the last attempt was rejected")
     attempts: int = Field(1, description="tries the optimizer needed")
     reason: str | None = Field(None, description="the optimizer's own explanation, if it gave one")
+    tasks: list[str] | None = Field(None, description="optimizer.method tool_creation: the training tasks the "
+                                                      "function was written for")
 
 
 EpochStatus = Literal["baseline", "accepted", "rolled_back", "unchanged"]
@@ -187,8 +189,16 @@ class EvalResult(Record):
     n: int = Field(description="tasks evaluated")
     accuracy_strict: float | None = Field(None, description="strict accuracy, for scorers that have one")
     errors: int = Field(0, description="rollouts that ended in an error")
-    ci95: list[float] | None = Field(None, description="95% bootstrap confidence interval of the accuracy")
-    usage: UsageByRole = Field(default_factory=dict, description=f"spent by the evaluation, {USAGE_HELP}")
+    ci95: list[float] | None = Field(None, description="95% confidence interval of the accuracy, by `ci_method`")
+    ci_method: str | None = Field(None, description="how `ci95` was computed: wilson (Wilson score interval); "
+                                                    "null: an older result's percentile bootstrap over tasks")
+    functions_hash: str | None = Field(None, description="hash of the evaluated function set; `eval --epoch all` "
+                                                         "reuses a result whose set it has (null: older result, "
+                                                         "never reused)")
+    reused_from: int | None = Field(None, description="the epoch whose evaluation of the same function set this "
+                                                      "result repeats, at no cost (null: this one ran)")
+    usage: UsageByRole = Field(default_factory=dict, description=f"spent by the evaluation, {USAGE_HELP} "
+                                                                  "(empty when reused)")
 
 
 RECORDS: tuple[type[Record], ...] = (RunInfo, EpochMetrics, RolloutRecord, Best, EvalResult)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,15 @@ def _percent(value: float | None) -> str | None:
     return None if value is None else f"{100 * value:.1f}%"
 
 
+def _points(value: float) -> str:
+    """A difference of accuracies in percentage points, signed."""
+    return f"{100 * value:+.1f} pt"
+
+
+def _interval(bounds: tuple[float, float] | None, show: Callable[[float], str | None]) -> str | None:
+    return None if bounds is None else f"{show(bounds[0])} – {show(bounds[1])}"
+
+
 def _header(history: RunHistory) -> str:
     info, experiment, best = history.info, history.run.experiment(), history.best
     training_cost = usage_cost(info.usage or {})
@@ -74,7 +83,8 @@ def _curve_section(history: RunHistory, images: dict[str, Path | None]) -> str:
         "## Learning curve",
         _image(images, "learning_curve", "learning curve"),
         "Train accuracy is measured on the training tasks the optimizer sees; the grey line is the accuracy of "
-        "the set kept so far (a rolled-back candidate does not replace it).",
+        "the set kept so far (a rolled-back candidate does not replace it). Held-out accuracy, with 95% Wilson "
+        "intervals, comes from `agenttrain eval`; `--epoch all` evaluates every epoch for the full test curve.",
         _table(headers, rows),
     ]))
 
@@ -84,16 +94,17 @@ def _evaluations_section(history: RunHistory) -> str:
         return "## Held-out evaluations\n\nNone yet: run `agenttrain eval RUN --epoch 0` and `--epoch best`."
     rows = []
     for e in history.evaluations:
-        interval = e.ci95
-        shown = f"{_percent(interval[0])} – {_percent(interval[1])}" if interval else None
-        rows.append([e.split, e.epoch, _percent(e.accuracy), shown, f"{e.correct}/{e.n}"])
-    parts = ["## Held-out evaluations", _table(["split", "epoch", "accuracy", "95% CI (bootstrap)", "correct"], rows)]
+        rows.append([e.split, e.epoch, _percent(e.accuracy), _interval(e.ci95, _percent), f"{e.correct}/{e.n}"])
+    parts = ["## Held-out evaluations", _table(["split", "epoch", "accuracy", "95% CI (Wilson)", "correct"], rows)]
     comparisons = history.comparisons_with_baseline()
     if comparisons:
-        parts.append("Against epoch 0 on the same tasks (exact McNemar test on the tasks that changed outcome):")
+        parts.append("Against epoch 0 on the same tasks: the difference with a 95% paired bootstrap interval, and "
+                     "the exact McNemar test on the tasks that changed outcome:")
         parts.append(_table(
-            ["split", "epoch", "tasks paired", "fixed", "broken", "p-value"],
-            [[e.split, e.epoch, c.paired, c.fixed, c.broken, f"{c.p_value:.3g}"] for e, c in comparisons],
+            ["split", "epoch", "tasks paired", "difference", "95% CI (paired bootstrap)", "fixed", "broken",
+             "p-value"],
+            [[e.split, e.epoch, c.paired, _points(c.difference), _interval(c.difference_ci95, _points), c.fixed,
+              c.broken, f"{c.p_value:.3g}"] for e, c in comparisons],
         ))
     return "\n\n".join(parts)
 

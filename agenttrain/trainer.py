@@ -9,16 +9,19 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from agenttrain.config import OptimizerConfig
 from agenttrain.evaluation import evaluate, summarise
 from agenttrain.functions import FunctionSet
-from agenttrain.llm import EndpointDown, LLMError
+from agenttrain.list_writers import AllAtOnceOptimizer, ToolCreator, breaking_functions
+from agenttrain.llm import EndpointDown, LLMClient, LLMError
 from agenttrain.optimizer import ActionRecord, AgentOptimizer, StepResult, TrainingRecord
 from agenttrain.records import Action, Best, EpochMetrics, EpochStatus
 from agenttrain.runs import RunDir
 from agenttrain.runtime import Runtime
+from agenttrain.sandbox import Sandbox
 from agenttrain.tasks.base import Example
 from agenttrain.usage import BudgetExhausted, Usage
 
@@ -69,6 +72,16 @@ def state_from_run(run: RunDir) -> TrainState:
     return state
 
 
+def make_optimizer(client: LLMClient, config: OptimizerConfig, sandbox: Sandbox) -> AgentOptimizer:
+    """The optimizer the config asks for: the paper's one action at a time, the whole list at once, or tool
+    creation (one pass, see list_writers)."""
+    if config.method == "tool_creation":
+        return ToolCreator(client, config, sandbox)
+    if config.mode == "all_at_once":
+        return AllAtOnceOptimizer(client, config, sandbox)
+    return AgentOptimizer(client, config, sandbox)
+
+
 @dataclass
 class EpochOutcome:
     """One epoch's result before it is recorded: the set that was evaluated, its records, and the verdict."""
@@ -88,7 +101,9 @@ class Trainer:
         self.reporter = reporter
         self.config = runtime.experiment.optimizer
         self.splits = runtime.task.splits()
-        self.optimizer = AgentOptimizer(runtime.optimizer_client, self.config, runtime.sandbox)
+        self.optimizer = make_optimizer(runtime.optimizer_client, self.config, runtime.sandbox)
+        self.creating = self.config.method == "tool_creation"
+        self.last_epoch = 1 if self.creating else self.config.epochs  # tool creation: baseline, created set
 
     async def fit(self, state: TrainState | None = None) -> str:
         """Train until the epochs run out or early-stop fires; returns the run's final status."""
@@ -98,7 +113,7 @@ class Trainer:
             resumed = bool(state.next_epoch or journal)
             self.reporter.run_started(self.config.epochs, state.next_epoch, self.splits.describe(), resumed)
         try:
-            while state.next_epoch <= self.config.epochs:
+            while state.next_epoch <= self.last_epoch:
                 if state.stale >= self.config.early_stop:
                     return self._stop("early_stopped", f"{state.stale} epochs in a row without improvement")
                 await self._run_epoch(state, journal)
@@ -107,6 +122,8 @@ class Trainer:
             return self._stop("budget_exhausted", str(exc))
         except (EndpointDown, LLMError) as exc:  # an optimizer request that failed for good ends the run too
             return self._stop("failed", f"{exc}; fix the cause, then continue with --resume")
+        if self.creating:
+            return self._stop("finished", "created the function set in one pass (tool_creation)")
         return self._stop("finished", f"ran {self.config.epochs} epochs")
 
     # -- one epoch --------------------------------------------------------------------------------------
@@ -115,6 +132,8 @@ class Trainer:
         started, usage_before = time.monotonic(), self.rt.meter.by_role()
         if state.next_epoch == 0:
             outcome = await self._baseline(state, journal)
+        elif self.creating:
+            outcome = await self._create(state, journal)
         else:
             outcome = await self._epoch(state, journal)
         self._record(state, outcome, time.monotonic() - started, usage_before)
@@ -142,6 +161,26 @@ class Trainer:
             return EpochOutcome(epoch, step.functions, records, "accepted", step.actions, improved)
         state.rejected.append((step.functions, accuracy))
         return EpochOutcome(epoch, step.functions, records, "rolled_back", step.actions)
+
+    async def _create(self, state: TrainState, journal: dict[str, Any]) -> EpochOutcome:
+        """Tool creation: write functions from the baseline once, run them on the training tasks, drop those that
+        break a task they were written for, and rerun the training tasks with what is left (if anything left)."""
+        epoch, train = state.next_epoch, list(self.splits.train)
+        step = journal.get("step") or await self._step(state, epoch, state.incumbent_accuracy, state.incumbent_records)
+        if step.functions == state.incumbent:
+            return EpochOutcome(epoch, state.incumbent, state.incumbent_records, "unchanged", step.actions)
+        records = await self._evaluate(epoch, "candidate", step.functions, train, journal)
+        dropped = breaking_functions(step.actions, state.incumbent_records, records)
+        functions = FunctionSet(tuple(f for f in step.functions if f.name not in dropped))
+        actions = [replace(a, status="rejected", error=f"dropped: {dropped[a.name]}")
+                   if a.status == "applied" and a.name in dropped else a for a in step.actions]
+        if dropped and functions == state.incumbent:
+            return EpochOutcome(epoch, state.incumbent, state.incumbent_records, "unchanged", actions)
+        if dropped:
+            records = await self._evaluate(epoch, "kept", functions, train, journal)
+        state.incumbent, state.incumbent_records = functions, records
+        state.incumbent_accuracy = summarise(records)["accuracy"]
+        return EpochOutcome(epoch, functions, records, "accepted", actions, improved=True)
 
     @property
     def _same_batch(self) -> bool:
@@ -217,6 +256,10 @@ class Trainer:
         so with batch training the latest accepted set is the best: it won against its predecessor."""
         if outcome.status not in ("baseline", "accepted"):
             return None
+        if self.creating and outcome.epoch > 0:
+            return "the created set (tool creation keeps it without comparing with the baseline)"
+        if not self.config.roll_back and outcome.epoch > 0:
+            return "latest epoch (without roll-back the latest set is the one in use)"
         if self.config.batch_size is not None:
             return "latest accepted epoch (batch training: scores of different batches are not compared)"
         if accuracy > state.best_accuracy:

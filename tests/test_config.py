@@ -124,6 +124,23 @@ def test_shipped_configs_are_valid(config, monkeypatch):
     Experiment.model_validate(data)
 
 
+def test_keys_at_their_defaults_leave_the_config_hash_alone(tmp_path, monkeypatch):
+    """A key added by a later version (optimizer.mode, sandbox.disk_mb, ...) must not make recorded runs refuse
+    --resume: only keys set to something other than their default enter the hash."""
+    monkeypatch.chdir(tmp_path)
+    from agenttrain.config import Experiment
+
+    base = {"name": "x", "task": {"name": "math", "path": "/tmp/p.jsonl"}}
+    experiment = Experiment.model_validate(base)
+    assert experiment.content_hash() == "a5ab5c953242fd3e"  # pinned: a change here breaks every recorded run
+    spelled_out = Experiment.model_validate(
+        {**base, "optimizer": {"mode": "progressive", "method": "agent_optimizer"}, "sandbox": {"disk_mb": 512}})
+    assert spelled_out.content_hash() == experiment.content_hash()
+    for change in ({"mode": "all_at_once"}, {"method": "tool_creation"}):
+        other = experiment.model_copy(update={"optimizer": experiment.optimizer.model_copy(update=change)})
+        assert other.content_hash() != experiment.content_hash()
+
+
 def test_a_task_section_in_the_old_flat_layout_is_still_valid(tmp_path, monkeypatch):
     """Configs saved before tasks owned their keys held every task's keys, at their defaults."""
     monkeypatch.chdir(tmp_path)

@@ -16,6 +16,13 @@ def test_every_public_name_is_an_api_function():
     assert agenttrain.evaluate is api.eval_run and agenttrain.validate is api.prepare
 
 
+def test_no_module_shadows_a_public_function():
+    """Importing a submodule sets it as an attribute of the package: none may be named like a public function."""
+    import agenttrain.sweeping  # the sweep command's package
+
+    assert agenttrain.sweep is api.sweep and agenttrain.evaluate_epochs is api.eval_epochs
+
+
 def test_importing_agenttrain_loads_no_heavy_library():
     code = ("import sys, agenttrain; "
             "print(sorted(m for m in ('agenttrain.api', 'openai', 'sympy', 'numpy') if m in sys.modules))")

@@ -16,6 +16,7 @@ from agenttrain.history import CallCount, LineageEvent, RunHistory
 from agenttrain.records import Best
 from agenttrain.reporting import write_report
 from agenttrain.runs import RunDir
+from agenttrain.stats import paired_difference_ci
 from tests.run_factory import MULTIPLY, experiment, rollout, save_epoch, save_eval, story_run
 
 runner = CliRunner()
@@ -125,8 +126,11 @@ def test_report_tables_tell_the_story(tmp_path):
         ["3 (best)", "accepted", "75.0%", "80.0%"],
         ["4", "unchanged", "75.0%", "–"],
     ]
-    comparisons = table_rows(markdown, "| split | epoch | tasks paired | fixed | broken | p-value |")
-    assert comparisons == [["test", "3", "10", "5", "0", "0.0625"]]
+    comparisons = table_rows(markdown, "| split | epoch | tasks paired | difference | 95% CI (paired bootstrap) "
+                                       "| fixed | broken | p-value |")
+    low, high = paired_difference_ci([(i < 3, i < 8) for i in range(10)])
+    assert comparisons == [["test", "3", "10", "+50.0 pt", f"{100 * low:+.1f} pt – {100 * high:+.1f} pt", "5", "0",
+                            "0.0625"]]
     lineage = table_rows(markdown, "| epoch | epoch outcome | change | function | optimizer's reason |")
     assert lineage[3] == ["3", "accepted", "added", "`divide`", "t3 divides \\| and fails without it"]
     usage_header = "| function | epoch 0 | epoch 1 | epoch 2 | epoch 3 | epoch 4 | total |"

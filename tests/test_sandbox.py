@@ -8,6 +8,7 @@ is asserted only where `describe()` says it is enforced.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import subprocess
@@ -19,11 +20,15 @@ from typing import Any, TypeVar
 
 import pytest
 
+from agenttrain import api
 from agenttrain.config import SandboxConfig
 from agenttrain.functions import Function, FunctionSet
 from agenttrain.sandbox import STATE_LOST, ExecResult, Sandbox, SandboxSession
-from agenttrain.sandbox_isolation import STABLE_WORKDIR
-from agenttrain.sandbox_packages import PackageEnvironment
+from agenttrain.sandbox.isolation import STABLE_WORKDIR
+from agenttrain.sandbox.packages import PackageEnvironment
+from tests.conftest import write_problems
+from tests.fake_openai import FakeOpenAI, Reply
+from tests.scripted import question
 
 T = TypeVar("T")
 FAST = {"timeout_s": 2, "warm_workers": 1}
@@ -122,7 +127,7 @@ def test_exception_gives_short_error_and_traceback_of_user_code_only() -> None:
     assert not result.ok
     assert result.error == "NameError: name 'undefined_name' is not defined"
     assert "<cell 1>" in result.output and "return undefined_name" in result.output
-    assert "sandbox_worker" not in result.output
+    assert "sandbox/worker" not in result.output
     assert result.as_observation().count("NameError") == 1
 
 
@@ -253,7 +258,7 @@ def test_infinite_loop_times_out_and_the_session_continues_with_fresh_state() ->
 def test_cpu_time_limit() -> None:
     loop, after = run_blocks("while True:\n    pass", "print('alive')", timeout_s=10, cpu_s=1)
     assert loop.error == "CPU time limit exceeded (1 s)"
-    assert loop.duration_s < 5
+    assert loop.duration_s < 10  # the CPU limit ended it, not the wall-clock timeout (slow only on a busy machine)
     assert after.output == "alive\n"
 
 
@@ -437,6 +442,134 @@ def test_a_cached_package_environment_is_used_and_sees_our_packages(
     environment.create()
     (result,) = run_blocks("import sys, sympy, numpy\nprint(sys.prefix)", install_packages=True)
     assert result.output == f"{environment.path}\n"
+
+
+# --- hostile code: each case is contained, and a training run records it as that rollout's outcome ------
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "gold-answer-4711"
+FORGED = '{"event": "failed", "error": "forged"}'
+SPY = (
+    "import glob\nfor path in {paths!r}:\n    try:\n        print(path, open(path).read()[:200])\n"
+    "    except OSError as exc:\n        print(path, type(exc).__name__)"
+)
+CLOSE_STDOUT = "import os\nos.close(1)\nprint('printed after closing fd 1')"
+FORGE = (
+    "import os\nfor fd in range(1, 64):\n    try:\n"
+    f"        os.write(fd, b{FORGED + chr(10)!r})\n"
+    "    except OSError:\n        pass\nprint('forged')"
+)
+CHILD_MB = 300
+MEMORY_ACROSS_CHILDREN = (
+    "import os, time\npids = []\nfor _ in range(4):\n    try:\n        pid = os.fork()\n"
+    "    except OSError:\n        break\n    if pid == 0:\n        try:\n"
+    f"            block = b'x' * ({CHILD_MB} * 2**20)\n            time.sleep(2)\n            os._exit(0)\n"
+    "        except MemoryError:\n            os._exit(3)\n    pids.append(pid)\n"
+    "print([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids])"
+)
+FILL_TEMP = "for i in range(10):\n    with open(f'/tmp/fill-{i}', 'wb') as f:\n        f.write(b'0' * (60 * 2**20))"
+
+
+def secrets_on_the_host(tmp_path: Path) -> list[Path]:
+    """A task's data file, an earlier run's journal and the project's own source, as a trainer has them."""
+    data = tmp_path / "data" / "problems.jsonl"
+    journal = tmp_path / "runs" / "earlier-20260101-000000" / "events.jsonl"
+    for path in (data, journal):
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"answer": SECRET}) + "\n")
+    return [data, journal, REPO / "agenttrain" / "sandbox" / "worker.py", REPO / "pyproject.toml"]
+
+
+def require_sealed(enforced: dict[str, Any]) -> None:
+    if not enforced["isolation"]["sealed"]:
+        pytest.skip(f"the filesystem cannot be sealed here: {enforced['filesystem']}")
+
+
+def test_code_cannot_read_task_data_runs_or_the_project(tmp_path: Path, enforced: dict[str, Any]) -> None:
+    require_sealed(enforced)
+    paths = [str(p) for p in secrets_on_the_host(tmp_path)]
+    (result,) = run_blocks(SPY.format(paths=paths))
+    assert result.output.splitlines() == [f"{path} FileNotFoundError" for path in paths]
+
+
+def test_closing_stdout_and_printing_is_the_codes_own_output() -> None:
+    closed, stream_closed, after = run_blocks(CLOSE_STDOUT, "import sys\nsys.stdout.close()\nprint(1)", "print(2)")
+    assert (closed.ok, closed.output) == (True, "printed after closing fd 1\n")
+    assert stream_closed.error == "ValueError: I/O operation on closed file."
+    assert (after.ok, after.output) == (True, "2\n")
+
+
+def test_forged_failure_lines_are_output_or_the_rollouts_error_never_the_runs() -> None:
+    forged, after = run_blocks(FORGE, "print('still here')")
+    if forged.ok:  # the channel ignored what it could not authenticate... or never saw it
+        assert forged.output == f"{FORGED}\n{FORGED}\nforged\n"
+    else:  # the code found the private channel: its frame fails authentication and ends only this worker
+        assert forged.error == "the code wrote to the sandbox's private channel; the worker was stopped"
+    assert (after.ok, after.output) == (True, "still here\n")
+
+
+def test_closing_every_descriptor_ends_only_this_sessions_worker() -> None:
+    closed, after = run_blocks("import os\nos.closerange(0, 4096)\nprint('gone')", "print('next')")
+    assert not closed.ok and STATE_LOST in closed.output  # it closed its own channel too: the worker is replaced
+    assert (after.ok, after.output) == (True, "next\n")
+
+
+def test_memory_is_capped_across_forked_children(enforced: dict[str, Any]) -> None:
+    memory_mb = 800
+    result, after = run_blocks(MEMORY_ACROSS_CHILDREN, "print('alive')", memory_mb=memory_mb, timeout_s=20)
+    if result.ok:
+        codes = json.loads(result.output)
+        assert codes.count(0) * CHILD_MB <= memory_mb, f"children that held {CHILD_MB} MB at once: {codes}"
+    else:  # the kernel chose the worker itself
+        assert result.error == f"memory limit exceeded ({memory_mb} MB for the whole session)"
+    assert after.output == "alive\n"
+
+
+def test_writing_600_mb_to_temp_hits_the_sessions_disk_cap(enforced: dict[str, Any]) -> None:
+    require_sealed(enforced)
+    result, after = run_blocks(FILL_TEMP, "import os\nprint(sorted(os.listdir('/tmp')))", disk_mb=512)
+    assert not result.ok
+    assert result.error is not None and result.error.startswith("disk limit exceeded (512 MB for the session's files)")
+    assert after.output.startswith("['fill-0', 'fill-1'")  # its own private /tmp, still there for the session
+    assert not Path("/tmp/fill-0").exists()  # it all went into the session's tmpfs, never to the host's disk
+
+
+def test_a_training_run_records_hostile_code_as_rollouts(
+    write_config: Callable[..., Path], tmp_path: Path, enforced: dict[str, Any]
+) -> None:
+    require_sealed(enforced)
+    secrets = secrets_on_the_host(tmp_path)
+    blocks = {
+        "spy": SPY.format(paths=[str(p) for p in secrets]) + "\nprint(glob.glob('" + str(tmp_path) + "/**'))",
+        "close": CLOSE_STDOUT,
+        "forge": FORGE,
+        "memory": MEMORY_ACROSS_CHILDREN,
+        "fill": FILL_TEMP,
+    }
+
+    def agent(body: dict[str, Any]) -> Reply:  # one code block, then the answer whatever the block printed
+        if len(body["messages"]) > 2:
+            return Reply(content="\\boxed{1}")
+        return Reply(content=f"```python\n{blocks[question(body)]}\n```")
+
+    problems = [(name, "1") for name in blocks]
+    data = write_problems(tmp_path / "problems.jsonl", problems)
+    with FakeOpenAI(agent) as server:
+        config = write_config(server.base_url, data, task={"train_size": len(problems), "test_size": 0},
+                              optimizer={"epochs": 0}, sandbox={"memory_mb": 800, "timeout_s": 20})  # fmt: skip
+        outcome = api.train(config)
+    assert outcome.status == "finished"
+    records = {r["question"]: r for r in outcome.run.snapshot(0).rollouts()}
+    assert sorted(records) == sorted(blocks)
+    assert all(r["correct"] for r in records.values())
+    seen = {name: record["messages"][3]["content"] for name, record in records.items()}  # what the code printed
+    assert SECRET not in seen["spy"] and "FileNotFoundError" in seen["spy"]
+    assert "printed after closing fd 1" in seen["close"]
+    assert "disk limit exceeded" in seen["fill"]
+    assert "private channel" in seen["forge"] or seen["forge"].endswith("forged")
+    sandbox = outcome.run.info().sandbox
+    assert sandbox is not None
+    assert sandbox["isolation"]["sealed"] and sandbox["start"]["method"] == "fork server"
 
 
 def test_garbage_written_to_the_workers_own_pipes_is_reported_not_fatal() -> None:

@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from agenttrain.stats import bootstrap_ci, compare_outcomes, mcnemar_exact, paired_outcomes
+from agenttrain.stats import (
+    compare_outcomes,
+    mcnemar_exact,
+    paired_difference_ci,
+    paired_outcomes,
+    wilson_interval,
+)
 
 
 def records(outcomes: dict[str, bool]) -> list[dict]:
@@ -72,41 +78,76 @@ def test_paired_outcomes_follow_the_second_lists_order():
     ]
 
 
-# -- bootstrap --------------------------------------------------------------------------------------------
+# -- Wilson interval ------------------------------------------------------------------------------------
 
 
-def test_bootstrap_of_a_perfect_score_is_a_point():
-    assert bootstrap_ci([True] * 12) == (1.0, 1.0)
-    assert bootstrap_ci([False] * 12) == (0.0, 0.0)
+def test_a_perfect_score_on_twelve_tasks_is_not_a_certainty():
+    low, high = wilson_interval(12, 12)
+    assert low == pytest.approx(0.7575, abs=0.001) and high == 1.0
+    low, high = wilson_interval(0, 12)
+    assert low == 0.0 and high == pytest.approx(0.2425, abs=0.001)
 
 
-def test_bootstrap_matches_the_normal_approximation_for_a_large_sample():
-    # p = 0.5, n = 100: standard error 0.05, so a 95% interval of about 0.5 +- 1.96 * 0.05
-    low, high = bootstrap_ci([True, False] * 50)
-    half_width = 1.96 * math.sqrt(0.25 / 100)
-    assert low == pytest.approx(0.5 - half_width, abs=0.015)
-    assert high == pytest.approx(0.5 + half_width, abs=0.015)
+def test_wilson_matches_the_normal_approximation_for_a_large_sample():
+    # p = 0.5, n = 1000: the Wilson interval is almost the Wald one, 0.5 +- 1.96 * sqrt(0.25 / n)
+    low, high = wilson_interval(500, 1000)
+    half_width = 1.96 * math.sqrt(0.25 / 1000)
+    assert low == pytest.approx(0.5 - half_width, abs=0.001)
+    assert high == pytest.approx(0.5 + half_width, abs=0.001)
 
 
-def test_bootstrap_narrows_with_lower_confidence_and_more_tasks():
-    outcomes = [True] * 14 + [False] * 6
-    wide, narrow = bootstrap_ci(outcomes, confidence=0.95), bootstrap_ci(outcomes, confidence=0.5)
+def test_wilson_narrows_with_lower_confidence_and_more_tasks():
+    wide, narrow = wilson_interval(14, 20), wilson_interval(14, 20, confidence=0.5)
     assert wide[0] < narrow[0] <= 0.7 <= narrow[1] < wide[1]
-    larger = bootstrap_ci(outcomes * 10)
+    larger = wilson_interval(140, 200)
     assert larger[1] - larger[0] < wide[1] - wide[0]
 
 
-def test_bootstrap_is_reproducible_per_seed():
-    outcomes = [True, False, True, True, False, True, False]
-    assert bootstrap_ci(outcomes, seed=3) == bootstrap_ci(outcomes, seed=3)
-    assert bootstrap_ci(outcomes, seed=3, resamples=50) != bootstrap_ci(outcomes, seed=4, resamples=50)
+@pytest.mark.parametrize(("args", "message"), [
+    ((0, 0), "at least one"), ((5, 4), "between 0 and n"), ((1, 2, 1.0), "confidence"),
+])
+def test_wilson_rejects_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        wilson_interval(*args)
+
+
+# -- paired bootstrap of a difference --------------------------------------------------------------------
+
+
+def test_no_change_on_any_task_gives_a_zero_width_difference():
+    assert paired_difference_ci([(True, True), (False, False)] * 6) == (0.0, 0.0)
+
+
+def test_the_difference_interval_holds_the_observed_difference_and_shrinks_with_more_tasks():
+    pairs = [(False, True)] * 6 + [(True, False)] * 2 + [(True, True)] * 8 + [(False, False)] * 4
+    low, high = paired_difference_ci(pairs)
+    assert -1 <= low < 0.2 < high <= 1
+    larger = paired_difference_ci(pairs * 10)
+    assert larger[1] - larger[0] < high - low
+    # the normal approximation of the paired difference: var = (p_fixed + p_broken - d^2) / n
+    half_width = 1.96 * math.sqrt((0.3 + 0.1 - 0.04) / 200)
+    assert larger == pytest.approx((0.2 - half_width, 0.2 + half_width), abs=0.02)
+
+
+def test_the_difference_interval_is_reproducible_per_seed():
+    pairs = [(False, True), (True, False), (True, True), (False, True), (False, False)]
+    assert paired_difference_ci(pairs, seed=3) == paired_difference_ci(pairs, seed=3)
+    assert paired_difference_ci(pairs, seed=3, resamples=50) != paired_difference_ci(pairs, seed=4, resamples=50)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"outcomes": []}, "at least one"),
-    ({"outcomes": [True], "confidence": 1.0}, "confidence"),
-    ({"outcomes": [True], "resamples": 0}, "resamples"),
+    ({"pairs": []}, "at least one"),
+    ({"pairs": [(True, True)], "confidence": 1.0}, "confidence"),
+    ({"pairs": [(True, True)], "resamples": 0}, "resamples"),
 ])
-def test_bootstrap_rejects_bad_arguments(kwargs, message):
+def test_the_difference_interval_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        bootstrap_ci(**kwargs)
+        paired_difference_ci(**kwargs)
+
+
+def test_a_comparison_reports_the_difference_and_its_interval():
+    comparison = compare_outcomes(records({"a": False, "b": False, "c": True}), records({"a": True, "b": True,
+                                                                                          "c": True}))
+    assert comparison.difference == pytest.approx(2 / 3)
+    low, high = comparison.difference_ci95
+    assert 0 <= low <= 2 / 3 <= high <= 1

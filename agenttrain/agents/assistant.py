@@ -19,7 +19,7 @@ from agenttrain.config import AgentConfig
 from agenttrain.functions import FunctionSet
 from agenttrain.llm import LLMClient
 from agenttrain.registry import agents
-from agenttrain.sandbox import Sandbox, SandboxSession
+from agenttrain.sandbox import CodeSandbox, CodeSession
 from agenttrain.tasks.base import AnswerFormat
 
 CODE_BLOCK = re.compile(r"```(?:python|py)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -45,14 +45,16 @@ def extract_code_blocks(text: str) -> list[str]:
 
 @agents.register("assistant")
 class AssistantAgent(SandboxAgent):
-    def __init__(self, client: LLMClient, config: AgentConfig, sandbox: Sandbox, answer_format: AnswerFormat) -> None:
+    def __init__(
+        self, client: LLMClient, config: AgentConfig, sandbox: CodeSandbox, answer_format: AnswerFormat
+    ) -> None:
         super().__init__(client, config, sandbox, answer_format)
         self.instruction = answer_instruction(answer_format)
 
     def system_prompt(self, functions: FunctionSet) -> str:
         return SYSTEM_PROMPT.format(answer_instruction=self.instruction)
 
-    async def converse(self, rollout: Rollout, functions: FunctionSet, session: SandboxSession) -> None:
+    async def converse(self, rollout: Rollout, functions: FunctionSet, session: CodeSession) -> None:
         messages, told_to_finish = rollout.messages, False
         for rollout.turns in range(1, self.config.max_turns + 1):
             offer_tools = functions and not told_to_finish
@@ -78,7 +80,7 @@ class AssistantAgent(SandboxAgent):
             messages.append({"role": "user", "content": CONTINUE_PROMPT.format(answer_instruction=self.instruction)})
 
     async def _call_functions(
-        self, rollout: Rollout, tool_calls: list[dict[str, Any]], functions: FunctionSet, session: SandboxSession
+        self, rollout: Rollout, tool_calls: list[dict[str, Any]], functions: FunctionSet, session: CodeSession
     ) -> None:
         for call in tool_calls:
             name = call["function"]["name"]
@@ -92,7 +94,7 @@ class AssistantAgent(SandboxAgent):
                 content = await call_function(rollout, session, name, arguments)
             rollout.messages.append({"role": "tool", "tool_call_id": call["id"], "name": name, "content": content})
 
-    async def _run_code(self, rollout: Rollout, blocks: list[str], session: SandboxSession) -> str:
+    async def _run_code(self, rollout: Rollout, blocks: list[str], session: CodeSession) -> str:
         outputs = [await run_code(rollout, session, block) for block in blocks]
         return "\n\n".join(outputs)
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from agenttrain.config import AgentConfig
 from agenttrain.functions import FunctionSet
 from agenttrain.llm import ChatReply, LLMClient, LLMError
-from agenttrain.sandbox import Sandbox, SandboxSession
+from agenttrain.sandbox import CodeSandbox, CodeSession
 from agenttrain.tasks.base import AnswerFormat, Example
 
 
@@ -52,7 +52,9 @@ class SandboxAgent(ABC):
     """What both agents do around their conversation loop: one sandbox session per task, the system
     prompt and the task as the first messages, an endpoint failure recorded as "llm_error"."""
 
-    def __init__(self, client: LLMClient, config: AgentConfig, sandbox: Sandbox, answer_format: AnswerFormat) -> None:
+    def __init__(
+        self, client: LLMClient, config: AgentConfig, sandbox: CodeSandbox, answer_format: AnswerFormat
+    ) -> None:
         self.client = client
         self.config = config
         self.sandbox = sandbox
@@ -80,7 +82,7 @@ class SandboxAgent(ABC):
     def system_prompt(self, functions: FunctionSet) -> str: ...
 
     @abstractmethod
-    async def converse(self, rollout: Rollout, functions: FunctionSet, session: SandboxSession) -> None:
+    async def converse(self, rollout: Rollout, functions: FunctionSet, session: CodeSession) -> None:
         """Extend `rollout.messages` turn by turn; set `turns` and, when the model finishes, `stop_reason`."""
 
     @abstractmethod
@@ -88,7 +90,7 @@ class SandboxAgent(ABC):
         """The text the scorer reads the answer from."""
 
 
-async def call_function(rollout: Rollout, session: SandboxSession, name: str, arguments: dict[str, Any]) -> str:
+async def call_function(rollout: Rollout, session: CodeSession, name: str, arguments: dict[str, Any]) -> str:
     """Run a learned function in the task's session, record the call, and return what the model sees."""
     result = await session.call_function(name, arguments)
     rollout.function_calls.append(FunctionCall(name, ok=result.ok, error=result.error))
@@ -102,7 +104,7 @@ def reject_call(rollout: Rollout, name: str, problem: str) -> str:
     return f"Error: {problem}"
 
 
-async def run_code(rollout: Rollout, session: SandboxSession, code: str) -> str:
+async def run_code(rollout: Rollout, session: CodeSession, code: str) -> str:
     """Run model-written code in the task's persistent interpreter, count it, and return its output."""
     result = await session.run_code(code)
     rollout.code_runs += 1

@@ -26,7 +26,7 @@ from agenttrain.config import AgentConfig
 from agenttrain.functions import Function, FunctionSet
 from agenttrain.llm import LLMClient
 from agenttrain.registry import agents
-from agenttrain.sandbox import Sandbox, SandboxSession
+from agenttrain.sandbox import CodeSandbox, CodeSession
 from agenttrain.tasks.base import AnswerFormat
 
 # Described like a learned function so that the model sees one uniform tool list; it never runs as one.
@@ -91,7 +91,9 @@ def observation(action: Action, result: str) -> str:
 
 @agents.register("react")
 class ReactAgent(SandboxAgent):
-    def __init__(self, client: LLMClient, config: AgentConfig, sandbox: Sandbox, answer_format: AnswerFormat) -> None:
+    def __init__(
+        self, client: LLMClient, config: AgentConfig, sandbox: CodeSandbox, answer_format: AnswerFormat
+    ) -> None:
         super().__init__(client, config, sandbox, answer_format)
         self.final_line, self.rules = final_answer_format(answer_format)
         self.continue_prompt = CONTINUE_PROMPT.format(final_line=self.final_line, rules=self.rules)
@@ -101,7 +103,7 @@ class ReactAgent(SandboxAgent):
         tools = "\n\n".join(tool.to_text() for tool in (PYTHON_TOOL, *functions))
         return SYSTEM_PROMPT.format(tools=tools, final_line=self.final_line, rules=self.rules)
 
-    async def converse(self, rollout: Rollout, functions: FunctionSet, session: SandboxSession) -> None:
+    async def converse(self, rollout: Rollout, functions: FunctionSet, session: CodeSession) -> None:
         messages, told_to_finish = rollout.messages, False
         for rollout.turns in range(1, self.config.max_turns + 1):
             reply = await self.ask(messages, stop=STOP_SEQUENCES)
@@ -121,7 +123,7 @@ class ReactAgent(SandboxAgent):
             messages.append({"role": "user", "content": observation(step.action, result)})
 
     async def _act(
-        self, rollout: Rollout, action: Action, functions: FunctionSet, session: SandboxSession, functions_open: bool
+        self, rollout: Rollout, action: Action, functions: FunctionSet, session: CodeSession, functions_open: bool
     ) -> str:
         """Run one action and return the observation text; nothing the model writes raises here."""
         tool = _resolve_tool(action.tool, functions)

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-
 from agenttrain.registry import scorers
 from agenttrain.scorers.extraction import last_boxed_content
 from agenttrain.scorers.hendrycks import is_equiv
@@ -24,16 +22,19 @@ from agenttrain.scorers.verdict import Verdict
 for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
-_EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
-
 
 @lru_cache(maxsize=4096)
 def _parse_boxed(answer: str) -> tuple[Any, ...]:
     """math-verify's reading of a bare answer; boxing it makes the LaTeX extractor take it whole."""
-    return tuple(parse("\\boxed{" + answer + "}", extraction_config=_EXTRACTION, parsing_timeout=None))
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse  # heavy (sympy): only when scoring
+
+    extraction = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+    return tuple(parse("\\boxed{" + answer + "}", extraction_config=extraction, parsing_timeout=None))
 
 
 def math_verify_equal(gold: str, predicted: str) -> bool:
+    from math_verify import verify
+
     gold_parsed, predicted_parsed = _parse_boxed(gold), _parse_boxed(predicted)
     if not gold_parsed or not predicted_parsed:
         return False

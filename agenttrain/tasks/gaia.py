@@ -13,9 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from agenttrain.config import TaskConfig
 from agenttrain.registry import tasks
 from agenttrain.tasks.base import DataError, Example, PathTask
@@ -46,6 +43,9 @@ def _metadata_files(folder: Path) -> list[Path]:
 
 
 def _read_parquet(file: Path) -> list[tuple[str, dict[str, Any]]]:
+    import pyarrow as pa  # heavy (numpy): only when GAIA's parquet metadata is read
+    import pyarrow.parquet as pq
+
     try:
         rows = pq.read_table(file).to_pylist()
     except (OSError, pa.ArrowException) as exc:

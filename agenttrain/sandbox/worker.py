@@ -1,14 +1,14 @@
-"""The program a sandbox worker runs: model-written code executes here, never in the trainer.
+"""The program a sandbox session runs: model-written code executes here, never in the trainer.
 
-Started by sandbox_pool.py as `python -c "...main()" SETTINGS`. Three processes, so that one kill ends it all:
+A session is forked from the fork server's template (forkserver.py), or, where that is impossible, from a
+spawned `python -c "...main()" SETTINGS`. Two processes, so that one kill ends it all:
 
-    launcher   unshares the namespaces, then waits (it is the process the trainer spawned and kills)
-    └─ init    PID 1 of the new PID namespace: reaps orphans, reports how the worker ended
-       └─ worker   imports sympy/numpy while idle in the warm pool, then serves one session
+    init       PID 1 of a new PID namespace: joins the session's cgroup and namespaces, reaps orphans, reports
+    │          how the worker ended (the process the trainer kills; the kernel then ends all in the namespace)
+    └─ worker  seals its filesystem, drops to the session's uid, serves the session's requests
 
-Protocol: one JSON object per line. Requests arrive on the original stdin; replies go to the original stdout.
-The worker's own fds 0/1/2 are /dev/null and a capture pipe, so user code can neither read requests nor
-forge replies by printing.
+Requests and replies travel over the private channel (channel.py). The worker's fds 0/1/2 are /dev/null and a
+capture pipe: whatever user code does to them is its own output or error, never a reply.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import ast
 import builtins
 import codecs
 import contextlib
+import errno
 import io
 import json
 import linecache
 import os
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -29,32 +31,14 @@ import types
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, NoReturn
 
-from agenttrain import sandbox_isolation as confine
+from agenttrain.sandbox import cgroups
+from agenttrain.sandbox import isolation as confine
+from agenttrain.sandbox.channel import Endpoint
 
 FUNCTIONS_MODULE = "functions"  # code blocks may `from functions import name`
-
-
-class Channel:
-    """The request/reply pipe to the trainer, moved off fds 0 and 1 so user code cannot touch it."""
-
-    def __init__(self) -> None:
-        self._requests: BinaryIO = os.fdopen(os.dup(0), "rb")
-        self._replies = os.dup(1)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1):
-            os.dup2(null, fd)
-        os.close(null)
-
-    def receive(self) -> dict[str, Any] | None:
-        line = self._requests.readline()
-        return json.loads(line) if line else None
-
-    def send(self, message: dict[str, Any]) -> None:
-        data = (json.dumps(message) + "\n").encode()
-        while data:
-            data = data[os.write(self._replies, data) :]
+CAPTURE_WAIT_S = 10  # a call's output is complete within this long after the call, unless code broke the pipe
 
 
 def truncation_note(dropped: int) -> str:
@@ -79,14 +63,14 @@ class OutputCapture:
         os.dup2(write_end, 2)
         self._marker_fd = write_end  # independent of fd 1, which user code may close
         self._marker = b"\0agenttrain-end-" + os.urandom(8).hex().encode() + b"\0"
-        self._stream = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
+        self._stream = _text_stream()
         self._lock = threading.Lock()
         self._call_done = threading.Event()
         self.begin(limit=0)
         threading.Thread(target=self._drain, name="output-capture", daemon=True).start()
 
     def begin(self, limit: int) -> None:
-        sys.stdout = sys.stderr = self._stream  # one stream, so prints and tracebacks keep their order
+        self._reattach()
         with self._lock:
             self._kept: list[str] = []
             self._limit, self._kept_chars, self._dropped = limit, 0, 0
@@ -94,11 +78,26 @@ class OutputCapture:
             self._call_done.clear()
 
     def end(self) -> str:
-        self._stream.flush()
+        # Code may have closed fd 1 or 2 or our stream: put them back, so what it printed is still its output.
+        self._reattach()
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
         os.write(self._marker_fd, self._marker)
-        self._call_done.wait()
+        if not self._call_done.wait(CAPTURE_WAIT_S):
+            raise RuntimeError("the code broke the output capture pipe")
         with self._lock:
             return "".join(self._kept) + truncation_note(self._dropped)
+
+    def write(self, text: str) -> None:
+        self._reattach()
+        self._stream.write(text)
+
+    def _reattach(self) -> None:
+        os.dup2(self._marker_fd, 1)
+        os.dup2(self._marker_fd, 2)
+        if self._stream.closed:
+            self._stream = _text_stream()
+        sys.stdout = sys.stderr = self._stream  # one stream, so prints and tracebacks keep their order
 
     def _drain(self) -> None:
         pending = b""
@@ -122,9 +121,15 @@ class OutputCapture:
             self._dropped += len(text) - len(kept)
 
 
-def describe_exception(exc: BaseException, memory_mb: int) -> str:
+def _text_stream() -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
+
+
+def describe_exception(exc: BaseException, limits: confine.Limits) -> str:
     if isinstance(exc, MemoryError):
-        return f"memory limit exceeded ({memory_mb} MB)"
+        return f"memory limit exceeded ({limits.memory_mb} MB)"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"disk limit exceeded ({limits.disk_mb} MB for the session's files): {exc}"
     if isinstance(exc, SyntaxError):
         return f"{type(exc).__name__}: {exc.msg} (line {exc.lineno})"
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
@@ -164,8 +169,8 @@ def compile_with_source(
 class Session:
     """The Python state of one rollout: a notebook-like namespace plus the learned functions."""
 
-    def __init__(self, memory_mb: int, load_timeout_s: float) -> None:
-        self.memory_mb = memory_mb
+    def __init__(self, limits: confine.Limits, load_timeout_s: float) -> None:
+        self.limits = limits
         self.load_timeout_s = load_timeout_s
         self.main = types.ModuleType("__main__")  # a real module, so pickling cell-defined objects works
         sys.modules["__main__"] = self.main
@@ -185,7 +190,7 @@ class Session:
                 self.functions[name] = namespace[name]
                 namespaces.append(namespace)
             except BaseException as exc:
-                self.functions[name] = _failed_function(name, describe_exception(exc, self.memory_mb))
+                self.functions[name] = _failed_function(name, describe_exception(exc, self.limits))
         for namespace in namespaces:  # functions may call one another
             for name, loaded in self.functions.items():
                 namespace.setdefault(name, loaded)
@@ -223,22 +228,26 @@ def _failed_function(name: str, error: str) -> Callable[..., Any]:
 
 
 class Worker:
-    """Serves requests for one session; lives in the warm pool until a `setup` request arrives."""
+    """Serves requests for one session; waits in the warm pool until a `setup` request arrives."""
 
-    def __init__(self, channel: Channel, isolation: confine.Isolation) -> None:
+    def __init__(self, channel: Endpoint, isolation: confine.Isolation) -> None:
         self.channel = channel
         self.isolation = isolation
         self.capture = OutputCapture()
         self.session: Session | None = None
         self.max_output_chars = 0
 
-    def serve(self) -> None:
-        self.channel.send({"event": "ready"})
+    def serve(self, init: int) -> None:
+        self.channel.send({"event": "ready", "pid": init})
         while (request := self.channel.receive()) is not None:
             try:
-                self.channel.send(self.handle(request))
+                reply = self.handle(request)
             except Exception:
+                # Our code failed, most likely because the code it ran broke the worker (replaced json,
+                # closed our pipes): the session's state cannot be trusted, so the worker ends with it.
                 self.channel.send({"event": "failed", "error": traceback.format_exc()})
+                os._exit(1)
+            self.channel.send(reply)
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         if request["op"] == "setup":
@@ -254,14 +263,14 @@ class Worker:
 
     def setup(self, request: dict[str, Any]) -> dict[str, Any]:
         limits = confine.Limits(**request["limits"])
-        workdir = confine.build_filesystem_view(Path(request["workdir"]), limits.max_file_mb, self.isolation)
+        workdir = confine.seal_filesystem(Path(request["workdir"]), request["uid"], limits.disk_mb, self.isolation)
         os.chdir(workdir)
         os.environ.update(HOME=str(workdir), TMPDIR=str(workdir))
         confine.drop_privileges(request["uid"], self.isolation)
         confine.apply_limits(limits, self.isolation)  # lowering limits needs no privilege
         confine.die_with_parent()  # changing uid cleared it
         self.max_output_chars = request["max_output_chars"]
-        session = self.session = Session(limits.memory_mb, request["timeout_s"])
+        session = self.session = Session(limits, request["timeout_s"])
         self.execute(lambda: session.load_functions(request["functions"]))  # load errors surface on call
         return {"event": "setup", "isolation": asdict(self.isolation)}
 
@@ -274,48 +283,70 @@ class Worker:
             result = action()
             value = None if result is None else truncate(result, limit)
         except BaseException as exc:
-            ok, error = False, describe_exception(exc, self.session.memory_mb)
-            sys.stdout.write(format_traceback(exc))
+            ok, error = False, describe_exception(exc, self.session.limits)
+            self.capture.write(format_traceback(exc))
         return {"event": "result", "ok": ok, "output": self.capture.end(), "error": error, "value": value}
 
 
-def run_launcher(channel: Channel, network: bool, preload: list[str]) -> None:
-    """The process the trainer spawned: enter namespaces, start init, wait, and go when it goes."""
-    confine.die_with_parent()
-    isolation = confine.Isolation()
-    confine.enter_namespaces(network, isolation)
-    init = os.fork()
-    if init == 0:
-        run_init(channel, isolation, preload)
-    os.waitpid(init, 0)
+def fork_session(connection: socket.socket, settings: dict[str, Any]) -> int:
+    """Fork the session's init, as PID 1 of a new PID namespace where we may make one; returns its pid.
+
+    `settings`: the channel's `key` (hex), `network`, `memory_mb`, and `cgroup` ({"parent", "version"} or None).
+    """
+    with confine.pid_namespace_for_next_fork() as pid_namespace:
+        init = os.fork()
+        if init == 0:
+            run_init(connection, settings, pid_namespace)
+    return init
 
 
-def run_init(channel: Channel, isolation: confine.Isolation, preload: list[str]) -> None:
-    """Reap every process of the namespace; when the worker ends, say how, and end the namespace with it."""
+def run_init(connection: socket.socket, settings: dict[str, Any], pid_namespace: bool) -> NoReturn:
+    """The root of the session's process tree: it joins the session's cgroup and namespaces, starts the worker,
+    reaps every orphan, and when the worker ends, says how and ends (with it, the whole PID namespace)."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the template ignores it, which would make wait() fail
+    os.setsid()  # its own process group, which the trainer kills as one where there is no PID namespace
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    os.close(null)
+    # Nothing of the trainer's or the template's may reach user code: only 0-2 and the channel stay open.
+    os.closerange(3, connection.fileno())
+    os.closerange(connection.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
+    channel = Endpoint(connection, bytes.fromhex(settings["key"]))
     confine.die_with_parent()
+    outer_pid = int(os.readlink("/proc/self"))  # the host's /proc still: our pid as the trainer sees it
+    cgroup = settings["cgroup"]
+    if cgroup is not None:
+        path = cgroups.join_session(
+            cgroup["parent"], cgroup["version"], settings["memory_mb"], cgroups.session_name(outer_pid)
+        )
+        cgroup = {**cgroup, "path": path}
+    isolation = confine.Isolation(pid_namespace=pid_namespace)
+    confine.enter_namespaces(settings["network"], isolation)
     confine.adopt_orphans()
     worker = os.fork()
     if worker == 0:
-        run_worker(channel, isolation, preload)
+        confine.die_with_parent()
+        Worker(channel, isolation).serve(outer_pid)
+        os._exit(0)
     while True:
         pid, status = os.wait()
         if pid == worker:
+            oom = cgroup is not None and cgroups.oom_kills(cgroup["path"], cgroup["version"]) > 0
             with contextlib.suppress(OSError):  # nobody may be listening any more
-                channel.send({"event": "exit", "status": status})
+                channel.send({"event": "exit", "status": status, "out_of_memory": oom})
             os._exit(0)
 
 
-def run_worker(channel: Channel, isolation: confine.Isolation, preload: list[str]) -> None:
-    confine.die_with_parent()
-    for module in preload:
-        __import__(module)
-    Worker(channel, isolation).serve()
-    os._exit(0)
-
-
 def main() -> None:
+    """Entry point of a spawned (not forked) session: `settings` as for fork_session, plus `channel_fd` and
+    the modules to `preload`. This process stays as init's parent until the session ends."""
     settings = json.loads(sys.argv[1])
-    run_launcher(Channel(), settings["network"], settings["preload"])
+    confine.die_with_parent()
+    for module in settings["preload"]:
+        __import__(module)
+    connection = socket.socket(fileno=settings["channel_fd"])
+    os.waitpid(fork_session(connection, settings), 0)
 
 
 if __name__ == "__main__":

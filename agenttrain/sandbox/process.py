@@ -1,4 +1,4 @@
-"""Running model-written code and learned functions out of process, with limits.
+"""The process backend of the sandbox: model-written code runs in forked, confined worker processes.
 
     sandbox = Sandbox(experiment.sandbox)
     await sandbox.start()
@@ -6,8 +6,10 @@
         result = await session.run_code("x = 2\\nprint(x)")
         result = await session.call_function("evaluate_expression", {"expression": "2+2"})
 
-Nothing here executes user code: each session gets a worker process (sandbox_worker.py) from a warm pool,
-confined as well as this machine allows (sandbox_isolation.py); `describe()` says what is enforced.
+Nothing here executes user code: each session gets a worker from a warm pool, forked from the fork server's
+template (forkserver.py) or spawned where that is impossible, confined as well as this machine allows
+(isolation.py, cgroups.py); `describe()` says what is enforced. Where the filesystem cannot be sealed,
+`start()` refuses unless the config accepts a weaker sandbox.
 """
 
 from __future__ import annotations
@@ -22,51 +24,33 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from agenttrain.config import SandboxConfig
-from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
-from agenttrain.sandbox_isolation import Limits
-from agenttrain.sandbox_packages import PackageEnvironment, distribution_names, find_missing
-from agenttrain.sandbox_pool import (
+from agenttrain.sandbox.cgroups import SessionCgroups, session_name
+from agenttrain.sandbox.forkserver import ForkServer, ForkServerError
+from agenttrain.sandbox.interface import STATE_LOST, ExecResult, SandboxError
+from agenttrain.sandbox.isolation import Limits
+from agenttrain.sandbox.packages import PackageEnvironment, distribution_names, find_missing
+from agenttrain.sandbox.pool import (
+    PRELOADED_MODULES,
     WarmPool,
     WorkerDied,
-    WorkerFailed,
     WorkerProcess,
     WorkerTimeout,
     worker_environment,
 )
-from agenttrain.sandbox_workdirs import WorkdirRoot
+from agenttrain.sandbox.workdirs import WorkdirRoot
 
-STATE_LOST = "[the Python session was restarted: variables, imports and definitions from earlier code are gone]"
 # Each session runs as its own throwaway uid (when we are root), so RLIMIT_NPROC counts one session's
 # processes only and sessions cannot touch each other's files. Far above any real account's uid.
 SESSION_UIDS = range(1_500_000_000, 1_600_000_000)
-
-
-class SandboxError(UserError):
-    """The sandbox itself could not run (not an error in the code it was given)."""
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    ok: bool  # ran to completion without an exception or a limit being hit
-    output: str  # captured stdout+stderr, truncated with a visible marker past max_output_chars
-    error: str | None  # short reason when not ok; the traceback, if any, is in `output`
-    value: str | None = None  # call_function: str() of the return value; None for code blocks
-    duration_s: float = 0.0
-
-    def as_observation(self) -> str:
-        """The text a model sees: output, value and error, without empty parts."""
-        parts = [self.output.rstrip("\n")]
-        if self.value is not None:
-            parts.append(self.value)
-        if self.error is not None and self.error not in self.output:
-            parts.append(f"Error: {self.error}")
-        return "\n".join(p for p in parts if p) or "(no output)"
+# Without a memory cgroup, per-process limits must add up to at most memory_mb: a process gets at least this
+# much address space (a forked worker maps ~180 MB), and the session fewer processes instead.
+MIN_PROCESS_MB = 512
 
 
 class SandboxSession:
@@ -93,11 +77,9 @@ class SandboxSession:
                 worker = await self._ready_worker()
                 reply = await worker.request(message, self._sandbox.settings.timeout_s)
             except (WorkerTimeout, WorkerDied) as exc:
-                self._worker = None
+                # Whatever the code did (crashed, hung, broke the worker or its channel): this rollout's error.
+                await self.stop_worker()
                 return ExecResult(False, STATE_LOST, str(exc), duration_s=time.monotonic() - started)
-            except WorkerFailed as exc:
-                self._worker = None
-                raise SandboxError(f"the sandbox worker failed (a bug, not the code it ran):\n{exc}") from None
             return ExecResult(
                 ok=reply["ok"], output=reply["output"], error=reply["error"], value=reply["value"],
                 duration_s=time.monotonic() - started,
@@ -111,7 +93,7 @@ class SandboxSession:
                 timeout = self._sandbox.settings.timeout_s * (1 + len(self._setup["functions"]))
                 reply = await worker.request(self._setup, timeout)
             except BaseException:
-                await worker.kill()
+                await self._sandbox.release(worker)
                 raise
             self._sandbox.record_isolation(reply["isolation"])
             self._worker = worker
@@ -120,7 +102,7 @@ class SandboxSession:
     async def stop_worker(self) -> None:
         """Kill the worker; a later call would start a fresh one, without the earlier state."""
         if self._worker is not None:
-            await self._worker.kill()
+            await self._sandbox.release(self._worker)
             self._worker = None
 
     async def close(self) -> None:
@@ -129,6 +111,8 @@ class SandboxSession:
 
 
 class Sandbox:
+    """Implements interface.CodeSandbox with processes on this machine."""
+
     def __init__(self, settings: SandboxConfig) -> None:
         self.settings = settings
         self._packages = PackageEnvironment()
@@ -142,20 +126,43 @@ class Sandbox:
         self._known_packages: dict[str, bool] = {}
         self._sessions: set[SandboxSession] = set()
         self._workdirs = WorkdirRoot()
+        self._forkserver: ForkServer | None = None
+        self._start_method = {"method": "not started", "why": ""}
+        self._cgroups: SessionCgroups | None = None
+        self._cgroups_how = ""
         self._started = False
 
     async def start(self) -> None:
-        """Warm the pool; idempotent."""
-        if not self._started:
-            self._started = True
-            await self._pool.fill()
+        """Start the fork server, check the isolation, warm the pool; idempotent."""
+        if self._started:
+            return
+        self._started = True
+        self._cgroups, self._cgroups_how = await asyncio.to_thread(SessionCgroups.create)
+        await self._start_forkserver()
+        if self._isolation is None:
+            self._isolation = await self._probe()
+        if not self._isolation["sealed"] and not self.settings.allow_unsealed:
+            await self.close()
+            raise SandboxError(
+                "the sandbox cannot seal the filesystem on this machine ("
+                + ("; ".join(self._isolation["notes"]) or "no mount namespace")
+                + "), so model-written code could read your data, runs and source code. Run as root on Linux "
+                "(or in a container that allows mount namespaces), or set `sandbox.allow_unsealed: true` to "
+                "accept a weaker sandbox"
+            )
+        await self._pool.fill()
 
     async def close(self) -> None:
-        """Kill every worker, idle or in a session, and remove the workdirs; idempotent."""
+        """Kill every worker, idle or in a session, and the fork server; remove workdirs and cgroups; idempotent."""
         self._started = False
         await self._pool.close()
         for session in list(self._sessions):
             await session.stop_worker()
+        if self._forkserver is not None:
+            await asyncio.to_thread(self._forkserver.close)
+            self._forkserver = None
+        if self._cgroups is not None:
+            await asyncio.to_thread(self._cgroups.close)
         await asyncio.to_thread(self._workdirs.close)
 
     def session(
@@ -178,8 +185,13 @@ class Sandbox:
     async def take_worker(self) -> WorkerProcess:
         try:
             return await self._pool.take()
-        except (WorkerDied, WorkerFailed, OSError) as exc:
+        except (WorkerDied, ForkServerError, OSError) as exc:
             raise SandboxError(f"cannot start a sandbox worker with {self._python}: {exc}") from None
+
+    async def release(self, worker: WorkerProcess) -> None:
+        await worker.kill()
+        if self._cgroups is not None and worker.pid:
+            self._cgroups.remove(session_name(worker.pid))
 
     def record_isolation(self, isolation: dict[str, Any]) -> None:
         self._isolation = isolation
@@ -211,16 +223,29 @@ class Sandbox:
         isolation = self._isolation or self._probe_isolation()
         return {
             "interpreter": self._python,
-            "limits": {**asdict(self._limits()), "timeout_s": self.settings.timeout_s,
-                       "max_output_chars": self.settings.max_output_chars},
+            "start": self._start_method,
+            "limits": self.settings.model_dump(include={"cpu_s", "memory_mb", "max_processes", "max_file_mb", "disk_mb",
+                                                        "timeout_s", "max_output_chars"}),
+            "memory": self._memory_report(),
             "network": self._network_report(isolation),
-            "process_limit_enforced": isolation["uid"] is not None,  # see sandbox_isolation.apply_limits
-            "filesystem": _filesystem_report(isolation),
+            "process_limit_enforced": isolation["uid"] is not None,  # see isolation.apply_limits
+            "filesystem": _filesystem_report(isolation, self.settings.disk_mb),
             "kills_detached_processes": isolation["pid_namespace"],
             "isolation": isolation,
             "env_allow": list(self.settings.env_allow),
             "warm_workers": self.settings.warm_workers,
         }  # fmt: skip
+
+    def _memory_report(self) -> dict[str, Any]:
+        if not self._cgroups_how:
+            return {"how": "decided when the sandbox starts"}
+        if self._cgroups is not None:
+            return {"whole_session_mb": self.settings.memory_mb, "how": self._cgroups_how}
+        limits = self._limits()
+        how = f"{self._cgroups_how}: per-process limits instead, {limits.memory_mb} MB x {limits.max_processes}"
+        if os.geteuid() != 0:  # RLIMIT_NPROC needs a uid of the session's own (see isolation.apply_limits)
+            return {"whole_session_mb": None, "how": how + " processes, but their number is not limited here"}
+        return {"whole_session_mb": limits.memory_mb * limits.max_processes, "how": how + " processes"}
 
     def _network_report(self, isolation: dict[str, Any]) -> dict[str, Any]:
         if self.settings.network:
@@ -232,19 +257,45 @@ class Sandbox:
     async def _install(self, packages: list[str]) -> None:
         await self._packages.install(packages)
         if self._python != str(self._packages.python):
-            # Idle workers run the old interpreter: replace them.
+            # Idle workers and the template run the old interpreter: replace them.
             self._python = str(self._packages.python)
             self._env = worker_environment(self._python, self.settings.env_allow)
             await self._pool.close()
+            if self._forkserver is not None:
+                await asyncio.to_thread(self._forkserver.close)
+                self._forkserver = None
             if self._started:
+                await self._start_forkserver()
                 await self._pool.fill()
 
+    async def _start_forkserver(self) -> None:
+        try:
+            self._forkserver = await asyncio.to_thread(ForkServer.start, self._python, self._env, PRELOADED_MODULES)
+            self._start_method = {"method": "fork server", "why": "each session is a fork of a template process"}
+        except ForkServerError as exc:
+            self._start_method = {"method": "spawn", "why": f"no fork server: {exc}"}
+
     async def _spawn(self) -> WorkerProcess:
-        return await WorkerProcess.spawn(self._python, self._env, self.settings.network, self.settings.cpu_s)
+        limits = (self.settings.cpu_s, self.settings.memory_mb)
+        settings = {
+            "network": self.settings.network,
+            "memory_mb": self.settings.memory_mb,
+            "cgroup": None if self._cgroups is None else {"parent": str(self._cgroups.path),
+                                                          "version": self._cgroups.version},
+        }  # fmt: skip
+        if self._forkserver is not None and self._forkserver.alive:
+            return await WorkerProcess.fork(self._forkserver, settings, limits)
+        return await WorkerProcess.spawn(self._python, self._env, settings, limits)
 
     def _limits(self) -> Limits:
         s = self.settings
-        return Limits(cpu_s=s.cpu_s, memory_mb=s.memory_mb, max_processes=s.max_processes, max_file_mb=s.max_file_mb)
+        memory_mb, processes = s.memory_mb, s.max_processes
+        if self._cgroups is None:  # no cap on the whole tree: per-process caps whose sum stays within memory_mb
+            processes = max(1, min(processes, memory_mb // MIN_PROCESS_MB))
+            memory_mb //= processes
+        return Limits(
+            cpu_s=s.cpu_s, memory_mb=memory_mb, max_processes=processes, max_file_mb=s.max_file_mb, disk_mb=s.disk_mb
+        )
 
     def _session_uid(self) -> int | None:
         if os.geteuid() != 0:
@@ -265,32 +316,32 @@ class Sandbox:
         }
 
     def _probe_isolation(self) -> dict[str, Any]:
-        """describe() before any session: set up one worker outside the pool (which belongs to the caller's
-        event loop, if any) and ask it what it could enforce."""
+        """describe() before start: set up one worker outside the pool (which belongs to the caller's event
+        loop, if any) and ask it what it could enforce."""
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
             self._isolation = thread.submit(asyncio.run, self._probe()).result()
         return self._isolation
 
     async def _probe(self) -> dict[str, Any]:
         uid = self._session_uid()
-        workdir = self._workdirs.new_workdir((), uid)
+        workdir = await asyncio.to_thread(self._workdirs.new_workdir, (), uid)
         worker = await self._spawn()
         try:
             reply = await worker.request(self._setup_request(workdir, uid, FunctionSet()), self.settings.timeout_s)
             return reply["isolation"]
+        except WorkerDied as exc:
+            raise SandboxError(f"the sandbox worker could not be set up with {self._python}: {exc}") from None
         finally:
-            await worker.kill()
+            await self.release(worker)
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _filesystem_report(isolation: dict[str, Any]) -> str:
+def _filesystem_report(isolation: dict[str, Any], disk_mb: int) -> str:
+    if isolation["sealed"]:
+        return (
+            "sealed: the code sees only the system's and the interpreter's folders (read-only), its workdir and "
+            f"private temp dirs ({', '.join(isolation['private_dirs'])}), all in one {disk_mb} MB tmpfs"
+        )
     if isolation["uid"] is None:
-        return "code runs as the trainer's user: it can write wherever the trainer can"
-    hidden = (
-        f", except in {', '.join(isolation['hidden_dirs'])} (bar the interpreter)" if isolation["hidden_dirs"] else ""
-    )
-    private = ", ".join(isolation["private_dirs"]) or "none"
-    return (
-        f"writes only to the session workdir and private, emptied temp dirs ({private}); "
-        f"reads whatever is world-readable{hidden}"
-    )
+        return "not sealed: code runs as the trainer's user, reads and writes wherever the trainer can"
+    return "not sealed: code reads whatever is world-readable, writes only to its workdir"

@@ -1,0 +1,95 @@
+"""`agenttrain sweep`: train and evaluate many configs and seeds as independent jobs, then tabulate them.
+
+plan.py says what runs, job.py what one job does, executors.py where it runs, results.py the table. A rerun
+reuses finished work: a job whose run is done and evaluated is not started again, an unfinished run resumes.
+The package is not called `sweep` so that `agenttrain.sweep` stays the public function (api.sweep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agenttrain import api
+from agenttrain.config import load_experiment
+from agenttrain.estimate import estimate_eval
+from agenttrain.runs import write_json_atomic
+from agenttrain.sweeping.executors import EXECUTORS, JobOutcome, make_executor
+from agenttrain.sweeping.job import DONE, EVALUATED_EPOCHS
+from agenttrain.sweeping.plan import SweepJob, plan_sweep
+from agenttrain.sweeping.results import ResultRow, job_rows, write_results
+from agenttrain.tasks import load_task
+
+__all__ = ["EXECUTORS", "SweepOutcome", "dry_run_sweep", "plan_sweep", "run_sweep"]
+
+
+@dataclass
+class SweepOutcome:
+    rows: list[ResultRow]
+    files: list[Path]
+    ran: list[str]  # ids of the jobs started by this invocation (the others were already complete)
+    failed: list[JobOutcome]
+
+
+def _complete(job: SweepJob) -> bool:
+    return all(row.status in DONE and row.difference is not None for row in job_rows(job))
+
+
+def run_sweep(
+    configs: list[Path],
+    out: Path,
+    seeds: list[int] | None = None,
+    overrides: list[str] | None = None,
+    parallel: int = 1,
+    executor: str = "local",
+    use_cache: bool = True,
+    on_done: Callable[[JobOutcome], None] | None = None,
+) -> SweepOutcome:
+    """Plan every config x seed, run the jobs that are not complete (`parallel` at a time on `executor`), then
+    write OUT/results.md, .csv and .json from the run directories."""
+    jobs = plan_sweep(configs, out, seeds, overrides or [], use_cache)
+    backend = make_executor(executor)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "sweep.json", {"jobs": [job.to_dict() for job in jobs]})
+    pending = [job for job in jobs if not _complete(job)]
+    outcomes = backend.run(pending, parallel, out / "logs", on_done or (lambda outcome: None))
+    errors = {o.job.id: o.error for o in outcomes if not o.ok}
+    rows = [row for job in jobs for row in job_rows(job, errors.get(job.id))]
+    return SweepOutcome(rows, write_results(rows, out), [job.id for job in pending],
+                        [o for o in outcomes if not o.ok])
+
+
+def _job_estimate(job: SweepJob, worst_case: bool, training: dict[str, Any]) -> dict[str, Any]:
+    experiment = job.experiment()
+    tasks = [experiment.task, *(load_experiment(Path(path)).task for path in job.transfer)]
+    tests = [load_task(task).splits().test for task in tasks]
+    estimates = training["worst_case" if worst_case else "typical"]
+    evals = [estimate_eval(experiment, [e.question for e in test], len(EVALUATED_EPOCHS), worst_case).to_dict()
+             for test in tests if test]
+    rows = [*estimates, *evals]
+    costs = [row["cost_usd"] for row in rows]
+    return {"requests": sum(row["requests"] for row in rows),
+            "cost_usd": None if None in costs else sum(costs)}
+
+
+def dry_run_sweep(configs: list[Path], seeds: list[int] | None = None, overrides: list[str] | None = None
+                  ) -> dict[str, Any]:
+    """Requests and dollars each job may cost (training, then the test evaluations), typical and worst case."""
+    jobs = plan_sweep(configs, Path("sweep-dry-run"), seeds, overrides or [])
+    rows = []
+    for job in jobs:
+        training = api.dry_run(Path(job.config), job.overrides)
+        typical, worst = _job_estimate(job, False, training), _job_estimate(job, True, training)
+        rows.append({"name": job.id, "requests": typical["requests"], "cost_usd": typical["cost_usd"],
+                     "worst_case_requests": worst["requests"], "worst_case_cost_usd": worst["cost_usd"]})
+
+    def total(key: str) -> float | None:
+        values = [row[key] for row in rows]
+        return None if None in values else sum(values)
+
+    return {"jobs": rows, "total": {key: total(key) for key in
+                                    ("requests", "cost_usd", "worst_case_requests", "worst_case_cost_usd")},
+            "note": "training as `train --dry-run` estimates it, plus epoch 0 and the best epoch on each test split; "
+                    "no cache hits assumed; null cost: a model without a known price (set llm.prices)"}

@@ -1,0 +1,26 @@
+"""`python -m agenttrain.sweeping.worker JOB_JSON`: the local executor's child process, running one SweepJob."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from agenttrain.errors import UserError
+from agenttrain.sweeping.job import run_job
+from agenttrain.sweeping.plan import SweepJob
+
+
+def main() -> None:
+    """Prints the run directory; on a user error, one `error:` line (the sweep shows it) and exit status 1."""
+    job = SweepJob.from_dict(json.loads(sys.argv[1]))
+    try:
+        print(run_job(job), flush=True)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
