@@ -2,14 +2,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench screenshots clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,browser-tests]'
 	$(PY) -m pip install --quiet --no-deps -e tests/plugin  # the example plugin the tests train with
 	touch $(STAMP)
 
@@ -22,6 +22,10 @@ test: lint
 
 bench: install
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# docs/viewer-*.png, taken by the viewer's browser test (needs Debian's chromium)
+screenshots: install
+	VIEWER_SCREENSHOTS=docs $(VENV)/bin/pytest -q tests/test_viewer.py -k clicks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -537,6 +537,28 @@ def runs_command(
             out.print(f"{Path(s.run).name}: {s.error}", highlight=False)
 
 
+@app.command("view")
+def view_command(
+    path: Annotated[Path, typer.Argument(help="A run directory, or the folder that holds runs",
+                                         metavar="RUN|RUNS_DIR")] = Path("runs"),
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback shows your runs to "
+                                           "the network")] = "127.0.0.1",
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser tab.")] = False,
+) -> None:
+    """Browse runs, epochs, function diffs and every transcript in a local, read-only web page.
+
+    Example: agenttrain view runs/ --port 8765
+    """
+    from agenttrain.viewer import serve, start  # the web viewer's modules load only for this command
+
+    server = start(path, host, port)
+    err.print(f"agenttrain view: serving {server.url}{server.site.start_path()} (Ctrl-C to stop)", highlight=False)
+    if server.allowed_hosts is None:
+        err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can read these runs")
+    serve(server, open_browser=not no_browser)
+
+
 data_app = typer.Typer(help="Fetch the paper's data sets into local folders the configs point at.\n\n"
                        "Example: agenttrain data pull math --dest data/math",
                        no_args_is_help=True, rich_markup_mode=None)

@@ -33,7 +33,8 @@ def outcome_flips(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict
     return [{"id": task, "before": was, "after": now} for task, was, now in paired_outcomes(a, b) if was != now]
 
 
-def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
+def function_changes(a: Snapshot, b: Snapshot) -> dict[str, Any]:
+    """The functions added, removed, revised (with their diff) and unchanged from a's set to b's."""
     old = {f.name: f for f in a.functions}
     new = {f.name: f for f in b.functions}
     revised = [
@@ -41,15 +42,21 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
         for name in new
         if name in old and old[name].content_hash() != new[name].content_hash()
     ]
+    return {
+        "added": [new[name].to_dict() for name in new if name not in old],
+        "removed": [name for name in old if name not in new],
+        "revised": revised,
+        "unchanged": [name for name in new if name in old and name not in {r["name"] for r in revised}],
+    }
+
+
+def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
     before, after = a.rollouts(), b.rollouts()
     paired = compare_outcomes(before, after)
     return {
         "a": {"snapshot": str(a.path), "epoch": a.epoch, "train_accuracy": a.metrics.train_accuracy},
         "b": {"snapshot": str(b.path), "epoch": b.epoch, "train_accuracy": b.metrics.train_accuracy},
-        "added": [new[name].to_dict() for name in new if name not in old],
-        "removed": [name for name in old if name not in new],
-        "revised": revised,
-        "unchanged": [name for name in new if name in old and name not in {r["name"] for r in revised}],
+        **function_changes(a, b),
         "flips": outcome_flips(before, after),
         "fixed": paired.fixed,
         "broken": paired.broken,
