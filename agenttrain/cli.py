@@ -260,13 +260,15 @@ def _parse_seeds(seeds: str | None) -> list[int] | None:
 
 @app.command()
 def sweep(
-    configs: Annotated[list[Path], typer.Argument(help="Experiment YAMLs and/or sweep files (configs/paper/*.yaml)")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the runs, logs and results.md/.csv/.json")],
+    configs: Annotated[list[Path], typer.Argument(metavar="CONFIG...",
+                                                  help="Experiment YAMLs and/or sweep files (configs/paper/*.yaml)")],
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR",
+                                          help="Folder for the runs, logs and results.md/.csv/.json")],
     overrides: Overrides = None,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs trained at the same time")] = 1,
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated task.seed values (the train/test split), "
-                                                   "e.g. 0,1,2; default: each config's own")] = None,
-    executor: Annotated[str, typer.Option(help="Where jobs run: local (child processes)")] = "local",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, metavar="INTEGER", help="Runs trained at the same time")] = 1,
+    seeds: Annotated[str | None, typer.Option(metavar="TEXT", help="Comma-separated task.seed values (the train/test "
+                                              "split), e.g. 0,1,2; default: each config's own")] = None,
+    executor: Annotated[str, typer.Option(metavar="TEXT", help="Where jobs run: local (child processes)")] = "local",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests and cost; send nothing.")] = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
@@ -541,9 +543,9 @@ def runs_command(
 def view_command(
     path: Annotated[Path, typer.Argument(help="A run directory, or the folder that holds runs",
                                          metavar="RUN|RUNS_DIR")] = Path("runs"),
-    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one")] = 8765,
-    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback shows your runs to "
-                                           "the network")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="INTEGER", help="Port to listen on; 0 picks a free one")] = 8765,
+    host: Annotated[str, typer.Option(metavar="TEXT", help="Address to listen on; anything but loopback shows your "
+                                      "runs to the network")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser tab.")] = False,
 ) -> None:
     """Browse runs, epochs, function diffs and every transcript in a local, read-only web page.
