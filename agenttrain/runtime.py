@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 from agenttrain.agents import make_agent
 from agenttrain.agents.base import Agent
 from agenttrain.cache import open_cache
-from agenttrain.config import ConfigError, Experiment
+from agenttrain.config import ConfigError, Experiment, LLMConfig
 from agenttrain.llm import LLMClient
+from agenttrain.local_model import LOCAL, cache_identity, local_server
 from agenttrain.sandbox import Sandbox
 from agenttrain.tasks import load_task
 from agenttrain.tasks.base import Task
@@ -37,13 +40,48 @@ def check_network(experiment: Experiment, task: Task) -> None:
 
 
 @asynccontextmanager
-async def open_runtime(experiment: Experiment, use_cache: bool = True) -> AsyncIterator[Runtime]:
+async def role_endpoints(experiment: Experiment, log_dir: Path) -> AsyncIterator[dict[str, LLMConfig]]:
+    """Each role's endpoint settings; roles at `local` get the embedded server, started once for both and
+    stopped when the block ends."""
+    settings = {role: experiment.llm_for(role) for role in ("agent", "optimizer")}
+    if not any(llm.resolved_base_url() == LOCAL for llm in settings.values()):
+        yield settings
+        return
+    local = experiment.llm.local
+    async with local_server(local, log_dir / "local-server.log") as url:
+        # more requests in flight than server slots would only queue there and eat into timeout_s
+        yield {
+            role: llm.model_copy(update={"base_url": url, "concurrency": min(llm.concurrency, local.parallel)})
+            if llm.resolved_base_url() == LOCAL else llm
+            for role, llm in settings.items()
+        }
+
+
+@asynccontextmanager
+async def open_runtime(experiment: Experiment, log_dir: Path, use_cache: bool = True) -> AsyncIterator[Runtime]:
+    """`log_dir` (the run directory) receives the local model server's log, when one is started."""
     task = load_task(experiment.task)
     check_network(experiment, task)
+    async with role_endpoints(experiment, log_dir) as settings, \
+            _open_clients(experiment, task, settings, use_cache) as runtime:
+        yield runtime
+
+
+def _cache_endpoint(experiment: Experiment, role: Literal["agent", "optimizer"]) -> str | None:
+    local = experiment.llm_for(role).resolved_base_url() == LOCAL
+    return cache_identity(experiment.llm.local) if local else None
+
+
+@asynccontextmanager
+async def _open_clients(
+    experiment: Experiment, task: Task, settings: dict[str, LLMConfig], use_cache: bool
+) -> AsyncIterator[Runtime]:
     meter = UsageMeter(experiment.budget, experiment.llm.prices)
     cache = open_cache(experiment.llm, enabled=use_cache)
-    agent_client = LLMClient(experiment.llm_for("agent"), role="agent", meter=meter, cache=cache)
-    optimizer_client = LLMClient(experiment.llm_for("optimizer"), role="optimizer", meter=meter, cache=cache)
+    agent_client, optimizer_client = (
+        LLMClient(settings[role], role=role, meter=meter, cache=cache, cache_endpoint=_cache_endpoint(experiment, role))
+        for role in ("agent", "optimizer")
+    )
     sandbox = Sandbox(experiment.sandbox)
     try:
         await sandbox.start()

@@ -190,13 +190,15 @@ def test_cache_stats_and_clear(trained, tmp_path):
     assert invoke("cache", "stats", "--dir", cache_dir)["entries"] == 0
 
 
-def test_the_quickstart_config_validates_and_estimates_with_the_shipped_data(monkeypatch):
+def test_the_quickstart_config_validates_and_estimates_with_the_shipped_data_and_no_key(monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert invoke("validate", "configs/quickstart.yaml", "--offline")["resolved"]["optimizer"]["epochs"] == 3
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    resolved = invoke("validate", "configs/quickstart.yaml")["resolved"]
+    assert resolved["llm"]["base_url"] == "local" and resolved["optimizer"]["epochs"] == 2
     estimate = invoke("train", "configs/quickstart.yaml", "--dry-run")
-    assert estimate["train_tasks"] == 8 and estimate["epochs"] == 3
-    assert all(row["cost_usd"] > 0 for row in estimate["typical"])  # both default models are priced
+    assert estimate["train_tasks"] == 4 and estimate["epochs"] == 2
+    assert all(row["cost_usd"] == 0 for row in estimate["typical"])  # the embedded model is priced at $0
 
 
 def test_a_split_that_does_not_fit_is_refused_before_any_run_directory_exists(write_config, tmp_path):

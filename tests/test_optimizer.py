@@ -11,6 +11,7 @@ from agenttrain.optimizer import (
     CHARS_PER_TOKEN,
     OPTIMIZER_TOOLS,
     SYSTEM_PROMPT,
+    TOOLS_CHARS,
     TrainingRecord,
     apply_action,
     build_prompt,
@@ -43,7 +44,7 @@ def test_prompt_fits_the_budget_and_keeps_failed_histories_first():
     records = [record(f"ok{i}", True, 20000) for i in range(10)] + [record(f"bad{i}", False, 20000) for i in range(3)]
     budget = 8000
     prompt = build_prompt(FunctionSet(), 0.7, FunctionSet(), [], records, budget)
-    assert (len(prompt) + len(SYSTEM_PROMPT)) / CHARS_PER_TOKEN <= budget
+    assert (len(prompt) + len(SYSTEM_PROMPT) + TOOLS_CHARS) / CHARS_PER_TOKEN <= budget
     for i in range(3):
         assert f"### Task bad{i} (FAILED)" in prompt
     assert "omitted" in prompt

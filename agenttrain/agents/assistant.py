@@ -9,9 +9,9 @@ from agenttrain.agents.base import (
     Rollout,
     SandboxAgent,
     answer_instruction,
+    call_arguments,
     call_function,
     has_final_answer,
-    parse_tool_arguments,
     reject_call,
     run_code,
 )
@@ -85,7 +85,7 @@ class AssistantAgent(SandboxAgent):
         for call in tool_calls:
             name = call["function"]["name"]
             try:
-                arguments = parse_tool_arguments(call["function"].get("arguments"))
+                arguments = call_arguments(call)
                 if name not in functions:
                     raise ValueError(f"there is no function named {name!r}; available: {functions.names}")
             except ValueError as exc:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from agenttrain.config import AgentConfig
 from agenttrain.functions import FunctionSet
-from agenttrain.llm import ChatReply, LLMClient, LLMError
+from agenttrain.llm import ChatReply, ContextOverflow, LLMClient, LLMError
 from agenttrain.sandbox import CodeSandbox, CodeSession
 from agenttrain.tasks.base import AnswerFormat, Example
 
@@ -29,7 +29,7 @@ class Rollout:
     example_id: str
     messages: list[dict[str, Any]]
     prediction: str | None  # the text the scorer extracts an answer from (the final reply; ReAct: its answer)
-    stop_reason: str  # answered | terminate | max_turns | llm_error
+    stop_reason: str  # answered | terminate | max_turns | context_length | llm_error
     turns: int = 0
     function_calls: list[FunctionCall] = field(default_factory=list)
     code_runs: int = 0
@@ -50,7 +50,8 @@ class Agent(Protocol):
 
 class SandboxAgent(ABC):
     """What both agents do around their conversation loop: one sandbox session per task, the system
-    prompt and the task as the first messages, an endpoint failure recorded as "llm_error"."""
+    prompt and the task as the first messages, an endpoint failure recorded as "llm_error", a conversation
+    that outgrew the model's context as "context_length" (the model's limit, not the endpoint's failure)."""
 
     def __init__(
         self, client: LLMClient, config: AgentConfig, sandbox: CodeSandbox, answer_format: AnswerFormat
@@ -69,6 +70,8 @@ class SandboxAgent(ABC):
         async with self.sandbox.session(functions, files=example.files) as session:
             try:
                 await self.converse(rollout, functions, session)
+            except ContextOverflow:  # the conversation ends where it stands and is scored; not an error
+                rollout.stop_reason = "context_length"
             except LLMError as exc:
                 rollout.stop_reason, rollout.error = "llm_error", str(exc)
         rollout.prediction = self.prediction(messages)
@@ -157,3 +160,15 @@ def parse_tool_arguments(raw: str | None) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         raise ValueError("the arguments must be a JSON object")
     return arguments
+
+
+def call_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's arguments (`parse_tool_arguments`). Unreadable ones (a small model's partial JSON) are
+    replaced by `{}` in the call itself, since the call stays in the conversation and servers refuse a
+    conversation holding broken JSON (llama.cpp: HTTP 500); the ValueError quotes what the model wrote."""
+    raw = call["function"].get("arguments")
+    try:
+        return parse_tool_arguments(raw)
+    except ValueError as exc:
+        call["function"]["arguments"] = "{}"
+        raise ValueError(f"{exc}: {str(raw)[:200]!r}") from None
