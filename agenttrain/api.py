@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from agenttrain.config import (
     load_experiment,
 )
 from agenttrain.datasets import pull
-from agenttrain.errors import UserError
+from agenttrain.errors import Interrupted, UserError
 from agenttrain.exporting import export_snapshot
 from agenttrain.listing import list_runs
 from agenttrain.local_model import check_local
@@ -33,6 +34,7 @@ from agenttrain.reporting import write_report
 from agenttrain.runs import (
     RunDir,
     Snapshot,
+    WriteError,
     newest_run,
     read_rollouts,
     read_run_json,
@@ -176,6 +178,7 @@ def resume(
     with run.lock():
         if overrides:
             write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
+        run.remove_leftovers()
         run.update_info(status="running", config_hash=experiment.content_hash())
         run.log("resume", overrides=overrides or [])
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
@@ -187,10 +190,13 @@ def _run_interruptible(coroutine: Any, run: RunDir) -> str:
         return asyncio.run(coroutine)
     except KeyboardInterrupt:
         run.finish("interrupted", reason="stopped by the user; continue with --resume")
-        raise UserError(f"interrupted; continue with: agenttrain train --resume {run.path}") from None
+        raise Interrupted(f"interrupted; continue with: agenttrain train --resume {run.path}") from None
     except Exception as exc:
         reason = str(exc) if isinstance(exc, UserError) else f"internal error: {exc!r}"
-        run.finish("failed", reason=f"{reason}; continue with --resume once fixed")
+        with contextlib.suppress(WriteError):  # not even run.json can be written: the error below says what to fix
+            run.finish("failed", reason=f"{reason}; continue with --resume once fixed")
+        if isinstance(exc, WriteError):
+            raise WriteError(f"{exc}; then continue with: agenttrain train --resume {run.path}") from None
         raise
 
 
@@ -243,17 +249,20 @@ async def _evaluate_snapshot(runtime: Runtime, run: RunDir, epoch: int, split: s
 
 async def _rollouts(runtime: Runtime, epoch: int, split: str, examples: list[Example], functions: FunctionSet,
                     reporter: Reporter | None) -> list[dict[str, Any]]:
-    from agenttrain.evaluation import evaluate
+    from agenttrain.evaluation import endpoint_failed, evaluate_answered
+    from agenttrain.outage import OutageTimer
 
     if reporter:
         reporter.epoch_started(epoch, f"eval {split}", len(examples))
 
     def on_record(record: dict[str, Any]) -> None:
-        if reporter:
+        if reporter and not endpoint_failed(record):  # that one is retried: not done yet
             reporter.rollout_done(record, runtime.meter.total())
 
-    concurrency = runtime.experiment.llm_for("agent").concurrency
-    return await evaluate(runtime.agent, runtime.task.scorer, examples, functions, concurrency, on_record)
+    experiment = runtime.experiment
+    outage = OutageTimer(experiment.llm.max_outage_s, getattr(reporter, "waiting", None))
+    return await evaluate_answered(runtime.agent, runtime.task.scorer, examples, functions,
+                                   experiment.llm_for("agent").concurrency, outage, on_record)
 
 
 def eval_run(

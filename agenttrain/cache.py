@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -37,6 +38,8 @@ NOT_IN_KEY = frozenset({
     "user", "metadata", "store", "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
     "service_tier", "cache_prompt", "priority", "request_id",
 })
+
+logger = logging.getLogger(__name__)
 
 
 def request_key(endpoint: str, body: dict[str, Any], sample_index: int) -> str:
@@ -69,6 +72,7 @@ class ResponseCache:
                 "(set llm.cache_dir to a writable folder, or llm.cache=false)"
             ) from None
         self._lock = threading.Lock()  # one connection, possibly used from worker threads
+        self.writable = True
         self.hits = 0
         self.misses = 0
 
@@ -92,7 +96,11 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+            try:
+                row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:  # a damaged cache file: a miss, the request is sent
+                logger.warning("cannot read the response cache %s (%s)", self.path, exc)
+                row = None
             if row is None:
                 self.misses += 1
                 return None
@@ -100,9 +108,17 @@ class ResponseCache:
         return json.loads(row[0])
 
     def put(self, key: str, value: dict[str, Any]) -> None:
+        """Store a reply. A cache that cannot be written (full disk) is a warning once, never a failed run."""
         data = json.dumps(value, ensure_ascii=False)
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, data))
+            if not self.writable:
+                return
+            try:
+                self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, data))
+            except sqlite3.Error as exc:
+                self.writable = False
+                logger.warning("cannot write the response cache %s (%s): going on without storing replies; free "
+                               "space there or set llm.cache_dir", self.path, exc)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -127,7 +143,11 @@ def open_cache(settings: LLMConfig, enabled: bool = True) -> ResponseCache | Non
     """The cache a run uses, or None when `enabled` (e.g. `--no-cache`) or `llm.cache` turns it off."""
     if not (enabled and settings.cache):
         return None
-    return ResponseCache(settings.cache_dir or ResponseCache.default_dir())
+    try:
+        return ResponseCache(settings.cache_dir or ResponseCache.default_dir())
+    except UserError as exc:  # training goes on, only without replaying or storing replies
+        logger.warning("%s; going on without the cache", exc)
+        return None
 
 
 def cache_stats(directory: Path | None = None) -> dict[str, Any]:

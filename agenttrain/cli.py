@@ -612,7 +612,7 @@ def main() -> None:
         app()
     except UserError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

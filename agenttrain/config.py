@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -36,16 +37,23 @@ def default_output_dir() -> Path:
     return Path(os.environ.get(ENV_OUTPUT_DIR) or "runs")
 
 
+# Upper bounds for numeric keys: far above any real use, low enough that the OS and the clock accept them
+# (a timeout of 1e10 s overflows a timestamp; 1e14 MB overflows a resource limit).
+DAY_S = 86_400
+MAX_COUNT = 10_000_000  # examples, tokens per request
+MAX_MB = 1_048_576  # 1 TiB
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Price(Strict):
     """US dollars per million tokens. Output covers a reasoning model's hidden reasoning tokens too."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cached_input: float | None = Field(None, ge=0)  # prompt tokens the provider served from its prompt cache
+    input: float = Field(ge=0, le=1_000_000)
+    output: float = Field(ge=0, le=1_000_000)
+    cached_input: float | None = Field(None, ge=0, le=1_000_000)  # prompt tokens the provider served from its cache
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0) -> float:
         """`cached_prompt_tokens` are part of `prompt_tokens` (as OpenAI reports them), billed at `cached_input`."""
@@ -55,6 +63,23 @@ class Price(Strict):
                 + completion_tokens * self.output) / 1_000_000
 
 
+def check_base_url(value: str | None) -> str | None:
+    """An http(s) URL with a host and a valid port (or `local`, the embedded model), so a typo fails here rather
+    than deep in the HTTP client."""
+    if value is None or value == "local":
+        return value
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError for a port outside 0-65535
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    if port == 0:
+        raise ValueError(f"{value!r}: port 0 cannot be connected to; ports go from 1 to 65535")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r}: expected an http(s) URL such as http://localhost:8000/v1")
+    return value
+
+
 class LocalModelConfig(Strict):
     """The embedded llama.cpp server that `base_url: local` starts (agenttrain.local_model)."""
 
@@ -62,20 +87,24 @@ class LocalModelConfig(Strict):
     context_size: int = Field(4096, ge=512, le=131072)  # tokens per slot: prompt and reply together
     threads: int = Field(1, ge=1, le=256)  # 1 is steadiest on a shared machine
     parallel: int = Field(1, ge=1, le=64)  # requests decoded at once (each gets a slot of context_size)
-    max_tokens: int = Field(1024, ge=16)  # a reply's limit where the request sets none: ends endless generation
-    startup_timeout_s: float = Field(120, gt=0)
+    max_tokens: int = Field(1024, ge=16, le=MAX_COUNT)  # a reply's limit where the request sets none
+    startup_timeout_s: float = Field(120, gt=0, le=DAY_S)
 
 
 class LLMConfig(Strict):
     base_url: str | None = None  # else AGENTTRAIN_BASE_URL, then OPENAI_BASE_URL, then OpenAI; `local`: embedded
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = Field(8, ge=1, le=512)
-    timeout_s: float = Field(120, gt=0)
+    timeout_s: float = Field(120, gt=0, le=DAY_S)
     max_retries: int = Field(5, ge=0, le=50)
+    # how long the endpoint may keep failing (retried with backoff) before the run stops as failed
+    max_outage_s: float = Field(600, ge=0, le=7 * DAY_S)
     cache: bool = True
     cache_dir: Path | None = None  # default: the per-user cache folder
     prices: dict[str, Price] = Field(default_factory=dict)  # model -> price; overrides the defaults
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
+
+    _base_url_ok = field_validator("base_url")(check_base_url)
 
     def resolved_base_url(self) -> str | None:
         return self.base_url or os.environ.get(ENV_BASE_URL) or os.environ.get("OPENAI_BASE_URL") or None
@@ -87,8 +116,10 @@ class LLMOverride(Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     concurrency: int | None = Field(None, ge=1, le=512)
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(None, gt=0, le=DAY_S)
     max_retries: int | None = Field(None, ge=0, le=50)
+
+    _base_url_ok = field_validator("base_url")(check_base_url)
 
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
@@ -104,10 +135,10 @@ class ModelParams(Strict):
     (see agenttrain/request_params.py): temperature 0 for chat models, none for OpenAI's reasoning models."""
 
     temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)  # to reasoning models as max_completion_tokens: reasoning included
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)  # reasoning models: max_completion_tokens, reasoning in
     reasoning_effort: ReasoningEffort | None = None
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     extra_body: dict[str, Any] = Field(default_factory=dict)  # server options (vLLM, llama.cpp), sent as they are
 
     @model_validator(mode="after")
@@ -124,11 +155,11 @@ class TaskConfig(Strict):
     name: str
     path: Path | None = None
     # the paper's sizes, for the paper's tasks; a jsonl task without sizes splits by its own rule
-    train_size: int | None = Field(20, ge=0)
-    test_size: int | None = Field(80, ge=0)
-    val_size: int = Field(0, ge=0)
-    seed: int = 0
-    limit: int | None = Field(None, ge=1)  # smoke runs: only the first N examples of each split
+    train_size: int | None = Field(20, ge=0, le=MAX_COUNT)
+    test_size: int | None = Field(80, ge=0, le=MAX_COUNT)
+    val_size: int = Field(0, ge=0, le=MAX_COUNT)
+    seed: int = Field(0, ge=-(2**63), lt=2**63)
+    limit: int | None = Field(None, ge=1, le=MAX_COUNT)  # smoke runs: only the first N examples of each split
     needs_path: ClassVar[bool] = True  # False for a task that makes its own examples
 
     @model_validator(mode="after")
@@ -165,7 +196,7 @@ class AgentConfig(ModelParams):
     type: str = "assistant"  # a name in agenttrain.registry.agents
     model: str = Field(default_factory=lambda: os.environ.get(ENV_MODEL) or "gpt-4o-mini")
     max_turns: int = Field(15, ge=1, le=100)
-    max_failed_calls: int = Field(3, ge=1)  # then the model is told to finish
+    max_failed_calls: int = Field(3, ge=1, le=1000)  # then the model is told to finish
     llm: LLMOverride | None = None
 
     @field_validator("type")
@@ -177,15 +208,15 @@ class AgentConfig(ModelParams):
 
 class OptimizerConfig(ModelParams):
     model: str = Field(default_factory=lambda: os.environ.get(ENV_OPTIMIZER_MODEL) or "gpt-4o")
-    epochs: int = Field(10, ge=0)
+    epochs: int = Field(10, ge=0, le=1000)
     max_actions: int = Field(3, ge=1, le=20)
-    early_stop: int = Field(10, ge=1)
+    early_stop: int = Field(10, ge=1, le=1000)
     roll_back: bool = True
-    max_prompt_tokens: int = Field(60000, ge=2000)  # counts the system prompt, tool schemas and retries
+    max_prompt_tokens: int = Field(60000, ge=2000, le=MAX_COUNT)  # counts the system prompt, tool schemas and retries
     # the reply's limit (reasoning models: reasoning included), kept free of a server's context; null: the model's
-    max_tokens: int | None = Field(2048, ge=1)
+    max_tokens: int | None = Field(2048, ge=1, le=MAX_COUNT)
     max_action_retries: int = Field(3, ge=0, le=10)
-    batch_size: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, le=MAX_COUNT)
     # same_batch: re-evaluate the incumbent on each epoch's batch; paper: compare with its last score
     batch_compare: Literal["same_batch", "paper"] = "same_batch"
     # progressive: one add/revise/remove action per call (the paper); all_at_once: one call rewrites the list
@@ -196,13 +227,13 @@ class OptimizerConfig(ModelParams):
 
 
 class SandboxConfig(Strict):
-    timeout_s: float = Field(30, gt=0)
-    cpu_s: int = Field(60, ge=1)
-    memory_mb: int = Field(2048, ge=64)
-    max_processes: int = Field(64, ge=1)
-    max_file_mb: int = Field(64, ge=1)
-    disk_mb: int = Field(512, ge=16)  # all a session may write: its folder and temp folders (a tmpfs)
-    max_output_chars: int = Field(20000, ge=100)
+    timeout_s: float = Field(30, gt=0, le=DAY_S)
+    cpu_s: int = Field(60, ge=1, le=DAY_S)
+    memory_mb: int = Field(2048, ge=64, le=MAX_MB)
+    max_processes: int = Field(64, ge=1, le=65_536)
+    max_file_mb: int = Field(64, ge=1, le=MAX_MB)
+    disk_mb: int = Field(512, ge=16, le=MAX_MB)  # all a session may write: its folder and temp folders (a tmpfs)
+    max_output_chars: int = Field(20000, ge=100, le=MAX_COUNT)
     network: bool = False
     env_allow: list[str] = Field(default_factory=list)
     install_packages: bool = False
@@ -213,8 +244,8 @@ class SandboxConfig(Strict):
 
 
 class BudgetConfig(Strict):
-    max_usd: float | None = Field(None, gt=0)
-    max_tokens: int | None = Field(None, gt=0)
+    max_usd: float | None = Field(None, gt=0, le=1_000_000)
+    max_tokens: int | None = Field(None, gt=0, le=10**12)
 
 
 class Experiment(Strict):
@@ -312,15 +343,41 @@ def _format_validation(error: ValidationError, source: str) -> str:
     return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error))])
 
 
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"line {line}: key {key!r} is given twice; keep one of them")
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last value silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML with duplicate keys refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give the experiment's YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+    except DuplicateKey as exc:
+        raise ConfigError(f"{path}:{exc.line}: key {exc.key!r} is given twice; keep one of them") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -365,6 +422,10 @@ def _check_files(experiment: Experiment, source: str) -> None:
         if value is not None and not value.exists():
             hint = f"; download it with: agenttrain data pull {task.name}" if task.name in PAPER_TASKS else ""
             raise ConfigError(f"{source}: task.{field}: {value} does not exist{hint}")
+    # the nearest existing folder of output_dir must be a folder, or no run directory can be made in it
+    existing = next(p for p in (experiment.output_dir, *experiment.output_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{source}: output_dir: {existing} is a file, not a folder; point output_dir at a folder")
 
 
 def load_experiment(path: Path, overrides: list[str] | None = None) -> Experiment:
@@ -381,6 +442,10 @@ def load_experiment(path: Path, overrides: list[str] | None = None) -> Experimen
 
 def check_api_keys(experiment: Experiment, source: str) -> None:
     """OpenAI itself needs a key; a custom endpoint (vLLM, Ollama, ...) may run without one."""
+    try:
+        check_base_url(os.environ.get("OPENAI_BASE_URL") or None)
+    except ValueError as exc:
+        raise ConfigError(f"$OPENAI_BASE_URL: {exc}") from None
     for role in ("agent", "optimizer"):
         llm = experiment.llm_for(role)
         if llm.resolved_base_url() is None and not os.environ.get(llm.api_key_env):

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from agenttrain.agents.base import Agent
 from agenttrain.functions import FunctionSet
+from agenttrain.outage import OutageTimer
 from agenttrain.records import RolloutRecord
 from agenttrain.scorers import judge_async
 from agenttrain.tasks.base import Example
@@ -63,6 +64,36 @@ async def evaluate(
         return record
 
     return await run_all(one(e) for e in examples)
+
+
+def endpoint_failed(record: dict[str, Any]) -> bool:
+    """A rollout cut short by the endpoint is not an answer: it must not count as a wrong one."""
+    return record.get("stop_reason") == "llm_error"
+
+
+async def evaluate_answered(
+    agent: Agent,
+    scorer: str,
+    examples: Sequence[Example],
+    functions: FunctionSet,
+    concurrency: int,
+    outage: OutageTimer,
+    on_record: RecordCallback | None = None,
+    done: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """`evaluate`, with the rollouts that failed on the endpoint run again after a wait until every example has
+    an answer; raises EndpointDown when the endpoint stays down past `outage`'s limit."""
+    done = dict(done or {})
+    while True:
+        records = await evaluate(agent, scorer, examples, functions, concurrency, on_record, done)
+        failed = [r for r in records if endpoint_failed(r)]
+        answered = {r["id"]: r for r in records if not endpoint_failed(r)}
+        if not failed:
+            return records
+        if len(answered) > len(done):
+            outage.progressed()
+        done = answered
+        await outage.wait(f"{len(failed)} of {len(records)} rollouts", str(failed[0].get("error")))
 
 
 def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

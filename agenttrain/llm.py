@@ -1,8 +1,9 @@
 """One async client for any OpenAI-compatible chat endpoint: retries, rate limits, the cache, usage.
 
 The SDK's own retries are off: this module decides what is retried and for how long, so a rate limit
-also slows every other request of the client down (AIMD), a dead endpoint stops the run with a clear
-reason, and the usage meter sees each real response exactly once.
+also slows every other request of the client down (AIMD), and the usage meter sees each real response
+exactly once. A request that fails for good raises LLMError; the caller retries that work later
+(`agenttrain.outage`) and stops the run once the endpoint stays down past `llm.max_outage_s`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class ContextOverflow(LLMError):
 
 
 class EndpointDown(UserError):
-    """The endpoint cannot serve this run (unreachable, wrong key, unknown model); the run stops."""
+    """The endpoint cannot serve this run (down too long, wrong key, unknown model); the run stops."""
 
 
 class MalformedResponse(ValueError):
@@ -69,11 +70,21 @@ class ChatReply:
 
 
 def reply_from_completion(completion: ChatCompletion) -> ChatReply:
-    """Keep only what goes back into the conversation, as plain JSON; drop ids, timestamps and extras."""
+    """Keep only what goes back into the conversation, as plain JSON; drop ids, timestamps and extras.
+    The SDK does not validate a reply's shape: anything unexpected in it is a MalformedResponse (retried)."""
+    try:
+        return _reply(completion)
+    except (AttributeError, TypeError) as exc:
+        raise MalformedResponse(f"unexpected reply shape ({exc})") from None
+
+
+def _reply(completion: ChatCompletion) -> ChatReply:
     choices = getattr(completion, "choices", None)
     if not choices:
         raise MalformedResponse("the response has no choices")
     choice = choices[0]
+    if getattr(choice, "message", None) is None:
+        raise MalformedResponse("the response's choice has no message")
     message: dict[str, Any] = {"role": "assistant", "content": choice.message.content}
     calls = [call for call in choice.message.tool_calls or () if call.type == "function"]
     if calls:
@@ -86,13 +97,16 @@ def reply_from_completion(completion: ChatCompletion) -> ChatReply:
             for call in calls
         ]
     usage = completion.usage
+    counts = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+    if not all(isinstance(count, int) for count in counts):
+        raise MalformedResponse(f"the response's usage has no token counts ({usage})")
     completion_details = getattr(usage, "completion_tokens_details", None)
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     return ChatReply(
         message=message,
         finish_reason=choice.finish_reason,
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
+        prompt_tokens=counts[0],
+        completion_tokens=counts[1],
         cached=False,
         reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
         cached_prompt_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
@@ -159,7 +173,7 @@ class LLMClient:
     """Chat completions for one role ("agent" or "optimizer"); share one `UsageMeter` and cache per run.
 
     `backoff_s` is the first retry's wait (doubling, with jitter, up to `max_backoff_s`, which also caps a
-    server's Retry-After); after `down_after` requests in a row fail for good, `chat` raises EndpointDown.
+    server's Retry-After).
     """
 
     def __init__(
@@ -172,7 +186,6 @@ class LLMClient:
         cache_endpoint: str | None = None,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
-        down_after: int = 8,
     ) -> None:
         self.settings = settings
         self.role = role
@@ -180,7 +193,6 @@ class LLMClient:
         self.cache = cache
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self.down_after = down_after
         self._client = openai.AsyncOpenAI(
             base_url=settings.resolved_base_url(),
             api_key=os.environ.get(settings.api_key_env) or "not-needed",
@@ -191,8 +203,6 @@ class LLMClient:
         # what the cache calls this endpoint: the URL, unless it changes from run to run (the local server's port)
         self.cache_endpoint = cache_endpoint or self.endpoint
         self._limiter = AdaptiveLimiter(settings.concurrency)
-        self._failures_in_a_row = 0
-        self._down_reason: str | None = None
 
     @property
     def concurrency_limit(self) -> int:
@@ -214,8 +224,6 @@ class LLMClient:
         gets a fresh answer that a rerun replays.
         Raises LLMError (this request failed), EndpointDown (stop the run), BudgetExhausted (stop the run).
         """
-        if self._down_reason:
-            raise EndpointDown(self._down_reason)
         body = request_body(model, messages, params or ModelParams(), tools=tools, stop=stop)
         key = request_key(self.cache_endpoint, body, sample_index)
         if self.cache and (hit := self.cache.get(key)) is not None:
@@ -255,7 +263,6 @@ class LLMClient:
                 failure = f"malformed response: {exc}"
             else:
                 self._limiter.on_success()
-                self._failures_in_a_row = 0
                 return reply
             if attempt < self.settings.max_retries:
                 wait = self._wait(attempt, server_wait)
@@ -271,17 +278,8 @@ class LLMClient:
         # jitter spreads out the retries of requests that failed together
         return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
 
-    def _gave_up(self, failure: str, attempts: int) -> Exception:
-        """This request failed for good: LLMError, or EndpointDown once `down_after` did so in a row."""
-        self._failures_in_a_row += 1
-        if self._failures_in_a_row < self.down_after:
-            return LLMError(f"{self.role} request failed after {attempts} attempt(s): {failure}")
-        self._down_reason = (
-            f"the {self.role} endpoint {self.endpoint} failed {self._failures_in_a_row} requests in a row; "
-            f"last error: {failure}. Check that the server is up and reachable (llm.base_url or $OPENAI_BASE_URL) "
-            f"and accepts the model and parameters, or raise llm.timeout_s / lower llm.concurrency."
-        )
-        return EndpointDown(self._down_reason)
+    def _gave_up(self, failure: str, attempts: int) -> LLMError:
+        return LLMError(f"{self.role} request to {self.endpoint} failed after {attempts} attempt(s): {failure}")
 
     def _refused(self, exc: openai.APIStatusError, body: dict[str, Any]) -> EndpointDown | None:
         """A 400 refusing a parameter the config set: every request would be refused alike, so the run stops."""

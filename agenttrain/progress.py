@@ -167,6 +167,9 @@ class BaseReporter:
         self.line(f"{self.tally.epoch_label(epoch)} optimizer: {outcome}, in {took:.1f}s")
         self.phase_changed()
 
+    def waiting(self, message: str) -> None:
+        self.console.print(f"[yellow]waiting:[/] {message}", highlight=False)
+
     def epoch_done(self, metrics: EpochMetrics) -> None:
         self.phase_done()
         self.line(f"{self.tally.epoch_label(metrics.epoch)}: train accuracy {metrics.train_accuracy:.3f}, "

@@ -124,6 +124,8 @@ class EpochMetrics(Record):
     stale: int = Field(description="epochs in a row without an improvement (early stop counts these)")
     best_epoch: int = Field(description="best epoch so far")
     best_accuracy: float = Field(description="training accuracy of the best epoch so far")
+    best_reason: str | None = Field(None, description="why the best epoch is the best (best.json is rebuilt from "
+                                    "it when a process died before writing best.json)")
     usage: UsageByRole = Field(default_factory=dict, description=f"spent in this epoch, {USAGE_HELP}")
     duration_s: float = Field(description="wall time of the epoch in seconds")
 

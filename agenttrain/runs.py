@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -28,10 +31,16 @@ EPOCH_PREFIX = "epoch-"
 RECORDED_PACKAGES = ("agenttrain", "openai", "math-verify", "sympy", "pydantic")
 
 
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+TEMP_SUFFIX = ".tmp"
+
+
+class WriteError(UserError):
+    """A file of the run could not be written (a full disk, a read-only folder); nothing half-written is left."""
+
+
+def write_error(path: Path, exc: OSError) -> WriteError:
+    return WriteError(f"cannot write {path}: {exc.strerror or exc}; free some disk space (or make the folder "
+                      "writable)")
 
 
 def _umask() -> int:
@@ -45,13 +54,34 @@ NEW_FILE_MODE = 0o666 & ~_umask()
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, NEW_FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    _fsync_replace(Path(tmp), path)
+    """Readers see the old file or the new one, never half of one; a failed write leaves no temp file."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        os.fchmod(fd, NEW_FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, exc) from None
+
+
+def overwrite_in_place(path: Path, text: str) -> None:
+    """Rewrite an existing file in its own blocks. Not atomic: only for when a full disk has no room for the
+    temp copy that `write_text_atomic` needs."""
+    try:
+        with open(path, "r+", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -69,6 +99,28 @@ def read_run_json(path: Path) -> Any:
         raise UserError(f"{path}: not found") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: damaged JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line in a single write. A failed write is cut off again, and a line torn by an earlier crash
+    is ended first, so no complete line is ever glued to a torn one."""
+    data = (line + "\n").encode()
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            raise write_error(path, exc) from None
+    finally:
+        os.close(fd)
 
 
 def read_journal_lines(path: Path) -> list[dict[str, Any]]:
@@ -155,13 +207,19 @@ class RunDir:
         while path.exists():
             n += 1
             path = base.with_name(f"{base.name}-{n}")
-        path.mkdir(parents=True)
-        run = cls(path)
-        write_text_atomic(path / "config.yaml", experiment.to_yaml())
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise write_error(path, exc) from None
         info = RunInfo(status="running", name=experiment.name, config_hash=experiment.content_hash(),
                        seed=experiment.task.seed, started=_now(), **environment_record(), **(extra or {}))
-        write_json_atomic(path / "run.json", info.to_json())
-        return run
+        try:
+            write_text_atomic(path / "config.yaml", experiment.to_yaml())
+            write_json_atomic(path / "run.json", info.to_json())
+        except WriteError:
+            shutil.rmtree(path, ignore_errors=True)  # a run that never started leaves nothing behind
+            raise
+        return cls(path)
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
@@ -179,33 +237,37 @@ class RunDir:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Held while a process trains this run, so a second `--resume` cannot write the same epochs."""
+        """Held while a process trains this run, so a second `--resume` cannot write the same epochs.
+
+        An OS lock (flock) on `.lock`: the kernel releases it when the process ends however it ends, so there
+        is no stale lock to clean up, and the file is never deleted, so two processes cannot each lock a copy.
+        """
         path = self.path / ".lock"
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                break
-            except FileExistsError:
-                if self.locked_by() is not None:
-                    raise UserError(f"{self.path}: process {self.locked_by()} is training this run") from None
-                path.unlink(missing_ok=True)  # left by a process that was killed
-        else:
-            raise UserError(f"{self.path}: cannot take the run's lock ({path})")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 -- kept open while the lock is held
         try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self.locked_by()
+                raise UserError(f"{self.path}: process {holder or '(unknown)'} is training this run") from None
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
             yield
         finally:
-            path.unlink(missing_ok=True)
+            handle.close()  # releases the lock
 
     def locked_by(self) -> int | None:
-        """The live process training this run, if any."""
+        """The process training this run (0 if not yet known), or None when no process holds its lock."""
         try:
-            pid = int((self.path / ".lock").read_text())
-            os.kill(pid, 0)
+            with open(self.path / ".lock", encoding="utf-8") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return int(handle.read() or 0)  # 0: held, its process id not yet written
+                return None  # the lock was free (our shared lock is released as the file closes)
         except (OSError, ValueError):
             return None
-        return pid
 
     # -- run.json and the journal ---------------------------------------------------------------------
 
@@ -225,14 +287,18 @@ class RunDir:
         write_json_atomic(self.path / "run.json", {**self.info().to_json(), **fields})
 
     def finish(self, status: str, **fields: Any) -> None:
-        self.update_info(status=status, finished=_now(), **fields)
+        """Record how the run ended, even on a full disk (then run.json is rewritten in its own blocks)."""
+        path = self.path / "run.json"
+        info = {**self.info().to_json(), "status": status, "finished": _now(), **fields}
+        try:
+            write_json_atomic(path, info)
+        except WriteError:
+            overwrite_in_place(path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
 
     def log(self, event: str, **data: Any) -> None:
-        """Append one line to events.jsonl and flush it, so a crash loses at most the line being written."""
+        """Append one line to events.jsonl, so a crash loses at most the line being written."""
         line = json.dumps({"time": _now(), "event": event, **data}, ensure_ascii=False)
-        with open(self.path / "events.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
+        append_line(self.path / "events.jsonl", line)
 
     def events(self) -> list[dict[str, Any]]:
         return read_journal_lines(self.path / "events.jsonl")
@@ -249,18 +315,31 @@ class RunDir:
     ) -> Path:
         """Write the epoch folder under a temporary name, then rename it: a snapshot that exists is complete."""
         final = self.path / f"{EPOCH_PREFIX}{metrics.epoch}"
-        tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f".{final.name}."))
-        (tmp / "functions").mkdir()
-        for function in functions:
-            (tmp / "functions" / f"{function.name}.py").write_text(function.code, encoding="utf-8")
-        (tmp / "functions.json").write_text(json.dumps(functions.to_json(), indent=2) + "\n", encoding="utf-8")
-        (tmp / "metrics.json").write_text(json.dumps(metrics.to_json(), indent=2) + "\n", encoding="utf-8")
-        with open(tmp / "rollouts.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rollouts)
         if final.exists():
             raise UserError(f"{final} already exists; a snapshot is never overwritten")
-        os.rename(tmp, final)
+        tmp = self.path / f".{final.name}{TEMP_SUFFIX}"
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed while writing it
+        try:
+            (tmp / "functions").mkdir(parents=True)
+            for function in functions:
+                (tmp / "functions" / f"{function.name}.py").write_text(function.code, encoding="utf-8")
+            (tmp / "functions.json").write_text(json.dumps(functions.to_json(), indent=2) + "\n", encoding="utf-8")
+            (tmp / "metrics.json").write_text(json.dumps(metrics.to_json(), indent=2) + "\n", encoding="utf-8")
+            with open(tmp / "rollouts.jsonl", "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rollouts)
+            os.rename(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_error(final, exc) from None
         return final
+
+    def remove_leftovers(self) -> None:
+        """Delete the temp files and snapshot folders a killed process left half-written."""
+        for leftover in [*self.path.glob(f".*{TEMP_SUFFIX}"), *self.evals_dir.glob(f".*{TEMP_SUFFIX}")]:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
     def epochs(self) -> list[int]:
         numbers = []
@@ -277,12 +356,8 @@ class RunDir:
         return load_snapshot(path, self.format_version)
 
     def set_best(self, best: Best) -> None:
+        """best.json, for readers; the snapshots' metrics are the record it is derived from."""
         write_json_atomic(self.path / "best.json", best.to_json())
-
-    def best(self) -> Best | None:
-        """best.json, if it was written."""
-        path = self.path / "best.json"
-        return Best.read(read_run_json(path), self.format_version, path) if path.exists() else None
 
     def best_epoch(self) -> int:
         best = self.best_if_any()
@@ -291,10 +366,8 @@ class RunDir:
         return best
 
     def best_if_any(self) -> int | None:
-        """best.json, else what the last snapshot recorded as best (best.json lost or not yet written)."""
-        best = self.best()
-        if best is not None:
-            return best.epoch
+        """What the last snapshot recorded as best. It is written with the snapshot, so unlike best.json it
+        cannot lag behind when a process dies between the two writes."""
         epochs = self.epochs()
         return self.snapshot(epochs[-1]).metrics.best_epoch if epochs else None
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from agenttrain.config import OptimizerConfig
-from agenttrain.evaluation import evaluate, summarise
+from agenttrain.evaluation import endpoint_failed, evaluate_answered, summarise
 from agenttrain.functions import FunctionSet
 from agenttrain.list_writers import AllAtOnceOptimizer, ToolCreator, breaking_functions
 from agenttrain.llm import EndpointDown, LLMClient, LLMError
 from agenttrain.optimizer import ActionRecord, AgentOptimizer, StepResult, TrainingRecord
+from agenttrain.outage import OutageTimer
 from agenttrain.records import Action, Best, EpochMetrics, EpochStatus
 from agenttrain.runs import RunDir
 from agenttrain.runtime import Runtime
@@ -35,6 +36,8 @@ class Reporter(Protocol):
     def optimizer_started(self, epoch: int, max_actions: int) -> None: ...
     def optimizer_done(self, epoch: int, actions: list[dict[str, Any]], usage: Usage) -> None: ...
     def epoch_done(self, metrics: EpochMetrics) -> None: ...
+    def waiting(self, message: str) -> None:
+        """The endpoint is failing and the run waits before retrying (`message` says what and how long)."""
 
 
 @dataclass
@@ -48,6 +51,7 @@ class TrainState:
     stale: int = 0  # consecutive epochs without a strict improvement
     best_epoch: int = 0
     best_accuracy: float = -1.0
+    best_reason: str = ""
     next_epoch: int = 0
 
 
@@ -67,7 +71,7 @@ def state_from_run(run: RunDir) -> TrainState:
         elif metrics.status == "rolled_back":
             state.rejected.append((snapshot.functions, metrics.train_accuracy))
         state.stale, state.best_epoch = metrics.stale, metrics.best_epoch
-        state.best_accuracy = metrics.best_accuracy
+        state.best_accuracy, state.best_reason = metrics.best_accuracy, metrics.best_reason or ""
         state.next_epoch = epoch + 1
     return state
 
@@ -104,6 +108,7 @@ class Trainer:
         self.optimizer = make_optimizer(runtime.optimizer_client, self.config, runtime.sandbox)
         self.creating = self.config.method == "tool_creation"
         self.last_epoch = 1 if self.creating else self.config.epochs  # tool creation: baseline, created set
+        self.outage = OutageTimer(runtime.experiment.llm.max_outage_s, getattr(reporter, "waiting", None))
 
     async def fit(self, state: TrainState | None = None) -> str:
         """Train until the epochs run out or early-stop fires; returns the run's final status."""
@@ -112,6 +117,9 @@ class Trainer:
         if self.reporter:
             resumed = bool(state.next_epoch or journal)
             self.reporter.run_started(self.config.epochs, state.next_epoch, self.splits.describe(), resumed)
+        if state.best_reason:  # a process killed between a snapshot and best.json left it behind
+            self.run.set_best(Best(epoch=state.best_epoch, train_accuracy=state.best_accuracy,
+                                   reason=state.best_reason))
         try:
             while state.next_epoch <= self.last_epoch:
                 if state.stale >= self.config.early_stop:
@@ -120,7 +128,7 @@ class Trainer:
                 journal = {}
         except BudgetExhausted as exc:
             return self._stop("budget_exhausted", str(exc))
-        except (EndpointDown, LLMError) as exc:  # an optimizer request that failed for good ends the run too
+        except EndpointDown as exc:
             return self._stop("failed", f"{exc}; fix the cause, then continue with --resume")
         if self.creating:
             return self._stop("finished", "created the function set in one pass (tool_creation)")
@@ -205,9 +213,18 @@ class Trainer:
     async def _step(
         self, state: TrainState, epoch: int, reference: float, records: list[dict[str, Any]]
     ) -> StepResult:
+        """The optimizer's edit; a step the endpoint failed is tried again until the outage limit."""
         if self.reporter:
             self.reporter.optimizer_started(epoch, self.config.max_actions)
-        step = await self.optimizer.step(state.incumbent, reference, training_records(records), state.rejected, epoch)
+        while True:
+            try:
+                step = await self.optimizer.step(
+                    state.incumbent, reference, training_records(records), state.rejected, epoch
+                )
+                break
+            except LLMError as exc:
+                await self.outage.wait("the optimizer step", str(exc))
+        self.outage.progressed()
         if self.reporter:
             self.reporter.optimizer_done(epoch, [a.to_dict() for a in step.actions], self.rt.meter.total())
         self.run.log("candidate", epoch=epoch, functions=step.functions.to_json(),
@@ -224,11 +241,12 @@ class Trainer:
 
         def on_record(record: dict[str, Any]) -> None:
             self.run.log("rollout", epoch=epoch, phase=phase, record=record, usage=self._usage())
-            if self.reporter:
+            if self.reporter and not endpoint_failed(record):  # that one is retried: not done yet
                 self.reporter.rollout_done(record, self.rt.meter.total())
 
         concurrency = self.rt.experiment.llm_for("agent").concurrency
-        return await evaluate(self.rt.agent, self.rt.task.scorer, examples, functions, concurrency, on_record, done)
+        return await evaluate_answered(self.rt.agent, self.rt.task.scorer, examples, functions, concurrency,
+                                       self.outage, on_record, done)
 
     # -- recording an epoch -----------------------------------------------------------------------------
 
@@ -240,7 +258,7 @@ class Trainer:
         state.stale = 0 if outcome.status == "baseline" or outcome.improved else state.stale + 1
         best_reason = self._best_reason(state, outcome, accuracy)
         if best_reason:
-            state.best_epoch, state.best_accuracy = outcome.epoch, accuracy
+            state.best_epoch, state.best_accuracy, state.best_reason = outcome.epoch, accuracy, best_reason
         metrics = self._metrics(state, outcome, summary, duration_s, usage_before)
         self.run.save_snapshot(outcome.functions, metrics, outcome.records)
         if best_reason:
@@ -284,6 +302,7 @@ class Trainer:
             stale=state.stale,
             best_epoch=state.best_epoch,
             best_accuracy=state.best_accuracy,
+            best_reason=state.best_reason or None,
             usage={role: (usage_after[role] - usage_before.get(role, Usage())).to_dict() for role in usage_after},
             duration_s=round(duration_s, 3),
         )
@@ -297,7 +316,7 @@ class Trainer:
         for event in self.run.events():
             if event.get("epoch") != epoch:
                 continue
-            if event["event"] == "rollout" and event["record"].get("stop_reason") != "llm_error":
+            if event["event"] == "rollout" and not endpoint_failed(event["record"]):
                 found.setdefault(event["phase"], {})[event["record"]["id"]] = event["record"]
             elif event["event"] == "candidate":
                 found["step"] = StepResult(

@@ -54,7 +54,8 @@ def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ConfigWrite
             "task": {"name": "math", "path": str(data_path), "train_size": 2, "test_size": 1, "seed": 0},
             "agent": {"model": "agent-model", "max_turns": 4},
             "optimizer": {"model": "optimizer-model", "epochs": 2, "early_stop": 5},
-            "llm": {"base_url": base_url, "cache_dir": str(tmp_path / "cache"), "max_retries": 0},
+            "llm": {"base_url": base_url, "cache_dir": str(tmp_path / "cache"), "max_retries": 0,
+                    "max_outage_s": 3},
             "sandbox": {"timeout_s": 10, "warm_workers": 1},
             "output_dir": str(tmp_path / "runs"),
         }

@@ -8,6 +8,8 @@ the server refuses what OpenAI refuses for its reasoning models, with OpenAI's e
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +30,8 @@ class Reply:
 
 @dataclass
 class Fault:
-    """An HTTP failure: a status with an optional Retry-After and error code, a malformed body, or a hang."""
+    """An HTTP failure: a status with an optional Retry-After and error code, a malformed body, a hang, a
+    200 with an odd JSON body (`body`), or a connection reset before any reply (`reset`)."""
 
     status: int = 500
     retry_after: float | None = None
@@ -37,6 +40,8 @@ class Fault:
     code: str | None = None  # the body's error.code, e.g. "insufficient_quota"
     message: str | None = None  # the body's error.message (default: "fake error <status>")
     param: str | None = None  # the body's error.param: the request field refused
+    body: dict[str, Any] | None = None
+    reset: bool = False
 
 
 Responder = Callable[[dict[str, Any]], "Reply | Fault | str"]
@@ -131,6 +136,8 @@ def _fault_response(fault: Fault) -> tuple[int, bytes, dict[str, str]]:
         time.sleep(fault.delay_s)
     if fault.malformed:
         return 200, b'{"id": "chatcmpl-broken", "choices": [', {}
+    if fault.body is not None:
+        return 200, json.dumps(fault.body).encode(), {}
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
     message = fault.message or f"fake error {fault.status}"
     error = {"error": {"message": message, "type": "fake", "code": fault.code, "param": fault.param}}
@@ -202,10 +209,13 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake._record(body)
                 try:
-                    status, payload, headers = self._respond(body)
+                    response = self._respond(body)
                 finally:
                     fake._done()  # before the client sees the answer, so its next request never overlaps this one
-                self._send(status, payload, headers)
+                if response is None:
+                    self._reset()
+                else:
+                    self._send(*response)
 
             def do_GET(self) -> None:
                 if not self.path.rstrip("/").endswith("/models"):
@@ -218,7 +228,7 @@ class FakeOpenAI:
                 models = {"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "t"}]}
                 self._send(200, json.dumps(models).encode(), {})
 
-            def _respond(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+            def _respond(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]] | None:
                 if fake.latency_s:
                     time.sleep(fake.latency_s)
                 if fake.reasoning_rules and (refusal := openai_reasoning_refusal(body)):
@@ -227,8 +237,13 @@ class FakeOpenAI:
                 if isinstance(reply, str):
                     reply = Reply(content=reply)
                 if isinstance(reply, Fault):
-                    return _fault_response(reply)
+                    return None if reply.reset else _fault_response(reply)
                 return 200, json.dumps(_completion(body, reply)).encode(), {}
+
+            def _reset(self) -> None:
+                """Close the connection with a TCP reset instead of a reply."""
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
 
             def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
                 try:

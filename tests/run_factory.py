@@ -88,14 +88,16 @@ def save_epoch(
     kept_accuracy: float,
     actions: Sequence[dict[str, Any]] = (),
     spent: dict[str, dict[str, Any]] | None = None,
+    best_epoch: int | None = None,
 ) -> None:
-    """One epoch folder with the metrics keys the trainer writes."""
+    """One epoch folder with the metrics keys the trainer writes; `best_epoch` defaults to this epoch."""
     correct = sum(r["correct"] for r in records)
     accuracy = correct / len(records)
     metrics = EpochMetrics(
         epoch=epoch, status=status, accepted=status in ("baseline", "accepted"), train_accuracy=accuracy,
         train_correct=correct, train_n=len(records), train_errors=0, incumbent_accuracy=kept_accuracy,
-        function_count=len(functions), actions=list(actions), stale=0, best_epoch=epoch,
+        function_count=len(functions), actions=list(actions), stale=0,
+        best_epoch=epoch if best_epoch is None else best_epoch,
         best_accuracy=kept_accuracy, usage=spent or usage(1000), duration_s=1.0,
     )
     run.save_snapshot(FunctionSet(tuple(functions)), metrics, records)
@@ -128,7 +130,7 @@ def story_run(tmp_path: Path, name: str = "story", evaluated: bool = True) -> Ru
         rollout("t1", True, [("square", True)]), rollout("t2", False, [("multiply", True)]),
         rollout("t3", False), rollout("t4", False),
     ], 0.5, [action("revise_function", "multiply", "simplify"), action("add_function", "square"),
-             action("remove_function", "multiply", status="rejected")], usage(3000, 1500))
+             action("remove_function", "multiply", status="rejected")], usage(3000, 1500), best_epoch=1)
     best_records = [
         rollout("t1", True, [("multiply", True)]), rollout("t2", True, [("multiply", True)]),
         rollout("t3", True, [("divide", True)]), rollout("t4", False, [("divide", False)]),
@@ -136,7 +138,7 @@ def story_run(tmp_path: Path, name: str = "story", evaluated: bool = True) -> Ru
     save_epoch(run, 3, [MULTIPLY, DIVIDE], "accepted", best_records, 0.75,
                [action("add_function", "divide", "t3 divides | and fails without it")], usage(3000, 1000))
     save_epoch(run, 4, [MULTIPLY, DIVIDE], "unchanged", best_records, 0.75,
-               [action("terminate", None, status="terminate")], usage(0, 500))
+               [action("terminate", None, status="terminate")], usage(0, 500), best_epoch=3)
     run.set_best(Best(epoch=3, train_accuracy=0.75, reason="highest training accuracy among accepted epochs"))
     run.finish("finished", reason="ran 4 epochs", usage=usage(11000, 4000))
     if evaluated:

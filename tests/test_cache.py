@@ -11,6 +11,7 @@ import pytest
 from agenttrain.cache import FILE_NAME, SCHEMA_VERSION, ResponseCache, cache_clear, cache_stats, open_cache, request_key
 from agenttrain.config import LLMConfig
 from agenttrain.errors import UserError
+from tests.disk import fill, small_disk
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ENDPOINT = "http://127.0.0.1:8000/v1/chat/completions"
@@ -106,3 +107,23 @@ def test_a_cache_of_a_newer_schema_is_refused_with_what_to_do(tmp_path):
     db.close()
     with pytest.raises(UserError, match=rf"has schema {SCHEMA_VERSION + 1}, newer than .*llm.cache_dir"):
         ResponseCache(tmp_path)
+
+
+def test_a_cache_that_cannot_be_opened_is_a_warning_and_none(tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert open_cache(LLMConfig(cache_dir=blocker / "cache")) is None
+    assert "going on without the cache" in caplog.text and "llm.cache_dir" in caplog.text
+
+
+def test_a_cache_on_a_full_disk_warns_once_and_keeps_serving(tmp_path, caplog):
+    with small_disk(tmp_path / "disk", 256) as disk:
+        cache = ResponseCache(disk)
+        cache.put("k0", {"answer": 0})
+        fill(disk, leave_kb=0)
+        for i in range(1, 200):  # enough to outgrow the pages the file already has
+            cache.put(f"k{i}", {"answer": "x" * 1000})
+        assert cache.get("k0") == {"answer": 0}
+        cache.close()
+    warnings = [r for r in caplog.records if "cannot write the response cache" in r.getMessage()]
+    assert len(warnings) == 1 and "full" in warnings[0].getMessage()

@@ -56,6 +56,23 @@ def test_set_overrides_any_key_with_yaml_typed_values(tmp_path, monkeypatch):
         ({"name": "exp", "task": {"name": "math"}}, [], "task.path"),
         (minimal(name="has space"), [], "name"),
         (minimal(), ["epochs"], "KEY=VALUE"),
+        # numbers the OS or the clock cannot take: refused here, not as a crash (or silent no-op) mid-run
+        (minimal(), ["sandbox.timeout_s=1.0e10"], "sandbox.timeout_s: Input should be less than or equal to 86400"),
+        (minimal(), ["sandbox.timeout_s=.inf"], "sandbox.timeout_s: Input should be a finite number"),
+        (minimal(), ["llm.timeout_s=.nan"], "llm.timeout_s: Input should be a finite number"),
+        (minimal(), ["sandbox.memory_mb=1.0e+14"], "sandbox.memory_mb: Input should be less than or equal to"),
+        (minimal(), ["optimizer.epochs=1000000"], "optimizer.epochs: Input should be less than or equal to 1000"),
+        (minimal(), ["task.train_size=1.0e+12"], "task.train_size: Input should be less than or equal to"),
+        (minimal(), ["budget.max_usd=1.0e+300"], "budget.max_usd: Input should be less than or equal to"),
+        (minimal(), ["llm.max_outage_s=-1"], "llm.max_outage_s: Input should be greater than or equal to 0"),
+        (minimal(), ["llm.base_url=http://localhost:99999/v1"], "llm.base_url: "
+         "'http://localhost:99999/v1': Port out of range 0-65535"),
+        (minimal(), ["llm.base_url=http://localhost:0/v1"], "llm.base_url: "
+         "'http://localhost:0/v1': port 0 cannot be connected to"),
+        (minimal(), ["optimizer.llm.base_url=localhost:8000"], "optimizer.llm.base_url: "
+         "'localhost:8000': expected an http(s) URL such as http://localhost:8000/v1"),
+        (minimal(output_dir="exp.yaml"), [], "output_dir: "),
+        (minimal(output_dir="exp.yaml/runs"), [], "output_dir: "),
     ],
 )
 def test_bad_configs_name_the_key_and_the_file(tmp_path, monkeypatch, data, overrides, expected):
@@ -82,6 +99,31 @@ def test_unreadable_yaml_and_missing_file(tmp_path):
         load_experiment(tmp_path / "nope.yaml")
 
 
+def test_an_output_dir_that_is_a_file_or_below_one_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, minimal(output_dir="exp.yaml/runs"))
+    with pytest.raises(ConfigError, match=f"output_dir: {tmp_path / 'exp.yaml'} is a file, not a folder"):
+        load_experiment(path)
+
+
+def test_a_jsonl_task_may_give_train_and_test_files_instead_of_one_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.jsonl").write_text(f'{{"question": "q", "answer": "1", "id": "{name}"}}\n')
+    path = write(tmp_path, {"name": "exp", "task": {"name": "jsonl", "train_path": "train.jsonl",
+                                                    "test_path": "test.jsonl"}})
+    assert load_experiment(path).task.train_path == tmp_path / "train.jsonl"
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: exp\ntask: {name: math, path: data.jsonl}\noptimizer:\n  epochs: 3\n  epochs: 30\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:5: key 'epochs' is given twice; keep one of them$"):
+        load_experiment(path)
+
+
 def test_missing_api_key_is_reported_for_openai_but_not_for_a_local_endpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -91,6 +133,14 @@ def test_missing_api_key_is_reported_for_openai_but_not_for_a_local_endpoint(tmp
         check_api_keys(experiment, "exp.yaml")
     local = load_experiment(write(tmp_path, minimal()), ["llm.base_url=http://127.0.0.1:8000/v1"])
     check_api_keys(local, "exp.yaml")
+
+
+def test_a_bad_openai_base_url_variable_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:99999/v1")
+    experiment = load_experiment(write(tmp_path, minimal()))
+    with pytest.raises(ConfigError, match=r"^\$OPENAI_BASE_URL: 'http://127.0.0.1:99999/v1': Port out of range"):
+        check_api_keys(experiment, "exp.yaml")
 
 
 def test_role_overrides_inherit_the_rest(tmp_path, monkeypatch):

@@ -16,9 +16,11 @@ from agenttrain import api
 from agenttrain.config import ConfigError
 from agenttrain.errors import UserError
 from agenttrain.listing import list_runs
+from agenttrain.records import Best
 from agenttrain.runs import RunDir, find_runs
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI
+from tests.run_factory import experiment, story_run
 from tests.scripted import is_optimizer, multiplying_agent, question
 
 PROBLEMS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 8)]
@@ -85,10 +87,17 @@ def test_ctrl_c_stops_gracefully_with_status_interrupted(write_config, tmp_path,
     run = wait_for_rollouts(tmp_path / "runs", 1)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 2
+    assert process.returncode == 130  # what shells report for Ctrl-C; 2 is a config error
     assert "--resume" in stderr.decode()
     assert "Traceback" not in stderr.decode()
     assert run.info().status == "interrupted"
+    assert api.resume(run.path).status == "finished"
+    clean = api.train(config, [f"output_dir={tmp_path / 'clean'}"]).run
+
+    def outcome(run: RunDir) -> list[list[tuple[str, bool]]]:
+        return [sorted((r["question"], r["correct"]) for r in run.snapshot(e).rollouts()) for e in run.epochs()]
+
+    assert outcome(run) == outcome(clean) and run.best_if_any() == clean.best_if_any()
 
 
 def test_resume_refuses_a_changed_config(write_config, tmp_path, slow_world):
@@ -125,3 +134,44 @@ def test_one_process_at_a_time_trains_a_run_and_a_killed_one_is_listed_as_killed
     process.wait(timeout=10)
     [listed] = list_runs(tmp_path / "runs")
     assert listed.status == "killed"  # run.json still says running; the lock's process is gone
+
+
+def test_a_stale_lock_naming_a_live_unrelated_process_does_not_block_the_run(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    (run.path / ".lock").write_text(str(os.getppid()))  # a killed trainer's pid, since reused by a live process
+    with run.lock():
+        assert run.locked_by() == os.getpid()
+    assert run.locked_by() is None
+
+
+LOCKER = """
+import sys, time
+from pathlib import Path
+from agenttrain.errors import UserError
+from agenttrain.runs import RunDir
+try:
+    with RunDir(Path(sys.argv[1])).lock():
+        print("locked", flush=True)
+        time.sleep(1.5)
+except UserError as exc:
+    print(exc, flush=True)
+"""
+
+
+def test_exactly_one_of_several_racing_processes_takes_the_run(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    (run.path / ".lock").write_text("999999999")  # left by a process that was killed
+    racers = [subprocess.Popen([sys.executable, "-c", LOCKER, str(run.path)], stdout=subprocess.PIPE, text=True)
+              for _ in range(4)]
+    outputs = [racer.communicate(timeout=60)[0] for racer in racers]
+    assert sum(output.startswith("locked") for output in outputs) == 1, outputs
+    assert all("is training this run" in output for output in outputs if not output.startswith("locked"))
+
+
+def test_a_kill_between_a_snapshot_and_best_json_cannot_leave_a_stale_best_epoch(tmp_path):
+    run = story_run(tmp_path)
+    # best.json as it was before epoch 3's snapshot was renamed into place, when the process was killed
+    run.set_best(Best(epoch=0, train_accuracy=0.25, reason="baseline"))
+    assert run.best_if_any() == 3  # what `show`, `eval --epoch best` and `runs` use
+    [listed] = list_runs(run.path.parent)
+    assert (listed.best_epoch, listed.best_train_accuracy) == (3, 0.75)

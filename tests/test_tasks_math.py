@@ -105,3 +105,39 @@ def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path):
     path.write_bytes("\ufeff".encode() + json.dumps({"problem": "p", "answer": "1"}).encode() + b"\n")
     [example] = load_task(MathConfig(name="math", path=path, train_size=1, test_size=0)).examples()
     assert example.answer == "1"
+
+
+def write_jsonl(path: Path, ids: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"question": f"q {i}", "answer": "1", "id": i}) + "\n" for i in ids))
+    return path
+
+
+def test_the_same_file_for_train_and_test_is_refused_as_leakage(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", ["a", "b", "c"])
+    task = load_task(JsonlConfig(name="jsonl", train_path=data, test_path=data, train_size=1, test_size=1))
+    with pytest.raises(DataError, match=rf"^task.train_path and task.test_path are the same file \({data}\).*leakage"):
+        task.splits()
+
+
+def test_an_id_in_both_the_train_and_the_test_file_is_refused_naming_both_lines(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", ["a", "b", "c"])
+    test = write_jsonl(tmp_path / "test.jsonl", ["x", "b"])
+    task = load_task(JsonlConfig(name="jsonl", train_path=train, test_path=test, train_size=1, test_size=1))
+    with pytest.raises(DataError, match=rf"^{test}:2: two of the train, test and val files share the id 'b' "
+                                        rf"\(first at {train}:2\)"):
+        task.splits()
+
+
+def test_a_duplicate_id_names_the_file_and_both_lines(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"p{i}", "answer": "1", "unique_id": u}) + "\n"
+                            for i, u in enumerate(["a", "b", "a"])))
+    with pytest.raises(DataError, match=rf"^{data}:3: two examples share the id 'a' \(first at {data}:1\)"):
+        load_task(MathConfig(name="math", path=data, train_size=1, test_size=1)).splits()
+
+
+def test_a_split_larger_than_the_data_names_the_keys_and_the_file(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", ["a", "b", "c"])
+    with pytest.raises(DataError, match=rf"^{data}: task.train_size \+ task.val_size \+ task.test_size ask for "
+                                        r"0 \+ 0 \+ 80 examples, but only 3 match"):
+        load_task(JsonlConfig(name="jsonl", path=data, train_size=0, test_size=80)).splits()

@@ -26,6 +26,7 @@ class Example:
     answer: str  # the gold answer as the scorer expects it
     fields: dict[str, Any] = field(default_factory=dict)  # extra fields the scorer reads (choices, unit, ...)
     files: tuple[Path, ...] = ()  # attachments copied into the rollout's working directory
+    where: str = field(default="", compare=False)  # file and line (or problem) it was read from, for errors
 
 
 @dataclass(frozen=True)
@@ -80,19 +81,26 @@ def _stable_order(examples: Sequence[Example], seed: int) -> list[Example]:
     return ordered
 
 
+def check_unique_ids(examples: Sequence[Example], what: str = "two examples") -> None:
+    """Ids decide the split, the journal and the cache: two examples with one id would be confused."""
+    first: dict[str, Example] = {}
+    for example in examples:
+        if (seen := first.setdefault(example.id, example)) is not example:
+            raise DataError(f"{example.where or 'the data'}: {what} share the id {example.id!r} (first at "
+                            f"{seen.where or 'an earlier record'}); ids must be unique")
+
+
 def split_examples(
     examples: Sequence[Example], train_size: int | None, test_size: int | None, val_size: int, seed: int,
     source: str = "the data",
 ) -> Splits:
-    """Disjoint seeded train/val/test samples. `None` for a size means "all that remain".
-    `source` names the file in errors."""
-    ids = [e.id for e in examples]
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise DataError(f"two examples share the id {duplicate!r}; ids must be unique")
+    """Disjoint seeded train/val/test samples. `None` for a size means "all that remain". `source` names the
+    data in errors."""
+    check_unique_ids(examples)
     pool = _stable_order(examples, seed)
     if not pool:
-        raise DataError("no examples: the data is empty, or the filters (types, levels, ...) exclude everything")
+        raise DataError(f"{source}: no examples: the data is empty, or the filters (types, levels, ...) "
+                        "exclude everything")
     fixed = (train_size or 0) + val_size + (test_size or 0)
     if fixed > len(pool):
         asked = [f"task.{name}_size={size}" for name, size in

@@ -93,6 +93,7 @@ def _example(folder: Path, where: str, record: dict[str, Any]) -> Example:
         answer=str(record.get("Final answer") or "").strip(),
         fields={"level": _level(record.get("Level"), where), "file_name": file_name or None},
         files=files,
+        where=where,
     )
 
 

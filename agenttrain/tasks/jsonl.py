@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import field_validator, model_validator
 
 from agenttrain.config import TaskConfig
 from agenttrain.registry import scorers, tasks
-from agenttrain.tasks.base import AnswerFormat, DataError, Example, Splits, split_examples
+from agenttrain.tasks.base import AnswerFormat, DataError, Example, Splits, check_unique_ids, split_examples
 from agenttrain.tasks.files import read_jsonl, require_field
 
 BOXED_SCORERS = ("math", "numeric")
@@ -25,6 +25,7 @@ class JsonlConfig(TaskConfig):
     answer_field: str = "answer"
     id_field: str = "id"
     scorer: str | None = None  # a name in agenttrain.registry.scorers; default exact
+    needs_path: ClassVar[bool] = False  # `path`, or `train_path` and `test_path`: checked when it is split
 
     @field_validator("scorer")
     @classmethod
@@ -68,10 +69,12 @@ class JsonlTask:
                     question=str(require_field(record, c.question_field, where)),
                     answer=str(require_field(record, c.answer_field, where)),
                     fields={k: v for k, v in record.items() if k not in (c.question_field, c.answer_field)},
+                    where=where,
                 )
             )
         if not examples:
             raise DataError(f"{path}: no records")
+        check_unique_ids(examples)
         return examples
 
     def splits(self) -> Splits:
@@ -83,9 +86,13 @@ class JsonlTask:
             return self._split_one_file(c.path)
         if c.train_path is None or c.test_path is None:
             raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
-        train = split_examples(self.read(c.train_path), c.train_size, 0, 0, c.seed, str(c.train_path)).train
-        test = split_examples(self.read(c.test_path), 0, c.test_size, 0, c.seed, str(c.test_path)).test
+        self._check_distinct_files()
+        train_pool, test_pool = self.read(c.train_path), self.read(c.test_path)
         val = self.read(c.val_path) if c.val_path else []
+        # a task in two files would be trained on and then scored as unseen: test leakage
+        check_unique_ids([*train_pool, *test_pool, *val], "two of the train, test and val files")
+        train = split_examples(train_pool, c.train_size, 0, 0, c.seed, str(c.train_path)).train
+        test = split_examples(test_pool, 0, c.test_size, 0, c.seed, str(c.test_path)).test
         return Splits(train=train, test=test, val=val)
 
     def _split_one_file(self, path: Path) -> Splits:
@@ -96,3 +103,13 @@ class JsonlTask:
         splits = split_examples(examples, None, held_out, c.val_size, c.seed, str(path))
         rule = f"no sizes set: {DEFAULT_TEST_SHARE:.0%} of {path.name} held out for test, the rest for training"
         return replace(splits, rule=rule)
+
+    def _check_distinct_files(self) -> None:
+        files = {key: getattr(self.config, key) for key in ("train_path", "test_path", "val_path")}
+        given = [(key, path) for key, path in files.items() if path is not None]
+        for i, (key, path) in enumerate(given):
+            for other_key, other in given[i + 1:]:
+                if path.samefile(other):
+                    raise DataError(f"task.{key} and task.{other_key} are the same file ({path}): its examples would "
+                                    "be both trained on and scored (test leakage); give separate files, or one "
+                                    "task.path to split")

@@ -51,6 +51,7 @@ def _example(file: Path, where: str, record: dict[str, Any], root: Path) -> Exam
         question=problem,
         answer=str(answer),
         fields={"type": record.get("type") or record.get("subject"), "level": _level(record.get("level"))},
+        where=where,
     )
 
 

@@ -62,6 +62,7 @@ def _example(problem_id: str, record: Any, where: str) -> Example:
             "ans_type": record.get("ans_type"),
             "grade": record.get("grade"),
         },
+        where=where,
     )
 
 
