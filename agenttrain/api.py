@@ -10,11 +10,19 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
-from agenttrain.config import RESUMABLE_KEYS, ConfigError, Experiment, check_api_keys, load_experiment
+from agenttrain.config import (
+    RESUMABLE_KEYS,
+    ConfigError,
+    Experiment,
+    LLMConfig,
+    check_api_keys,
+    extension_of,
+    load_experiment,
+)
 from agenttrain.datasets import pull
 from agenttrain.errors import Interrupted, UserError
 from agenttrain.executors import check_executor
@@ -65,9 +73,9 @@ class TrainOutcome:
     status: str
 
 
-def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment:
+def prepare(config_path: Path, overrides: list[str] | None = None, offline: bool = False) -> Experiment:
     """Everything that can be checked before a run directory exists: the config, the data and its split,
-    the task's need for network access, the API keys."""
+    the task's need for network access, the API keys, and (unless `offline`) that each endpoint answers."""
     experiment = load_experiment(config_path, overrides)
     from agenttrain.runtime import check_network
 
@@ -77,8 +85,33 @@ def prepare(config_path: Path, overrides: list[str] | None = None) -> Experiment
         raise ConfigError(f"{config_path}: task.train_size: the training split is empty; nothing to train on")
     check_api_keys(experiment, str(config_path))
     check_executor(experiment, str(config_path))
+    if not offline:
+        check_endpoints(experiment)
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
     return experiment
+
+
+def split_sizes(experiment: Experiment) -> str:
+    """The examples each split holds, e.g. `20 train, 80 test examples`, with the default rule if one chose."""
+    return load_task(experiment.task).splits().describe()
+
+
+def check_endpoints(experiment: Experiment) -> None:
+    """One preflight request per distinct endpoint (the agent and the optimizer often share one)."""
+    from agenttrain.llm import check_endpoint
+
+    endpoints: dict[tuple[str | None, str], tuple[LLMConfig, str]] = {}
+    roles: tuple[Literal["agent", "optimizer"], ...] = ("agent", "optimizer")
+    for role in roles:
+        settings = experiment.llm_for(role)
+        if settings.resolved_base_url() == "local":  # the embedded model: started and checked by check_local
+            continue
+        endpoints.setdefault((settings.resolved_base_url(), settings.api_key_env), (settings, role))
+
+    async def check_all() -> None:
+        await asyncio.gather(*(check_endpoint(settings, role) for settings, role in endpoints.values()))
+
+    asyncio.run(check_all())
 
 
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
@@ -99,9 +132,10 @@ async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: R
 
 
 def train(
-    config_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None
+    config_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None,
+    offline: bool = False,
 ) -> TrainOutcome:
-    experiment = prepare(config_path, overrides)
+    experiment = prepare(config_path, overrides, offline)
     run = RunDir.create(experiment)
     with run.lock():
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
@@ -114,13 +148,18 @@ def recorded_config_hash(run: RunDir) -> str:
     return load_experiment(run.path / "config.yaml").content_hash() if recorded is None else recorded
 
 
-def run_experiment(run: RunDir, overrides: list[str] | None = None) -> Experiment:
-    """A run's config with `overrides` applied, refused if they touch anything its results depend on."""
+def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool = False) -> Experiment:
+    """A run's config with `overrides` applied, refused if they touch anything its results depend on.
+    `extend` (resuming) also lets optimizer.epochs and optimizer.early_stop grow: the run continues."""
     config_path = run.path / "config.yaml"
     experiment = load_experiment(config_path, overrides)
-    if experiment.content_hash() != recorded_config_hash(run):
+    compared = experiment
+    if extend:
+        compared = extension_of(load_experiment(config_path), experiment, run.info().epochs_done or 0)
+    if compared.content_hash() != recorded_config_hash(run):
         changed = f"--set {' '.join(overrides)}" if overrides else f"{config_path} was edited and"
-        raise ConfigError(f"{changed} changes what the run's results depend on; only {RESUMABLE_KEYS} may "
+        allowed = RESUMABLE_KEYS + (", optimizer.epochs and optimizer.early_stop" if extend else "")
+        raise ConfigError(f"{changed} changes what the run's results depend on; only {allowed} may "
                           "change for an existing run. Start a new run for anything else")
     check_api_keys(experiment, str(config_path))
     check_executor(experiment, str(config_path))
@@ -129,12 +168,16 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None) -> Experimen
 
 
 def resume(
-    run_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None
+    run_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None,
+    offline: bool = False,
 ) -> TrainOutcome:
-    """Continue an interrupted run with the config it was started with. `overrides` may move the endpoint or
-    raise the budget (RESUMABLE_KEYS), never change what the results depend on."""
+    """Continue an interrupted run with the config it was started with, or extend a finished one. `overrides`
+    may move the endpoint or raise the budget (RESUMABLE_KEYS), add epochs or delay the early stop
+    (EXTENSION_KEYS), never change what the results depend on."""
     run = RunDir.open(run_path)
-    experiment = run_experiment(run, overrides)
+    experiment = run_experiment(run, overrides, extend=True)
+    if not offline:
+        check_endpoints(experiment)
     with run.lock():
         if overrides:
             write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
@@ -231,15 +274,19 @@ def eval_run(
     reporter: Reporter | None = None,
     task_config: Path | None = None,
     overrides: list[str] | None = None,
+    limit: int | None = None,
+    offline: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate one snapshot on a split; the result is written under RUN/evals/ and returned.
+    """Evaluate one snapshot on a split; the result is written under RUN/evals/ and returned with `items`,
+    the per-task verdicts (id, correct, extracted).
 
     `task_config` (transfer, paper Fig. 3): another experiment YAML whose `task` replaces the run's own,
     so functions trained on one domain are measured on another with the same agent and endpoint.
+    `limit`: only the split's first N tasks (a smoke run); the file name says so.
     """
     run = RunDir.open(run_path)
     return _eval_epochs(run, [run.resolve_epoch(epoch)], split, use_cache, reporter, task_config, overrides,
-                        reuse=False)[0]
+                        reuse=False, limit=limit, offline=offline)[0]
 
 
 def eval_epochs(
@@ -250,18 +297,22 @@ def eval_epochs(
     reporter: Reporter | None = None,
     task_config: Path | None = None,
     overrides: list[str] | None = None,
+    limit: int | None = None,
+    offline: bool = False,
 ) -> list[dict[str, Any]]:
     """Evaluate several snapshots (`best`, `N` or `epoch-N`; None: every one, the test learning curve). An epoch
     whose function set was evaluated before, by an earlier call or another epoch (unchanged and repeated sets),
     reuses that result instead of running."""
     run = RunDir.open(run_path)
     numbers = run.epochs() if epochs is None else sorted({run.resolve_epoch(e) for e in epochs})
-    return _eval_epochs(run, numbers, split, use_cache, reporter, task_config, overrides, reuse=True)
+    return _eval_epochs(run, numbers, split, use_cache, reporter, task_config, overrides, reuse=True, limit=limit,
+                        offline=offline)
 
 
 def _eval_epochs(
     run: RunDir, epochs: list[int], split: str, use_cache: bool, reporter: Reporter | None,
-    task_config: Path | None, overrides: list[str] | None, reuse: bool,
+    task_config: Path | None, overrides: list[str] | None, reuse: bool, limit: int | None = None,
+    offline: bool = False,
 ) -> list[dict[str, Any]]:
     experiment = run_experiment(run, overrides)
     prefix = ""
@@ -269,6 +320,11 @@ def _eval_epochs(
         other = load_experiment(task_config)
         experiment = experiment.model_copy(update={"task": other.task})
         prefix = f"transfer-{other.name}-"
+    if limit is not None:
+        experiment = experiment.model_copy(update={"task": experiment.task.model_copy(update={"limit": limit})})
+        prefix += f"first{limit}-"  # a smoke run never stands in for the full split's result
+    if not offline:
+        check_endpoints(experiment)
     saved = _saved_evaluations(run, prefix, split, experiment) if reuse else {}
     results = asyncio.run(_eval(run, experiment, epochs, split, use_cache, reporter, saved))
     for result, records in results:
@@ -277,7 +333,8 @@ def _eval_epochs(
         stem = f"{prefix}{split}-epoch-{result.epoch}"  # names may hold dots: never with_suffix
         write_json_atomic(run.evals_dir / f"{stem}.json", result.to_json())
         write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
-    return [result.to_json() for result, _ in results]
+    return [{**result.to_json(), "items": [{"id": r["id"], "correct": r["correct"], "extracted": r["extracted"]}
+                                           for r in records]} for result, records in results]
 
 
 def _saved_evaluations(run: RunDir, prefix: str, split: str, experiment: Experiment) -> dict[int, Evaluated]:

@@ -12,48 +12,111 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from agenttrain.config import ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
 from agenttrain.datasets import DATASETS
 from agenttrain.errors import UserError
-from agenttrain.history import usage_cost, usage_sum, usage_tokens
+from agenttrain.history import outcome_label, usage_cost, usage_sum, usage_tokens
 from agenttrain.lazy import lazy_import
-from agenttrain.progress import RichReporter
+from agenttrain.progress import BaseReporter, PlainReporter, RichReporter, plural
+from agenttrain.runs import RunDir, newest_run
 
 api = lazy_import("agenttrain.api")  # training and evaluation pull in openai, sympy and numpy
 
 if TYPE_CHECKING:
     from agenttrain.sweeping.executors import JobOutcome
 
+ENVIRONMENT_HELP = (
+    "Environment defaults (a config's own value wins): "
+    f"{ENV_BASE_URL} (llm.base_url; then OPENAI_BASE_URL), {ENV_MODEL} (agent.model), "
+    f"{ENV_OPTIMIZER_MODEL} (optimizer.model), {ENV_OUTPUT_DIR} (output_dir, and where commands look for the "
+    "newest run; default ./runs)."
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"agenttrain {version('agenttrain')}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     help="Train an LLM agent's functions (its tools) with AgentOptimizer: train, eval, diff, show, report, export."
     "\n\nExample: agenttrain train configs/quickstart.yaml",
+    epilog=ENVIRONMENT_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: value hints such as RUN and INTEGER, no <bool> on flags
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()  # results only, so that `--json` output can be piped
-err = Console(stderr=True)  # progress, logs, errors
 
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set optimizer.epochs=3")]
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+out = Console()  # results only, so that `--json` output can be piped
+err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors; a long error stays one line
+
+SET_HELP = "Override a config key (repeatable)"
+Overrides = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                     help=f"{SET_HELP}: --set optimizer.epochs=3")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Bypass the response cache (every request is sent).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+Offline = Annotated[bool, typer.Option("--offline", help="Skip the check that each endpoint answers.")]
+Limit = Annotated[int | None, typer.Option(min=1, metavar="INTEGER",
+                                           help="Only the first N tasks of each split: a quick smoke run.")]
+RunArgument = Annotated[Path | None, typer.Argument(
+    metavar="RUN", show_default=False,
+    help=f"A run directory; default: the newest run under ${ENV_OUTPUT_DIR} or ./runs")]
+RunOption = Annotated[Path | None, typer.Option("--run", metavar="RUN", help="The run, as an option instead")]
+Epoch = Annotated[str, typer.Option(metavar="EPOCH", help="best, N or epoch-N")]
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-@app.command()
+def open_run(positional: Path | None, option: Path | None) -> RunDir:
+    """The run a command works on: given as RUN or --run (the same way for every command), else the newest."""
+    if positional and option and positional != option:
+        raise UserError(f"two runs given ({positional} and --run {option}); give one")
+    path = positional or option
+    return RunDir.open(path) if path else newest_run(default_output_dir().resolve())
+
+
+def reporter_for(console: Console) -> BaseReporter:
+    """A live display on a terminal; plain lines in CI, pipes and log files."""
+    return RichReporter(console) if console.is_terminal else PlainReporter(console)
+
+
+@app.command(epilog=ENVIRONMENT_HELP)
 def train(
-    config: Annotated[Path | None, typer.Argument(help="Experiment YAML, e.g. configs/math-algebra.yaml")] = None,
+    config: Annotated[Path | None, typer.Argument(metavar="CONFIG", show_default=False,
+                                                  help="Experiment YAML, e.g. configs/math-algebra.yaml")] = None,
     overrides: Overrides = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
+    model: Annotated[str | None, typer.Option(metavar="TEXT", help="The agent's model (agent.model).")] = None,
+    optimizer_model: Annotated[str | None, typer.Option(metavar="TEXT", help="The optimizer's model "
+                                                        "(optimizer.model).")] = None,
+    limit: Limit = None,
+    resume: Annotated[Path | None, typer.Option(metavar="RUN", help="Continue an interrupted run, or extend a "
+                                                "finished one with --set optimizer.epochs=N.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate calls, tokens and cost; send nothing.")] = False,
+    offline: Offline = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
     """Train a function set; each epoch is saved to runs/<name>-<stamp>/epoch-N/.
 
+    \b
     Example: agenttrain train configs/math-algebra.yaml --set optimizer.epochs=3
+    Extend a finished run: agenttrain train --resume runs/math-algebra-20260101-120000 --set optimizer.epochs=12
     """
     if config is not None and resume is None:
         config_path = config
@@ -61,24 +124,30 @@ def train(
         config_path = resume / "config.yaml"
     else:
         raise UserError("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
+    shortcuts = {"agent.model": model, "optimizer.model": optimizer_model, "task.limit": limit}
+    if resume is not None and any(value is not None for value in shortcuts.values()):
+        raise UserError("--model, --optimizer-model and --limit start a new run; a resumed run keeps its own")
+    overrides = [*(f"{key}={value}" for key, value in shortcuts.items() if value is not None), *(overrides or [])]
     if dry_run:
         _render_estimate(api.dry_run(config_path, overrides), as_json)
         return
-    with RichReporter(err) as reporter:
+    with reporter_for(err) as reporter:
         if resume is not None:
-            outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter)
+            outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
         else:
-            outcome = api.train(config_path, overrides, use_cache=not no_cache, reporter=reporter)
+            outcome = api.train(config_path, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
     info, best = outcome.run.info(), outcome.run.best_if_any()
     if as_json:
         print_json({"run": str(outcome.run.path), "status": outcome.status, "best_epoch": best,
                     "reason": info.reason, "usage": info.usage})
         raise typer.Exit(1 if outcome.status == "failed" else 0)
-    out.print(f"run {outcome.run.path}: {outcome.status} ({info.reason}); best epoch {best}")
+    kept = "no epoch finished" if best is None else f"best epoch {best}"
+    out.print(f"run {outcome.run.path}: {outcome.status.replace('_', ' ')} ({info.reason}); {kept}",
+              soft_wrap=True)
     if outcome.status == "failed":
         raise typer.Exit(1)
     if best is not None:
-        out.print(f"next: agenttrain eval {outcome.run.path}")
+        out.print(f"next: agenttrain eval {outcome.run.path}", soft_wrap=True)
 
 
 def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
@@ -97,53 +166,73 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
     out.print(estimate["note"])
 
 
-@app.command()
+@app.command(epilog=ENVIRONMENT_HELP)
 def validate(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Experiment YAML")],
     overrides: Overrides = None,
+    offline: Offline = False,
     as_json: AsJson = False,
 ) -> None:
-    """Check a config (keys, types, data files and split, API key) without running anything.
+    """Check a config (keys, types, data files and split, API key, that each endpoint answers); nothing runs.
 
-    Example: agenttrain validate configs/math-algebra.yaml
+    \b
+    Example: agenttrain validate configs/math-algebra.yaml --offline
     """
-    experiment = api.prepare(config, overrides)
+    try:
+        experiment = api.prepare(config, overrides, offline)
+    except UserError as exc:
+        if not as_json:
+            raise
+        print_json({"config": str(config), "ok": False, "errors": getattr(exc, "errors", [str(exc)])})
+        raise typer.Exit(2) from None
+    sizes = api.split_sizes(experiment)
     if as_json:
-        print_json({"config": str(config), "ok": True, "resolved": experiment.model_dump(mode="json")})
+        print_json({"config": str(config), "ok": True, "splits": sizes, "resolved": experiment.model_dump(mode="json")})
         return
-    out.print(f"{config}: ok ({experiment.task.name} task, {experiment.agent.type} agent, "
-              f"{experiment.optimizer.epochs} epochs)")
+    out.print(f"{config}: ok ({experiment.task.name} task: {sizes}; {experiment.agent.type} agent on "
+              f"{experiment.agent.model}, optimizer {experiment.optimizer.model}, "
+              f"{plural(experiment.optimizer.epochs, 'epoch')})", soft_wrap=True)
 
 
 @app.command("eval")
 def eval_command(
-    run: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/math-algebra-20260101-120000")],
-    epoch: Annotated[str, typer.Option(help="best, N, epoch-N, or all (every snapshot: the test learning curve)")]
-    = "best",
-    split: Annotated[str, typer.Option(help="test, train or val")] = "test",
-    task: Annotated[Path | None, typer.Option(help="Transfer: evaluate on another config's task instead")] = None,
-    overrides: Overrides = None,
+    run: RunArgument = None,
+    run_option: RunOption = None,
+    epoch: Annotated[str, typer.Option(metavar="EPOCH", help="best, N, epoch-N, or all (every snapshot: the test "
+                                       "learning curve)")] = "best",
+    split: Annotated[str, typer.Option(metavar="SPLIT", help="test, train or val")] = "test",
+    task: Annotated[Path | None, typer.Option(metavar="CONFIG",
+                                              help="Transfer: evaluate on another config's task instead")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help=f"{SET_HELP}; only where and how to reach the endpoint: --set llm.base_url=http://localhost:8000/v1 "
+        "or --set llm.concurrency=4")] = None,
+    limit: Limit = None,
+    offline: Offline = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
     """Evaluate a snapshot on a split; results go to RUN/evals/.
 
+    \b
     Example: agenttrain eval runs/math-algebra-20260101-120000 --epoch best --split test
     Learning curve: agenttrain eval runs/math-algebra-20260101-120000 --epoch all (then agenttrain report)
     Transfer: agenttrain eval runs/math-algebra-20260101-120000 --task configs/math-geometry.yaml
     """
-    with RichReporter(err) as reporter:
+    run_path = open_run(run, run_option).path
+    options = {"use_cache": not no_cache, "task_config": task, "overrides": overrides, "limit": limit,
+               "offline": offline}
+    with reporter_for(err) as reporter:
         if epoch == "all":
-            results = api.eval_epochs(run, None, split, use_cache=not no_cache, reporter=reporter, task_config=task,
-                                      overrides=overrides)
+            results = api.eval_epochs(run_path, None, split, reporter=reporter, **options)
         else:
-            results = [api.eval_run(run, epoch, split, use_cache=not no_cache, reporter=reporter, task_config=task,
-                                    overrides=overrides)]
+            results = [api.eval_run(run_path, epoch, split, reporter=reporter, **options)]
     if as_json:
-        print_json(results[0] if epoch != "all" else {"run": str(run), "split": split, "evaluations": results})
+        print_json(results[0] if epoch != "all" else {"run": str(run_path), "split": split, "evaluations": results})
         return
+    smoke = f"; only the first {plural(limit, 'task')} (--limit)" if limit is not None else ""
     for result in results:
-        out.print(_eval_line(result), soft_wrap=True)
+        out.print(_eval_line(result) + smoke, soft_wrap=True)
 
 
 def _eval_line(result: dict[str, Any]) -> str:
@@ -171,14 +260,16 @@ def _parse_seeds(seeds: str | None) -> list[int] | None:
 
 @app.command()
 def sweep(
-    configs: Annotated[list[Path], typer.Argument(help="Experiment YAMLs and/or sweep files (configs/paper/*.yaml)")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the runs, logs and results.md/.csv/.json")],
+    configs: Annotated[list[Path], typer.Argument(metavar="CONFIG...",
+                                                  help="Experiment YAMLs and/or sweep files (configs/paper/*.yaml)")],
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR",
+                                          help="Folder for the runs, logs and results.md/.csv/.json")],
     overrides: Overrides = None,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs trained at the same time")] = 1,
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated task.seed values (the train/test split), "
-                                                   "e.g. 0,1,2; default: each config's own")] = None,
-    executor: Annotated[str, typer.Option(help="Where jobs run: local (child processes) or ray (Ray tasks; "
-                                                "RAY_ADDRESS picks the cluster)")] = "local",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, metavar="INTEGER", help="Runs trained at the same time")] = 1,
+    seeds: Annotated[str | None, typer.Option(metavar="TEXT", help="Comma-separated task.seed values (the train/test "
+                                              "split), e.g. 0,1,2; default: each config's own")] = None,
+    executor: Annotated[str, typer.Option(metavar="TEXT", help="Where jobs run: local (child processes) or ray (Ray "
+                                                              "tasks; RAY_ADDRESS picks the cluster)")] = "local",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests and cost; send nothing.")] = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
@@ -250,17 +341,22 @@ def _render_diff(result: dict[str, Any]) -> None:
 
 @app.command()
 def diff(
-    a: Annotated[str, typer.Argument(help="epoch-N (in --run) or an epoch folder")],
-    b: Annotated[str, typer.Argument(help="epoch-N (in --run) or an epoch folder")],
-    run: Annotated[Path | None, typer.Option(help="Run directory; default: the newest run under runs/")] = None,
-    output_dir: Annotated[Path, typer.Option(help="Where to look for the newest run")] = Path("runs"),
+    a: Annotated[str, typer.Argument(metavar="A", help="epoch-N or best (in the run), or an epoch folder")],
+    b: Annotated[str, typer.Argument(metavar="B", help="epoch-N or best (in the run), or an epoch folder")],
+    run: RunArgument = None,
+    run_option: RunOption = None,
+    output_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Where to look for the newest run; "
+                                                    f"default ${ENV_OUTPUT_DIR} or ./runs")] = None,
     as_json: AsJson = False,
 ) -> None:
     """What the optimizer changed between two snapshots, and which training tasks flipped.
 
-    Example: agenttrain diff epoch-3 epoch-5 --run runs/math-algebra-20260101-120000
+    \b
+    Example: agenttrain diff epoch-3 epoch-5 runs/math-algebra-20260101-120000
     """
-    result = api.diff(a, b, run, output_dir)
+    if run and run_option and run != run_option:
+        raise UserError(f"two runs given ({run} and --run {run_option}); give one")
+    result = api.diff(a, b, run or run_option, (output_dir or default_output_dir()).resolve())
     if as_json:
         print_json(result)
     else:
@@ -268,14 +364,19 @@ def diff(
 
 
 @app.command()
-def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: AsJson = False) -> None:
+def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson = False) -> None:
     """One row per epoch: accuracy, accepted or rolled back, actions, functions, tokens.
 
+    \b
     Example: agenttrain show runs/math-algebra-20260101-120000
     """
-    overview = api.show(run)
+    overview = api.show(open_run(run, run_option).path)
     if as_json:
         print_json(overview.to_json())
+        return
+    if not overview.epochs:
+        out.print(f"{overview.run.path.name} ({overview.info.status}): no epoch finished; {overview.info.reason or ''}",
+                  soft_wrap=True)
         return
     table = Table(title=f"{overview.run.path.name}  ({overview.info.status})")
     reasoning = any(usage_sum(m.usage, "reasoning_tokens") for m in overview.epochs)  # only for reasoning models
@@ -284,7 +385,7 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
         table.add_column(column, justify="right" if column != "status" else "left")
     for m in overview.epochs:
         marker = " *" if m.epoch == overview.best_epoch else ""
-        cells = [f"{m.epoch}{marker}", f"{m.train_accuracy:.3f}", m.status, str(m.applied_actions),
+        cells = [f"{m.epoch}{marker}", f"{m.train_accuracy:.3f}", outcome_label(m.status), str(m.applied_actions),
                  str(m.function_count), str(usage_tokens(m.usage)), f"{usage_cost(m.usage):.4f}"]
         if reasoning:
             cells += [str(usage_sum(m.usage, "reasoning_tokens")), f"{usage_sum(m.usage, 'reasoning_cost_usd'):.4f}"]
@@ -295,36 +396,40 @@ def show(run: Annotated[Path, typer.Argument(help="A run directory")], as_json: 
 
 @app.command()
 def score(
-    file: Annotated[Path, typer.Argument(help="JSONL: `prediction` and `answer` per line (plus id, choices, unit)")],
-    task: Annotated[str, typer.Option(help="Scorer: math, tabmwp, gaia, numeric, exact, or a plugin's")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="JSONL: `prediction` and `answer` per line "
+                                         "(plus id, choices, unit)")],
+    scorer: Annotated[str, typer.Option(metavar="SCORER", help="math, tabmwp, gaia, numeric, exact, or a plugin's")],
     as_json: AsJson = False,
 ) -> None:
     """Score model outputs with a task's answer extraction and official scorer.
 
-    Example: agenttrain score predictions.jsonl --task math --json
+    \b
+    Example: agenttrain score predictions.jsonl --scorer math --json
     """
     if not file.is_file():
         raise UserError(f"{file}: {'is a folder, not a JSONL file' if file.is_dir() else 'file not found'}")
-    result = api.score_file(file, task)
+    result = api.score_file(file, scorer)
     if as_json:
         print_json(result)
         return
-    line = f"{task}: accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']})"
+    line = f"{scorer}: accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']})"
     if "accuracy_strict" in result:
         line += f", strict (Hendrycks is_equiv) {result['accuracy_strict']:.4f}"
     out.print(line)
 
 
 cache_app = typer.Typer(help="The on-disk response cache: stats and clear.\n\nExample: agenttrain cache stats",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
-CacheDir = Annotated[Path | None, typer.Option("--dir", help="Cache folder; default: the per-user cache folder")]
+CacheDir = Annotated[Path | None, typer.Option("--dir", metavar="DIR",
+                                               help="Cache folder; default: the per-user cache folder")]
 
 
 @cache_app.command("stats")
 def cache_stats_command(directory: CacheDir = None, as_json: AsJson = False) -> None:
     """Where the cache is, how many replies it holds, and its size.
 
+    \b
     Example: agenttrain cache stats
     """
     stats = api.cache_stats(directory)
@@ -338,6 +443,7 @@ def cache_stats_command(directory: CacheDir = None, as_json: AsJson = False) -> 
 def cache_clear_command(directory: CacheDir = None, as_json: AsJson = False) -> None:
     """Delete every cached reply (the next runs pay for their requests again).
 
+    \b
     Example: agenttrain cache clear
     """
     deleted = api.cache_clear(directory)
@@ -349,16 +455,18 @@ def cache_clear_command(directory: CacheDir = None, as_json: AsJson = False) -> 
 
 @app.command("report")
 def report_command(
-    run: Annotated[Path, typer.Argument(help="A run directory")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for report.md and plots; default RUN/report")]
-    = None,
+    run: RunArgument = None,
+    run_option: RunOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", metavar="DIR",
+                                                 help="Folder for report.md and plots; default RUN/report")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Write report.md with plots: learning curve, function lineage and usage, complexity, cost, tasks never solved.
 
+    \b
     Example: agenttrain report runs/math-algebra-20260101-120000 --out math-report/
     """
-    paths = api.report(run, out_dir)
+    paths = api.report(open_run(run, run_option).path, out_dir)
     if as_json:
         print_json({"report": str(paths[0]), "plots": [str(p) for p in paths[1:]]})
         return
@@ -367,20 +475,24 @@ def report_command(
 
 @app.command("export")
 def export_command(
-    run: Annotated[Path, typer.Argument(help="A run directory")],
-    epoch: Annotated[str, typer.Option(help="best, N or epoch-N")] = "best",
-    fmt: Annotated[str, typer.Option("--format", help="python (an importable module), openai-tools (the `tools` "
-                                                       "list) or json (functions.json)")] = "python",
-    out_path: Annotated[Path | None, typer.Option("--out", help="File to write; default: print to stdout")] = None,
+    run: RunArgument = None,
+    run_option: RunOption = None,
+    epoch: Epoch = "best",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT",
+                                     help="python (an importable module), openai-tools (the `tools` list) or json "
+                                     "(functions.json)")] = "python",
+    out_path: Annotated[Path | None, typer.Option("--out", metavar="FILE",
+                                                  help="File to write; default: print to stdout")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Export an epoch's learned functions for use outside agenttrain.
 
+    \b
     Example: agenttrain export runs/math-algebra-20260101-120000 --epoch best --format python --out functions.py
     """
     if as_json and out_path is None:
         raise UserError("--json describes the file written with --out; without --out the export itself is printed")
-    snapshot, text = api.export(run, epoch, fmt, out_path)
+    snapshot, text = api.export(open_run(run, run_option).path, epoch, fmt, out_path)
     if out_path is None:
         sys.stdout.write(text)
         return
@@ -388,18 +500,22 @@ def export_command(
         print_json({"path": str(out_path), "run": str(snapshot.path.parent), "epoch": snapshot.epoch, "format": fmt,
                     "functions": snapshot.functions.names})
         return
-    out.print(f"wrote {len(snapshot.functions)} functions of epoch {snapshot.epoch} to {out_path}")
+    out.print(f"wrote {plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
 
 
 @app.command("runs")
 def runs_command(
-    directory: Annotated[Path, typer.Argument(help="The folder that holds run directories")] = Path("runs"),
+    directory: Annotated[Path | None, typer.Argument(
+        metavar="DIR", show_default=False,
+        help=f"The folder that holds run directories; default ${ENV_OUTPUT_DIR} or ./runs")] = None,
     as_json: AsJson = False,
 ) -> None:
     """List runs, oldest first: status, epochs, best train accuracy, evaluated test accuracy, cost.
 
+    \b
     Example: agenttrain runs runs/ --json
     """
+    directory = directory or default_output_dir()
     summaries = api.list_runs(directory)
     if as_json:
         print_json({"directory": str(directory), "runs": [s.to_dict() for s in summaries]})
@@ -428,9 +544,9 @@ def runs_command(
 def view_command(
     path: Annotated[Path, typer.Argument(help="A run directory, or the folder that holds runs",
                                          metavar="RUN|RUNS_DIR")] = Path("runs"),
-    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one")] = 8765,
-    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback shows your runs to "
-                                           "the network")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="INTEGER", help="Port to listen on; 0 picks a free one")] = 8765,
+    host: Annotated[str, typer.Option(metavar="TEXT", help="Address to listen on; anything but loopback shows your "
+                                      "runs to the network")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser tab.")] = False,
 ) -> None:
     """Browse runs, epochs, function diffs and every transcript in a local, read-only web page.
@@ -448,19 +564,21 @@ def view_command(
 
 data_app = typer.Typer(help="Fetch the paper's data sets into local folders the configs point at.\n\n"
                        "Example: agenttrain data pull math --dest data/math",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 
 @data_app.command("pull")
 def data_pull(
-    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(DATASETS)}")],
-    dest: Annotated[Path | None, typer.Option(help="Folder to write; default data/<name>")] = None,
-    source: Annotated[str | None, typer.Option(help="A mirror: another hub repo id or base URL")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help=f"One of: {', '.join(DATASETS)}")],
+    dest: Annotated[Path | None, typer.Option(metavar="DIR", help="Folder to write; default data/<name>")] = None,
+    source: Annotated[str | None, typer.Option(metavar="TEXT", help="A mirror: another hub repo id or base URL")]
+    = None,
     as_json: AsJson = False,
 ) -> None:
     """Download MATH (Hugging Face hub), TabMWP (PromptPG files) or GAIA (gated: needs HF_TOKEN).
 
+    \b
     Example: agenttrain data pull math --dest data/math
     """
     path = api.pull(name, dest or Path("data") / name, source=source)
@@ -474,6 +592,7 @@ def data_pull(
 def plugins_command(as_json: AsJson = False) -> None:
     """List the registered tasks, agents, scorers and plots, and the package each comes from.
 
+    \b
     Example: agenttrain plugins --json
     """
     registered = api.plugins()

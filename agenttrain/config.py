@@ -17,7 +17,24 @@ from agenttrain.registry import agents, tasks
 
 
 class ConfigError(UserError):
-    """A config that cannot be used; the message names the file and the key."""
+    """A config that cannot be used; the message names the file and the key. `errors` lists each problem
+    on its own (one per bad key), for `validate --json`."""
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [message]
+
+
+# Environment defaults, for settings that are the same in every config of a user (documented in `--help`).
+ENV_BASE_URL = "AGENTTRAIN_BASE_URL"
+ENV_MODEL = "AGENTTRAIN_MODEL"
+ENV_OPTIMIZER_MODEL = "AGENTTRAIN_OPTIMIZER_MODEL"
+ENV_OUTPUT_DIR = "AGENTTRAIN_OUTPUT_DIR"
+
+
+def default_output_dir() -> Path:
+    """Where runs go when the config does not say: $AGENTTRAIN_OUTPUT_DIR, else ./runs."""
+    return Path(os.environ.get(ENV_OUTPUT_DIR) or "runs")
 
 
 # Upper bounds for numeric keys: far above any real use, low enough that the OS and the clock accept them
@@ -75,7 +92,7 @@ class LocalModelConfig(Strict):
 
 
 class LLMConfig(Strict):
-    base_url: str | None = None  # else OPENAI_BASE_URL, else OpenAI; `local` starts the embedded model
+    base_url: str | None = None  # else AGENTTRAIN_BASE_URL, then OPENAI_BASE_URL, then OpenAI; `local`: embedded
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = Field(8, ge=1, le=512)
     timeout_s: float = Field(120, gt=0, le=DAY_S)
@@ -90,7 +107,7 @@ class LLMConfig(Strict):
     _base_url_ok = field_validator("base_url")(check_base_url)
 
     def resolved_base_url(self) -> str | None:
-        return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        return self.base_url or os.environ.get(ENV_BASE_URL) or os.environ.get("OPENAI_BASE_URL") or None
 
 
 class LLMOverride(Strict):
@@ -137,10 +154,12 @@ class TaskConfig(Strict):
 
     name: str
     path: Path | None = None
+    # the paper's sizes, for the paper's tasks; a jsonl task without sizes splits by its own rule
     train_size: int | None = Field(20, ge=0, le=MAX_COUNT)
     test_size: int | None = Field(80, ge=0, le=MAX_COUNT)
     val_size: int = Field(0, ge=0, le=MAX_COUNT)
     seed: int = Field(0, ge=-(2**63), lt=2**63)
+    limit: int | None = Field(None, ge=1, le=MAX_COUNT)  # smoke runs: only the first N examples of each split
     needs_path: ClassVar[bool] = True  # False for a task that makes its own examples
 
     @model_validator(mode="after")
@@ -175,7 +194,7 @@ def task_config(data: Any) -> TaskConfig | Any:
 
 class AgentConfig(ModelParams):
     type: str = "assistant"  # a name in agenttrain.registry.agents
-    model: str = "gpt-4o-mini"
+    model: str = Field(default_factory=lambda: os.environ.get(ENV_MODEL) or "gpt-4o-mini")
     max_turns: int = Field(15, ge=1, le=100)
     max_failed_calls: int = Field(3, ge=1, le=1000)  # then the model is told to finish
     llm: LLMOverride | None = None
@@ -188,7 +207,7 @@ class AgentConfig(ModelParams):
 
 
 class OptimizerConfig(ModelParams):
-    model: str = "gpt-4o"
+    model: str = Field(default_factory=lambda: os.environ.get(ENV_OPTIMIZER_MODEL) or "gpt-4o")
     epochs: int = Field(10, ge=0, le=1000)
     max_actions: int = Field(3, ge=1, le=20)
     early_stop: int = Field(10, ge=1, le=1000)
@@ -249,7 +268,7 @@ class Experiment(Strict):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    output_dir: Path = Path("runs")
+    output_dir: Path = Field(default_factory=default_output_dir)
 
     @field_validator("task", mode="before")
     @classmethod
@@ -280,6 +299,19 @@ class Experiment(Strict):
 
 
 RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.*, executor.* and output_dir"
+# A run can be extended: more epochs or a later early stop continue it where it ended (`extension_of`).
+EXTENSION_KEYS = ("epochs", "early_stop")
+
+
+def extension_of(previous: Experiment, experiment: Experiment, epochs_done: int) -> Experiment:
+    """`experiment` with the optimizer's extension keys put back to `previous`'s values, so that its hash shows
+    whether anything else changed. Refuses fewer epochs than the run has already saved."""
+    last_saved = epochs_done - 1
+    if experiment.optimizer.epochs < last_saved:
+        raise ConfigError(f"optimizer.epochs={experiment.optimizer.epochs}: the run already saved epoch "
+                          f"{last_saved}; give at least {last_saved} to continue it")
+    unchanged = {key: getattr(previous.optimizer, key) for key in EXTENSION_KEYS}
+    return experiment.model_copy(update={"optimizer": experiment.optimizer.model_copy(update=unchanged)})
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -309,14 +341,19 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _format_validation(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid config"]
+def _validation_errors(error: ValidationError) -> list[str]:
+    """One `key: problem` line per bad key."""
+    lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else \
             item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key}: {message}")
-    return "\n".join(lines)
+        lines.append(f"{key}: {message}")
+    return lines
+
+
+def _format_validation(error: ValidationError, source: str) -> str:
+    return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error))])
 
 
 class DuplicateKey(yaml.YAMLError):
@@ -361,39 +398,57 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def _absolute_paths(experiment: Experiment, base: Path) -> Experiment:
-    """Relative paths are taken from the working directory; store them absolute so runs are portable."""
+PAPER_TASKS = ("math", "tabmwp", "gaia")  # `agenttrain data pull` fetches these
+
+
+def _given(data: dict[str, Any], section: str | None, key: str) -> bool:
+    node = data if section is None else data.get(section)
+    return isinstance(node, dict) and node.get(key) is not None
+
+
+def _absolute_paths(experiment: Experiment, from_file: dict[str, Any], overrides: dict[str, Any],
+                    config_dir: Path) -> Experiment:
+    """Relative paths made absolute, so that runs are portable: a config file's paths are taken from its own
+    folder (it works from any directory), `--set` paths and defaults from the shell's."""
+    def absolute(section: str | None, key: str, value: Path) -> Path:
+        from_config = _given(from_file, section, key) and not _given(overrides, section, key)
+        return ((config_dir if from_config else Path.cwd()) / value.expanduser()).resolve()
+
     task_update = {
-        field: (base / value).resolve()
+        field: absolute("task", field, value)
         for field in experiment.task.path_fields()
         if (value := getattr(experiment.task, field)) is not None
     }
     experiment.task = experiment.task.model_copy(update=task_update)
+    experiment.output_dir = absolute(None, "output_dir", experiment.output_dir)
+    if experiment.llm.cache_dir is not None:
+        experiment.llm.cache_dir = absolute("llm", "cache_dir", experiment.llm.cache_dir)
     if (model_path := experiment.llm.local.model_path) is not None:
-        experiment.llm.local.model_path = (base / model_path).resolve()
-    experiment.output_dir = (base / experiment.output_dir).resolve()
+        experiment.llm.local.model_path = absolute("llm", "local", model_path)
     return experiment
 
 
 def _check_files(experiment: Experiment, source: str) -> None:
-    for field in experiment.task.path_fields():
-        value = getattr(experiment.task, field)
+    task = experiment.task
+    for field in task.path_fields():
+        value = getattr(task, field)
         if value is not None and not value.exists():
-            raise ConfigError(f"{source}: task.{field}: {value} does not exist")
+            hint = f"; download it with: agenttrain data pull {task.name}" if task.name in PAPER_TASKS else ""
+            raise ConfigError(f"{source}: task.{field}: {value} does not exist{hint}")
     # the nearest existing folder of output_dir must be a folder, or no run directory can be made in it
     existing = next(p for p in (experiment.output_dir, *experiment.output_dir.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{source}: output_dir: {existing} is a file, not a folder; point output_dir at a folder")
 
 
-def load_experiment(path: Path, overrides: list[str] | None = None, *, base: Path | None = None) -> Experiment:
+def load_experiment(path: Path, overrides: list[str] | None = None) -> Experiment:
     """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
-    data = _merge(read_yaml_mapping(path), parse_overrides(overrides or []))
+    from_file, overridden = read_yaml_mapping(path), parse_overrides(overrides or [])
     try:
-        experiment = Experiment.model_validate(data)
+        experiment = Experiment.model_validate(_merge(from_file, overridden))
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, str(path))) from None
-    experiment = _absolute_paths(experiment, base or Path.cwd())
+        raise ConfigError(_format_validation(exc, str(path)), _validation_errors(exc)) from None
+    experiment = _absolute_paths(experiment, from_file, overridden, path.resolve().parent)
     _check_files(experiment, str(path))
     return experiment
 

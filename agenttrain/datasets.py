@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -47,8 +48,14 @@ def pull(name: str, dest: Path, *, source: str | None = None) -> Path:
     }
     if name not in pullers:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
-    return pullers[name](dest, source)
+    try:
+        return pullers[name](dest, source)
+    except BaseException:
+        if created:  # a failed pull leaves no empty or half-filled folder behind to be mistaken for data
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
 
 
 def _pull_math(dest: Path, source: str | None) -> Path:

@@ -31,6 +31,7 @@ from agenttrain.usage import UsageMeter
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
+PREFLIGHT_TIMEOUT_S = 5.0  # a live server answers /models at once; a dead one should not cost a minute
 INSUFFICIENT_QUOTA = "insufficient_quota"  # OpenAI's 429 for an account out of credit: waiting will not help
 
 
@@ -279,7 +280,9 @@ class LLMClient:
                 return reply
             if attempt < self.settings.max_retries:
                 wait = self._wait(attempt, server_wait)
-                logger.info("%s request failed (%s); retry %d in %.2fs", self.role, failure, attempt + 1, wait)
+                # `retry_wait_s` lets the progress display show retries live (progress.RetryWatcher)
+                logger.info("%s request failed (%s); retry %d in %.2fs", self.role, failure, attempt + 1, wait,
+                            extra={"retry_wait_s": wait, "role": self.role})
                 await asyncio.sleep(wait)
         raise self._gave_up(failure, self.settings.max_retries + 1)
 
@@ -321,6 +324,39 @@ class LLMClient:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+async def check_endpoint(settings: LLMConfig, role: str) -> None:
+    """Preflight: one `GET /models` before any rollout, so a dead endpoint or a rejected key stops the command
+    within seconds, not after a minute of retries. Any other answer (some servers have no /models) counts
+    as alive. Raises EndpointDown with one line naming the URL and the cause."""
+    client = openai.AsyncOpenAI(base_url=settings.resolved_base_url(), max_retries=0,
+                                api_key=os.environ.get(settings.api_key_env) or "not-needed",
+                                timeout=min(settings.timeout_s, PREFLIGHT_TIMEOUT_S))
+    url = str(client.base_url).rstrip("/")
+    try:
+        await client.models.list()
+    except openai.APITimeoutError:
+        raise EndpointDown(f"the {role} endpoint {url} did not answer within {client.timeout}s; {_FIX_URL}") from None
+    except openai.APIConnectionError as exc:
+        raise EndpointDown(f"cannot reach the {role} endpoint {url} ({_root_cause(exc)}); {_FIX_URL}") from None
+    except openai.APIStatusError as exc:
+        if exc.status_code in (401, 403):
+            key_state = "is set" if os.environ.get(settings.api_key_env) else "is not set"
+            raise EndpointDown(f"the {role} endpoint {url} rejected the API key (HTTP {exc.status_code}); "
+                               f"${settings.api_key_env} {key_state}") from None
+    finally:
+        await client.close()
+
+
+_FIX_URL = "start the server, or fix llm.base_url ($AGENTTRAIN_BASE_URL); --offline skips this check"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause, e.g. "[Errno 111] Connection refused" rather than the client's generic wrapper."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return str(exc) or type(exc).__name__
 
 
 def _is_transient(exc: openai.APIStatusError) -> bool:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from agenttrain.history import OUTCOMES, CallCount, RunHistory, role_cost, role_tokens
 from agenttrain.registry import plots
+from agenttrain.usage import price_for
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -36,8 +37,21 @@ def _integer_epochs(ax: Axes, epochs: list[int]) -> None:
     ax.set_xlabel("epoch")
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=120)
+def _run_title(history: RunHistory) -> str:
+    """Which run a plot is from, so that a PNG shown on its own still says so."""
+    experiment = history.run.experiment()
+    return f"{history.run.path.name}: agent {experiment.agent.model}, optimizer {experiment.optimizer.model}"
+
+
+def _prices_known(history: RunHistory) -> dict[str, bool]:
+    """Model -> whether it has a price (an unpriced model's cost is counted as $0)."""
+    experiment = history.run.experiment()
+    models = (experiment.agent.model, experiment.optimizer.model)
+    return {model: price_for(model, experiment.llm.prices) is not None for model in models}
+
+
+def _save(fig: Figure, path: Path, history: RunHistory) -> Path:
+    fig.savefig(path, dpi=120, metadata={"Title": _run_title(history)})  # image viewers show it
     return path
 
 
@@ -64,10 +78,10 @@ def plot_learning_curve(history: RunHistory, path: Path) -> Path:
     _integer_epochs(ax, history.epochs)
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("accuracy")
-    ax.set_title("Learning curve")
+    ax.set_title(f"Learning curve\n{_run_title(history)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return _save(fig, path)
+    return _save(fig, path, history)
 
 
 @plots.register("function_usage")
@@ -92,35 +106,43 @@ def plot_function_usage(history: RunHistory, path: Path) -> Path | None:
     ax.set_xlabel("epoch")
     ax.set_title("Function calls per epoch (successful/all)")
     _integer_ticks(fig.colorbar(image, ax=ax, label="calls").ax.yaxis)
-    return _save(fig, path)
+    return _save(fig, path, history)
 
 
 @plots.register("complexity")
 def plot_complexity(history: RunHistory, path: Path) -> Path | None:
-    best = history.best
-    scored = [(name, by_epoch[best.epoch]) for name, by_epoch in history.complexity.items()
-              if by_epoch.get(best.epoch) is not None]
-    if not scored:
+    """Each function's complexity over the epochs; drawn only when there are two values to compare
+    (two functions, or one function in two epochs)."""
+    series = {name: [(e, v) for e, v in sorted(by_epoch.items()) if v is not None]
+              for name, by_epoch in history.complexity.items()}
+    series = {name: points for name, points in series.items() if points}
+    if sum(len(points) for points in series.values()) < 2:
         return None
-    names, values = zip(*scored, strict=True)
-    fig = _figure(6.5, max(2.2, 1.0 + 0.4 * len(names)))
+    fig = _figure(7, 3.8)
     ax = fig.add_subplot()
-    ax.barh(names, values, color="tab:purple")
-    ax.invert_yaxis()  # first function on top, as in the tables
-    ax.set_xlabel("cyclomatic complexity")
-    ax.set_title(f"Complexity of the functions of epoch {best.epoch} (best)")
-    _integer_ticks(ax.xaxis)
-    ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    for name, points in series.items():
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker="o", label=name)
+    _integer_epochs(ax, history.epochs)
+    _integer_ticks(ax.yaxis)
+    ax.set_ylabel("cyclomatic complexity")
+    ax.set_title("Complexity of each function per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, path, history)
 
 
 @plots.register("spend")
 def plot_spend(history: RunHistory, path: Path) -> Path:
-    fig = _figure(10, 3.8)
-    tokens_ax, cost_ax = fig.subplots(1, 2)
+    """Tokens per epoch and role, and their cost beside them unless no model has a known price."""
+    known = _prices_known(history)
+    unpriced, priced = [model for model, ok in known.items() if not ok], any(known.values())
+    fig = _figure(10 if priced else 6, 3.8)
+    axes = fig.subplots(1, 2) if priced else [fig.add_subplot()]
     roles = sorted({role for s in history.snapshots for role in s.metrics.usage})
-    panels = ((tokens_ax, "thousand tokens", "Tokens per epoch", lambda u: role_tokens(u) / 1000),
-              (cost_ax, "US dollars", "Cost per epoch", role_cost))
+    panels = [(axes[0], "thousand tokens", "Tokens per epoch", lambda u: role_tokens(u) / 1000)]
+    if priced:
+        panels.append((axes[1], "US dollars", "Cost per epoch", role_cost))
     for ax, unit, title, measure in panels:
         bottom = [0.0] * len(history.snapshots)
         for role in roles:
@@ -131,9 +153,11 @@ def plot_spend(history: RunHistory, path: Path) -> Path:
         ax.set_ylabel(unit)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
+    note = f"; cost: price unknown for {', '.join(unpriced)} (set llm.prices)" if unpriced else ""
+    fig.suptitle(_run_title(history) + note, fontsize=10)
     if roles:
-        fig.legend(*tokens_ax.get_legend_handles_labels(), title="role", loc="outside right upper", frameon=False)
-    return _save(fig, path)
+        fig.legend(*axes[0].get_legend_handles_labels(), title="role", loc="outside right upper", frameon=False)
+    return _save(fig, path, history)
 
 
 

@@ -1,58 +1,278 @@
-"""A rich progress bar on stderr: epoch, tasks done, accuracy so far, tokens and cost."""
+"""What a long run shows on stderr: a line per phase (rollouts, the optimizer thinking, the candidate's
+evaluation), `epoch k/N`, an ETA, and run totals (tokens, cost, cache hits, retries) that never reset.
+
+`RichReporter` draws a live bar on a terminal; `PlainReporter` prints plain lines for logs and CI.
+Both count the same things (`Tally`), so they always agree with each other and with the run's summary.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.text import Text
 
+from agenttrain.history import outcome_label
 from agenttrain.records import EpochMetrics
 from agenttrain.usage import Usage
 
+LLM_LOGGER = "agenttrain.llm"  # where LLMClient logs its retries, with the wait in `retry_wait_s`
+PLAIN_UPDATE_S = 10.0  # the plain reporter's progress line, at most this often per phase
+RETRY_SUMMARY_S = 2.0  # and its retry line: a burst of failures is one line, not one per request
 
-class RichReporter:
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("acc {task.fields[accuracy]}"),
-            TextColumn("run total {task.fields[tokens]} tok ${task.fields[cost]:.4f}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self.task_id: Any = None
-        self.correct = 0
-        self.done = 0
 
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 function`, `2 functions`; `many` for irregular nouns (retry, retries)."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
+def clock(seconds: float) -> str:
+    seconds = int(max(0.0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+@dataclass
+class Phase:
+    """One stretch of rollouts (or the optimizer's step) within an epoch."""
+
+    label: str
+    total: int = 0
+    reused: int = 0  # rollouts a resumed run took from its journal instead of running again
+    done: int = 0  # run in this process
+    correct: int = 0  # of the finished ones
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> int:
+        return self.reused + self.done
+
+    def eta_s(self) -> float | None:
+        if not self.done:
+            return None
+        return (time.monotonic() - self.started) / self.done * (self.total - self.finished)
+
+    def accuracy(self) -> str:
+        """Over every finished rollout, reused ones too: the same figure the epoch's summary gives."""
+        return "-" if not self.finished else f"{self.correct / self.finished:.2f}"
+
+    def progress(self) -> str:
+        accuracy = self.accuracy()
+        eta = self.eta_s()
+        reused = f" ({self.reused} reused)" if self.reused else ""
+        return (f"{self.finished}/{self.total}{reused} acc {accuracy} "
+                f"ETA {'?' if eta is None else clock(eta)}")
+
+
+class Tally:
+    """Counts shared by both reporters: the current phase, and totals for the whole run."""
+
+    def __init__(self) -> None:
+        self.epochs: int | None = None  # the last epoch number, when training
+        self.phase: Phase | None = None
+        self.rollouts = 0
+        self.reused = 0
+        self.retries = 0
+        self.usage = Usage()
+
+    def epoch_label(self, epoch: int) -> str:
+        return f"epoch {epoch}" if self.epochs is None else f"epoch {epoch}/{self.epochs}"
+
+    def totals(self) -> str:
+        u = self.usage
+        reused = f" ({self.reused} reused)" if self.reused else ""
+        return (f"run total: {plural(self.rollouts + self.reused, 'rollout')}{reused}, "
+                f"{u.total_tokens:,} tokens, ${u.cost_usd:.4f}, {plural(u.cache_hits, 'cache hit')}, "
+                f"{plural(self.retries, 'retry', 'retries')}")
+
+
+class RetryWatcher(logging.Handler):
+    """Hears LLMClient's retry log records and tells the reporter, so a struggling endpoint shows live."""
+
+    def __init__(self, on_retry: Any) -> None:
+        super().__init__(logging.INFO)
+        self.on_retry = on_retry
+        self._logger = logging.getLogger(LLM_LOGGER)
+        self._level = self._logger.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        wait = getattr(record, "retry_wait_s", None)
+        if wait is not None:
+            self.on_retry(getattr(record, "role", "llm"), float(wait))
+
+    def __enter__(self) -> RetryWatcher:
+        self._logger.addHandler(self)
+        if self._logger.getEffectiveLevel() > logging.INFO:
+            self._logger.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
 
-    def epoch_started(self, epoch: int, phase: str, tasks: int) -> None:
-        self.correct = self.done = 0
-        label = f"epoch {epoch}" + ("" if phase == "candidate" else f" ({phase})")
-        self.task_id = self.progress.add_task(label, total=tasks, accuracy="-", tokens=0, cost=0.0)
+
+class BaseReporter:
+    """The trainer's and eval's calls, turned into `Tally` counts and lines; subclasses draw them."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tally = Tally()
+        self._watcher = RetryWatcher(self.retrying)
+
+    def __enter__(self) -> BaseReporter:
+        self._watcher.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._watcher.__exit__(*exc)
+
+    # -- the Reporter protocol (trainer.Reporter) -----------------------------------------------------------
+
+    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool) -> None:
+        self.tally.epochs = epochs
+        self.line(f"task: {sizes}; epochs 0-{epochs}" + (f", resuming at epoch {next_epoch}" if resumed else ""))
+
+    def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0, reused_correct: int = 0) -> None:
+        what = {"candidate": "rollouts" if epoch == 0 else "evaluating the candidate",
+                "incumbent": "rollouts of the kept functions"}.get(phase, phase.replace("eval ", "evaluating on "))
+        self.tally.phase = Phase(f"{self.tally.epoch_label(epoch)} {what}", tasks, reused, correct=reused_correct)
+        self.tally.reused += reused
+        self.phase_changed()
 
     def rollout_done(self, record: dict[str, Any], usage: Usage) -> None:
-        self.done += 1
-        self.correct += bool(record["correct"])
-        self.progress.update(
-            self.task_id, advance=1, accuracy=f"{self.correct / self.done:.2f}", tokens=usage.total_tokens,
-            cost=usage.cost_usd,
-        )
+        phase = self.tally.phase
+        if phase is not None:
+            phase.done += 1
+            phase.correct += bool(record["correct"])
+        self.tally.rollouts += 1
+        self.tally.usage = usage
+        self.progressed()
+
+    def optimizer_started(self, epoch: int, max_actions: int) -> None:
+        self.phase_done()
+        label = f"{self.tally.epoch_label(epoch)} optimizer thinking (up to {plural(max_actions, 'action')})"
+        self.tally.phase = Phase(label)
+        self.phase_changed()
+
+    def optimizer_done(self, epoch: int, actions: list[dict[str, Any]], usage: Usage) -> None:
+        self.tally.usage = usage
+        edits = [a for a in actions if a.get("action") != "terminate"]
+        applied = sum(1 for a in edits if a.get("status") == "applied")
+        took = time.monotonic() - self.tally.phase.started if self.tally.phase else 0.0
+        self.tally.phase = None
+        outcome = f"{plural(len(edits), 'action')} proposed, {applied} applied" if edits else "no change proposed"
+        self.line(f"{self.tally.epoch_label(epoch)} optimizer: {outcome}, in {took:.1f}s")
+        self.phase_changed()
 
     def waiting(self, message: str) -> None:
         self.console.print(f"[yellow]waiting:[/] {message}", highlight=False)
 
     def epoch_done(self, metrics: EpochMetrics) -> None:
-        self.console.print(
-            f"epoch {metrics.epoch}: train accuracy {metrics.train_accuracy:.3f}, {metrics.status}, "
-            f"{metrics.applied_actions} action(s), {metrics.function_count} function(s)"
-        )
+        self.phase_done()
+        self.line(f"{self.tally.epoch_label(metrics.epoch)}: train accuracy {metrics.train_accuracy:.3f}, "
+                  f"{outcome_label(metrics.status)}, {plural(metrics.applied_actions, 'action')} applied, "
+                  f"{plural(metrics.function_count, 'function')}")
+        self.epoch_summarised()
+
+    def retrying(self, role: str, wait_s: float) -> None:
+        self.tally.retries += 1
+        self.retry_seen(role, wait_s)
+
+    def phase_done(self) -> None:
+        """Close the current rollout phase with its final line (eval ends this way too, from `__exit__`)."""
+        phase = self.tally.phase
+        if phase is not None and phase.total:
+            took = time.monotonic() - phase.started
+            self.line(f"{phase.label}: {phase.finished}/{phase.total} done, acc {phase.accuracy()} in {took:.1f}s"
+                      + (f" ({phase.reused} reused)" if phase.reused else ""))
+            self.tally.phase = None
+
+    # -- drawing, by subclass -------------------------------------------------------------------------------
+
+    def line(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)
+
+    def phase_changed(self) -> None: ...
+    def progressed(self) -> None: ...
+    def epoch_summarised(self) -> None: ...
+    def retry_seen(self, role: str, wait_s: float) -> None: ...
+
+
+class PlainReporter(BaseReporter):
+    """Plain lines, no cursor movement: for CI logs, pipes and files."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console)
+        self._last_line = 0.0
+        self._last_retry = 0.0
+        self._unreported_retries = 0
+
+    def epoch_summarised(self) -> None:
+        self.line(self.tally.totals())
+
+    def phase_changed(self) -> None:
+        phase = self.tally.phase
+        if phase is not None:
+            self.line(f"{phase.label} ..." if not phase.total else f"{phase.label}: {phase.progress()}")
+        self._last_line = time.monotonic()
+
+    def progressed(self) -> None:
+        if time.monotonic() - self._last_line >= PLAIN_UPDATE_S and self.tally.phase is not None:
+            self.line(f"{self.tally.phase.label}: {self.tally.phase.progress()}")
+            self._last_line = time.monotonic()
+
+    def retry_seen(self, role: str, wait_s: float) -> None:
+        self._unreported_retries += 1
+        if time.monotonic() - self._last_retry >= RETRY_SUMMARY_S:
+            self.line(f"endpoint: {plural(self._unreported_retries, 'failed request')} ({role}), retrying; "
+                      f"waiting {wait_s:.0f}s ({self.tally.retries} retries so far)")
+            self._last_retry, self._unreported_retries = time.monotonic(), 0
+
+    def __exit__(self, *exc: object) -> None:
+        self.phase_done()
+        super().__exit__(*exc)
+
+
+class RichReporter(BaseReporter):
+    """A live two-line display on a terminal: the current phase with its bar, and the run's totals.
+    Finished phases and epochs are printed above it as plain lines."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console)
+        self._retry_note = ""
+        self.live = Live(console=console, refresh_per_second=4, transient=True, get_renderable=self._render)
+
+    def phase_changed(self) -> None:
+        if not self.live.is_started:  # only once work starts: an early error prints alone, on its first line
+            self.live.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.stop()
+        self.phase_done()
+        if self.tally.rollouts or self.tally.reused:  # the live line had them; they stay on screen
+            self.line(self.tally.totals())
+        super().__exit__(*exc)
+
+    def _render(self) -> RenderableType:
+        phase = self.tally.phase
+        lines: list[RenderableType] = []
+        if phase is not None and phase.total:
+            width = 30
+            filled = int(width * phase.finished / phase.total) if phase.total else 0
+            lines.append(Text.assemble((phase.label, "bold"), " ", ("━" * filled, "magenta"),
+                                       ("━" * (width - filled), "grey37"), " ", phase.progress()))
+        elif phase is not None:
+            lines.append(Text.assemble((phase.label, "bold"), f" … {time.monotonic() - phase.started:.0f}s"))
+        status = self.tally.totals() + (f"  {self._retry_note}" if self._retry_note else "")
+        lines.append(Text(status, style="dim" if not self._retry_note else "yellow"))
+        return Group(*lines)
+
+    def retry_seen(self, role: str, wait_s: float) -> None:
+        retries = plural(self.tally.retries, "retry", "retries")
+        self._retry_note = f"endpoint ({role}): {retries}, waiting {wait_s:.0f}s"
+
+    def progressed(self) -> None:
+        self._retry_note = ""  # a rollout finished: the endpoint answers again

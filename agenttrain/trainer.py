@@ -30,8 +30,11 @@ from agenttrain.usage import BudgetExhausted, Usage
 class Reporter(Protocol):
     """Progress display; the CLI draws it, tests pass None."""
 
-    def epoch_started(self, epoch: int, phase: str, tasks: int) -> None: ...
+    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool) -> None: ...
+    def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0, reused_correct: int = 0) -> None: ...
     def rollout_done(self, record: dict[str, Any], usage: Usage) -> None: ...
+    def optimizer_started(self, epoch: int, max_actions: int) -> None: ...
+    def optimizer_done(self, epoch: int, actions: list[dict[str, Any]], usage: Usage) -> None: ...
     def epoch_done(self, metrics: EpochMetrics) -> None: ...
     def waiting(self, message: str) -> None:
         """The endpoint is failing and the run waits before retrying (`message` says what and how long)."""
@@ -111,6 +114,9 @@ class Trainer:
         """Train until the epochs run out or early-stop fires; returns the run's final status."""
         state = state or TrainState()
         journal = self._journal(state.next_epoch)  # only an interrupted epoch can have journaled work
+        if self.reporter:
+            resumed = bool(state.next_epoch or journal)
+            self.reporter.run_started(self.config.epochs, state.next_epoch, self.splits.describe(), resumed)
         if state.best_reason:  # a process killed between a snapshot and best.json left it behind
             self.run.set_best(Best(epoch=state.best_epoch, train_accuracy=state.best_accuracy,
                                    reason=state.best_reason))
@@ -208,6 +214,8 @@ class Trainer:
         self, state: TrainState, epoch: int, reference: float, records: list[dict[str, Any]]
     ) -> StepResult:
         """The optimizer's edit; a step the endpoint failed is tried again until the outage limit."""
+        if self.reporter:
+            self.reporter.optimizer_started(epoch, self.config.max_actions)
         while True:
             try:
                 step = await self.optimizer.step(
@@ -217,6 +225,8 @@ class Trainer:
             except LLMError as exc:
                 await self.outage.wait("the optimizer step", str(exc))
         self.outage.progressed()
+        if self.reporter:
+            self.reporter.optimizer_done(epoch, [a.to_dict() for a in step.actions], self.rt.meter.total())
         self.run.log("candidate", epoch=epoch, functions=step.functions.to_json(),
                      actions=[a.to_dict() for a in step.actions], usage=self._usage())
         return step
@@ -224,16 +234,17 @@ class Trainer:
     async def _evaluate(
         self, epoch: int, phase: str, functions: FunctionSet, examples: list[Example], journal: dict[str, Any]
     ) -> list[dict[str, Any]]:
+        done = journal.get(phase, {})
         if self.reporter:
-            self.reporter.epoch_started(epoch, phase, len(examples))
+            reused = [bool(done[e.id]["correct"]) for e in examples if e.id in done]
+            self.reporter.epoch_started(epoch, phase, len(examples), len(reused), sum(reused))
 
         def on_record(record: dict[str, Any]) -> None:
             self.run.log("rollout", epoch=epoch, phase=phase, record=record, usage=self._usage())
             if self.reporter and not endpoint_failed(record):  # that one is retried: not done yet
                 self.reporter.rollout_done(record, self.rt.meter.total())
 
-        return await evaluate_answered(self.rt.executor, examples, functions, self.outage, on_record,
-                                       journal.get(phase, {}))
+        return await evaluate_answered(self.rt.executor, examples, functions, self.outage, on_record, done)
 
     # -- recording an epoch -----------------------------------------------------------------------------
 

@@ -152,13 +152,17 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAI:
     """Use as a context manager; `base_url` goes into the config, `requests` records every body.
 
-    `max_in_flight` is the most requests the server was handling at the same time.
+    `max_in_flight` is the most requests the server was handling at the same time. `GET /models` (the
+    preflight) answers `models_status`, counted in `model_lists`.
     """
 
-    def __init__(self, responder: Responder, latency_s: float = 0.0, reasoning_rules: bool = False) -> None:
+    def __init__(self, responder: Responder, latency_s: float = 0.0, reasoning_rules: bool = False,
+                 models_status: int = 200) -> None:
         self.responder = responder
         self.latency_s = latency_s
         self.reasoning_rules = reasoning_rules
+        self.models_status = models_status
+        self.model_lists = 0
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -212,6 +216,17 @@ class FakeOpenAI:
                     self._reset()
                 else:
                     self._send(*response)
+
+            def do_GET(self) -> None:
+                if not self.path.rstrip("/").endswith("/models"):
+                    self._send(404, b'{"error": {"message": "not found"}}', {})
+                    return
+                fake.model_lists += 1
+                if fake.models_status != 200:
+                    self._send(*_fault_response(Fault(status=fake.models_status)))
+                    return
+                models = {"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "t"}]}
+                self._send(200, json.dumps(models).encode(), {})
 
             def _respond(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]] | None:
                 if fake.latency_s:

@@ -125,7 +125,7 @@ def test_score_command_reports_per_item_verdicts(tmp_path):
              {"id": "c", "prediction": "no marker at all: 7", "answer": "7"}]
     path = tmp_path / "predictions.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    result = invoke("score", str(path), "--task", "math")
+    result = invoke("score", str(path), "--scorer", "math")
     assert [item["id"] for item in result["items"]] == ["a", "b", "c"]
     assert [item["correct"] for item in result["items"]][:2] == [True, False]
     assert result["items"][0]["extracted"] == "\\frac{1}{2}"
@@ -144,10 +144,10 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["train", "bad.yaml"], "optimizer.epochz: unknown key"),
         (["train"], "give a CONFIG"),
         (["eval", "not-a-run"], "not a run directory"),
-        (["score", "preds.jsonl", "--task", "chess"], "unknown scorer"),
-        (["score", "preds.jsonl", "--task", "math"], "preds.jsonl:2"),
-        (["score", "empty.jsonl", "--task", "math"], "no predictions"),
-        (["score", ".", "--task", "math"], "is a folder"),
+        (["score", "preds.jsonl", "--scorer", "chess"], "unknown scorer"),
+        (["score", "preds.jsonl", "--scorer", "math"], "preds.jsonl:2"),
+        (["score", "empty.jsonl", "--scorer", "math"], "no predictions"),
+        (["score", ".", "--scorer", "math"], "is a folder"),
         (["validate", "bad.yaml", "--set", "optimizer.epochs"], "KEY=VALUE"),
     ],
 )

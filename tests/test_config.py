@@ -200,4 +200,59 @@ def test_a_task_section_in_the_old_flat_layout_is_still_valid(tmp_path, monkeypa
     experiment = load_experiment(write(tmp_path, minimal(task=flat)))
     assert experiment.task.model_dump(mode="json", exclude={"path"}) == {
         "name": "math", "train_size": 20, "test_size": 80, "val_size": 0, "seed": 0, "types": ["Algebra"],
-        "levels": None}
+        "levels": None, "limit": None}
+
+
+# -- paths, environment defaults, and a user's own data --------------------------------------------------------
+
+
+def test_paths_in_a_config_are_relative_to_its_folder_and_set_paths_to_the_shell(tmp_path, monkeypatch):
+    config = write(tmp_path, minimal(output_dir="out"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "other.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    monkeypatch.chdir(elsewhere)
+    experiment = load_experiment(config)
+    assert experiment.task.path == tmp_path / "data.jsonl"
+    assert experiment.output_dir == tmp_path / "out"
+    overridden = load_experiment(config, ["task.path=other.jsonl"])
+    assert overridden.task.path == elsewhere / "other.jsonl"
+    assert load_experiment(write(tmp_path, minimal())).output_dir == elsewhere / "runs"  # unset: the shell's
+
+
+def test_the_quickstart_config_loads_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    experiment = load_experiment(REPO / "configs" / "quickstart.yaml")
+    assert experiment.task.path == REPO / "data" / "math-sample.jsonl"
+
+
+def test_environment_defaults_fill_what_the_config_leaves_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTTRAIN_MODEL", "llama-3-8b")
+    monkeypatch.setenv("AGENTTRAIN_OPTIMIZER_MODEL", "llama-3-70b")
+    monkeypatch.setenv("AGENTTRAIN_OUTPUT_DIR", str(tmp_path / "all-runs"))
+    monkeypatch.setenv("AGENTTRAIN_BASE_URL", "http://127.0.0.1:8000/v1")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9999/v1")
+    experiment = load_experiment(write(tmp_path, minimal()))
+    assert (experiment.agent.model, experiment.optimizer.model) == ("llama-3-8b", "llama-3-70b")
+    assert experiment.output_dir == tmp_path / "all-runs"
+    assert experiment.llm.resolved_base_url() == "http://127.0.0.1:8000/v1"
+    own = load_experiment(write(tmp_path, minimal(agent={"model": "gpt-4o-mini"}, llm={"base_url": "http://x/v1"})))
+    assert own.agent.model == "gpt-4o-mini" and own.llm.resolved_base_url() == "http://x/v1"  # the config wins
+
+
+def test_a_missing_paper_data_file_says_how_to_download_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "task": {"name": "math", "path": "data/math/test.jsonl"}}))
+    with pytest.raises(ConfigError, match=r"task\.path: .*data/math/test\.jsonl does not exist; download it with: "
+                                          r"agenttrain data pull math"):
+        load_experiment(path)
+
+
+def test_validation_errors_are_listed_one_per_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(write(tmp_path, minimal(optimizer={"epochz": 1, "max_actions": 0})))
+    assert sorted(caught.value.errors) == ["optimizer.epochz: unknown key (check the spelling)",
+                                           "optimizer.max_actions: Input should be greater than or equal to 1"]

@@ -75,7 +75,16 @@ def test_an_unreachable_tabmwp_source_is_a_clear_error(tmp_path: Path):
     source = f"http://127.0.0.1:{_closed_port()}/tabmwp"
     with pytest.raises(DownloadError, match=f"cannot download {source}/problems_test.json"):
         pull("tabmwp", tmp_path / "tabmwp", source=source)
-    assert list((tmp_path / "tabmwp").iterdir()) == []  # no partial files left behind
+    assert not (tmp_path / "tabmwp").exists()  # no empty folder to be mistaken for data
+
+
+def test_a_failed_pull_into_an_existing_folder_keeps_the_folder_and_leaves_no_partial_file(tmp_path: Path):
+    source = f"http://127.0.0.1:{_closed_port()}/tabmwp"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(DownloadError):
+        pull("tabmwp", tmp_path / "mine", source=source)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
 def test_unknown_dataset_names_are_refused(tmp_path: Path):

@@ -13,10 +13,11 @@ from agenttrain.complexity import cyclomatic_complexity
 from agenttrain.errors import UserError
 from agenttrain.functions import Function
 from agenttrain.history import CallCount, LineageEvent, RunHistory
+from agenttrain.records import Best
 from agenttrain.reporting import write_report
 from agenttrain.runs import RunDir
 from agenttrain.stats import paired_difference_ci
-from tests.run_factory import experiment, rollout, save_epoch, save_eval, story_run
+from tests.run_factory import MULTIPLY, experiment, rollout, save_epoch, save_eval, story_run
 
 runner = CliRunner()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -198,3 +199,49 @@ def test_an_out_path_that_is_a_file_is_refused(tmp_path):
     result = runner.invoke(app, ["report", str(run.path), "--out", str(taken)])
     assert isinstance(result.exception, UserError) and "is a file" in str(result.exception)
     assert taken.read_text() == "mine"
+
+
+# -- what the plots say about themselves ----------------------------------------------------------------------
+
+
+def png_size_and_title(path: Path) -> tuple[int, str]:
+    """Width in pixels (from the IHDR chunk) and the `Title` text chunk of a PNG."""
+    data = path.read_bytes()
+    chunk = data.index(b"tEXtTitle\x00")
+    length = int.from_bytes(data[chunk - 4:chunk], "big") - len(b"Title\x00")
+    text_start = chunk + len(b"tEXtTitle\x00")
+    return int.from_bytes(data[16:20], "big"), data[text_start:text_start + length].decode("latin-1")
+
+
+def test_each_plot_names_the_run_and_both_models(tmp_path):
+    run = story_run(tmp_path)
+    for plot in write_report(run)[1:]:
+        _, title = png_size_and_title(plot)
+        assert title == f"{run.path.name}: agent agent-model, optimizer optimizer-model", plot.name
+
+
+def test_the_cost_panel_is_left_out_when_no_model_has_a_price(tmp_path):
+    unpriced = story_run(tmp_path, "unpriced")
+    priced = story_run(tmp_path, "priced")
+    config = priced.path / "config.yaml"
+    config.write_text(config.read_text().replace("prices: {}", "prices: {agent-model: {input: 1, output: 1}}"))
+    narrow, _ = png_size_and_title(write_report(unpriced)[0].parent / "spend.png")
+    wide, _ = png_size_and_title(write_report(priced)[0].parent / "spend.png")
+    assert narrow < wide  # one panel (tokens) instead of two
+
+
+def test_the_complexity_chart_needs_two_values_to_compare(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    save_epoch(run, 0, [], "baseline", [rollout("t1", False)], 0.0)
+    save_epoch(run, 1, [MULTIPLY], "accepted", [rollout("t1", True)], 1.0)
+    run.set_best(Best(epoch=1, train_accuracy=1.0, reason="highest"))
+    names = [p.name for p in write_report(run)[1:]]
+    assert "complexity.png" not in names  # one function in one epoch: nothing to compare
+    save_epoch(run, 2, [MULTIPLY], "unchanged", [rollout("t1", True)], 1.0)
+    assert "complexity.png" in [p.name for p in write_report(run)[1:]]  # the same function in two epochs
+
+
+def test_report_md_is_as_readable_as_its_plots(tmp_path):
+    paths = write_report(story_run(tmp_path))
+    modes = {p.name: p.stat().st_mode & 0o777 for p in paths}
+    assert modes["report.md"] == modes["learning_curve.png"], modes

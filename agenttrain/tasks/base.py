@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -34,11 +34,23 @@ class Splits:
     train: list[Example]
     test: list[Example]
     val: list[Example]
+    rule: str = ""  # how the sizes were chosen, when no size was given
 
     def get(self, name: str) -> list[Example]:
         if name not in ("train", "test", "val"):
             raise UserError(f"unknown split {name!r}; use train, test or val")
         return getattr(self, name)
+
+    def limited(self, limit: int | None) -> Splits:
+        """The first `limit` examples of each split (`task.limit`, `--limit`: a quick smoke run)."""
+        if limit is None:
+            return self
+        return replace(self, train=self.train[:limit], test=self.test[:limit], val=self.val[:limit])
+
+    def describe(self) -> str:
+        """`20 train, 80 test examples`, and the rule that chose the sizes if it was a default."""
+        counts = [f"{len(self.train)} train"] + [f"{len(self.val)} val"] * bool(self.val) + [f"{len(self.test)} test"]
+        return f"{', '.join(counts)} examples" + (f" ({self.rule})" if self.rule else "")
 
 
 class Task(Protocol):
@@ -91,9 +103,11 @@ def split_examples(
                         "exclude everything")
     fixed = (train_size or 0) + val_size + (test_size or 0)
     if fixed > len(pool):
+        asked = [f"task.{name}_size={size}" for name, size in
+                 (("train", train_size), ("val", val_size), ("test", test_size)) if size]
         raise DataError(
-            f"{source}: task.train_size + task.val_size + task.test_size ask for {train_size} + {val_size} + "
-            f"{test_size} examples, but only {len(pool)} match the filters; lower them (null takes all that remain)"
+            f"{source}: {' + '.join(asked)} asks for {fixed} examples, but only {len(pool)} match the "
+            f"filters; lower the sizes, or leave task.test_size out to use all that remain"
         )
     train_n = train_size if train_size is not None else len(pool) - val_size - (test_size or 0)
     train = pool[:train_n]
@@ -122,4 +136,5 @@ class PathTask:
 
     def splits(self) -> Splits:
         c = self.config
-        return split_examples(self.examples(), c.train_size, c.test_size, c.val_size, c.seed, str(c.path))
+        return split_examples(self.examples(), c.train_size, c.test_size, c.val_size, c.seed, str(c.path)
+                              ).limited(c.limit)

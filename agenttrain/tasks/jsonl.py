@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import field_validator, model_validator
 
@@ -13,6 +14,7 @@ from agenttrain.tasks.base import AnswerFormat, DataError, Example, Splits, chec
 from agenttrain.tasks.files import read_jsonl, require_field
 
 BOXED_SCORERS = ("math", "numeric")
+DEFAULT_TEST_SHARE = 0.2  # one unsized `path`: this share of its rows is held out for test
 
 
 class JsonlConfig(TaskConfig):
@@ -31,6 +33,13 @@ class JsonlConfig(TaskConfig):
         if value is not None:
             scorers.get(value)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsized(cls, data: Any) -> Any:
+        """A user's own data has no paper sizes: left out, each split takes every row (one `path`: the default
+        rule in `JsonlTask`, 20% held out for test)."""
+        return {"train_size": None, "test_size": None, **data} if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _has_data(self) -> JsonlConfig:
@@ -69,9 +78,12 @@ class JsonlTask:
         return examples
 
     def splits(self) -> Splits:
+        return self._splits().limited(self.config.limit)
+
+    def _splits(self) -> Splits:
         c = self.config
         if c.path is not None:
-            return split_examples(self.read(c.path), c.train_size, c.test_size, c.val_size, c.seed, str(c.path))
+            return self._split_one_file(c.path)
         if c.train_path is None or c.test_path is None:
             raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
         self._check_distinct_files()
@@ -82,6 +94,15 @@ class JsonlTask:
         train = split_examples(train_pool, c.train_size, 0, 0, c.seed, str(c.train_path)).train
         test = split_examples(test_pool, 0, c.test_size, 0, c.seed, str(c.test_path)).test
         return Splits(train=train, test=test, val=val)
+
+    def _split_one_file(self, path: Path) -> Splits:
+        c, examples = self.config, self.read(path)
+        if c.train_size is not None or c.test_size is not None:
+            return split_examples(examples, c.train_size, c.test_size, c.val_size, c.seed, str(path))
+        held_out = max(1, round(DEFAULT_TEST_SHARE * (len(examples) - c.val_size))) if len(examples) > 1 else 0
+        splits = split_examples(examples, None, held_out, c.val_size, c.seed, str(path))
+        rule = f"no sizes set: {DEFAULT_TEST_SHARE:.0%} of {path.name} held out for test, the rest for training"
+        return replace(splits, rule=rule)
 
     def _check_distinct_files(self) -> None:
         files = {key: getattr(self.config, key) for key in ("train_path", "test_path", "val_path")}
