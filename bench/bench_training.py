@@ -18,6 +18,7 @@ Run: .venv/bin/python bench/bench_training.py
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import signal
 import subprocess
@@ -39,7 +40,7 @@ from cpu_cgroup import CpuCgroup
 from agenttrain.runs import RunDir, find_runs
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Reply, tool_call
-from tests.scripted import MULTIPLY, add, boxed, is_optimizer, numbers, offered_tools, question
+from tests.scripted import MULTIPLY, TERMINATE, add, boxed, is_optimizer, numbers, offered_tools, question
 from tests.test_resume import CLI, wait_for_rollouts
 
 PROBLEMS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 50)]
@@ -50,10 +51,11 @@ CODE_EVERY = 3  # every third problem runs a code block
 
 
 def realistic_world(body: dict[str, Any]) -> Reply:
-    """The optimizer adds `multiply`; the agent runs code for a third of the problems, calls `multiply`
-    whenever it is offered, and answers right only after one of the two."""
+    """The optimizer adds `multiply`, then ends its step (as a real one does once its edit is made, instead of
+    repeating an action that would be refused); the agent runs code for a third of the problems, calls
+    `multiply` whenever it is offered, and answers right only after one of the two."""
     if is_optimizer(body):
-        return add("multiply", MULTIPLY)
+        return TERMINATE if "def multiply" in json.dumps(body["messages"]) else add("multiply", MULTIPLY)
     a = numbers(question(body))[0]
     said = [str(m.get("content") or "") for m in body["messages"] if m["role"] == "assistant"]
     ran_code = any("```python" in text for text in said)

@@ -3,6 +3,7 @@ Each ends, after `--resume`, in the run an undisturbed process would have writte
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from agenttrain import api
+from agenttrain.progress import PlainReporter
 from agenttrain.runs import RunDir, find_runs
 from tests.conftest import write_problems
 from tests.disk import fill, small_disk
@@ -134,23 +137,20 @@ def test_a_kill_at_every_write_then_resume_gives_the_uninterrupted_run(write_con
             assert comparable(run) == expected, f"killed at write {k}"
             assert leftovers(run) == [], f"killed at write {k}"
 
-class Recorder:
-    """A reporter that keeps what the console would show while the run waits for the endpoint."""
+class Recorder(PlainReporter):
+    """The console's plain reporter, keeping what it showed while the run waited for the endpoint."""
 
     def __init__(self) -> None:
+        super().__init__(Console(file=io.StringIO()))
         self.waits: list[str] = []
-
-    def epoch_started(self, epoch: int, phase: str, tasks: int) -> None:
-        pass
 
     def rollout_done(self, record: dict[str, Any], usage: Any) -> None:
         assert record["stop_reason"] != "llm_error"
-
-    def epoch_done(self, metrics: dict[str, Any]) -> None:
-        pass
+        super().rollout_done(record, usage)
 
     def waiting(self, message: str) -> None:
         self.waits.append(message)
+        super().waiting(message)
 
 
 def failing_first(fault: Fault, times: int = 1, which: tuple[str, ...] = ()) -> Any:

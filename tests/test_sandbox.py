@@ -580,3 +580,31 @@ def test_garbage_written_to_the_workers_own_pipes_is_reported_not_fatal() -> Non
     hit, after = run_blocks(garbage, "print('still here')")
     assert not hit.ok or "not json" not in hit.output
     assert after.ok and after.output == "still here\n"
+
+
+def test_a_session_offered_functions_starts_its_worker_early_and_leaves_none_behind_unused(
+    enforced: dict[str, Any],
+) -> None:
+    """The worker of a session with functions starts before the first call (hiding its start-up behind the model's
+    first turn); a rollout that never calls one must not leave that worker running."""
+    if enforced["isolation"]["uid"] is None:
+        pytest.skip("sessions share our uid here, so their processes cannot be told apart")
+    hello = function("hello", "def hello():\n    return 'hi'\n")
+
+    async def scenario(sandbox: Sandbox) -> tuple[list[int], list[int], ExecResult]:
+        async with sandbox.session(FunctionSet((hello,))) as session:
+            uid = session._setup["uid"]
+            for _ in range(200):  # started without any call
+                if processes_of(uid):
+                    break
+                await asyncio.sleep(0.05)
+            early = processes_of(uid)
+        left = processes_of(uid)
+        async with sandbox.session(FunctionSet((hello,))) as session:
+            called = await session.call_function("hello", {})
+        return early, left, called
+
+    early, left, called = with_sandbox(scenario)
+    assert early, "no worker was started before the first call"
+    assert left == []
+    assert called.value == "hi"

@@ -61,7 +61,13 @@ class SandboxSession:
         self._sandbox = sandbox
         self._setup = setup
         self._worker: WorkerProcess | None = None
+        self._starting: asyncio.Task[WorkerProcess] | None = None  # a worker started ahead of the first call
         self._lock = asyncio.Lock()
+
+    def prefetch(self) -> None:
+        """Start the worker in the background, so that its start-up overlaps the rollout's first LLM turn."""
+        if self._worker is None and self._starting is None:
+            self._starting = asyncio.create_task(self._start_worker())
 
     async def run_code(self, code: str) -> ExecResult:
         """Run a code block; state persists across calls in this session, like notebook cells."""
@@ -86,21 +92,32 @@ class SandboxSession:
             )  # fmt: skip
 
     async def _ready_worker(self) -> WorkerProcess:
+        if self._worker is None and self._starting is not None:
+            starting, self._starting = self._starting, None
+            self._worker = await starting  # fails as the start-up would have in the caller's time
         if self._worker is None:
-            worker = await self._sandbox.take_worker()
-            try:
-                # Loading runs the functions' top-level code; the worker limits each function, this is a backstop.
-                timeout = self._sandbox.settings.timeout_s * (1 + len(self._setup["functions"]))
-                reply = await worker.request(self._setup, timeout)
-            except BaseException:
-                await self._sandbox.release(worker)
-                raise
-            self._sandbox.record_isolation(reply["isolation"])
-            self._worker = worker
+            self._worker = await self._start_worker()
         return self._worker
+
+    async def _start_worker(self) -> WorkerProcess:
+        worker = await self._sandbox.take_worker()
+        try:
+            # Loading runs the functions' top-level code; the worker limits each function, this is a backstop.
+            timeout = self._sandbox.settings.timeout_s * (1 + len(self._setup["functions"]))
+            reply = await worker.request(self._setup, timeout)
+        except BaseException:
+            await self._sandbox.release(worker)
+            raise
+        self._sandbox.record_isolation(reply["isolation"])
+        return worker
 
     async def stop_worker(self) -> None:
         """Kill the worker; a later call would start a fresh one, without the earlier state."""
+        if self._starting is not None:
+            starting, self._starting = self._starting, None
+            starting.cancel()  # a cancelled start-up releases the worker it took
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # nobody called it: its failure is moot
+                self._worker = await starting
         if self._worker is not None:
             await self._sandbox.release(self._worker)
             self._worker = None
@@ -176,6 +193,8 @@ class Sandbox:
         workdir = await asyncio.to_thread(self._workdirs.new_workdir, files, uid)
         session = SandboxSession(self, self._setup_request(workdir, uid, functions), workdir)
         self._sessions.add(session)
+        if len(functions):  # the model is offered functions: it will most likely call one
+            session.prefetch()
         try:
             yield session
         finally:
