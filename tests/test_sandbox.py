@@ -7,6 +7,7 @@ is asserted only where `describe()` says it is enforced.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -527,10 +528,17 @@ def test_memory_is_capped_across_forked_children(enforced: dict[str, Any]) -> No
 
 def test_writing_600_mb_to_temp_hits_the_sessions_disk_cap(enforced: dict[str, Any]) -> None:
     require_sealed(enforced)
-    result, after = run_blocks(FILL_TEMP, "import os\nprint(sorted(os.listdir('/tmp')))", disk_mb=512)
+    host_file = Path(f"/tmp/agenttrain-host-{os.getpid()}")
+    host_file.write_text("the host's own temp file")
+    try:
+        result, after = run_blocks(FILL_TEMP, "import os\nprint(sorted(os.listdir('/tmp')))", disk_mb=512)
+    finally:
+        host_file.unlink()
     assert not result.ok
     assert result.error is not None and result.error.startswith("disk limit exceeded (512 MB for the session's files)")
-    assert after.output.startswith("['fill-0', 'fill-1'")  # its own private /tmp, still there for the session
+    seen = ast.literal_eval(after.output)
+    assert {"fill-0", "fill-1"} <= set(seen)  # its own private /tmp, still there for the session
+    assert host_file.name not in seen  # (a venv under /tmp shows as its mount point's folders; nothing else)
     assert not Path("/tmp/fill-0").exists()  # it all went into the session's tmpfs, never to the host's disk
 
 
