@@ -43,7 +43,10 @@ def rollout_record(example: Example, rollout: Any, verdict: Any) -> dict[str, An
 
 async def solve_and_score(agent: Agent, scorer: str, example: Example, functions: FunctionSet) -> dict[str, Any]:
     """One rollout, scored: what every executor runs per example, here or on a Ray worker."""
-    rollout = await agent.solve(example, functions)
+    return await score(scorer, example, await agent.solve(example, functions))
+
+
+async def score(scorer: str, example: Example, rollout: Any) -> dict[str, Any]:
     verdict = await judge_async(scorer, rollout.prediction, example.answer, example.fields)
     return rollout_record(example, rollout, verdict)
 
@@ -64,8 +67,9 @@ async def evaluate(
     async def one(example: Example) -> dict[str, Any]:
         if example.id in done:
             return done[example.id]
-        async with limit:
-            record = await solve_and_score(agent, scorer, example, functions)
+        async with limit:  # scoring waits for a scorer process, not the endpoint: it does not hold a slot
+            rollout = await agent.solve(example, functions)
+        record = await score(scorer, example, rollout)
         if on_record:
             on_record(record)
         return record
