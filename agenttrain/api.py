@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from agenttrain.cache import cache_clear, cache_stats
 from agenttrain.compare import diff_snapshots
@@ -114,17 +114,25 @@ def check_endpoints(experiment: Experiment) -> None:
     asyncio.run(check_all())
 
 
+async def _record_sandbox(runtime: Runtime, run: RunDir) -> None:
+    """run.json's sandbox report, once the sandbox has started (in the background, during the model's first
+    turns). A sandbox that refuses to start raises here, which ends the run."""
+    await runtime.sandbox.start()
+    run.update_info(sandbox=runtime.sandbox.describe(),
+                    task_requires_network=getattr(runtime.task, "requires_network", False))
+
+
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
+    from agenttrain.evaluation import run_all
     from agenttrain.runtime import open_runtime
     from agenttrain.trainer import Trainer, state_from_run
 
     async with open_runtime(experiment, run.path, use_cache=use_cache) as runtime:
         runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
-        sandbox = await asyncio.to_thread(runtime.sandbox.describe)  # may start a probe worker: off the loop
-        run.update_info(sandbox=sandbox, task_requires_network=getattr(runtime.task, "requires_network", False))
         trainer = Trainer(runtime, run, reporter)
         try:
-            return await trainer.fit(state_from_run(run))
+            _, status = await run_all([_record_sandbox(runtime, run), trainer.fit(state_from_run(run))])
+            return cast(str, status)
         except asyncio.CancelledError:
             usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}
             run.finish("interrupted", reason="stopped by the user; continue with --resume", usage=usage)

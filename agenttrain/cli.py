@@ -12,17 +12,19 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agenttrain.config import ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
-from agenttrain.datasets import DATASETS
 from agenttrain.errors import UserError
-from agenttrain.history import outcome_label, usage_cost, usage_sum, usage_tokens
 from agenttrain.lazy import lazy_import
-from agenttrain.progress import BaseReporter, PlainReporter, RichReporter, plural
-from agenttrain.runs import RunDir, newest_run
+from agenttrain.names import DATASETS, ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
 
-api = lazy_import("agenttrain.api")  # training and evaluation pull in openai, sympy and numpy
+# Loaded on first use: `--help` needs none of them. The api pulls in openai, sympy and numpy; the others, the
+# pydantic models of configs and run records.
+api = lazy_import("agenttrain.api")
+progress = lazy_import("agenttrain.progress")
+runs = lazy_import("agenttrain.runs")
 
 if TYPE_CHECKING:
+    from agenttrain.progress import BaseReporter
+    from agenttrain.runs import RunDir
     from agenttrain.sweeping.executors import JobOutcome
 
 ENVIRONMENT_HELP = (
@@ -88,12 +90,12 @@ def open_run(positional: Path | None, option: Path | None) -> RunDir:
     if positional and option and positional != option:
         raise UserError(f"two runs given ({positional} and --run {option}); give one")
     path = positional or option
-    return RunDir.open(path) if path else newest_run(default_output_dir().resolve())
+    return runs.RunDir.open(path) if path else runs.newest_run(default_output_dir().resolve())
 
 
 def reporter_for(console: Console) -> BaseReporter:
     """A live display on a terminal; plain lines in CI, pipes and log files."""
-    return RichReporter(console) if console.is_terminal else PlainReporter(console)
+    return progress.RichReporter(console) if console.is_terminal else progress.PlainReporter(console)
 
 
 @app.command(epilog=ENVIRONMENT_HELP)
@@ -191,7 +193,7 @@ def validate(
         return
     out.print(f"{config}: ok ({experiment.task.name} task: {sizes}; {experiment.agent.type} agent on "
               f"{experiment.agent.model}, optimizer {experiment.optimizer.model}, "
-              f"{plural(experiment.optimizer.epochs, 'epoch')})", soft_wrap=True)
+              f"{progress.plural(experiment.optimizer.epochs, 'epoch')})", soft_wrap=True)
 
 
 @app.command("eval")
@@ -230,7 +232,7 @@ def eval_command(
     if as_json:
         print_json(results[0] if epoch != "all" else {"run": str(run_path), "split": split, "evaluations": results})
         return
-    smoke = f"; only the first {plural(limit, 'task')} (--limit)" if limit is not None else ""
+    smoke = f"; only the first {progress.plural(limit, 'task')} (--limit)" if limit is not None else ""
     for result in results:
         out.print(_eval_line(result) + smoke, soft_wrap=True)
 
@@ -370,6 +372,8 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
     \b
     Example: agenttrain show runs/math-algebra-20260101-120000
     """
+    from agenttrain.history import outcome_label, usage_cost, usage_sum, usage_tokens
+
     overview = api.show(open_run(run, run_option).path)
     if as_json:
         print_json(overview.to_json())
@@ -500,7 +504,7 @@ def export_command(
         print_json({"path": str(out_path), "run": str(snapshot.path.parent), "epoch": snapshot.epoch, "format": fmt,
                     "functions": snapshot.functions.names})
         return
-    out.print(f"wrote {plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
+    out.print(f"wrote {progress.plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
 
 
 @app.command("runs")

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from agenttrain.errors import UserError
+from agenttrain.names import ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, default_output_dir
 from agenttrain.registry import agents, tasks
 
 
@@ -23,18 +24,6 @@ class ConfigError(UserError):
     def __init__(self, message: str, errors: list[str] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or [message]
-
-
-# Environment defaults, for settings that are the same in every config of a user (documented in `--help`).
-ENV_BASE_URL = "AGENTTRAIN_BASE_URL"
-ENV_MODEL = "AGENTTRAIN_MODEL"
-ENV_OPTIMIZER_MODEL = "AGENTTRAIN_OPTIMIZER_MODEL"
-ENV_OUTPUT_DIR = "AGENTTRAIN_OUTPUT_DIR"
-
-
-def default_output_dir() -> Path:
-    """Where runs go when the config does not say: $AGENTTRAIN_OUTPUT_DIR, else ./runs."""
-    return Path(os.environ.get(ENV_OUTPUT_DIR) or "runs")
 
 
 # Upper bounds for numeric keys: far above any real use, low enough that the OS and the clock accept them

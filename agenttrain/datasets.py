@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from agenttrain.errors import UserError
+from agenttrain.names import DATASETS
 from agenttrain.scorers.extraction import last_boxed_content
 from agenttrain.tasks.base import DataError
 
-DATASETS = ("math", "tabmwp", "gaia")
 MATH_REPO = "EleutherAI/hendrycks_math"
 GAIA_REPO = "gaia-benchmark/GAIA"
 TABMWP_URL = "https://raw.githubusercontent.com/lupantech/PromptPG/7cf61b1bec07222fc24b4f5a1410911f77c2d2c9/data/tabmwp"

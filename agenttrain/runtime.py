@@ -45,10 +45,12 @@ def check_network(experiment: Experiment, task: Task) -> None:
 async def open_agent(
     experiment: Experiment, client: LLMClient, answer_format: AnswerFormat
 ) -> AsyncIterator[tuple[Agent, Sandbox]]:
-    """The configured agent with a started sandbox pool of its own; here, or in a Ray worker process."""
+    """The configured agent with a sandbox pool of its own; here, or in a Ray worker process. The sandbox starts in
+    the background, so that its template's imports overlap the model's first turn: the first session waits for
+    it (and raises SandboxError where it cannot start)."""
     sandbox = Sandbox(experiment.sandbox)
     try:
-        await sandbox.start()
+        sandbox.start_soon()
         yield make_agent(experiment.agent, client, sandbox, answer_format), sandbox
     finally:
         await sandbox.close()

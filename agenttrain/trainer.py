@@ -109,10 +109,12 @@ class Trainer:
         self.creating = self.config.method == "tool_creation"
         self.last_epoch = 1 if self.creating else self.config.epochs  # tool creation: baseline, created set
         self.outage = OutageTimer(runtime.experiment.llm.max_outage_s, getattr(reporter, "waiting", None))
+        self._turns: dict[str, int] = {}  # each example's turns in its latest rollout: long ones start first
 
     async def fit(self, state: TrainState | None = None) -> str:
         """Train until the epochs run out or early-stop fires; returns the run's final status."""
         state = state or TrainState()
+        self._remember_turns(state.incumbent_records)
         journal = self._journal(state.next_epoch)  # only an interrupted epoch can have journaled work
         if self.reporter:
             resumed = bool(state.next_epoch or journal)
@@ -244,7 +246,20 @@ class Trainer:
             if self.reporter and not endpoint_failed(record):  # that one is retried: not done yet
                 self.reporter.rollout_done(record, self.rt.meter.total())
 
-        return await evaluate_answered(self.rt.executor, examples, functions, self.outage, on_record, done)
+        records = await evaluate_answered(
+            self.rt.executor, self._longest_first(examples), functions, self.outage, on_record, done
+        )
+        self._remember_turns(records)
+        by_id = {r["id"]: r for r in records}
+        return [by_id[e.id] for e in examples]
+
+    def _longest_first(self, examples: list[Example]) -> list[Example]:
+        """The examples whose last rollout took the most turns first: an epoch ends when its longest rollout
+        does, so starting those early shortens the tail in which only a few rollouts are left running."""
+        return sorted(examples, key=lambda e: -self._turns.get(e.id, 0))
+
+    def _remember_turns(self, records: Sequence[dict[str, Any]]) -> None:
+        self._turns.update((r["id"], r["turns"]) for r in records)
 
     # -- recording an epoch -----------------------------------------------------------------------------
 

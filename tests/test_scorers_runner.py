@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from agenttrain.errors import UserError
 from agenttrain.registry import scorers
-from agenttrain.scorers import judge, judge_async, judge_many
+from agenttrain.scorers import JudgePool, judge, judge_async, judge_many
 
 # sympy tries to evaluate this tower of powers and never finishes: a real hostile answer, no fake needed
 HOSTILE = "\\boxed{9^{9^{9^{9}}}}"
@@ -45,6 +48,37 @@ def test_a_hostile_answer_times_out_and_the_next_items_are_still_judged():
     assert verdicts[0].correct is False
     assert verdicts[0].note == "scorer timed out after 1s"
     assert [v.correct for v in verdicts[1:]] == [True, False, True, False]
+
+
+def scorer_templates() -> set[int]:
+    """The pids of this process's scorer templates (the processes its workers are forked from)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or one that just ended
+        if parent == os.getpid() and b"serve_template" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def test_workers_share_one_template_which_is_replaced_when_killed():
+    """A pool of workers costs one set of imports; when the OOM killer takes the template, judging goes on."""
+    jobs = [("math", item["prediction"], item["answer"], {}) for item in ITEMS] * 2
+    others = scorer_templates()  # the shared pool's, which other tests use
+    with JudgePool(2) as pool:
+        assert [v.correct for v in pool.judge_all(jobs, 10.0)] == [True, False, True, False] * 2
+        (template,) = scorer_templates() - others
+        os.kill(template, signal.SIGKILL)
+        # each hostile item costs its worker, so the next items need workers forked from a new template
+        verdicts = pool.judge_all([("math", HOSTILE, "3", {})] * 2, 1.0)
+        assert [v.note for v in verdicts] == ["scorer timed out after 1s"] * 2
+        assert [v.correct for v in pool.judge_all(jobs, 10.0)] == [True, False, True, False] * 2
+        (replacement,) = scorer_templates() - others
+        assert replacement != template
+    assert scorer_templates() == others  # closing the pool stops its template
 
 
 def test_judge_async_keeps_the_event_loop_free_and_never_hangs():

@@ -13,20 +13,22 @@ from tests.run_factory import story_run
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("openai", "sympy", "math_verify", "numpy", "matplotlib", "ray")
-# Runs the command in-process, then prints which heavy modules it had loaded (at exit, whatever the outcome).
+# Runs the command in-process, then prints which of `watched` it had loaded (at exit, whatever the outcome).
 PROBE = (
     "import atexit, json, sys\n"
-    f"atexit.register(lambda: print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)), file=sys.stderr))\n"
+    "watched = json.loads(sys.argv.pop(1))\n"
+    "atexit.register(lambda: print(json.dumps(sorted(m for m in watched if m in sys.modules)), file=sys.stderr))\n"
     "from agenttrain.cli import main\n"
     "sys.argv = ['agenttrain', *sys.argv[1:]]\n"
     "main()\n"
 )
 
 
-def heavy_modules_loaded(*arguments: str) -> list[str]:
+def heavy_modules_loaded(*arguments: str, watched: tuple[str, ...] = HEAVY) -> list[str]:
     finished = subprocess.run(
-        [sys.executable, "-c", PROBE, *arguments], capture_output=True, text=True, cwd=REPO, timeout=120
-    )
+        [sys.executable, "-c", PROBE, json.dumps(watched), *arguments], capture_output=True, text=True, cwd=REPO,
+        timeout=120,
+    )  # fmt: skip
     assert finished.returncode == 0, finished.stderr
     return json.loads(finished.stderr.strip().splitlines()[-1])
 
@@ -44,3 +46,10 @@ def test_help_runs_and_show_load_no_heavy_library(command: list[str], tmp_path: 
     if command == ["runs"]:
         arguments.append(str(run.path.parent))
     assert heavy_modules_loaded(*arguments) == []
+
+
+@pytest.mark.parametrize("command", [["--help"], ["train", "--help"], ["show", "--help"]])
+def test_help_builds_no_config_or_record_model(command: list[str]) -> None:
+    """Help is only text: building the config and record schemas (pydantic models) would cost more than it."""
+    schemas = ("agenttrain.config", "agenttrain.records", "yaml")
+    assert heavy_modules_loaded(*command, watched=(*HEAVY, *schemas)) == []

@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from agenttrain.forking import ForkServer, python_entry
 from agenttrain.sandbox import channel
-from agenttrain.sandbox.forkserver import ForkServer, python_entry
 
 PRELOADED_MODULES = ("sympy", "numpy")
 BASE_ENVIRONMENT = {

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from agenttrain.config import SandboxConfig
+from agenttrain.forking import ForkServer, ForkServerError
 from agenttrain.functions import FunctionSet
 from agenttrain.sandbox.cgroups import SessionCgroups, session_name
-from agenttrain.sandbox.forkserver import ForkServer, ForkServerError
+from agenttrain.sandbox.forkserver import start_template
 from agenttrain.sandbox.interface import STATE_LOST, ExecResult, SandboxError
 from agenttrain.sandbox.isolation import Limits
 from agenttrain.sandbox.packages import PackageEnvironment, distribution_names, find_missing
@@ -147,19 +148,29 @@ class Sandbox:
         self._start_method = {"method": "not started", "why": ""}
         self._cgroups: SessionCgroups | None = None
         self._cgroups_how = ""
-        self._started = False
+        self._start_task: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
-        """Start the fork server, check the isolation, warm the pool; idempotent."""
-        if self._started:
-            return
-        self._started = True
+        """Start the fork server, check the isolation, warm the pool. Idempotent: a call while a start is under
+        way (see `start_soon`) waits for that start and raises what it raised."""
+        if self._start_task is None:
+            self.start_soon()
+        assert self._start_task is not None
+        await asyncio.shield(self._start_task)
+
+    def start_soon(self) -> None:
+        """Begin starting in the background (the template's imports overlap the model's first turn); the first
+        session waits for it. Needs a running event loop."""
+        if self._start_task is None:
+            self._start_task = asyncio.ensure_future(self._start())
+
+    async def _start(self) -> None:
         self._cgroups, self._cgroups_how = await asyncio.to_thread(SessionCgroups.create)
         await self._start_forkserver()
         if self._isolation is None:
             self._isolation = await self._probe()
         if not self._isolation["sealed"] and not self.settings.allow_unsealed:
-            await self.close()
+            await self._stop_processes()
             raise SandboxError(
                 "the sandbox cannot seal the filesystem on this machine ("
                 + ("; ".join(self._isolation["notes"]) or "no mount namespace")
@@ -171,7 +182,14 @@ class Sandbox:
 
     async def close(self) -> None:
         """Kill every worker, idle or in a session, and the fork server; remove workdirs and cgroups; idempotent."""
-        self._started = False
+        starting, self._start_task = self._start_task, None
+        if starting is not None:
+            await asyncio.wait([starting])  # a start under way finishes first: the processes it starts are ours to stop
+            if not starting.cancelled():
+                starting.exception()  # raised to whoever waited for the start; retrieved so asyncio does not warn
+        await self._stop_processes()
+
+    async def _stop_processes(self) -> None:
         await self._pool.close()
         for session in list(self._sessions):
             await session.stop_worker()
@@ -202,6 +220,7 @@ class Sandbox:
             await session.close()
 
     async def take_worker(self) -> WorkerProcess:
+        await self.start()
         try:
             return await self._pool.take()
         except (WorkerDied, ForkServerError, OSError) as exc:
@@ -283,13 +302,13 @@ class Sandbox:
             if self._forkserver is not None:
                 await asyncio.to_thread(self._forkserver.close)
                 self._forkserver = None
-            if self._started:
+            if self._start_task is not None:
                 await self._start_forkserver()
                 await self._pool.fill()
 
     async def _start_forkserver(self) -> None:
         try:
-            self._forkserver = await asyncio.to_thread(ForkServer.start, self._python, self._env, PRELOADED_MODULES)
+            self._forkserver = await asyncio.to_thread(start_template, self._python, self._env, PRELOADED_MODULES)
             self._start_method = {"method": "fork server", "why": "each session is a fork of a template process"}
         except ForkServerError as exc:
             self._start_method = {"method": "spawn", "why": f"no fork server: {exc}"}

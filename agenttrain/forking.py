@@ -1,0 +1,113 @@
+"""Template processes that fork on request: pay an interpreter's imports once, then a few milliseconds per child.
+
+The sandbox (sandbox/forkserver.py) and the scorers (scorers/worker.py) each run one template program. The
+trainer's side is `ForkServer`: it starts the template with a control socket and waits until it says ready;
+each request carries a JSON message and, as SCM_RIGHTS, the child's end of a socket pair. The template's side
+is `serve_requests`. The template never replies on the control socket: each child speaks on its own socket.
+This module imports only the standard library, so that templates and their children start light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+# Where our own package is, so that the child imports this very copy of agenttrain (a checkout, not an install).
+SOURCE_ROOT = str(Path(__file__).resolve().parents[1])
+READY = b"ready"
+MAX_REQUEST_BYTES = 1 << 16
+
+
+def python_entry(statement: str) -> str:
+    """`python -c` code that runs `statement` with our own agenttrain importable."""
+    return f"import sys; sys.path.insert(0, {SOURCE_ROOT!r}); {statement}"
+
+
+class ForkServerError(Exception):
+    """The template could not be started or stopped answering."""
+
+
+class ForkServer:
+    """The trainer's handle on a template process."""
+
+    def __init__(self, process: subprocess.Popen[bytes], control: socket.socket) -> None:
+        self._process = process
+        self._control = control
+
+    @classmethod
+    def start(
+        cls, python: str, env: Mapping[str, str], statement: str, settings: Mapping[str, Any], timeout_s: float
+    ) -> ForkServer:
+        """Run `statement` (a template program that calls `template_settings` and `serve_requests`) and wait up to
+        `timeout_s` until it is ready. Blocking: call it off the event loop."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        arguments = json.dumps({**settings, "control_fd": theirs.fileno()})
+        try:
+            process = subprocess.Popen(
+                [python, "-c", python_entry(statement), arguments], env=dict(env), cwd="/", pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        server = cls(process, ours)
+        ours.settimeout(timeout_s)
+        try:
+            if ours.recv(len(READY)) != READY:
+                raise ForkServerError(f"the template process ended ({server._exit_text()})")
+        except BaseException as exc:
+            server.close()
+            if isinstance(exc, OSError):
+                raise ForkServerError(f"the template process did not start: {exc}") from None
+            raise
+        return server
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def fork(self, message: Mapping[str, Any], channel: socket.socket) -> None:
+        """Ask for a child that talks over `channel` (the child's end; ours may close it after)."""
+        try:
+            socket.send_fds(self._control, [json.dumps(message).encode()], [channel.fileno()])
+        except OSError as exc:
+            raise ForkServerError(f"the template process stopped answering: {exc}") from None
+
+    def close(self) -> None:
+        self._control.close()
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait()
+
+    def _exit_text(self) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return f"exit status {self._process.wait(1)}"
+        return "still running"
+
+
+def template_settings() -> tuple[socket.socket, dict[str, Any]]:
+    """In the template: its control socket, and the settings `ForkServer.start` passed."""
+    settings = json.loads(sys.argv[1])
+    return socket.socket(fileno=settings["control_fd"]), settings
+
+
+def serve_requests(control: socket.socket, fork_child: Callable[[socket.socket, dict[str, Any]], object]) -> NoReturn:
+    """In the template, once it has imported what its children share: say ready, then call `fork_child` with each
+    request's socket and message until the trainer closes its end. Children are reaped by the kernel."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    control.sendall(READY)
+    while True:
+        message, descriptors, _, _ = socket.recv_fds(control, MAX_REQUEST_BYTES, 1)
+        if not message:
+            os._exit(0)
+        (channel,) = descriptors
+        with socket.socket(fileno=channel) as connection:
+            fork_child(connection, json.loads(message))

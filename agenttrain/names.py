@@ -1,0 +1,20 @@
+"""Names the command line shows before anything heavy loads (`agenttrain --help` imports this, not the config
+schema): the environment variables that set defaults, the default run folder, the datasets `pull` fetches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Environment defaults, for settings that are the same in every config of a user (documented in `--help`).
+ENV_BASE_URL = "AGENTTRAIN_BASE_URL"
+ENV_MODEL = "AGENTTRAIN_MODEL"
+ENV_OPTIMIZER_MODEL = "AGENTTRAIN_OPTIMIZER_MODEL"
+ENV_OUTPUT_DIR = "AGENTTRAIN_OUTPUT_DIR"
+
+DATASETS = ("math", "tabmwp", "gaia")
+
+
+def default_output_dir() -> Path:
+    """Where runs go when the config does not say: $AGENTTRAIN_OUTPUT_DIR, else ./runs."""
+    return Path(os.environ.get(ENV_OUTPUT_DIR) or "runs")
