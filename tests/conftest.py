@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,20 @@ def shared_data(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found: {path} (only present beside the project's own checkout)")
     return path
+
+
+def child_processes(marker: bytes) -> set[int]:
+    """The pids of this process's children whose command line contains `marker`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or one that just ended
+        if parent == os.getpid() and marker in command:
+            found.add(int(entry.name))
+    return found
 
 
 def write_problems(path: Path, problems: list[tuple[str, str]], kind: str = "Algebra") -> Path:

@@ -27,7 +27,7 @@ from agenttrain.functions import Function, FunctionSet
 from agenttrain.sandbox import STATE_LOST, ExecResult, Sandbox, SandboxSession
 from agenttrain.sandbox.isolation import STABLE_WORKDIR
 from agenttrain.sandbox.packages import PackageEnvironment
-from tests.conftest import write_problems
+from tests.conftest import child_processes, write_problems
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.scripted import question
 
@@ -616,3 +616,28 @@ def test_a_session_offered_functions_starts_its_worker_early_and_leaves_none_beh
     assert early, "no worker was started before the first call"
     assert left == []
     assert called.value == "hi"
+
+
+def test_a_sandbox_started_in_the_background_serves_the_first_session_and_closes_cleanly_mid_start() -> None:
+    """Training starts the sandbox during the model's first turn: a session opened at once waits for the start,
+    and a run stopped in its first instant (Ctrl-C) leaves no template process behind."""
+    templates = b"agenttrain.sandbox.forkserver"
+
+    async def first_session_at_once() -> ExecResult:
+        sandbox = Sandbox(SandboxConfig(**FAST))
+        sandbox.start_soon()
+        try:
+            async with sandbox.session(FunctionSet()) as session:
+                return await session.run_code("print(6 * 7)")
+        finally:
+            await sandbox.close()
+
+    async def closed_mid_start() -> None:
+        sandbox = Sandbox(SandboxConfig(**FAST))
+        sandbox.start_soon()
+        await asyncio.sleep(0.05)  # the template is still importing
+        await sandbox.close()
+
+    assert asyncio.run(first_session_at_once()).output == "42\n"
+    asyncio.run(closed_mid_start())
+    assert child_processes(templates) == set()

@@ -7,13 +7,13 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from agenttrain.errors import UserError
 from agenttrain.registry import scorers
 from agenttrain.scorers import JudgePool, judge, judge_async, judge_many
+from tests.conftest import child_processes
 
 # sympy tries to evaluate this tower of powers and never finishes: a real hostile answer, no fake needed
 HOSTILE = "\\boxed{9^{9^{9^{9}}}}"
@@ -52,16 +52,7 @@ def test_a_hostile_answer_times_out_and_the_next_items_are_still_judged():
 
 def scorer_templates() -> set[int]:
     """The pids of this process's scorer templates (the processes its workers are forked from)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue  # not a process, or one that just ended
-        if parent == os.getpid() and b"serve_template" in command:
-            found.add(int(entry.name))
-    return found
+    return child_processes(b"serve_template")
 
 
 def test_workers_share_one_template_which_is_replaced_when_killed():

@@ -27,7 +27,9 @@ from tests.scripted import (
     list_a,
     list_b,
     multiplying_agent,
+    numbers,
     offered_tools,
+    question,
     revise,
     tool_outputs,
     tool_results,
@@ -210,6 +212,29 @@ def test_code_blocks_run_in_the_sandbox_and_their_output_comes_back(write_config
     record = run.snapshot(0).rollouts()[0]
     assert record["correct"] and record["code_runs"] == 1
     assert record["messages"][3]["role"] == "user" and "42" in record["messages"][3]["content"]
+
+
+def test_an_epoch_starts_first_the_rollouts_that_took_longest_last_time(write_config, tmp_path):
+    """An epoch lasts as long as its slowest rollout: starting the long ones first shortens the tail. The epoch's
+    records stay in task order."""
+    slow = PRODUCTS[2][0]
+
+    def agent(body):
+        turns_done = sum(m["role"] == "assistant" for m in body["messages"])
+        if question(body) == slow and turns_done < 2:
+            return Reply(content="Let me think about it.")
+        a, b = numbers(question(body))
+        return boxed(a * b)
+
+    with world(lambda body: add("multiply", MULTIPLY), agent) as server:
+        run = train(write_config, server, tmp_path, optimizer={"epochs": 1}, llm={"concurrency": 1},
+                    task={"train_size": 3, "test_size": 0})
+    first_turns = [question(body) for body in server.requests
+                   if not is_optimizer(body) and not any(m["role"] == "assistant" for m in body["messages"])]
+    tasks = [q for q, _ in PRODUCTS]
+    assert first_turns == [*tasks, slow, *tasks[:2]]
+    assert [r["turns"] for r in run.snapshot(0).rollouts()] == [1, 1, 3]
+    assert [r["question"] for r in run.snapshot(1).rollouts()] == tasks
 
 
 def test_run_directory_holds_the_documented_files(write_config, tmp_path):
