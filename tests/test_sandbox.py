@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import errno
 import json
 import os
 import resource
@@ -378,8 +379,8 @@ def test_secrets_in_our_environment_are_not_visible(monkeypatch: pytest.MonkeyPa
     (result,) = run_blocks(scan, env_allow=["AGENTTRAIN_ALLOWED"])
     variables, readable_elsewhere = result.output.splitlines()
     assert variables == "None visible"
-    if enforced["isolation"]["uid"] is None:
-        pytest.skip("the worker runs as our own user here, so it could read our /proc/<pid>/environ")
+    if enforced["isolation"]["uid"] is None and not enforced["isolation"]["pid_namespace"]:
+        pytest.skip("the worker runs as our own user and sees our processes here, so it could read their environ")
     assert readable_elsewhere == "[]"
 
 
@@ -491,6 +492,60 @@ def test_code_cannot_read_task_data_runs_or_the_project(tmp_path: Path, enforced
     paths = [str(p) for p in secrets_on_the_host(tmp_path)]
     (result,) = run_blocks(SPY.format(paths=paths))
     assert result.output.splitlines() == [f"{path} FileNotFoundError" for path in paths]
+
+
+# Escapes that capabilities would allow: code run by a non-root user's sandbox must hold none.
+ESCAPES = {
+    "capabilities": "print(*[line.split()[1] for line in open('/proc/self/status') if line.startswith('Cap')])",
+    "chroot": "import os\nos.mkdir('x')\nos.chroot('x')",
+    "unmount": "import ctypes\nprint(ctypes.CDLL(None, use_errno=True).umount2(b'/', 2), ctypes.get_errno())",
+    "new user namespace": "import ctypes\nprint(ctypes.CDLL(None).unshare(0x10000000))",
+    "kill the trainer": "import os\nos.kill({trainer}, 9)",
+}
+AS_NON_ROOT = """
+import asyncio, json, os, sys
+from agenttrain.config import SandboxConfig
+from agenttrain.functions import FunctionSet
+from agenttrain.sandbox import Sandbox
+
+async def main(blocks):
+    sandbox = Sandbox(SandboxConfig())
+    await sandbox.start()
+    try:
+        outcomes = {}
+        for name, code in blocks.items():
+            async with sandbox.session(FunctionSet()) as session:
+                result = await session.run_code(code.format(trainer=os.getpid()))
+                outcomes[name] = (result.output + (result.error or "")).strip().splitlines()[-1]
+        return {"uid": os.geteuid(), "outcomes": outcomes, "sandbox": sandbox.describe()}
+    finally:
+        await sandbox.close()
+
+print(json.dumps(asyncio.run(main(json.loads(sys.argv[1])))))
+"""
+
+
+def test_a_non_root_user_gets_a_sealed_sandbox_whose_code_holds_no_capability(tmp_path: Path) -> None:
+    """Most users are not root: their sandbox is built in a user namespace of its own, sealed the same way, and
+    the code holds none of the capabilities that built it (which could undo the seal). Run here as uid 1000 in
+    a user namespace when the tests run as root."""
+    as_user = [] if os.geteuid() else ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    if as_user and subprocess.run([*as_user, "true"], capture_output=True).returncode != 0:
+        pytest.skip("this machine allows no user namespace, so no non-root user could seal a sandbox")
+    spies = {f"read {path.name}": SPY.format(paths=[str(path)]) for path in secrets_on_the_host(tmp_path)}
+    finished = subprocess.run([*as_user, sys.executable, "-c", AS_NON_ROOT, json.dumps({**spies, **ESCAPES})],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(finished.stdout)
+    assert report["uid"] != 0
+    assert report["sandbox"]["isolation"]["user_namespace"] and report["sandbox"]["isolation"]["sealed"]
+    outcomes = report["outcomes"]
+    assert all(outcomes[name].endswith("FileNotFoundError") for name in spies), outcomes
+    assert outcomes["capabilities"] == " ".join(["0000000000000000"] * 5)
+    assert outcomes["chroot"] == "PermissionError: [Errno 1] Operation not permitted: 'x'"
+    assert outcomes["unmount"] == f"-1 {errno.EPERM}"
+    assert outcomes["new user namespace"] == "-1"
+    assert outcomes["kill the trainer"] == "ProcessLookupError: [Errno 3] No such process"
 
 
 def test_closing_stdout_and_printing_is_the_codes_own_output() -> None:

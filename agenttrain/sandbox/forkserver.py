@@ -29,6 +29,7 @@ def serve() -> None:
 
     control, settings = template_settings()
     confine.die_with_parent()
+    confine.own_namespaces()  # not root: from here on, in a user namespace of our own
     for module in settings["preload"]:
         __import__(module)
     confine.visible_host_paths()  # computed once here, not in every session

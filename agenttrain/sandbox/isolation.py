@@ -1,8 +1,11 @@
 """Child-side confinement of a sandbox worker: namespaces, a sealed filesystem, rlimits, a throwaway uid.
 
-Runs only inside worker processes (see worker.py), never in the trainer. Every step is best effort:
-what could not be applied on this machine is recorded in an `Isolation` report that ends up in run.json.
-Standard library only, because it runs before anything else is imported in the worker.
+Runs only inside worker processes (see worker.py) and the template they fork from, never in the trainer.
+As root, sessions get namespaces and a throwaway uid. As any other user, the template first moves into a user
+namespace of its own (`own_namespaces`), whose capabilities build the same namespaces and sealed filesystem;
+the worker then drops every capability before running code, which keeps the trainer's uid. Every step is
+best effort: what could not be applied on this machine is recorded in an `Isolation` report that ends up in
+run.json. Standard library only, because it runs before anything else is imported in the worker.
 """
 
 from __future__ import annotations
@@ -20,11 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x2000, 0x4000, 0x40000
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_MOVE, MS_REC = 0x20, 0x400, 0x800, 0x1000, 0x2000, 0x4000
+MS_PRIVATE, MS_RELATIME = 0x40000, 0x200000
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 36, 38, 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# A read-only remount must keep the flags the kernel locks on a mount seen from a user namespace.
+KEPT_MOUNT_FLAGS = ((os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
+                    (os.ST_RELATIME, MS_RELATIME))  # fmt: skip
 
 # What a sealed session sees of the host, read-only: programs, libraries, /etc (the dynamic linker's cache,
 # certificates, time zones), and the interpreter's own folders. Nothing else: no homes, data, runs, projects.
@@ -37,6 +47,9 @@ SHARED_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 STABLE_WORKDIR = Path("/tmp/work")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Set in the template (or a spawned session) by own_namespaces; forks inherit them.
+_in_own_user_namespace = False
+_why_no_user_namespace = "no user namespace was tried"
 
 
 @dataclass
@@ -44,6 +57,8 @@ class Isolation:
     """What confinement is actually in force for a worker on this machine."""
 
     uid: int | None = None  # the unprivileged uid the code runs as; None = the trainer's own user
+    user_namespace: bool = False  # not root: namespaces from a user namespace of our own; code has no capability
+    process_limit: bool = False  # RLIMIT_NPROC counts this session's processes only, and is set
     pid_namespace: bool = False  # killing the worker kills every process it started, even detached ones
     network_namespace: bool = False  # no network interfaces at all
     mount_namespace: bool = False
@@ -75,6 +90,53 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     _call("mount", _c_string(source), _c_string(target), _c_string(fstype), ctypes.c_ulong(flags), _c_string(data))
 
 
+def can_confine() -> bool:
+    """Whether this process may build namespaces: as root, or inside a user namespace of its own."""
+    return os.geteuid() == 0 or _in_own_user_namespace
+
+
+def own_namespaces() -> None:
+    """Where we are not root: enter a user namespace of our own (our uid mapped to itself) and a PID namespace
+    it owns, so that sessions can be confined as under root. The PID namespace needs a fork: this process
+    stays behind, waits for the child that continues (PID 1 of that namespace) and exits as it does. Where
+    the kernel refuses, nothing changes and the sessions' reports say why."""
+    global _in_own_user_namespace, _why_no_user_namespace
+    if os.geteuid() == 0 or _in_own_user_namespace:
+        return
+    try:
+        _unshare_user_namespace(CLONE_NEWPID)
+    except OSError as exc:
+        _why_no_user_namespace = f"no user namespace ({exc})"
+        return
+    _in_own_user_namespace = True
+    child = os.fork()
+    if child:
+        _, status = os.waitpid(child, 0)
+        os._exit(os.waitstatus_to_exitcode(status) % 256)
+    die_with_parent()
+
+
+def _unshare_user_namespace(flags: int) -> None:
+    """A new user namespace (with the namespaces in `flags`, which it then owns) where our ids map to themselves."""
+    uid, gid = os.geteuid(), os.getegid()
+    _call("unshare", CLONE_NEWUSER | flags)
+    Path("/proc/self/setgroups").write_text("deny")  # required before an unprivileged gid_map
+    Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+
+
+def drop_capabilities() -> None:
+    """Give up every capability for good (bounding set, ambient, then the sets themselves): what built the
+    sandbox in our user namespace (mounts, chroot) must not reach the code, which could undo the seal."""
+    capability = 0
+    while _libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) == 0:  # until EINVAL past the last one
+        capability += 1
+    _call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    _call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    _call("capset", header, (ctypes.c_uint32 * 6)())  # effective, permitted, inheritable: all empty
+
+
 def die_with_parent() -> None:
     """SIGKILL this process when its parent dies, so a crashed trainer leaves no workers behind."""
     _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -89,7 +151,7 @@ def adopt_orphans() -> None:
 def pid_namespace_for_next_fork() -> Iterator[bool]:
     """Make the next child forked inside the block PID 1 of a new PID namespace (as root, where allowed);
     yields whether it will be. The caller's own later children are born in its namespace again."""
-    if os.geteuid() != 0:
+    if not can_confine():
         yield False
         return
     try:
@@ -108,14 +170,23 @@ def pid_namespace_for_next_fork() -> Iterator[bool]:
 
 
 def enter_namespaces(network: bool, isolation: Isolation) -> None:
-    """Unshare the mount and (unless `network`) network namespaces; the caller and its children live in them."""
-    if os.geteuid() != 0:
-        isolation.notes.append("not running as root: no namespaces, processes run as the trainer's user")
+    """Unshare the mount and (unless `network`) network namespaces, and show the session's own processes at /proc
+    (what a sealed filesystem binds); the caller and its children live in them. In our user namespace, the
+    session also gets a user namespace of its own, so that RLIMIT_NPROC counts only its processes."""
+    if not can_confine():
+        isolation.notes.append(
+            f"not running as root and {_why_no_user_namespace}: no namespaces, processes run as the trainer's user"
+        )
         return
     try:
         _call("unshare", CLONE_NEWNS | (0 if network else CLONE_NEWNET))
         # Without this, mounts made in the new namespace would propagate back to the host.
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        if isolation.pid_namespace:  # mounted before a user namespace of the session's own, which could not
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        if _in_own_user_namespace:
+            _unshare_user_namespace(CLONE_NEWNS)  # the new mount namespace is the one the worker may change
+            isolation.user_namespace = True
     except OSError as exc:
         isolation.notes.append(f"namespaces unavailable ({exc})")
         return
@@ -167,7 +238,7 @@ def seal_filesystem(workdir: Path, uid: int | None, disk_mb: int, isolation: Iso
         _bind_read_only(source, root)
     _make_devices(root)
     (root / "proc").mkdir()
-    _mount("proc", str(root / "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("/proc", str(root / "proc"), None, MS_BIND | MS_REC)  # the session's own (see enter_namespaces)
     for directory in SHARED_WRITABLE_DIRS:
         (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
         os.chmod(root / directory.lstrip("/"), 0o1777)
@@ -187,7 +258,9 @@ def _bind_read_only(source: Path, root: Path) -> None:
         return
     target.mkdir(parents=True, exist_ok=True)
     _mount(str(source), str(target), None, MS_BIND | MS_REC)
-    _mount(None, str(target), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    kept = os.statvfs(source).f_flag
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+    _mount(None, str(target), None, flags | sum(ms for st, ms in KEPT_MOUNT_FLAGS if kept & st))
 
 
 def _make_devices(root: Path) -> None:
@@ -219,23 +292,39 @@ def _copy_attachments(source: int, workdir: Path, uid: int | None) -> None:
 def apply_limits(limits: Limits, isolation: Isolation) -> None:
     """Kernel resource limits; the soft CPU limit sends SIGXCPU, the hard one a second later SIGKILL.
 
-    RLIMIT_NPROC counts every process and thread of the real uid, so it is only meaningful (and only set)
-    when the worker runs as a uid of its own: root ignores it, and a shared uid would count unrelated
-    processes.
+    RLIMIT_NPROC counts every process and thread of the real uid (in the user namespace, since Linux 5.14), so
+    it is only meaningful (and only set) when the worker runs as a uid of its own, or in a user namespace of
+    the session's own (where the session's init counts too): root ignores it, and a shared uid would count
+    unrelated processes.
     """
     mb = 1024 * 1024
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
-    if isolation.uid is not None:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+    if isolation.uid is not None or (isolation.user_namespace and _rlimits_count_per_user_namespace()):
+        processes = limits.max_processes + isolation.user_namespace
+        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+        isolation.process_limit = True
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_mb * mb, limits.max_file_mb * mb))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # A too-large write then fails with OSError (EFBIG) instead of killing the worker.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+def _rlimits_count_per_user_namespace() -> bool:
+    """Linux 5.14 and later count RLIMIT_NPROC per user namespace; earlier ones over all of the uid's processes."""
+    release = os.uname().release.split("-")[0].split(".")
+    try:
+        return (int(release[0]), int(release[1])) >= (5, 14)
+    except (IndexError, ValueError):
+        return False
+
+
 def drop_privileges(uid: int | None, isolation: Isolation) -> None:
-    """Switch to `uid` (as root only), so that the rest of the filesystem becomes read-only to the code."""
+    """Switch to `uid` (as root only), so that the rest of the filesystem becomes read-only to the code. In a user
+    namespace of our own, drop its capabilities instead (the code keeps the trainer's uid)."""
+    if isolation.user_namespace:
+        drop_capabilities()
+        return
     if uid is None or os.geteuid() != 0:
         return
     if not isolation.mount_namespace and _interpreter_unreadable():

@@ -174,9 +174,9 @@ class Sandbox:
             raise SandboxError(
                 "the sandbox cannot seal the filesystem on this machine ("
                 + ("; ".join(self._isolation["notes"]) or "no mount namespace")
-                + "), so model-written code could read your data, runs and source code. Run as root on Linux "
-                "(or in a container that allows mount namespaces), or set `sandbox.allow_unsealed: true` to "
-                "accept a weaker sandbox"
+                + "), so model-written code could read your data, runs and source code. Run on Linux with user "
+                "namespaces enabled (e.g. sysctl user.max_user_namespaces > 0; in a container, one that allows "
+                "them) or as root, or set `sandbox.allow_unsealed: true` to accept a weaker sandbox"
             )
         await self._pool.fill()
 
@@ -264,9 +264,9 @@ class Sandbox:
             "start": self._start_method,
             "limits": self.settings.model_dump(include={"cpu_s", "memory_mb", "max_processes", "max_file_mb", "disk_mb",
                                                         "timeout_s", "max_output_chars"}),
-            "memory": self._memory_report(),
+            "memory": self._memory_report(isolation),
             "network": self._network_report(isolation),
-            "process_limit_enforced": isolation["uid"] is not None,  # see isolation.apply_limits
+            "process_limit_enforced": isolation["process_limit"],  # see isolation.apply_limits
             "filesystem": _filesystem_report(isolation, self.settings.disk_mb),
             "kills_detached_processes": isolation["pid_namespace"],
             "isolation": isolation,
@@ -274,14 +274,14 @@ class Sandbox:
             "warm_workers": self.settings.warm_workers,
         }  # fmt: skip
 
-    def _memory_report(self) -> dict[str, Any]:
+    def _memory_report(self, isolation: dict[str, Any]) -> dict[str, Any]:
         if not self._cgroups_how:
             return {"how": "decided when the sandbox starts"}
         if self._cgroups is not None:
             return {"whole_session_mb": self.settings.memory_mb, "how": self._cgroups_how}
         limits = self._limits()
         how = f"{self._cgroups_how}: per-process limits instead, {limits.memory_mb} MB x {limits.max_processes}"
-        if os.geteuid() != 0:  # RLIMIT_NPROC needs a uid of the session's own (see isolation.apply_limits)
+        if not isolation["process_limit"]:  # RLIMIT_NPROC needs a uid or user namespace of the session's own
             return {"whole_session_mb": None, "how": how + " processes, but their number is not limited here"}
         return {"whole_session_mb": limits.memory_mb * limits.max_processes, "how": how + " processes"}
 

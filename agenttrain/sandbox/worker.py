@@ -343,6 +343,7 @@ def main() -> None:
     the modules to `preload`. This process stays as init's parent until the session ends."""
     settings = json.loads(sys.argv[1])
     confine.die_with_parent()
+    confine.own_namespaces()
     for module in settings["preload"]:
         __import__(module)
     connection = socket.socket(fileno=settings["channel_fd"])
