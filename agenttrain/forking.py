@@ -44,15 +44,16 @@ class ForkServer:
 
     @classmethod
     def start(
-        cls, python: str, env: Mapping[str, str], statement: str, settings: Mapping[str, Any], timeout_s: float
+        cls, python: str, env: Mapping[str, str], statement: str, settings: Mapping[str, Any], timeout_s: float,
+        cwd: str = "/",
     ) -> ForkServer:
-        """Run `statement` (a template program that calls `template_settings` and `serve_requests`) and wait up to
-        `timeout_s` until it is ready. Blocking: call it off the event loop."""
+        """Run `statement` (a template program that calls `template_settings` and `serve_requests`) in `cwd` and
+        wait up to `timeout_s` until it is ready. Blocking: call it off the event loop."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         arguments = json.dumps({**settings, "control_fd": theirs.fileno()})
         try:
             process = subprocess.Popen(
-                [python, "-c", python_entry(statement), arguments], env=dict(env), cwd="/", pass_fds=[theirs.fileno()],
+                [python, "-c", python_entry(statement), arguments], env=dict(env), cwd=cwd, pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         finally:

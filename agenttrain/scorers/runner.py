@@ -157,8 +157,9 @@ class JudgePool:
             if self._template is None and not self._template_failed:
                 statement = "from agenttrain.scorers.worker import serve_template; serve_template()"
                 try:
+                    # in our folder, with our environment: a plugin's scorer may be importable only from there
                     self._template = ForkServer.start(
-                        sys.executable, os.environ, statement, {"warm": scorer}, STARTUP_TIMEOUT_S
+                        sys.executable, os.environ, statement, {"warm": scorer}, STARTUP_TIMEOUT_S, cwd=os.getcwd()
                     )
                 except ForkServerError:
                     self._template_failed = True
