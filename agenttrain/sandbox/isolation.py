@@ -301,7 +301,7 @@ def apply_limits(limits: Limits, isolation: Isolation) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
     if isolation.uid is not None or (isolation.user_namespace and _rlimits_count_per_user_namespace()):
-        processes = limits.max_processes + isolation.user_namespace
+        processes = limits.max_processes + (1 if isolation.user_namespace else 0)  # the session's init
         resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
         isolation.process_limit = True
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_mb * mb, limits.max_file_mb * mb))
@@ -322,7 +322,7 @@ def _rlimits_count_per_user_namespace() -> bool:
 def drop_privileges(uid: int | None, isolation: Isolation) -> None:
     """Switch to `uid` (as root only), so that the rest of the filesystem becomes read-only to the code. In a user
     namespace of our own, drop its capabilities instead (the code keeps the trainer's uid)."""
-    if isolation.user_namespace:
+    if _in_own_user_namespace:  # whether or not the session's namespaces could be made
         drop_capabilities()
         return
     if uid is None or os.geteuid() != 0:
