@@ -41,6 +41,17 @@ class ScorerWorkerError(RuntimeError):
     """A scorer process that does not start: a broken installation, not a bad answer."""
 
 
+def _forked(template: ForkServer | None, channel: socket.socket) -> bool:
+    """Whether `template` took the request for a worker on `channel` (it may have died since it was checked)."""
+    if template is None:
+        return False
+    try:
+        template.fork({}, channel)
+    except ForkServerError:
+        return False
+    return True
+
+
 class _Worker:
     """One scorer process: forked from `template`, or a fresh interpreter where there is none."""
 
@@ -49,9 +60,7 @@ class _Worker:
         self._process: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
         with theirs:
-            if template is not None:
-                template.fork({}, theirs)
-            else:
+            if not _forked(template, theirs):
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "agenttrain.scorers.worker", str(theirs.fileno())],
                     pass_fds=(theirs.fileno(),),
