@@ -20,12 +20,12 @@ from agenttrain.names import DATASETS, ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MO
 # pydantic models of configs and run records.
 api = lazy_import("agenttrain.api")
 progress = lazy_import("agenttrain.progress")
-runs = lazy_import("agenttrain.runs")
+runs = lazy_import("agenttrain.rundir.directory")
 
 if TYPE_CHECKING:
     from agenttrain.progress import BaseReporter
-    from agenttrain.runs import RunDir
-    from agenttrain.sweeping.executors import JobOutcome
+    from agenttrain.rundir.directory import RunDir
+    from agenttrain.sweeping.runners import JobOutcome
 
 ENVIRONMENT_HELP = (
     "Environment defaults (a config's own value wins): "
@@ -372,7 +372,7 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
     \b
     Example: agenttrain show runs/math-algebra-20260101-120000
     """
-    from agenttrain.history import outcome_label, usage_cost, usage_sum, usage_tokens
+    from agenttrain.readback.history import outcome_label, usage_cost, usage_sum, usage_tokens
 
     overview = api.show(open_run(run, run_option).path)
     if as_json:

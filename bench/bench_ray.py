@@ -29,7 +29,7 @@ from bench_training import PROBLEMS, write_config
 
 from agenttrain.config import load_experiment
 from agenttrain.functions import FunctionSet
-from agenttrain.runtime import open_runtime
+from agenttrain.training.runtime import open_runtime
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.scripted import multiplying_agent
 

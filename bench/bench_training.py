@@ -37,7 +37,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # for tests.*
 
 from cpu_cgroup import CpuCgroup
 
-from agenttrain.runs import RunDir, find_runs
+from agenttrain.rundir.directory import RunDir, find_runs
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Reply, tool_call
 from tests.scripted import MULTIPLY, TERMINATE, add, boxed, is_optimizer, numbers, offered_tools, question

@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
 
-from agenttrain.records import Best
-from agenttrain.runs import RunDir
+from agenttrain.rundir.directory import RunDir
+from agenttrain.rundir.records import Best
 from agenttrain.viewer import start
 from tests.run_factory import DIVIDE, MULTIPLY, SQUARE, experiment, rollout, save_epoch, save_eval, usage
 

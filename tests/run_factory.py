@@ -18,8 +18,8 @@ from typing import Any
 
 from agenttrain.config import Experiment
 from agenttrain.functions import Function, FunctionSet, build_function
-from agenttrain.records import Best, EpochMetrics
-from agenttrain.runs import RunDir, write_json_atomic, write_jsonl_atomic
+from agenttrain.rundir.directory import RunDir, write_json_atomic, write_jsonl_atomic
+from agenttrain.rundir.records import Best, EpochMetrics
 
 MULTIPLY = build_function(
     "multiply", "Multiply two numbers exactly.",

@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from agenttrain.cache import FILE_NAME, SCHEMA_VERSION, ResponseCache, cache_clear, cache_stats, open_cache, request_key
 from agenttrain.config import LLMConfig
+from agenttrain.endpoint.cache import (
+    FILE_NAME,
+    SCHEMA_VERSION,
+    ResponseCache,
+    cache_clear,
+    cache_stats,
+    open_cache,
+    request_key,
+)
 from agenttrain.errors import UserError
 from tests.disk import fill, small_disk
 
@@ -59,7 +67,7 @@ def test_two_processes_write_the_same_cache(tmp_path):
     writer = textwrap.dedent(
         f"""
         from pathlib import Path
-        from agenttrain.cache import ResponseCache
+        from agenttrain.endpoint.cache import ResponseCache
         cache = ResponseCache(Path({str(tmp_path)!r}))
         for i in range(1000):
             cache.put(f"child-{{i}}", {{"i": i}})

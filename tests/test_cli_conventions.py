@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agenttrain.cli import app
-from agenttrain.runs import RunDir
+from agenttrain.rundir.directory import RunDir
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI
 from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent

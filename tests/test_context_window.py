@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from agenttrain import api
-from agenttrain.context_window import is_context_error
+from agenttrain.endpoint.context_window import is_context_error
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Fault, text
 from tests.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent

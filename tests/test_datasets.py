@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agenttrain.datasets import DownloadError, convert_math, pull
 from agenttrain.errors import UserError
 from agenttrain.tasks.base import DataError
+from agenttrain.tasks.datasets import DownloadError, convert_math, pull
 from agenttrain.tasks.math import MathConfig, MathTask
 
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.errors import UserError
-from agenttrain.exporting import add_docstring, python_module
 from agenttrain.functions import Function, FunctionSet
+from agenttrain.readback.exporting import add_docstring, python_module
 from tests.run_factory import DIVIDE, MULTIPLY, story_run
 
 runner = CliRunner()

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from agenttrain import api
 from agenttrain.progress import PlainReporter
-from agenttrain.runs import RunDir, find_runs
+from agenttrain.rundir.directory import RunDir, find_runs
 from tests.conftest import write_problems
 from tests.disk import fill, small_disk
 from tests.fake_openai import FakeOpenAI, Fault

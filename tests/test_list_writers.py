@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from agenttrain import api
-from agenttrain.list_writers import breaking_functions, written_for
-from agenttrain.optimizer import ActionRecord
-from agenttrain.runs import RunDir
+from agenttrain.optimizers.list_writers import breaking_functions, written_for
+from agenttrain.optimizers.progressive import ActionRecord
+from agenttrain.rundir.directory import RunDir
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Reply, tool_call
 from tests.scripted import (

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from agenttrain.cache import ResponseCache
 from agenttrain.config import BudgetConfig, LLMConfig, ModelParams, Price
-from agenttrain.llm import ChatReply, EndpointDown, LLMClient, LLMError, retry_after_seconds
-from agenttrain.usage import BudgetExhausted, UsageMeter
+from agenttrain.endpoint.cache import ResponseCache
+from agenttrain.endpoint.client import ChatReply, EndpointDown, LLMClient, LLMError, retry_after_seconds
+from agenttrain.endpoint.usage import BudgetExhausted, UsageMeter
 from tests.fake_openai import FakeOpenAI, Fault, Reply, text, tool_call
 
 KEY_ENV = "AGENTTRAIN_TEST_KEY"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agenttrain.functions import FunctionSet, InvalidFunction, build_function
-from agenttrain.optimizer import (
+from agenttrain.optimizers.progressive import (
     CHARS_PER_TOKEN,
     OPTIMIZER_TOOLS,
     SYSTEM_PROMPT,

@@ -17,7 +17,7 @@ import yaml
 
 from agenttrain.errors import UserError
 from agenttrain.registry import Registry
-from agenttrain.runs import RunDir
+from agenttrain.rundir.directory import RunDir
 from tests.fake_openai import FakeOpenAI
 from tests.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agenttrain.runs import newest_run
+from agenttrain.rundir.directory import newest_run
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI
 from tests.scripted import is_optimizer, multiplying_agent

@@ -16,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from agenttrain import api  # noqa: E402
-from agenttrain.runs import RunDir  # noqa: E402
+from agenttrain.rundir.directory import RunDir  # noqa: E402
 from tests.conftest import ConfigWriter, write_problems  # noqa: E402
 from tests.fake_openai import FakeOpenAI  # noqa: E402
 from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent, question  # noqa: E402

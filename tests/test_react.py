@@ -14,12 +14,12 @@ from agenttrain.agents.base import FunctionCall, Rollout
 from agenttrain.agents.react import ReactAgent, stated_prediction
 from agenttrain.agents.react_parse import Action, parse_arguments, parse_reply, read_literal
 from agenttrain.config import AgentConfig, BudgetConfig, LLMConfig, SandboxConfig
+from agenttrain.endpoint.client import LLMClient
+from agenttrain.endpoint.usage import UsageMeter
 from agenttrain.functions import FunctionSet, build_function
-from agenttrain.llm import LLMClient
 from agenttrain.sandbox import Sandbox
 from agenttrain.scorers import judge
 from agenttrain.tasks.base import AnswerFormat, Example
-from agenttrain.usage import UsageMeter
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Fault, Reply
 from tests.scripted import (

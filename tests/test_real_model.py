@@ -24,10 +24,10 @@ import yaml
 
 from agenttrain import api
 from agenttrain.config import BudgetConfig, LLMConfig, LocalModelConfig, ModelParams
+from agenttrain.endpoint.client import ContextOverflow, LLMClient
+from agenttrain.endpoint.local_model import local_server
+from agenttrain.endpoint.usage import UsageMeter
 from agenttrain.errors import UserError
-from agenttrain.llm import ContextOverflow, LLMClient
-from agenttrain.local_model import local_server
-from agenttrain.usage import UsageMeter
 from tests.conftest import write_problems
 
 

@@ -13,11 +13,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from agenttrain.cache import ResponseCache
 from agenttrain.cli import app
 from agenttrain.config import BudgetConfig, ConfigError, LLMConfig, ModelParams, Price, load_experiment
-from agenttrain.llm import ChatReply, EndpointDown, LLMClient, LLMError
-from agenttrain.usage import DEFAULT_PRICES, PRICE_TABLE_DATE, UsageMeter, price_for
+from agenttrain.endpoint.cache import ResponseCache
+from agenttrain.endpoint.client import ChatReply, EndpointDown, LLMClient, LLMError
+from agenttrain.endpoint.usage import DEFAULT_PRICES, PRICE_TABLE_DATE, UsageMeter, price_for
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Fault, Reply
 from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.errors import UserError
-from agenttrain.records import FORMAT_VERSION, RECORDS
-from agenttrain.records_doc import NESTED, render
-from agenttrain.runs import RunDir
+from agenttrain.rundir.directory import RunDir
+from agenttrain.rundir.records import FORMAT_VERSION, RECORDS
+from agenttrain.rundir.records_doc import NESTED, render
 from tests.fake_openai import FakeOpenAI
 from tests.run_factory import story_run
 from tests.scripted import agent_reply, multiplying_agent
@@ -112,4 +112,4 @@ def test_every_field_of_every_record_is_documented():
 
 def test_the_run_directory_page_is_what_the_models_render():
     page = (Path(__file__).parents[1] / "docs" / "run-directory.md").read_text(encoding="utf-8")
-    assert page == render(), "regenerate it: python -m agenttrain.records_doc > docs/run-directory.md"
+    assert page == render(), "regenerate it: python -m agenttrain.rundir.records_doc > docs/run-directory.md"

@@ -9,13 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from agenttrain.cli import app
-from agenttrain.complexity import cyclomatic_complexity
 from agenttrain.errors import UserError
 from agenttrain.functions import Function
-from agenttrain.history import CallCount, LineageEvent, RunHistory
-from agenttrain.records import Best
-from agenttrain.reporting import write_report
-from agenttrain.runs import RunDir
+from agenttrain.readback.complexity import cyclomatic_complexity
+from agenttrain.readback.history import CallCount, LineageEvent, RunHistory
+from agenttrain.readback.reporting import write_report
+from agenttrain.rundir.directory import RunDir
+from agenttrain.rundir.records import Best
 from agenttrain.stats import paired_difference_ci
 from tests.run_factory import MULTIPLY, experiment, rollout, save_epoch, save_eval, story_run
 

@@ -15,9 +15,9 @@ import pytest
 from agenttrain import api
 from agenttrain.config import ConfigError
 from agenttrain.errors import UserError
-from agenttrain.listing import list_runs
-from agenttrain.records import Best
-from agenttrain.runs import RunDir, find_runs
+from agenttrain.readback.listing import list_runs
+from agenttrain.rundir.directory import RunDir, find_runs
+from agenttrain.rundir.records import Best
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI
 from tests.run_factory import experiment, story_run
@@ -148,7 +148,7 @@ LOCKER = """
 import sys, time
 from pathlib import Path
 from agenttrain.errors import UserError
-from agenttrain.runs import RunDir
+from agenttrain.rundir.directory import RunDir
 try:
     with RunDir(Path(sys.argv[1])).lock():
         print("locked", flush=True)

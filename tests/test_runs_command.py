@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.errors import UserError
-from agenttrain.runs import RunDir
+from agenttrain.rundir.directory import RunDir
 from tests.run_factory import save_eval, story_run
 
 runner = CliRunner()

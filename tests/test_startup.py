@@ -51,5 +51,5 @@ def test_help_runs_and_show_load_no_heavy_library(command: list[str], tmp_path: 
 @pytest.mark.parametrize("command", [["--help"], ["train", "--help"], ["show", "--help"]])
 def test_help_builds_no_config_or_record_model(command: list[str]) -> None:
     """Help is only text: building the config and record schemas (pydantic models) would cost more than it."""
-    schemas = ("agenttrain.config", "agenttrain.records", "yaml")
+    schemas = ("agenttrain.config", "agenttrain.rundir.records", "yaml")
     assert heavy_modules_loaded(*command, watched=(*HEAVY, *schemas)) == []

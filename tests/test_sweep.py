@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from agenttrain.cli import app
-from agenttrain.runs import RunDir, find_runs
+from agenttrain.rundir.directory import RunDir, find_runs
 from agenttrain.sweeping import plan_sweep
 from tests.conftest import write_problems
 from tests.fake_openai import FakeOpenAI, Fault

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agenttrain import api
-from agenttrain.runs import RunDir
+from agenttrain.rundir.directory import RunDir
 from tests.conftest import ConfigWriter, write_problems
 from tests.fake_openai import FakeOpenAI, Reply, tool_call, tool_calls
 from tests.scripted import (

@@ -3,7 +3,7 @@ import logging
 import pytest
 
 from agenttrain.config import BudgetConfig, Price
-from agenttrain.usage import BudgetExhausted, Usage, UsageMeter, price_for
+from agenttrain.endpoint.usage import BudgetExhausted, Usage, UsageMeter, price_for
 
 
 def test_dated_variants_take_the_price_of_their_longest_prefix():
@@ -36,7 +36,7 @@ def test_cache_hits_are_counted_but_cost_nothing():
 
 def test_unknown_model_costs_nothing_and_warns_once(caplog):
     meter = UsageMeter(BudgetConfig(), {})
-    with caplog.at_level(logging.WARNING, logger="agenttrain.usage"):
+    with caplog.at_level(logging.WARNING, logger="agenttrain.endpoint.usage"):
         meter.record("agent", "my-local-model", 10, 10, cached=False)
         meter.record("agent", "my-local-model", 10, 10, cached=False)
     assert meter.total().cost_usd == 0

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from agenttrain import api
 from agenttrain.cli import app
-from agenttrain.records import FORMAT_VERSION
-from agenttrain.runs import RunDir
+from agenttrain.rundir.directory import RunDir
+from agenttrain.rundir.records import FORMAT_VERSION
 from agenttrain.viewer import start
 from agenttrain.viewer.html import segment
 from agenttrain.viewer.rollout_index import rollout_index

@@ -9,11 +9,12 @@ from agenttrain.registry import agents
 if TYPE_CHECKING:
     from agenttrain.agents.base import Agent
     from agenttrain.config import AgentConfig
-    from agenttrain.llm import LLMClient
+    from agenttrain.endpoint.client import LLMClient
     from agenttrain.sandbox import CodeSandbox
     from agenttrain.tasks.base import AnswerFormat
 
 
 def make_agent(config: AgentConfig, client: LLMClient, sandbox: CodeSandbox, answer_format: AnswerFormat) -> Agent:
     """An agent is built from its config, the endpoint's client, the code sandbox and the task's answer format."""
-    return agents.get(config.type)(client, config, sandbox, answer_format)
+    agent: Agent = agents.get(config.type)(client, config, sandbox, answer_format)
+    return agent

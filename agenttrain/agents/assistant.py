@@ -16,8 +16,8 @@ from agenttrain.agents.base import (
     run_code,
 )
 from agenttrain.config import AgentConfig
+from agenttrain.endpoint.client import LLMClient
 from agenttrain.functions import FunctionSet
-from agenttrain.llm import LLMClient
 from agenttrain.registry import agents
 from agenttrain.sandbox import CodeSandbox, CodeSession
 from agenttrain.tasks.base import AnswerFormat

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from agenttrain.config import AgentConfig
+from agenttrain.endpoint.client import ChatReply, ContextOverflow, LLMClient, LLMError
 from agenttrain.functions import FunctionSet
-from agenttrain.llm import ChatReply, ContextOverflow, LLMClient, LLMError
 from agenttrain.sandbox import CodeSandbox, CodeSession
 from agenttrain.tasks.base import AnswerFormat, Example
 

@@ -23,8 +23,8 @@ from agenttrain.agents.base import (
 )
 from agenttrain.agents.react_parse import Action, parse_arguments, parse_reply
 from agenttrain.config import AgentConfig
+from agenttrain.endpoint.client import LLMClient
 from agenttrain.functions import Function, FunctionSet
-from agenttrain.llm import LLMClient
 from agenttrain.registry import agents
 from agenttrain.sandbox import CodeSandbox, CodeSession
 from agenttrain.tasks.base import AnswerFormat

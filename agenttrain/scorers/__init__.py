@@ -10,12 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agenttrain.scorers.registry import check_scorer, judge
+    from agenttrain.scorers.judging import check_scorer, judge
     from agenttrain.scorers.runner import JudgePool, judge_async, judge_many
     from agenttrain.scorers.verdict import Verdict
 
 _MODULE_OF = {
-    "check_scorer": "registry", "judge": "registry",
+    "check_scorer": "judging", "judge": "judging",
     "JudgePool": "runner", "judge_async": "runner", "judge_many": "runner",
     "Verdict": "verdict",
 }  # fmt: skip

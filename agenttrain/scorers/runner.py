@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from agenttrain.forking import ForkServer, ForkServerError
-from agenttrain.scorers.registry import check_scorer
+from agenttrain.scorers.judging import check_scorer
 from agenttrain.scorers.verdict import Verdict
 
 Job = tuple[str, str | None, str, dict[str, Any]]  # scorer, prediction, answer, fields

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from agenttrain.forking import serve_requests, template_settings
 from agenttrain.registry import scorers
-from agenttrain.scorers.registry import judge
+from agenttrain.scorers.judging import judge
 from agenttrain.scorers.runner import READY, Job
 from agenttrain.scorers.verdict import Verdict
 

@@ -1,6 +1,7 @@
 """`agenttrain sweep`: train and evaluate many configs and seeds as independent jobs, then tabulate them.
 
-plan.py says what runs, job.py what one job does, executors.py where it runs, results.py the table. A rerun
+plan.py says what runs, job.py what one job does, runners.py and ray_jobs.py where it runs, results.py the
+table. A rerun
 reuses finished work: a job whose run is done and evaluated is not started again, an unfinished run resumes.
 The package is not called `sweep` so that `agenttrain.sweep` stays the public function (api.sweep).
 """
@@ -12,17 +13,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agenttrain import api
 from agenttrain.config import load_experiment
-from agenttrain.estimate import estimate_eval
-from agenttrain.runs import write_json_atomic
-from agenttrain.sweeping.executors import EXECUTORS, JobOutcome, make_executor
+from agenttrain.errors import UserError
+from agenttrain.rundir.directory import write_json_atomic
 from agenttrain.sweeping.job import DONE, EVALUATED_EPOCHS
 from agenttrain.sweeping.plan import SweepJob, plan_sweep
 from agenttrain.sweeping.results import ResultRow, job_rows, write_results
+from agenttrain.sweeping.runners import JobOutcome, JobRunner, LocalJobs
 from agenttrain.tasks import load_task
+from agenttrain.training.estimate import dry_run, estimate_eval
 
-__all__ = ["EXECUTORS", "SweepOutcome", "dry_run_sweep", "plan_sweep", "run_sweep"]
+__all__ = ["JOB_RUNNERS", "SweepOutcome", "dry_run_sweep", "plan_sweep", "run_sweep"]
+
+
+def ray_jobs() -> JobRunner:
+    """Each job as a Ray task; Ray is imported only when a sweep asks for it."""
+    from agenttrain.sweeping.ray_jobs import RayJobs
+
+    return RayJobs()
+
+
+JOB_RUNNERS: dict[str, Callable[[], JobRunner]] = {"local": LocalJobs, "ray": ray_jobs}  # sweep --executor NAME
+
+
+def job_runner(name: str) -> JobRunner:
+    if name not in JOB_RUNNERS:
+        raise UserError(f"--executor {name!r}: unknown; choose one of {', '.join(JOB_RUNNERS)}")
+    return JOB_RUNNERS[name]()
 
 
 @dataclass
@@ -50,7 +67,7 @@ def run_sweep(
     """Plan every config x seed, run the jobs that are not complete (`parallel` at a time on `executor`), then
     write OUT/results.md, .csv and .json from the run directories."""
     jobs = plan_sweep(configs, out, seeds, overrides or [], use_cache)
-    backend = make_executor(executor)
+    backend = job_runner(executor)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "sweep.json", {"jobs": [job.to_dict() for job in jobs]})
     pending = [job for job in jobs if not _complete(job)]
@@ -80,7 +97,7 @@ def dry_run_sweep(configs: list[Path], seeds: list[int] | None = None, overrides
     jobs = plan_sweep(configs, Path("sweep-dry-run"), seeds, overrides or [])
     rows = []
     for job in jobs:
-        training = api.dry_run(Path(job.config), job.overrides)
+        training = dry_run(Path(job.config), job.overrides)
         typical, worst = _job_estimate(job, False, training), _job_estimate(job, True, training)
         rows.append({"name": job.id, "requests": typical["requests"], "cost_usd": typical["cost_usd"],
                      "worst_case_requests": worst["requests"], "worst_case_cost_usd": worst["cost_usd"]})

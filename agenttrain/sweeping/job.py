@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agenttrain import api
 from agenttrain.config import ConfigError
 from agenttrain.errors import UserError
-from agenttrain.runs import RunDir, find_runs
+from agenttrain.rundir.directory import RunDir, find_runs
 from agenttrain.sweeping.plan import SweepJob
+from agenttrain.training.evaluating import eval_epochs
+from agenttrain.training.launch import recorded_config_hash, resume, train
 
 DONE = ("finished", "early_stopped", "budget_exhausted")  # a rerun keeps these; any other status is resumed
 EVALUATED_EPOCHS = ["0", "best"]
@@ -21,7 +22,7 @@ def find_job_run(job: SweepJob) -> RunDir | None:
     if not found:
         return None
     run = found[-1]
-    if api.recorded_config_hash(run) != job.experiment().content_hash():
+    if recorded_config_hash(run) != job.experiment().content_hash():
         raise ConfigError(f"{run.path} was trained with a different config than {job.config} now gives; "
                           "sweep into a new --out folder, or delete that run to train it again")
     return run
@@ -30,9 +31,9 @@ def find_job_run(job: SweepJob) -> RunDir | None:
 def train_job(job: SweepJob) -> RunDir:
     run = find_job_run(job)
     if run is None:
-        return api.train(Path(job.config), job.overrides, use_cache=job.use_cache).run
+        return train(Path(job.config), job.overrides, use_cache=job.use_cache).run
     if run.info().status not in DONE:
-        api.resume(run.path, use_cache=job.use_cache)
+        resume(run.path, use_cache=job.use_cache)
     return run
 
 
@@ -42,7 +43,7 @@ def run_job(job: SweepJob) -> str:
     info = run.info()
     if info.status not in DONE:
         raise UserError(f"{run.path}: training ended as {info.status!r} ({info.reason})")
-    api.eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache)
+    eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache)
     for task_config in job.transfer:
-        api.eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache, task_config=Path(task_config))
+        eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache, task_config=Path(task_config))
     return str(run.path)

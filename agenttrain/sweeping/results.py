@@ -13,9 +13,9 @@ from typing import Any
 
 from agenttrain.config import Experiment, load_experiment
 from agenttrain.errors import UserError
-from agenttrain.history import Evaluation, load_evaluations
-from agenttrain.listing import summarise_run
-from agenttrain.runs import RunDir, write_json_atomic, write_text_atomic
+from agenttrain.readback.history import Evaluation, load_evaluations
+from agenttrain.readback.listing import summarise_run
+from agenttrain.rundir.directory import RunDir, write_json_atomic, write_text_atomic
 from agenttrain.stats import compare_outcomes
 from agenttrain.sweeping.job import find_job_run
 from agenttrain.sweeping.plan import SweepJob

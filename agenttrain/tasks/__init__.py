@@ -12,4 +12,5 @@ if TYPE_CHECKING:
 
 
 def load_task(config: TaskConfig) -> Task:
-    return tasks.get(config.name)(config)
+    task: Task = tasks.get(config.name)(config)
+    return task

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agenttrain.history import outcome_label
+from agenttrain.readback.history import outcome_label
 from agenttrain.viewer.html import Markup, el
 
 WIDTH, HEIGHT = 640, 240

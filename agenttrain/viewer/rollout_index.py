@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agenttrain.errors import UserError
-from agenttrain.records import RolloutRecord
+from agenttrain.rundir.records import RolloutRecord
 from agenttrain.viewer.file_cache import FileCache
 
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agenttrain.errors import UserError
-from agenttrain.history import Evaluation, load_evaluations
-from agenttrain.listing import RunSummary, list_runs, summarise_run
-from agenttrain.runs import EPOCH_PREFIX, RunDir, Snapshot
+from agenttrain.readback.history import Evaluation, load_evaluations
+from agenttrain.readback.listing import RunSummary, list_runs, summarise_run
+from agenttrain.rundir.directory import EPOCH_PREFIX, RunDir, Snapshot
 from agenttrain.viewer.html import segment
 from agenttrain.viewer.rollout_index import RolloutIndex, rollout_index
 from agenttrain.viewer.urls import epoch_url, eval_name, eval_url, task_url

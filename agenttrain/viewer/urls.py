@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agenttrain.history import Evaluation
-from agenttrain.runs import RunDir
+from agenttrain.readback.history import Evaluation
+from agenttrain.rundir.directory import RunDir
 from agenttrain.viewer.html import segment
 
 EVAL_SUFFIX = ".rollouts.jsonl"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agenttrain.compare import function_changes, outcome_flips
 from agenttrain.functions import Function
+from agenttrain.readback.compare import function_changes, outcome_flips
 from agenttrain.stats import compare_outcomes
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, el, layout, link, page_slice, pager, percent, render, table, verdict

@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping
 
 from agenttrain.functions import Function
-from agenttrain.history import outcome_label, usage_cost, usage_tokens
-from agenttrain.runs import RunDir, Snapshot
+from agenttrain.readback.history import outcome_label, usage_cost, usage_tokens
+from agenttrain.rundir.directory import RunDir, Snapshot
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, dollars, el, joined, layout, link, percent, render, table
 from agenttrain.viewer.pages.rollouts_table import rollouts_table

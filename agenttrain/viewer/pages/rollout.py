@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agenttrain.runs import RunDir
+from agenttrain.rundir.directory import RunDir
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, el, joined, layout, link, page_slice, pager, render, verdict
 from agenttrain.viewer.rollout_index import RolloutSummary

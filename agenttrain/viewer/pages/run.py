@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from agenttrain.errors import UserError
-from agenttrain.history import load_evaluations, outcome_label, usage_cost, usage_sum, usage_tokens
-from agenttrain.listing import summarise_run
-from agenttrain.runs import RunDir, Snapshot
+from agenttrain.readback.history import load_evaluations, outcome_label, usage_cost, usage_sum, usage_tokens
+from agenttrain.readback.listing import summarise_run
+from agenttrain.rundir.directory import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, dollars, el, layout, link, moment, percent, table

@@ -1,0 +1,64 @@
+"""What changed between two snapshots: functions added, removed, revised, and tasks whose outcome flipped."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from agenttrain.functions import Function
+from agenttrain.rundir.directory import Snapshot
+from agenttrain.stats import compare_outcomes, paired_outcomes
+
+
+def _unified(old: str, new: str, label: str) -> str:
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{label}", f"b/{label}"
+    )
+    return "".join(lines)
+
+
+def function_diff(old: Function, new: Function) -> str:
+    """A unified diff of the code and of the schema/description/packages (rendered as JSON)."""
+    def meta(f: Function) -> str:
+        return json.dumps(
+            {"description": f.description, "parameters": f.parameters, "packages": list(f.packages)}, indent=2
+        ) + "\n"
+
+    return _unified(old.code, new.code, f"{old.name}.py") + _unified(meta(old), meta(new), f"{old.name}.schema.json")
+
+
+def outcome_flips(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tasks scored in both snapshots whose correctness differs, in b's order."""
+    return [{"id": task, "before": was, "after": now} for task, was, now in paired_outcomes(a, b) if was != now]
+
+
+def function_changes(a: Snapshot, b: Snapshot) -> dict[str, Any]:
+    """The functions added, removed, revised (with their diff) and unchanged from a's set to b's."""
+    old = {f.name: f for f in a.functions}
+    new = {f.name: f for f in b.functions}
+    revised = [
+        {"name": name, "diff": function_diff(old[name], new[name])}
+        for name in new
+        if name in old and old[name].content_hash() != new[name].content_hash()
+    ]
+    return {
+        "added": [new[name].to_dict() for name in new if name not in old],
+        "removed": [name for name in old if name not in new],
+        "revised": revised,
+        "unchanged": [name for name in new if name in old and name not in {r["name"] for r in revised}],
+    }
+
+
+def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
+    before, after = a.rollouts(), b.rollouts()
+    paired = compare_outcomes(before, after)
+    return {
+        "a": {"snapshot": str(a.path), "epoch": a.epoch, "train_accuracy": a.metrics.train_accuracy},
+        "b": {"snapshot": str(b.path), "epoch": b.epoch, "train_accuracy": b.metrics.train_accuracy},
+        **function_changes(a, b),
+        "flips": outcome_flips(before, after),
+        "fixed": paired.fixed,
+        "broken": paired.broken,
+        "mcnemar_p": paired.p_value,
+    }

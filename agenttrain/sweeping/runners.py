@@ -1,0 +1,86 @@
+"""Where sweep jobs run. A `JobRunner` takes the jobs and runs each one somewhere, at most `parallel` at a time,
+reporting every job as it ends. `LocalJobs` runs each job as a child process of this machine; `RayJobs`
+(ray_jobs.py) as a Ray task. `sweep --executor NAME` picks one from `sweeping.JOB_RUNNERS`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from agenttrain.sweeping.plan import SweepJob
+
+POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job: SweepJob
+    ok: bool
+    error: str | None = None  # the worker's last error line when it failed
+    log: Path | None = None  # what the worker printed
+
+
+JobDone = Callable[[JobOutcome], None]
+
+
+class JobRunner(Protocol):
+    def run(self, jobs: Sequence[SweepJob], parallel: int, logs: Path, on_done: JobDone) -> list[JobOutcome]:
+        """Run every job (each is independent), at most `parallel` at once; call `on_done` as each one ends."""
+        ...
+
+
+def last_error(log: Path, offset: int) -> str:
+    """The worker's error line, from what it wrote after `offset` (a log keeps the output of earlier sweeps)."""
+    with open(log, "rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode("utf-8", errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["the worker exited without a message"])[-1].removeprefix("error: ")
+
+
+class LocalJobs:
+    """One child process per job (`python -m agenttrain.sweeping.worker`), its output in LOGS/<job id>.log. On
+    Ctrl-C the children, in the same process group, stop too: their runs are left resumable."""
+
+    def run(self, jobs: Sequence[SweepJob], parallel: int, logs: Path, on_done: JobDone) -> list[JobOutcome]:
+        logs.mkdir(parents=True, exist_ok=True)
+        waiting, outcomes = list(jobs), []
+        running: dict[str, tuple[SweepJob, subprocess.Popen[bytes], int]] = {}  # id -> job, process, log offset
+        try:
+            while waiting or running:
+                while waiting and len(running) < parallel:
+                    job = waiting.pop(0)
+                    log = logs / f"{job.id}.log"
+                    offset = log.stat().st_size if log.exists() else 0
+                    running[job.id] = (job, self.start(job, log), offset)
+                for job_id, (job, process, offset) in list(running.items()):
+                    if process.poll() is None:
+                        continue
+                    del running[job_id]
+                    log = logs / f"{job.id}.log"
+                    error = None if process.returncode == 0 else last_error(log, offset)
+                    outcome = JobOutcome(job, process.returncode == 0, error, log)
+                    outcomes.append(outcome)
+                    on_done(outcome)
+                time.sleep(POLL_S)
+        finally:
+            for _, process, _ in running.values():  # only left on an interrupt: let each save its run and exit
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        return outcomes
+
+    @staticmethod
+    def start(job: SweepJob, log: Path) -> subprocess.Popen[bytes]:
+        """The job's worker process, appending its output to `log` (RayJobs starts jobs the same way)."""
+        with open(log, "ab") as handle:
+            return subprocess.Popen([sys.executable, "-m", "agenttrain.sweeping.worker", json.dumps(job.to_dict())],
+                                    stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -1,0 +1,129 @@
+"""`train --dry-run`: how many calls, tokens and dollars a run may cost, before any is spent.
+
+A rough model, stated in the output: an agent conversation takes `typical_turns` requests (at most
+`max_turns`), each prompt re-sends the conversation so far, and every epoch's optimizer calls are filled
+up to `max_prompt_tokens`. The worst case assumes every epoch runs and every conversation uses all turns.
+A reasoning model also thinks before each reply, billed as output: `REASONING_TOKENS` per reply at its effort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agenttrain.config import Experiment, ModelParams, load_experiment
+from agenttrain.endpoint.request_params import is_reasoning_model
+from agenttrain.endpoint.usage import price_for
+from agenttrain.optimizers.progressive import CHARS_PER_TOKEN
+from agenttrain.tasks import load_task
+
+TYPICAL_TURNS = 3
+SYSTEM_TOKENS = 300  # the agent's instructions
+FUNCTION_TOKENS = 250  # one learned function offered as a tool
+REPLY_TOKENS = 350  # one agent reply (reasoning, code or a call)
+OPTIMIZER_REPLY_TOKENS = 600  # one add/revise action with its code
+# hidden reasoning per reply at each reasoning_effort; OpenAI's reasoning models default to medium
+REASONING_TOKENS = {"none": 0, "minimal": 150, "low": 600, "medium": 2000, "high": 6000, "xhigh": 12000,
+                    "max": 20000}
+
+
+@dataclass
+class Estimate:
+    role: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int  # including reasoning_tokens
+    reasoning_tokens: int
+    cost_usd: float | None  # None when the model has no known price
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _cost(experiment: Experiment, model: str, prompt: int, completion: int) -> float | None:
+    price = price_for(model, experiment.llm.prices)
+    return None if price is None else price.cost(prompt, completion)
+
+
+def _estimate(experiment: Experiment, role: str, model: str, params: ModelParams, requests: int, prompt: int,
+              visible: int) -> Estimate:
+    """One role's row: `visible` completion tokens plus the reasoning its model does per request."""
+    effort = params.reasoning_effort or ("medium" if is_reasoning_model(model) else "none")
+    reasoning = requests * REASONING_TOKENS[effort]
+    completion = visible + reasoning
+    return Estimate(role, model, requests, prompt, completion, reasoning, _cost(experiment, model, prompt, completion))
+
+
+def _conversation_tokens(question_tokens: int, functions: int, turns: int) -> tuple[int, int]:
+    """Prompt and completion tokens of one conversation: each turn re-sends everything before it."""
+    base = SYSTEM_TOKENS + question_tokens + functions * FUNCTION_TOKENS
+    prompt = sum(base + turn * 2 * REPLY_TOKENS for turn in range(turns))
+    return prompt, turns * REPLY_TOKENS
+
+
+def _optimizer_plan(experiment: Experiment, worst_case: bool) -> tuple[int, int, int]:
+    """(agent evaluations of the training tasks, optimizer requests, completion tokens per request)."""
+    optimizer = experiment.optimizer
+    calls_per_answer = optimizer.max_action_retries + 1 if worst_case else 1  # an invalid answer is asked again
+    if optimizer.method == "tool_creation":  # baseline, created set, and the kept set when some were dropped
+        return 3 if worst_case else 2, calls_per_answer, optimizer.max_actions * OPTIMIZER_REPLY_TOKENS
+    evaluations = optimizer.epochs + 1
+    if optimizer.batch_size is not None and optimizer.batch_compare == "same_batch":
+        evaluations += optimizer.epochs  # the incumbent is re-run on each batch
+    if optimizer.mode == "all_at_once":  # one call per epoch writes the whole list
+        whole_list = optimizer.max_actions * optimizer.epochs // 2 + 1
+        return evaluations, optimizer.epochs * calls_per_answer, whole_list * OPTIMIZER_REPLY_TOKENS
+    return evaluations, optimizer.epochs * optimizer.max_actions * calls_per_answer, OPTIMIZER_REPLY_TOKENS
+
+
+def _question_tokens(questions: list[str]) -> int:
+    return sum(len(q) for q in questions) // max(len(questions), 1) // CHARS_PER_TOKEN
+
+
+def estimate_run(experiment: Experiment, train_questions: list[str], worst_case: bool) -> list[Estimate]:
+    agent, optimizer = experiment.agent, experiment.optimizer
+    turns = agent.max_turns if worst_case else min(TYPICAL_TURNS, agent.max_turns)
+    tasks = len(train_questions) if optimizer.batch_size is None else min(optimizer.batch_size, len(train_questions))
+    question_tokens = _question_tokens(train_questions)
+    evaluations, optimizer_requests, reply_tokens = _optimizer_plan(experiment, worst_case)
+    functions = optimizer.max_actions * optimizer.epochs // 2  # the set grows by about half the actions
+    prompt, completion = _conversation_tokens(question_tokens, functions, turns)
+    agent_requests = evaluations * tasks * turns
+    agent_prompt, agent_completion = evaluations * tasks * prompt, evaluations * tasks * completion
+    histories = SYSTEM_TOKENS + tasks * (question_tokens + turns * 2 * REPLY_TOKENS)
+    per_call = optimizer.max_prompt_tokens if worst_case else min(histories, optimizer.max_prompt_tokens)
+    optimizer_prompt = optimizer_requests * per_call
+    optimizer_completion = optimizer_requests * reply_tokens
+    return [
+        _estimate(experiment, "agent", agent.model, agent, agent_requests, agent_prompt, agent_completion),
+        _estimate(experiment, "optimizer", optimizer.model, optimizer, optimizer_requests, optimizer_prompt,
+                  optimizer_completion),
+    ]
+
+
+def estimate_eval(experiment: Experiment, questions: list[str], evaluations: int, worst_case: bool) -> Estimate:
+    """`evaluations` passes of the agent over `questions` (a test split) with a trained function set."""
+    agent, optimizer = experiment.agent, experiment.optimizer
+    turns = agent.max_turns if worst_case else min(TYPICAL_TURNS, agent.max_turns)
+    functions = optimizer.max_actions * optimizer.epochs // 2
+    prompt, completion = _conversation_tokens(_question_tokens(questions), functions, turns)
+    runs = evaluations * len(questions)
+    return _estimate(experiment, "agent (eval)", agent.model, agent, runs * turns, runs * prompt, runs * completion)
+
+
+def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent."""
+    experiment = load_experiment(config_path, overrides)
+    train_split = load_task(experiment.task).splits().train
+    questions = [e.question for e in train_split]
+    return {
+        "train_tasks": len(questions),
+        "epochs": experiment.optimizer.epochs,
+        "typical": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=False)],
+        "worst_case": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=True)],
+        "note": "estimates assume no cache hits; completion tokens include a reasoning model's hidden reasoning "
+        "(a guess per reply at the role's reasoning_effort); an unknown cost (null in --json) means the model has "
+        "no known price (set llm.prices in the config)",
+    }
