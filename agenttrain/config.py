@@ -13,8 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from agenttrain.errors import UserError
-from agenttrain.names import ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, default_output_dir
-from agenttrain.registry import agents, tasks
+from agenttrain.names import DATASETS, ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, default_output_dir
+from agenttrain.registry import agents, optimizers, tasks
 
 
 class ConfigError(UserError):
@@ -196,6 +196,9 @@ class AgentConfig(ModelParams):
 
 
 class OptimizerConfig(ModelParams):
+    """The optimizer's model and method. Configs from before methods were plug-ins said `mode: all_at_once` and
+    `method: agent_optimizer`; `_upgrade` reads them as today's `method`."""
+
     model: str = Field(default_factory=lambda: os.environ.get(ENV_OPTIMIZER_MODEL) or "gpt-4o")
     epochs: int = Field(10, ge=0, le=1000)
     max_actions: int = Field(3, ge=1, le=20)
@@ -208,11 +211,27 @@ class OptimizerConfig(ModelParams):
     batch_size: int | None = Field(None, ge=1, le=MAX_COUNT)
     # same_batch: re-evaluate the incumbent on each epoch's batch; paper: compare with its last score
     batch_compare: Literal["same_batch", "paper"] = "same_batch"
-    # progressive: one add/revise/remove action per call (the paper); all_at_once: one call rewrites the list
-    mode: Literal["progressive", "all_at_once"] = "progressive"
-    # agent_optimizer: the epoch loop; tool_creation: one pass writes functions from the baseline (CRAFT-like)
-    method: Literal["agent_optimizer", "tool_creation"] = "agent_optimizer"
+    # a name in agenttrain.registry.optimizers: progressive (the paper: one add/revise/remove action per call),
+    # all_at_once (one call rewrites the list), tool_creation (one pass writes functions from the baseline)
+    method: str = "progressive"
     llm: LLMOverride | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or ("mode" not in data and data.get("method") != "agent_optimizer"):
+            return data
+        data = dict(data)
+        mode, method = data.pop("mode", "progressive"), data.get("method", "agent_optimizer")
+        if method in (None, "agent_optimizer"):
+            data["method"] = mode if mode in ("progressive", "all_at_once") else "progressive"
+        return data
+
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        optimizers.get(value)
+        return value
 
 
 class SandboxConfig(Strict):
@@ -284,8 +303,17 @@ class Experiment(Strict):
         data["task"]["name"] = self.task.name  # the task's name has a default in some task classes
         for role in ("agent", "optimizer"):
             data.get(role, {}).pop("llm", None)
+        optimizer = data.setdefault("optimizer", {})
+        optimizer.pop("method", None)
+        optimizer.update(HASHED_METHOD.get(self.optimizer.method, {"method": self.optimizer.method}))
+        if not optimizer:
+            del data["optimizer"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
+
+# `optimizer.method` as the hash has always spelled it, so that runs recorded before methods were plug-ins (with
+# `mode`, and the paper's method as the default) keep their hashes and stay resumable whatever the default is.
+HASHED_METHOD: dict[str, dict[str, str]] = {"progressive": {}, "all_at_once": {"mode": "all_at_once"}}
 
 RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.*, executor.* and output_dir"
 # A run can be extended: more epochs or a later early stop continue it where it ended (`extension_of`).
@@ -387,9 +415,6 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-PAPER_TASKS = ("math", "tabmwp", "gaia")  # `agenttrain data pull` fetches these
-
-
 def _given(data: dict[str, Any], section: str | None, key: str) -> bool:
     node = data if section is None else data.get(section)
     return isinstance(node, dict) and node.get(key) is not None
@@ -422,7 +447,7 @@ def _check_files(experiment: Experiment, source: str) -> None:
     for field in task.path_fields():
         value = getattr(task, field)
         if value is not None and not value.exists():
-            hint = f"; download it with: agenttrain data pull {task.name}" if task.name in PAPER_TASKS else ""
+            hint = f"; download it with: agenttrain data pull {task.name}" if task.name in DATASETS else ""
             raise ConfigError(f"{source}: task.{field}: {value} does not exist{hint}")
     # the nearest existing folder of output_dir must be a folder, or no run directory can be made in it
     existing = next(p for p in (experiment.output_dir, *experiment.output_dir.parents) if p.exists())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from rich.text import Text
 
 from agenttrain.endpoint.usage import Usage
 from agenttrain.readback.history import outcome_label
-from agenttrain.rundir.records import EpochMetrics
+from agenttrain.rundir.records import Action, EpochMetrics, RolloutRecord
 
 LLM_LOGGER = "agenttrain.endpoint.client"  # where LLMClient logs its retries, with the wait in `retry_wait_s`
 PLAIN_UPDATE_S = 10.0  # the plain reporter's progress line, at most this often per phase
@@ -114,6 +115,17 @@ class RetryWatcher(logging.Handler):
         self._logger.setLevel(self._level)
 
 
+def action_outcome(actions: list[Action]) -> str:
+    """What an optimizer step did, never hiding a failure: `2 actions proposed, 1 applied; rejected: <why>`."""
+    edits = [a for a in actions if a.action != "terminate"]
+    applied = sum(1 for a in edits if a.status == "applied")
+    reasons = Counter(a.error or "no reason given" for a in actions if a.status == "rejected")
+    parts = [f"{plural(len(edits), 'action')} proposed, {applied} applied"] if edits else []
+    if reasons:
+        parts.append("rejected: " + "; ".join(f"{why} (x{n})" if n > 1 else why for why, n in reasons.items()))
+    return "; ".join(parts) or "no change proposed"
+
+
 class BaseReporter:
     """The trainer's and eval's calls, turned into `Tally` counts and lines; subclasses draw them."""
 
@@ -142,11 +154,11 @@ class BaseReporter:
         self.tally.reused += reused
         self.phase_changed()
 
-    def rollout_done(self, record: dict[str, Any], usage: Usage) -> None:
+    def rollout_done(self, record: RolloutRecord, usage: Usage) -> None:
         phase = self.tally.phase
         if phase is not None:
             phase.done += 1
-            phase.correct += bool(record["correct"])
+            phase.correct += record.correct
         self.tally.rollouts += 1
         self.tally.usage = usage
         self.progressed()
@@ -157,14 +169,11 @@ class BaseReporter:
         self.tally.phase = Phase(label)
         self.phase_changed()
 
-    def optimizer_done(self, epoch: int, actions: list[dict[str, Any]], usage: Usage) -> None:
+    def optimizer_done(self, epoch: int, actions: list[Action], usage: Usage) -> None:
         self.tally.usage = usage
-        edits = [a for a in actions if a.get("action") != "terminate"]
-        applied = sum(1 for a in edits if a.get("status") == "applied")
         took = time.monotonic() - self.tally.phase.started if self.tally.phase else 0.0
         self.tally.phase = None
-        outcome = f"{plural(len(edits), 'action')} proposed, {applied} applied" if edits else "no change proposed"
-        self.line(f"{self.tally.epoch_label(epoch)} optimizer: {outcome}, in {took:.1f}s")
+        self.line(f"{self.tally.epoch_label(epoch)} optimizer: {action_outcome(actions)}, in {took:.1f}s")
         self.phase_changed()
 
     def waiting(self, message: str) -> None:

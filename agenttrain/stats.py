@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Protocol
 
 
 def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -91,15 +91,23 @@ class PairedComparison:
         return asdict(self)
 
 
-def paired_outcomes(
-    before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]
-) -> list[tuple[str, bool, bool]]:
+class Scored(Protocol):
+    """A verdict on one task, as a rollout record carries it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def correct(self) -> bool: ...
+
+
+def paired_outcomes(before: Sequence[Scored], after: Sequence[Scored]) -> list[tuple[str, bool, bool]]:
     """(task id, correct before, correct after) for every task scored in both record lists, in `after`'s order."""
-    outcome_before = {r["id"]: bool(r["correct"]) for r in before}
-    return [(r["id"], outcome_before[r["id"]], bool(r["correct"])) for r in after if r["id"] in outcome_before]
+    outcome_before = {r.id: bool(r.correct) for r in before}
+    return [(r.id, outcome_before[r.id], bool(r.correct)) for r in after if r.id in outcome_before]
 
 
-def compare_outcomes(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> PairedComparison:
+def compare_outcomes(before: Sequence[Scored], after: Sequence[Scored]) -> PairedComparison:
     """Pair two lists of scored records (rollouts.jsonl lines) by task id and test the difference."""
     pairs = paired_outcomes(before, after)
     fixed = sum(1 for _, was, now in pairs if now and not was)

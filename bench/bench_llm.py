@@ -13,13 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fake_openai
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support.fake_openai
 
 from agenttrain.config import BudgetConfig, LLMConfig
 from agenttrain.endpoint.cache import ResponseCache
 from agenttrain.endpoint.client import LLMClient
 from agenttrain.endpoint.usage import UsageMeter
-from tests.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI
 
 CALLS = 300
 # a realistic conversation: a system prompt, a task and a few tool round trips (~6 KB of JSON)

@@ -30,8 +30,8 @@ from bench_training import PROBLEMS, write_config
 from agenttrain.config import load_experiment
 from agenttrain.functions import FunctionSet
 from agenttrain.training.runtime import open_runtime
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.scripted import multiplying_agent
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.scripted import multiplying_agent
 
 LATENCY_S = 1.0  # the simulated endpoint's time per request in the scale-out figure: an LLM round trip
 ENDPOINT_SLOTS = 8  # requests the simulated endpoint serves at once; more wait in its queue

@@ -38,9 +38,9 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # for tests.*
 from cpu_cgroup import CpuCgroup
 
 from agenttrain.rundir.directory import RunDir, find_runs
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Reply, tool_call
-from tests.scripted import MULTIPLY, TERMINATE, add, boxed, is_optimizer, numbers, offered_tools, question
+from tests.support.fake_openai import FakeOpenAI, Reply, tool_call
+from tests.support.files import write_problems
+from tests.support.scripted import MULTIPLY, TERMINATE, add, boxed, is_optimizer, numbers, offered_tools, question
 from tests.test_resume import CLI, wait_for_rollouts
 
 PROBLEMS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 50)]

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import Best
 from agenttrain.viewer import start
-from tests.run_factory import DIVIDE, MULTIPLY, SQUARE, experiment, rollout, save_epoch, save_eval, usage
+from tests.support.run_factory import DIVIDE, MULTIPLY, SQUARE, experiment, rollout, save_epoch, save_eval, usage
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

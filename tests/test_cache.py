@@ -19,7 +19,7 @@ from agenttrain.endpoint.cache import (
     request_key,
 )
 from agenttrain.errors import UserError
-from tests.disk import fill, small_disk
+from tests.support.disk import fill, small_disk
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ENDPOINT = "http://127.0.0.1:8000/v1/chat/completions"

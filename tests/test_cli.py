@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.rundir.directory import RunDir
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Fault, Reply
-from tests.scripted import (
+from tests.support.fake_openai import FakeOpenAI, Fault, Reply
+from tests.support.files import REPO, write_problems
+from tests.support.scripted import (
     MULTIPLY,
     MULTIPLY_WRONG,
     TERMINATE,
@@ -52,6 +52,7 @@ def trained(write_config, tmp_path):
         yield Path(result["run"]), server, config
 
 
+@pytest.mark.slow
 def test_train_eval_diff_show(trained):
     run, _, _ = trained
     evaluation = invoke("eval", str(run))
@@ -75,6 +76,7 @@ def test_train_eval_diff_show(trained):
     assert [e["status"] for e in shown["epochs"]] == ["baseline", "accepted"] and shown["best_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_config_makes_zero_api_calls(write_config, tmp_path):
     """A run with code execution (printing its working directory), an accepted epoch, a roll-back and an
     action rejected then retried: the same config run again is answered entirely from the cache."""
@@ -101,6 +103,7 @@ def test_rerunning_a_finished_config_makes_zero_api_calls(write_config, tmp_path
     assert second["best_epoch"] == first["best_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_diff_defaults_to_the_newest_run_and_renders_text(trained, tmp_path):
     result = runner.invoke(app, ["diff", "epoch-0", "epoch-1", "--output-dir", str(tmp_path / "runs")])
     assert result.exit_code == 0
@@ -137,6 +140,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -169,6 +173,7 @@ def test_help_shows_an_example_for_every_command():
         assert result.exit_code == 0 and "Example: agenttrain" in result.stdout, command
 
 
+@pytest.mark.slow
 def test_transfer_eval_runs_the_learned_functions_on_another_task(trained, tmp_path):
     run, server, _ = trained
     other = write_problems(tmp_path / "other.jsonl", [("What is 9 times 9?", "81"), ("What is 2 times 2?", "4")],
@@ -182,6 +187,7 @@ def test_transfer_eval_runs_the_learned_functions_on_another_task(trained, tmp_p
     assert "What is 9 times 9?" in asked
 
 
+@pytest.mark.slow
 def test_cache_stats_and_clear(trained, tmp_path):
     cache_dir = str(tmp_path / "cache")
     stats = invoke("cache", "stats", "--dir", cache_dir)
@@ -191,7 +197,7 @@ def test_cache_stats_and_clear(trained, tmp_path):
 
 
 def test_the_quickstart_config_validates_and_estimates_with_the_shipped_data_and_no_key(monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(REPO)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     resolved = invoke("validate", "configs/quickstart.yaml")["resolved"]
@@ -209,6 +215,7 @@ def test_a_split_that_does_not_fit_is_refused_before_any_run_directory_exists(wr
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_before_its_first_epoch_says_why(write_config, tmp_path):
     with FakeOpenAI(lambda body: Fault(status=401)) as server:
         config = write_config(server.base_url, write_problems(tmp_path / "problems.jsonl", PRODUCTS))

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.rundir.directory import RunDir
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI
-from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.files import write_problems
+from tests.support.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
 
 PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27"),
             ("What is 4 times 4?", "16"), ("What is 2 times 9?", "18")]
@@ -65,6 +65,7 @@ def test_eval_help_shows_a_set_example_that_matters_to_eval():
     assert "--set llm.base_url=" in text and "optimizer.epochs" not in text
 
 
+@pytest.mark.slow
 def test_commands_take_the_run_positionally_or_as_run_and_default_to_the_newest(world, tmp_path):
     _, config = world
     first = Path(invoke("train", str(config), "--set", "name=first")["run"])
@@ -80,6 +81,7 @@ def test_commands_take_the_run_positionally_or_as_run_and_default_to_the_newest(
     assert both.exit_code != 0 and "give one" in str(both.exception)
 
 
+@pytest.mark.slow
 def test_eval_json_lists_each_task_and_limit_runs_the_first_n(world):
     _, config = world
     run = invoke("train", str(config))["run"]
@@ -92,6 +94,7 @@ def test_eval_json_lists_each_task_and_limit_runs_the_first_n(world):
     assert json.loads((Path(run) / "evals" / "train-epoch-1.json").read_text())["n"] == 3
 
 
+@pytest.mark.slow
 def test_train_shortcuts_for_models_and_limit(world):
     server, config = world
     run = RunDir(Path(invoke("train", str(config), "--model", "small-agent", "--optimizer-model", "big-opt",
@@ -102,6 +105,7 @@ def test_train_shortcuts_for_models_and_limit(world):
     assert {b["model"] for b in server.requests} == {"small-agent", "big-opt"}
 
 
+@pytest.mark.slow
 def test_a_finished_run_can_be_extended_with_more_epochs_but_nothing_else_changes(world):
     _, config = world
     run = Path(invoke("train", str(config), "--set", "optimizer.epochs=0")["run"])
@@ -131,6 +135,7 @@ def test_score_takes_a_scorer(tmp_path):
     assert invoke("score", str(path), "--scorer", "math")["accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_human_output_words(world, tmp_path):
     _, config = world
     text = runner.invoke(app, ["train", str(config)]).stdout

@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from agenttrain.config import ConfigError, check_api_keys, load_experiment, parse_overrides
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.files import REPO
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -175,7 +174,7 @@ def test_shipped_configs_are_valid(config, monkeypatch):
 
 
 def test_keys_at_their_defaults_leave_the_config_hash_alone(tmp_path, monkeypatch):
-    """A key added by a later version (optimizer.mode, sandbox.disk_mb, ...) must not make recorded runs refuse
+    """A key added by a later version (optimizer.method, sandbox.disk_mb, ...) must not make recorded runs refuse
     --resume: only keys set to something other than their default enter the hash."""
     monkeypatch.chdir(tmp_path)
     from agenttrain.config import Experiment
@@ -186,9 +185,12 @@ def test_keys_at_their_defaults_leave_the_config_hash_alone(tmp_path, monkeypatc
     spelled_out = Experiment.model_validate(
         {**base, "optimizer": {"mode": "progressive", "method": "agent_optimizer"}, "sandbox": {"disk_mb": 512}})
     assert spelled_out.content_hash() == experiment.content_hash()
-    for change in ({"mode": "all_at_once"}, {"method": "tool_creation"}):
-        other = experiment.model_copy(update={"optimizer": experiment.optimizer.model_copy(update=change)})
-        assert other.content_hash() != experiment.content_hash()
+    hashes = {key: Experiment.model_validate({**base, "optimizer": change}).content_hash()
+              for key, change in (("mode", {"mode": "all_at_once"}), ("method", {"method": "all_at_once"}),
+                                  ("tool_creation", {"method": "tool_creation"}))}
+    # a run recorded with `mode: all_at_once` keeps its hash under today's `method: all_at_once`
+    assert hashes["mode"] == hashes["method"] != experiment.content_hash()
+    assert hashes["tool_creation"] not in (hashes["mode"], experiment.content_hash())
 
 
 def test_a_task_section_in_the_old_flat_layout_is_still_valid(tmp_path, monkeypatch):
@@ -256,3 +258,17 @@ def test_validation_errors_are_listed_one_per_key(tmp_path, monkeypatch):
         load_experiment(write(tmp_path, minimal(optimizer={"epochz": 1, "max_actions": 0})))
     assert sorted(caught.value.errors) == ["optimizer.epochz: unknown key (check the spelling)",
                                            "optimizer.max_actions: Input should be greater than or equal to 1"]
+
+
+def test_an_optimizer_method_is_a_registered_name_and_old_mode_settings_still_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from agenttrain.config import Experiment
+
+    base = {"name": "x", "task": {"name": "math", "path": "/tmp/p.jsonl"}}
+    old = {"mode": "all_at_once", "method": "agent_optimizer"}  # as config.yaml of earlier runs spells it
+    assert Experiment.model_validate({**base, "optimizer": old}).optimizer.method == "all_at_once"
+    assert Experiment.model_validate({**base, "optimizer": {"method": "agent_optimizer"}}).optimizer.method == \
+        "progressive"
+    with pytest.raises(ConfigError, match=r"optimizer.method: unknown optimizer method 'serch'; registered: "
+                                          r"all_at_once, .*progressive, .*tool_creation"):
+        load_experiment(write(tmp_path, minimal(optimizer={"method": "serch"})))

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.rundir.directory import RunDir
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI
-from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.files import write_problems
+from tests.support.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
 from tests.test_report import table_rows
+
+pytestmark = pytest.mark.slow
 
 PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27"),
             ("What is 4 times 4?", "16")]

@@ -9,9 +9,9 @@ import pytest
 
 from agenttrain import api
 from agenttrain.config import ConfigError, load_experiment
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI
-from tests.scripted import multiplying_agent
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.files import write_problems
+from tests.support.scripted import multiplying_agent
 
 PROBLEMS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 5)]
 
@@ -39,6 +39,7 @@ def test_ray_missing_is_one_clear_error_before_the_run_exists(write_config, tmp_
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_the_cli_and_a_local_run_never_import_ray(write_config, tmp_path):
     with FakeOpenAI(multiplying_agent) as server:
         config = write_config(server.base_url, write_problems(tmp_path / "p.jsonl", PROBLEMS),

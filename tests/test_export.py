@@ -17,7 +17,7 @@ from agenttrain.cli import app
 from agenttrain.errors import UserError
 from agenttrain.functions import Function, FunctionSet
 from agenttrain.readback.exporting import add_docstring, python_module
-from tests.run_factory import DIVIDE, MULTIPLY, story_run
+from tests.support.run_factory import DIVIDE, MULTIPLY, story_run
 
 runner = CliRunner()
 

@@ -18,10 +18,12 @@ from rich.console import Console
 from agenttrain import api
 from agenttrain.progress import PlainReporter
 from agenttrain.rundir.directory import RunDir, find_runs
-from tests.conftest import write_problems
-from tests.disk import fill, small_disk
-from tests.fake_openai import FakeOpenAI, Fault
-from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent, question
+from tests.support.disk import fill, small_disk
+from tests.support.fake_openai import FakeOpenAI, Fault
+from tests.support.files import write_problems
+from tests.support.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent, question
+
+pytestmark = pytest.mark.slow
 
 PRODUCTS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 6)]
 
@@ -144,8 +146,8 @@ class Recorder(PlainReporter):
         super().__init__(Console(file=io.StringIO()))
         self.waits: list[str] = []
 
-    def rollout_done(self, record: dict[str, Any], usage: Any) -> None:
-        assert record["stop_reason"] != "llm_error"
+    def rollout_done(self, record: Any, usage: Any) -> None:
+        assert record.stop_reason != "llm_error"
         super().rollout_done(record, usage)
 
     def waiting(self, message: str) -> None:

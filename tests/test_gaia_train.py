@@ -10,8 +10,8 @@ import pytest
 
 from agenttrain import api
 from agenttrain.config import ConfigError
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.scripted import is_optimizer
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.scripted import is_optimizer
 
 # Made-up records in GAIA's metadata.jsonl format (GAIA's own questions must not be re-shared).
 RECORDS = [
@@ -41,6 +41,7 @@ def reading_agent(body):
     return Reply(content=f"```python\nprint(sum(int(x) for x in open('{name}').read().split()))\n```")
 
 
+@pytest.mark.slow
 def test_gaia_attachments_are_in_the_working_directory_and_answers_are_scored(write_config, tmp_path):
     with FakeOpenAI(lambda body: "TERMINATE" if is_optimizer(body) else reading_agent(body)) as server:
         config = write_config(server.base_url, gaia_folder(tmp_path), task={"name": "gaia", "train_size": 3,
@@ -48,7 +49,7 @@ def test_gaia_attachments_are_in_the_working_directory_and_answers_are_scored(wr
                               sandbox={"network": True}, optimizer={"epochs": 0})
         run = api.train(config).run
     records = run.snapshot(0).rollouts()
-    assert [r["correct"] for r in records] == [True, True, True], [r["messages"][-2:] for r in records]
+    assert [r.correct for r in records] == [True, True, True], [r.messages[-2:] for r in records]
     assert run.info().task_requires_network is True
     assert run.info().sandbox["network"]["allowed"] is True
 

@@ -3,17 +3,23 @@ one-pass tool creation (the CRAFT/CREATOR-like baseline), each trained and then 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+from rich.console import Console
+
 from agenttrain import api
-from agenttrain.optimizers.list_writers import breaking_functions, written_for
-from agenttrain.optimizers.progressive import ActionRecord
+from agenttrain.optimizers.tool_creation import breaking_functions, written_for
+from agenttrain.progress import PlainReporter
 from agenttrain.rundir.directory import RunDir
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Reply, tool_call
-from tests.scripted import (
+from agenttrain.rundir.records import Action
+from tests.support.fake_openai import FakeOpenAI, Reply, tool_call
+from tests.support.files import write_problems
+from tests.support.records import scored
+from tests.support.scripted import (
     MULTIPLY,
     MULTIPLY_WRONG,
     TERMINATE,
@@ -44,16 +50,18 @@ def statuses(run: RunDir) -> list[str]:
     return [run.snapshot(e).metrics.status for e in run.epochs()]
 
 
-def train_and_eval(write_config, tmp_path: Path, responder, **optimizer: Any) -> tuple[RunDir, dict, FakeOpenAI]:
+def train_and_eval(write_config, tmp_path: Path, responder, reporter: PlainReporter | None = None,
+                   **optimizer: Any) -> tuple[RunDir, dict, FakeOpenAI]:
     with FakeOpenAI(responder) as server:
         data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
         config = write_config(server.base_url, data, task={"train_size": 2, "test_size": 1},
                               optimizer={"epochs": 2, **optimizer})
-        run = api.train(config).run
+        run = api.train(config, reporter=reporter).run
         evaluation = api.eval_run(run.path)
     return run, evaluation, server
 
 
+@pytest.mark.slow
 def test_all_at_once_replaces_the_list_in_one_call_and_rolls_back_a_worse_one(write_config, tmp_path):
     def optimizer(body):
         if "multiply" not in list_a(body):
@@ -63,7 +71,7 @@ def test_all_at_once_replaces_the_list_in_one_call_and_rolls_back_a_worse_one(wr
     def responder(body):
         return optimizer(body) if writer_tool(body) else multiplying_agent(body)
 
-    run, evaluation, server = train_and_eval(write_config, tmp_path, responder, mode="all_at_once")
+    run, evaluation, server = train_and_eval(write_config, tmp_path, responder, method="all_at_once")
     assert statuses(run) == ["baseline", "accepted", "rolled_back"]
     # the replaced list reads as the changes it made, so lineage and diff work as for one action at a time
     assert [(a.action, a.name) for a in run.snapshot(1).metrics.actions] == [("add_function", "multiply")]
@@ -75,6 +83,7 @@ def test_all_at_once_replaces_the_list_in_one_call_and_rolls_back_a_worse_one(wr
     assert (evaluation["epoch"], evaluation["accuracy"]) == (1, 1.0)
 
 
+@pytest.mark.slow
 def test_all_at_once_rejects_the_whole_list_when_one_function_is_invalid_and_asks_again(write_config, tmp_path):
     def optimizer(body):
         rejected = [m for m in body["messages"] if m["role"] == "tool" and "Rejected" in str(m["content"])]
@@ -88,7 +97,7 @@ def test_all_at_once_rejects_the_whole_list_when_one_function_is_invalid_and_ask
     def responder(body):
         return optimizer(body) if writer_tool(body) else multiplying_agent(body)
 
-    run, _, server = train_and_eval(write_config, tmp_path, responder, mode="all_at_once")
+    run, _, server = train_and_eval(write_config, tmp_path, responder, method="all_at_once")
     assert statuses(run) == ["baseline", "accepted", "unchanged"]
     assert run.snapshot(1).functions.names == ["multiply"]  # never the half of the list that loaded
     retry = next(b for b in server.requests if writer_tool(b) and len(b["messages"]) > 2)
@@ -108,6 +117,7 @@ def creating_agent(body: dict[str, Any]) -> Reply:
     return boxed(found[-1] if found else 0)
 
 
+@pytest.mark.slow
 def test_tool_creation_writes_functions_once_and_drops_those_that_break_their_tasks(write_config, tmp_path):
     def creator(body):
         return function_list(
@@ -120,8 +130,11 @@ def test_tool_creation_writes_functions_once_and_drops_those_that_break_their_ta
     def responder(body):
         return creator(body) if writer_tool(body) else creating_agent(body)
 
-    run, evaluation, server = train_and_eval(write_config, tmp_path, responder, method="tool_creation")
+    console = io.StringIO()
+    run, evaluation, server = train_and_eval(write_config, tmp_path, responder, PlainReporter(Console(file=console)),
+                                             method="tool_creation")
     assert run.epochs() == [0, 1] and statuses(run) == ["baseline", "accepted"]  # one pass, despite epochs: 2
+    assert "epoch 1/1" in console.getvalue() and "epoch 1/2" not in console.getvalue()  # the console agrees
     assert run.info().status == "finished" and "one pass" in (run.info().reason or "")
     created = run.snapshot(1)
     assert created.functions.names == ["multiply"]
@@ -130,7 +143,7 @@ def test_tool_creation_writes_functions_once_and_drops_those_that_break_their_ta
     assert actions["explode"].status == "rejected" and "its call on task p0 failed" in (actions["explode"].error or "")
     assert actions["unloadable"].status == "rejected"
     # the kept set was run again on the training tasks: its snapshot shows no call to a dropped function
-    calls = {c["name"] for r in created.rollouts() for c in r["function_calls"]}
+    calls = {c.name for r in created.rollouts() for c in r.function_calls}
     assert calls == {"multiply"} and created.metrics.train_accuracy == 1.0
     # the creator saw the baseline conversations once; nothing iterates
     creator_calls = [b for b in server.requests if writer_tool(b)]
@@ -138,6 +151,7 @@ def test_tool_creation_writes_functions_once_and_drops_those_that_break_their_ta
     assert run.best_epoch() == 1 and (evaluation["epoch"], evaluation["accuracy"]) == (1, 1.0)
 
 
+@pytest.mark.slow
 def test_tool_creation_that_creates_nothing_leaves_the_baseline_as_best(write_config, tmp_path):
     def responder(body):
         return function_list("create_functions") if writer_tool(body) else multiplying_agent(body)
@@ -147,20 +161,15 @@ def test_tool_creation_that_creates_nothing_leaves_the_baseline_as_best(write_co
     assert evaluation["epoch"] == 0
 
 
-def record(task: str, correct: bool, calls: list[tuple[str, bool]] = ()) -> dict[str, Any]:
-    return {"id": task, "correct": correct,
-            "function_calls": [{"name": n, "ok": ok, "error": None if ok else "TypeError"} for n, ok in calls]}
-
-
 def test_a_created_function_is_dropped_only_for_what_it_did_on_its_own_tasks():
-    actions = [ActionRecord("add_function", "helps", tasks=["t1", "t2"]),
-               ActionRecord("add_function", "regresses", tasks=["t1"]),
-               ActionRecord("add_function", "fails_elsewhere", tasks=["t2"]),
-               ActionRecord("add_function", "unused", tasks=["t1"])]
-    baseline = [record("t1", True), record("t2", False), record("t3", False)]
-    with_created = [record("t1", False, [("helps", True), ("regresses", True)]),
-                    record("t2", True, [("helps", True)]),
-                    record("t3", False, [("fails_elsewhere", False)])]
+    actions = [Action(action="add_function", name="helps", tasks=["t1", "t2"]),
+               Action(action="add_function", name="regresses", tasks=["t1"]),
+               Action(action="add_function", name="fails_elsewhere", tasks=["t2"]),
+               Action(action="add_function", name="unused", tasks=["t1"])]
+    baseline = [scored("t1", True), scored("t2", False), scored("t3", False)]
+    with_created = [scored("t1", False, [("helps", True), ("regresses", True)]),
+                    scored("t2", True, [("helps", True)]),
+                    scored("t3", False, [("fails_elsewhere", False)])]
     # t1 was solved before and fails now: both functions written for it and called there are dropped;
     # `fails_elsewhere` failed only on a task it was not written for, `unused` was never called
     assert breaking_functions(actions, baseline, with_created) == {

@@ -12,7 +12,7 @@ from agenttrain.config import BudgetConfig, LLMConfig, ModelParams, Price
 from agenttrain.endpoint.cache import ResponseCache
 from agenttrain.endpoint.client import ChatReply, EndpointDown, LLMClient, LLMError, retry_after_seconds
 from agenttrain.endpoint.usage import BudgetExhausted, UsageMeter
-from tests.fake_openai import FakeOpenAI, Fault, Reply, text, tool_call
+from tests.support.fake_openai import FakeOpenAI, Fault, Reply, text, tool_call
 
 KEY_ENV = "AGENTTRAIN_TEST_KEY"
 # one change to each model parameter: each changes the reply, so each must miss the response cache
@@ -108,6 +108,7 @@ def test_transient_failure_is_retried(fault):
     assert len(server.requests) == 2
 
 
+@pytest.mark.slow
 def test_timeout_is_retried_then_fails_the_request():
     with FakeOpenAI(lambda body: Fault(200, delay_s=1.0)) as server, pytest.raises(LLMError, match=r"timeout_s=0\.2"):
         run(ask, server.base_url, timeout_s=0.2, max_retries=1)
@@ -120,6 +121,7 @@ def test_exhausted_retries_fail_the_request():
     assert len(server.requests) == 3
 
 
+@pytest.mark.slow
 def test_other_client_errors_fail_the_request_without_retry():
     with FakeOpenAI(lambda body: Fault(400)) as server, pytest.raises(LLMError, match="HTTP 400"):
         run(ask, server.base_url)
@@ -169,6 +171,7 @@ def test_unreachable_endpoint_names_the_url():
         run(ask, url, max_retries=1)
 
 
+@pytest.mark.slow
 def test_concurrency_limit_is_respected():
     async def scenario(client: LLMClient) -> None:
         await asyncio.gather(*(ask(client, f"q{i}") for i in range(10)))
@@ -178,22 +181,24 @@ def test_concurrency_limit_is_respected():
     assert server.max_in_flight == 3
 
 
+@pytest.mark.slow
 def test_rate_limit_halves_concurrency_then_successes_restore_it():
     async def scenario(client: LLMClient) -> list[int]:
         await ask(client, "first")
-        after_limit = client.concurrency_limit
+        after_limit = int(client.limiter.limit)
         for i in range(10):
             await ask(client, f"q{i}")
-        return [after_limit, client.concurrency_limit]
+        return [after_limit, int(client.limiter.limit)]
 
     with FakeOpenAI(failing_first(1, Fault(429, retry_after=0))) as server:
         assert run(scenario, server.base_url, concurrency=4) == [2, 4]
 
 
+@pytest.mark.slow
 def test_a_burst_of_rate_limits_halves_concurrency_once():
     async def scenario(client: LLMClient) -> int:
         await asyncio.gather(*(ask(client, f"q{i}") for i in range(4)), return_exceptions=True)
-        return client.concurrency_limit
+        return int(client.limiter.limit)
 
     with FakeOpenAI(lambda body: Fault(429), latency_s=0.05) as server:
         assert run(scenario, server.base_url, concurrency=4, max_retries=0) == 2
@@ -242,6 +247,7 @@ def test_any_change_to_the_request_misses_the_cache(tmp_path, variation):
     assert not reply.cached and len(server.requests) == 2
 
 
+@pytest.mark.slow
 def test_cache_survives_reopening(tmp_path):
     with FakeOpenAI(lambda body: "ok") as server:
         run(ask, server.base_url, cache=ResponseCache(tmp_path))

@@ -6,7 +6,7 @@ import pytest
 
 from agenttrain import api
 from agenttrain.errors import UserError
-from tests.conftest import write_problems
+from tests.support.files import write_problems
 
 PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27")]
 

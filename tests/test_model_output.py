@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from agenttrain import api
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Fault, Reply, text, tool_call
-from tests.scripted import MULTIPLY, TERMINATE, add, boxed, is_optimizer, list_b, offered_tools, tool_results
+from tests.support.fake_openai import FakeOpenAI, Fault, Reply, text, tool_call
+from tests.support.files import write_problems
+from tests.support.scripted import MULTIPLY, TERMINATE, add, boxed, is_optimizer, list_b, offered_tools, tool_results
+
+pytestmark = pytest.mark.slow
 
 PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27")]
 
@@ -49,9 +53,9 @@ def test_partial_tool_call_json_is_an_error_the_model_sees_and_the_conversation_
         run = api.train(config).run
     assert run.info().status == "finished"
     baseline = run.snapshot(0).rollouts()
-    assert {r["stop_reason"] for r in baseline} == {"max_turns"} and not any(r["error"] for r in baseline)
+    assert {r.stop_reason for r in baseline} == {"max_turns"} and not any(r.error for r in baseline)
     trained = run.snapshot(1).rollouts()
     for record in trained:
-        [call] = record["function_calls"]
-        assert not call["ok"] and "not valid JSON" in call["error"] and '{"a": 6, "b' in call["error"]
-        assert record["stop_reason"] == "answered" and record["error"] is None
+        [call] = record.function_calls
+        assert not call.ok and "not valid JSON" in call.error and '{"a": 6, "b' in call.error
+        assert record.stop_reason == "answered" and record.error is None

@@ -7,31 +7,30 @@ import json
 import pytest
 
 from agenttrain.functions import FunctionSet, InvalidFunction, build_function
-from agenttrain.optimizers.progressive import (
-    CHARS_PER_TOKEN,
-    OPTIMIZER_TOOLS,
-    SYSTEM_PROMPT,
-    TOOLS_CHARS,
-    TrainingRecord,
-    apply_action,
-    build_prompt,
-)
+from agenttrain.optimizers.actions import EDIT_TOOLS, apply_action
+from agenttrain.optimizers.progressive import CLOSING
+from agenttrain.optimizers.prompting import Prompt, build_prompt, overflow_ratio
+from tests.support.records import scored
 
 SQUARE = build_function(
     "square", "Square a number.", '{"x": {"type": "number"}}', "", "def square(x):\n    return x * x\n"
 )
 
 
-def record(task_id: str, correct: bool, length: int = 200) -> TrainingRecord:
+def record(task_id: str, correct: bool, length: int = 200):
     messages = [{"role": "user", "content": f"problem {task_id} " + "x" * length},
                 {"role": "assistant", "content": f"answer for {task_id}"}]
-    return TrainingRecord(task_id, correct, messages)
+    return scored(task_id, correct, messages=messages)
+
+
+def prompt_of(*args, char_budget: int = 240_000) -> Prompt:
+    return build_prompt(*args, char_budget, closing=CLOSING)
 
 
 def test_prompt_holds_both_lists_rejected_sets_histories_and_the_table():
     rejected = [(FunctionSet((SQUARE,)), 0.4), (FunctionSet(), 0.2)]
-    prompt = build_prompt(FunctionSet(), 0.5, FunctionSet((SQUARE,)), rejected,
-                          [record("t1", True), record("t2", False)], 60000)
+    prompt = prompt_of(FunctionSet(), 0.5, FunctionSet((SQUARE,)), rejected,
+                       [record("t1", True), record("t2", False)]).text
     list_a, rest = prompt.split("## List B", 1)
     assert "success rate 0.50" in list_a and "square" not in list_a
     assert "square" in rest.split("## Function lists")[0]
@@ -40,21 +39,41 @@ def test_prompt_holds_both_lists_rejected_sets_histories_and_the_table():
     assert "problem t1" in prompt and "problem t2" in prompt
 
 
-def test_prompt_fits_the_budget_and_keeps_failed_histories_first():
+def test_prompt_fits_the_budget_keeps_failed_histories_first_and_says_what_it_left_out():
     records = [record(f"ok{i}", True, 20000) for i in range(10)] + [record(f"bad{i}", False, 20000) for i in range(3)]
-    budget = 8000
-    prompt = build_prompt(FunctionSet(), 0.7, FunctionSet(), [], records, budget)
-    assert (len(prompt) + len(SYSTEM_PROMPT) + TOOLS_CHARS) / CHARS_PER_TOKEN <= budget
+    prompt = prompt_of(FunctionSet(), 0.7, FunctionSet(), [], records, char_budget=12000)
+    assert len(prompt.text) <= 12000
     for i in range(3):
-        assert f"### Task bad{i} (FAILED)" in prompt
-    assert "omitted" in prompt
-    assert all(f"ok{i}: 1" in prompt for i in range(10))  # the score table is never cut
+        assert f"### Task bad{i} (FAILED)" in prompt.text
+    assert "omitted" in prompt.text
+    assert all(f"ok{i}: 1" in prompt.text for i in range(10))  # the score table is never cut
+    assert any("conversations left out" in cut for cut in prompt.cuts)
+
+
+def test_a_tight_budget_shrinks_the_rejected_lists_to_names_and_keeps_one_readable_conversation():
+    big = build_function("big", "Big.", '{"x": {"type": "number"}}', "", "def big(x):\n" + "    x += 1\n" * 400)
+    rejected = [(FunctionSet((big,)), 0.1 * i) for i in range(5)]
+    records = [record(f"t{i}", False, 5000) for i in range(4)]
+    roomy = prompt_of(FunctionSet(), 0.0, FunctionSet(), rejected, records)
+    tight = prompt_of(FunctionSet(), 0.0, FunctionSet(), rejected, records, char_budget=4000)
+    assert "x += 1" in roomy.text and roomy.cuts == []
+    assert "x += 1" not in tight.text and "Rejected set (training success rate 0.40): big" in tight.text
+    assert tight.text.count("### Task") >= 1 and len(tight.text) < len(roomy.text)
+    assert any("function names only" in cut for cut in tight.cuts)
 
 
 def test_long_histories_keep_their_beginning_and_end():
     messages = [{"role": "user", "content": "START " + "y" * 50000 + " END"}]
-    prompt = build_prompt(FunctionSet(), 0.0, FunctionSet(), [], [TrainingRecord("t", False, messages)], 6000)
+    prompt = prompt_of(FunctionSet(), 0.0, FunctionSet(), [], [scored("t", False, messages=messages)],
+                       char_budget=24000).text
     assert "START" in prompt and "END" in prompt and "characters omitted" in prompt
+
+
+def test_the_sizes_in_a_servers_context_error_say_how_much_to_cut():
+    assert overflow_ratio("request (4121 tokens) exceeds the available context size (4096 tokens)") == 4096 / 4121
+    assert overflow_ratio("This model's maximum context length is 4096 tokens. However, you requested 5000 "
+                          "tokens (4000 in the messages, 1000 in the completion).") == 4096 / 5000
+    assert overflow_ratio("the request exceeds the available context size, try increasing it") is None
 
 
 def test_apply_action_add_revise_remove():
@@ -66,7 +85,7 @@ def test_apply_action_add_revise_remove():
     assert "x ** 2" in revised.get("square").code
     removed, _ = apply_action(revised, "remove_function", {"name": "square"})
     assert removed.names == []
-    with pytest.raises(InvalidFunction, match="needs the fields"):
+    with pytest.raises(InvalidFunction, match="missing the fields"):
         apply_action(FunctionSet(), "add_function", {"name": "square"})
     with pytest.raises(InvalidFunction, match="no function named"):
         apply_action(FunctionSet(), "revise_function", payload)
@@ -75,7 +94,7 @@ def test_apply_action_add_revise_remove():
 
 
 def test_tool_schemas_require_the_papers_string_fields():
-    tools = {t["function"]["name"]: t["function"]["parameters"] for t in OPTIMIZER_TOOLS}
+    tools = {t["function"]["name"]: t["function"]["parameters"] for t in EDIT_TOOLS}
     assert tools["add_function"]["required"] == ["name", "description", "arguments", "packages", "code"]
     assert tools["revise_function"]["required"] == tools["add_function"]["required"]
     assert tools["remove_function"]["required"] == ["name"]

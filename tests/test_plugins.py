@@ -18,8 +18,9 @@ import yaml
 from agenttrain.errors import UserError
 from agenttrain.registry import Registry
 from agenttrain.rundir.directory import RunDir
-from tests.fake_openai import FakeOpenAI
-from tests.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent
+from agenttrain.scorers import judge
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent
 
 PLUGIN = Path(__file__).parent / "plugin"
 SOURCE = "agenttrain-products-example 0.1.0 (entry point agenttrain.{group}: {name})"
@@ -28,7 +29,7 @@ SOURCE = "agenttrain-products-example 0.1.0 (entry point agenttrain.{group}: {na
 @pytest.fixture(scope="session", autouse=True)
 def plugin_installed() -> None:
     """Install the example plugin when this environment lacks it (make install does it beforehand)."""
-    if not any(e.name == "products" for e in metadata.entry_points(group="agenttrain.tasks")):
+    if not any(e.name == "library" for e in metadata.entry_points(group="agenttrain.optimizers")):
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(PLUGIN)],
                        check=True)
 
@@ -38,6 +39,7 @@ def agenttrain(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_plugins_lists_built_ins_and_what_each_package_registers():
     result = agenttrain("plugins", "--json")
     assert result.returncode == 0, result.stderr
@@ -46,9 +48,12 @@ def test_plugins_lists_built_ins_and_what_each_package_registers():
     assert found["task", "products"]["target"] == "agenttrain_products:ProductsTask"
     assert found["scorer", "last_integer"]["source"] == SOURCE.format(group="scorers", name="last_integer")
     assert found["task", "math"]["source"] == found["agent", "react"]["source"] == "agenttrain (built-in)"
+    assert found["optimizer method", "progressive"]["source"] == "agenttrain (built-in)"
+    assert found["optimizer method", "library"]["source"] == SOURCE.format(group="optimizers", name="library")
     assert {"learning_curve", "spend"} <= {name for kind, name in found if kind == "plot"}
 
 
+@pytest.mark.slow
 def test_a_plugin_task_and_scorer_train_end_to_end_with_the_task_s_own_config_keys(tmp_path):
     def reply(body):
         if is_optimizer(body):
@@ -73,11 +78,39 @@ def test_a_plugin_task_and_scorer_train_end_to_end_with_the_task_s_own_config_ke
     assert [run.snapshot(e).metrics.status for e in run.epochs()] == ["baseline", "accepted", "unchanged"]
     assert [run.snapshot(e).metrics.train_accuracy for e in run.epochs()] == [0.0, 1.0, 1.0]
     record = run.snapshot(1).rollouts()[0]
-    assert record["question"].startswith("What is ") and record["extracted"] == record["gold"]
+    assert record.question.startswith("What is ") and record.extracted == record.gold
     assert (json.loads(evaluated.stdout)["accuracy"], json.loads(evaluated.stdout)["task"]) == (1.0, "products")
     assert "count: 5" in (run.path / "config.yaml").read_text()  # the task's own key, saved with the run
 
 
+@pytest.mark.slow
+def test_a_plugin_optimizer_method_and_a_scorer_that_reads_the_whole_rollout_train_end_to_end(tmp_path):
+    """The method is one registered class behind the Optimizer protocol; the loop journals, snapshots and resumes
+    it like a built-in. The scorer sees the rollout's function calls, not just the final text."""
+    with FakeOpenAI(lambda body: agent_reply(body, multiplying_agent(body))) as server:
+        config = {
+            "name": "library", "task": {"name": "products", "count": 5, "train_size": 3, "test_size": 2},
+            "agent": {"model": "agent-model", "max_turns": 4},
+            "optimizer": {"model": "optimizer-model", "method": "library"},
+            "llm": {"base_url": server.base_url, "api_key_env": "NO_KEY_NEEDED", "cache": False},
+            "sandbox": {"warm_workers": 1}, "output_dir": str(tmp_path / "runs"),
+        }
+        (tmp_path / "library.yaml").write_text(yaml.safe_dump(config))
+        trained = agenttrain("train", "library.yaml", "--json", cwd=tmp_path)
+        assert trained.returncode == 0, trained.stderr
+    run = RunDir.open(Path(json.loads(trained.stdout)["run"]))
+    assert [run.snapshot(e).metrics.status for e in run.epochs()] == ["baseline", "accepted"]
+    assert run.snapshot(1).functions.names == ["multiply"] and run.best_epoch() == 1
+    assert run.info().reason == "offered the library's functions"
+    assert not [b for b in server.requests if is_optimizer(b)]  # the method asked no optimizer model
+    records = [run.snapshot(1).rollouts()[0], run.snapshot(0).rollouts()[0]]
+    verdicts = [judge("called_multiply", r.prediction, r.gold, {"rollout": r.model_dump(mode="json")})
+                for r in records]
+    assert [v.correct for v in verdicts] == [True, False]  # the same answer counts only with the call
+    assert verdicts[1].note == "multiply was not called"
+
+
+@pytest.mark.slow
 def test_a_config_naming_a_task_no_package_registers_lists_the_registered_ones(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"name": "x", "task": {"name": "prodcts"}}))
     result = agenttrain("validate", "bad.yaml", cwd=tmp_path)

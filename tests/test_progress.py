@@ -15,16 +15,19 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from agenttrain import api
 from agenttrain.cli import app
 from agenttrain.progress import RichReporter
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Fault
-from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
+from tests.support.fake_openai import FakeOpenAI, Fault
+from tests.support.files import write_problems
+from tests.support.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
 from tests.test_resume import killed_run, slow_world  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-c", "from agenttrain.cli import main; main()"]
 PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27")]

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from agenttrain.rundir.directory import newest_run
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI
-from tests.scripted import is_optimizer, multiplying_agent
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.files import write_problems
+from tests.support.scripted import is_optimizer, multiplying_agent
 from tests.test_resume import CLI
+
+pytestmark = pytest.mark.ray
 
 pytest.importorskip("ray")
 PRODUCTS = [(f"What is {a} times 7?", str(a * 7)) for a in range(2, 6)]

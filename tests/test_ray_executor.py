@@ -17,16 +17,16 @@ ray = pytest.importorskip("ray")
 
 from agenttrain import api  # noqa: E402
 from agenttrain.rundir.directory import RunDir  # noqa: E402
-from tests.conftest import ConfigWriter, write_problems  # noqa: E402
-from tests.fake_openai import FakeOpenAI  # noqa: E402
-from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent, question  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI  # noqa: E402
+from tests.support.files import ConfigWriter, write_problems  # noqa: E402
+from tests.support.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent, question  # noqa: E402
 from tests.test_resume import PROBLEMS, killed_run  # noqa: E402
 from tests.test_sweep import invoke, responder, two_configs  # noqa: E402
 
 PRODUCTS = [(f"What is {a} times 7?", str(a * 7)) for a in range(2, 8)]
 ON_RAY = ["executor.kind=ray", "executor.num_cpus_per_rollout=1"]
 # Ray starts a worker process per actor (seconds each on a loaded machine): room beyond the default limit
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -120,7 +120,7 @@ def test_a_worker_killed_mid_rollout_costs_only_that_rollout(write_config, tmp_p
     assert run.info().status == "finished"
     journaled = [e["record"]["question"] for e in run.events() if e["event"] == "rollout"]
     assert sorted(journaled) == sorted(p for p, _ in PRODUCTS)
-    assert sorted(r["question"] for r in run.snapshot(0).rollouts()) == sorted(p for p, _ in PRODUCTS)
+    assert sorted(r.question for r in run.snapshot(0).rollouts()) == sorted(p for p, _ in PRODUCTS)
 
 
 def test_the_budget_and_the_request_limit_hold_for_all_workers_together(write_config, tmp_path):
@@ -144,7 +144,7 @@ def test_a_local_run_killed_mid_epoch_resumes_on_ray_without_repeating_journaled
     asked = {question(b) for b in server.requests if not is_optimizer(b)}
     assert outcome.status == "finished"
     assert asked == {p for p, _ in PROBLEMS} - journaled
-    assert sorted(r["question"] for r in run.snapshot(0).rollouts()) == sorted(p for p, _ in PROBLEMS)
+    assert sorted(r.question for r in run.snapshot(0).rollouts()) == sorted(p for p, _ in PROBLEMS)
 
 
 def test_a_sweep_on_ray_runs_each_job_as_a_ray_task_and_a_rerun_reuses_them(write_config, tmp_path):

@@ -10,19 +10,19 @@ from typing import Any
 import pytest
 
 from agenttrain import api
-from agenttrain.agents.base import FunctionCall, Rollout
 from agenttrain.agents.react import ReactAgent, stated_prediction
 from agenttrain.agents.react_parse import Action, parse_arguments, parse_reply, read_literal
 from agenttrain.config import AgentConfig, BudgetConfig, LLMConfig, SandboxConfig
 from agenttrain.endpoint.client import LLMClient
 from agenttrain.endpoint.usage import UsageMeter
 from agenttrain.functions import FunctionSet, build_function
+from agenttrain.rundir.records import FunctionCallRecord, Rollout
 from agenttrain.sandbox import Sandbox
 from agenttrain.scorers import judge
 from agenttrain.tasks.base import AnswerFormat, Example
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Fault, Reply
-from tests.scripted import (
+from tests.support.fake_openai import FakeOpenAI, Fault, Reply
+from tests.support.files import write_problems
+from tests.support.scripted import (
     MULTIPLY,
     TERMINATE,
     add,
@@ -192,6 +192,7 @@ def answer_from_last_observation(body: dict[str, Any]) -> Reply:
     return react_answer(f"\\boxed{{{numbers(tool_results(body)[-1])[-1]}}}")
 
 
+@pytest.mark.slow
 def test_a_learned_function_is_called_and_its_result_comes_back_as_the_observation():
     def model(body):
         return answer_from_last_observation(body) if tool_results(body) else react_action("multiply", {"a": 6, "b": 7})
@@ -199,11 +200,12 @@ def test_a_learned_function_is_called_and_its_result_comes_back_as_the_observati
     rollout, _ = solve(model)
     assert rollout.stop_reason == "answered" and rollout.turns == 2
     assert rollout.messages[3] == {"role": "user", "content": "Observation: 42"}
-    assert rollout.function_calls == [FunctionCall("multiply", ok=True)]
+    assert rollout.function_calls == [FunctionCallRecord(name="multiply", ok=True)]
     assert rollout.prediction == "\\boxed{42}"
     assert judge("math", rollout.prediction, QUESTION.answer).correct
 
 
+@pytest.mark.slow
 def test_tools_are_listed_as_text_and_the_stop_sequence_is_sent():
     _, requests = solve(lambda body: react_answer("\\boxed{42}"))
     body = requests[0]
@@ -214,6 +216,7 @@ def test_tools_are_listed_as_text_and_the_stop_sequence_is_sent():
     assert 'multiply: Multiplies two integers.\n  arguments (JSON schema): {"type": "object"' in system
 
 
+@pytest.mark.slow
 def test_python_state_persists_between_actions():
     def model(body):
         done = tool_results(body)
@@ -229,6 +232,7 @@ def test_python_state_persists_between_actions():
     assert rollout.function_calls == []  # python runs are counted as code, not as learned-function calls
 
 
+@pytest.mark.slow
 def test_unreadable_arguments_are_named_in_the_observation_and_the_model_can_retry():
     def model(body):
         done = tool_results(body)
@@ -245,6 +249,7 @@ def test_unreadable_arguments_are_named_in_the_observation_and_the_model_can_ret
     assert rollout.stop_reason == "answered" and rollout.prediction == "\\boxed{42}"
 
 
+@pytest.mark.slow
 def test_a_reply_that_cannot_be_read_gets_an_observation_and_the_run_goes_on():
     def model(body):
         if len(body["messages"]) == 2:
@@ -257,6 +262,7 @@ def test_a_reply_that_cannot_be_read_gets_an_observation_and_the_run_goes_on():
     assert rollout.stop_reason == "answered" and rollout.turns == 2
 
 
+@pytest.mark.slow
 def test_a_tool_that_does_not_exist_is_reported_with_the_tools_that_do():
     def model(body):
         return answer_from_last_observation(body) if tool_results(body) else react_action("divide", {"a": 6, "b": 7})
@@ -264,9 +270,11 @@ def test_a_tool_that_does_not_exist_is_reported_with_the_tools_that_do():
     rollout, _ = solve(model)
     observation = tool_outputs(rollout.messages)[0]
     assert "no tool named 'divide'" in observation and "python, multiply" in observation
-    assert rollout.function_calls == [FunctionCall("divide", ok=False, error=observation.removeprefix("Error: "))]
+    error = observation.removeprefix("Error: ")
+    assert rollout.function_calls == [FunctionCallRecord(name="divide", ok=False, error=error)]
 
 
+@pytest.mark.slow
 def test_the_numbered_form_gets_numbered_observations():
     def model(body):
         if tool_results(body):
@@ -279,6 +287,7 @@ def test_the_numbered_form_gets_numbered_observations():
     assert judge("gaia", rollout.prediction, QUESTION.answer).correct
 
 
+@pytest.mark.slow
 def test_an_observation_invented_by_a_server_that_ignores_stop_is_replaced_by_the_real_one():
     def model(body):
         if tool_results(body):
@@ -290,6 +299,7 @@ def test_an_observation_invented_by_a_server_that_ignores_stop_is_replaced_by_th
     assert rollout.messages[3]["content"] == "Observation: 42" and rollout.prediction == "\\boxed{42}"
 
 
+@pytest.mark.slow
 def test_a_reply_with_neither_action_nor_answer_is_nudged_until_max_turns():
     rollout, _ = solve(lambda body: Reply(content="Let me think about it."), max_turns=3)
     assert (rollout.stop_reason, rollout.turns) == ("max_turns", 3)
@@ -298,6 +308,7 @@ def test_a_reply_with_neither_action_nor_answer_is_nudged_until_max_turns():
     assert rollout.prediction == "Let me think about it."  # no answer stated: the scorer gets the last text
 
 
+@pytest.mark.slow
 def test_after_max_failed_calls_functions_are_refused_and_the_model_is_told_to_answer():
     def model(body):
         done = tool_results(body)
@@ -313,12 +324,14 @@ def test_after_max_failed_calls_functions_are_refused_and_the_model_is_told_to_a
     assert rollout.stop_reason == "answered"
 
 
+@pytest.mark.slow
 def test_an_endpoint_failure_ends_the_rollout_as_llm_error():
     rollout, _ = solve(lambda body: Fault(status=500))
     assert rollout.stop_reason == "llm_error" and "500" in (rollout.error or "")
     assert rollout.prediction is None
 
 
+@pytest.mark.slow
 def test_training_a_react_agent_accepts_a_helpful_function_and_the_optimizer_reads_its_transcripts(
     write_config, tmp_path: Path
 ):

@@ -28,7 +28,7 @@ from agenttrain.endpoint.client import ContextOverflow, LLMClient
 from agenttrain.endpoint.local_model import local_server
 from agenttrain.endpoint.usage import UsageMeter
 from agenttrain.errors import UserError
-from tests.conftest import write_problems
+from tests.support.files import REPO, write_problems
 
 
 def _missing() -> str | None:
@@ -41,7 +41,7 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+pytestmark = [pytest.mark.real_model, pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
 
 MULTIPLY_TOOL = {"type": "function", "function": {
     "name": "multiply", "description": "Multiply two numbers.",
@@ -132,7 +132,7 @@ def test_each_agent_trains_an_epoch_with_the_real_model_as_agent_and_optimizer(t
     assert run.info().status == "finished", run.info().reason
     assert run.epochs() == [0, 1]
     records = run.snapshot(0).rollouts()
-    assert len(records) == 2 and all(r["stop_reason"] != "llm_error" for r in records)
+    assert len(records) == 2 and all(r.stop_reason != "llm_error" for r in records)
     assert run.snapshot(1).metrics.actions  # the optimizer's turn is recorded, whatever the model said
     assert (run.path / "local-server.log").stat().st_size > 0
 
@@ -162,7 +162,7 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_the_server_process_ends_when_the_run_is_stopped(tmp_path, stop):
     config = _config(tmp_path, "assistant")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     train = subprocess.Popen([sys.executable, "-c", "from agenttrain.cli import main; main()", "train",
                               str(config), "--no-cache"], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)

@@ -18,9 +18,9 @@ from agenttrain.config import BudgetConfig, ConfigError, LLMConfig, ModelParams,
 from agenttrain.endpoint.cache import ResponseCache
 from agenttrain.endpoint.client import ChatReply, EndpointDown, LLMClient, LLMError
 from agenttrain.endpoint.usage import DEFAULT_PRICES, PRICE_TABLE_DATE, UsageMeter, price_for
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Fault, Reply
-from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
+from tests.support.fake_openai import FakeOpenAI, Fault, Reply
+from tests.support.files import write_problems
+from tests.support.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27"),
@@ -224,6 +224,7 @@ def thinking_optimizer(body: dict[str, Any]) -> Reply:
                                cached_prompt_tokens=OPTIMIZER_CACHED_PROMPT)
 
 
+@pytest.mark.slow
 def test_a_reasoning_optimizer_trains_a_small_agent_against_openai_s_rules(write_config, tmp_path, monkeypatch):
     """o3 optimizes, gpt-4o-mini answers, the server refuses what OpenAI refuses; `show` and `report` count the
     optimizer's reasoning in tokens and dollars."""

@@ -14,9 +14,9 @@ from agenttrain.errors import UserError
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import FORMAT_VERSION, RECORDS
 from agenttrain.rundir.records_doc import NESTED, render
-from tests.fake_openai import FakeOpenAI
-from tests.run_factory import story_run
-from tests.scripted import agent_reply, multiplying_agent
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.run_factory import story_run
+from tests.support.scripted import agent_reply, multiplying_agent
 
 FIXTURES = Path(__file__).parent / "fixtures"
 runner = CliRunner()
@@ -50,6 +50,7 @@ def test_a_format_1_run_is_upgraded_in_memory_and_left_as_it_was_on_disk(tmp_pat
     assert (run.path / "run.json").read_text() == stored
 
 
+@pytest.mark.slow
 def test_a_format_1_run_opens_in_show_diff_report_and_runs(tmp_path):
     run = format_1_run(tmp_path)
     shown = cli("show", str(run.path))
@@ -64,6 +65,7 @@ def test_a_format_1_run_opens_in_show_diff_report_and_runs(tmp_path):
     assert (listed["status"], listed["best_epoch"], listed["test_accuracy"]) == ("finished", 1, 1.0)
 
 
+@pytest.mark.slow
 def test_a_format_1_run_can_be_evaluated_again(tmp_path, monkeypatch):
     run = format_1_run(tmp_path)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")

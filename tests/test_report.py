@@ -17,7 +17,7 @@ from agenttrain.readback.reporting import write_report
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import Best
 from agenttrain.stats import paired_difference_ci
-from tests.run_factory import MULTIPLY, experiment, rollout, save_epoch, save_eval, story_run
+from tests.support.run_factory import MULTIPLY, experiment, rollout, save_epoch, save_eval, story_run
 
 runner = CliRunner()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -85,7 +85,7 @@ def test_history_reads_lineage_usage_complexity_and_stuck_tasks(tmp_path):
     assert history.function_usage["multiply"] == multiply_calls
     assert history.function_usage["mutliply"] == {1: CallCount(1, 0)}  # a name the agent invented
     assert history.complexity["divide"] == {3: 2, 4: 2} and history.complexity["multiply"] == {1: 1, 2: 1, 3: 1, 4: 1}
-    assert [r["id"] for r in history.always_wrong] == ["t4"]
+    assert [r.id for r in history.always_wrong] == ["t4"]
     [(evaluation, comparison)] = history.comparisons_with_baseline()
     assert (evaluation.split, evaluation.epoch) == ("test", 3)
     assert (comparison.paired, comparison.fixed, comparison.broken) == (10, 5, 0)
@@ -103,6 +103,7 @@ def test_a_transfer_eval_is_its_own_series(tmp_path):
 # -- the written report -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_writes_markdown_and_four_plots(tmp_path):
     run = story_run(tmp_path)
     paths = write_report(run)
@@ -116,6 +117,7 @@ def test_report_writes_markdown_and_four_plots(tmp_path):
         assert f"]({plot.name})" in markdown  # linked relative to report.md
 
 
+@pytest.mark.slow
 def test_report_tables_tell_the_story(tmp_path):
     markdown = write_report(story_run(tmp_path))[0].read_text()
     epochs = table_rows(markdown, "| epoch | outcome | train | test | functions | actions applied | tokens | cost $ |")
@@ -141,6 +143,7 @@ def test_report_tables_tell_the_story(tmp_path):
     assert "$15.0000 training + $0.7500 evaluation" in markdown
 
 
+@pytest.mark.slow
 def test_report_without_functions_or_evals_still_renders(tmp_path):
     run = RunDir.create(experiment(tmp_path))
     save_epoch(run, 0, [], "baseline", [rollout("t1", False), rollout("t2", True)], 0.5)
@@ -152,6 +155,7 @@ def test_report_without_functions_or_evals_still_renders(tmp_path):
     assert "1 of 2 training tasks were wrong in every epoch" in markdown
 
 
+@pytest.mark.slow
 def test_code_that_does_not_parse_is_reported_not_fatal(tmp_path):
     run = RunDir.create(experiment(tmp_path))
     broken = Function("broken", "Hand-edited.", {"type": "object", "properties": {}}, "def broken(:\n")
@@ -176,6 +180,7 @@ def test_a_damaged_eval_file_is_named(tmp_path):
 # -- the command --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_command_prints_the_paths_as_json(tmp_path):
     run = story_run(tmp_path)
     result = runner.invoke(app, ["report", str(run.path), "--out", str(tmp_path / "custom"), "--json"])
@@ -185,6 +190,7 @@ def test_report_command_prints_the_paths_as_json(tmp_path):
     assert len(written["plots"]) == 4 and all(Path(p).is_file() for p in written["plots"])
 
 
+@pytest.mark.slow
 def test_report_command_text_and_help(tmp_path):
     run = story_run(tmp_path, evaluated=False)
     result = runner.invoke(app, ["report", str(run.path)])
@@ -213,6 +219,7 @@ def png_size_and_title(path: Path) -> tuple[int, str]:
     return int.from_bytes(data[16:20], "big"), data[text_start:text_start + length].decode("latin-1")
 
 
+@pytest.mark.slow
 def test_each_plot_names_the_run_and_both_models(tmp_path):
     run = story_run(tmp_path)
     for plot in write_report(run)[1:]:
@@ -220,6 +227,7 @@ def test_each_plot_names_the_run_and_both_models(tmp_path):
         assert title == f"{run.path.name}: agent agent-model, optimizer optimizer-model", plot.name
 
 
+@pytest.mark.slow
 def test_the_cost_panel_is_left_out_when_no_model_has_a_price(tmp_path):
     unpriced = story_run(tmp_path, "unpriced")
     priced = story_run(tmp_path, "priced")
@@ -230,6 +238,7 @@ def test_the_cost_panel_is_left_out_when_no_model_has_a_price(tmp_path):
     assert narrow < wide  # one panel (tokens) instead of two
 
 
+@pytest.mark.slow
 def test_the_complexity_chart_needs_two_values_to_compare(tmp_path):
     run = RunDir.create(experiment(tmp_path))
     save_epoch(run, 0, [], "baseline", [rollout("t1", False)], 0.0)
@@ -241,6 +250,7 @@ def test_the_complexity_chart_needs_two_values_to_compare(tmp_path):
     assert "complexity.png" in [p.name for p in write_report(run)[1:]]  # the same function in two epochs
 
 
+@pytest.mark.slow
 def test_report_md_is_as_readable_as_its_plots(tmp_path):
     paths = write_report(story_run(tmp_path))
     modes = {p.name: p.stat().st_mode & 0o777 for p in paths}

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,10 +19,10 @@ from agenttrain.errors import UserError
 from agenttrain.readback.listing import list_runs
 from agenttrain.rundir.directory import RunDir, find_runs
 from agenttrain.rundir.records import Best
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI
-from tests.run_factory import experiment, story_run
-from tests.scripted import is_optimizer, multiplying_agent, question
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.files import write_problems
+from tests.support.run_factory import experiment, story_run
+from tests.support.scripted import is_optimizer, multiplying_agent, question
 
 PROBLEMS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 8)]
 CLI = [sys.executable, "-c", "from agenttrain.cli import main; main()"]
@@ -44,11 +45,35 @@ def wait_for_rollouts(runs: Path, count: int, timeout_s: float = 30) -> RunDir:
     raise AssertionError(f"no run journaled {count} rollouts within {timeout_s}s")
 
 
+class Gate:
+    """Answers the agent's requests, holding every one after the first `open_for` until released: a process
+    killed once it journaled that many rollouts is killed mid-epoch however loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.open_for: int | None = None
+        self.answered = 0
+        self.lock = threading.Lock()
+        self.released = threading.Event()
+
+    def __call__(self, body):
+        if is_optimizer(body):
+            return "TERMINATE"
+        with self.lock:
+            self.answered += 1
+            held = self.open_for is not None and self.answered > self.open_for
+        if held:
+            self.released.wait(60)
+        return multiplying_agent(body)
+
+
 @pytest.fixture
 def slow_world():
-    server = FakeOpenAI(lambda body: "TERMINATE" if is_optimizer(body) else multiplying_agent(body), latency_s=0.2)
+    gate = Gate()
+    server = FakeOpenAI(gate, latency_s=0.2)
+    server.gate = gate
     with server:
         yield server
+        gate.released.set()
 
 
 def config_for(write_config, server: FakeOpenAI, tmp_path: Path) -> Path:
@@ -58,14 +83,22 @@ def config_for(write_config, server: FakeOpenAI, tmp_path: Path) -> Path:
 
 
 def killed_run(write_config, server: FakeOpenAI, tmp_path: Path, after_rollouts: int) -> RunDir:
-    """A training process SIGKILLed once it has journaled `after_rollouts` rollouts."""
+    """A training process SIGKILLed once it has journaled `after_rollouts` rollouts (and, against a gated server,
+    before it could journal more)."""
+    gate = getattr(server, "gate", None)
+    if gate is not None:
+        gate.open_for = after_rollouts
     process = start_training(config_for(write_config, server, tmp_path))
     run = wait_for_rollouts(tmp_path / "runs", after_rollouts)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
+    if gate is not None:
+        gate.open_for = None
+        gate.released.set()
     return run
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_runs_only_the_rollouts_that_were_not_journaled(write_config, tmp_path, slow_world):
     run = killed_run(write_config, slow_world, tmp_path, 2)
     journaled = {e["record"]["question"] for e in run.events() if e["event"] == "rollout"}
@@ -77,10 +110,11 @@ def test_resume_after_sigkill_runs_only_the_rollouts_that_were_not_journaled(wri
     assert outcome.status == "finished"
     assert asked == {p for p, _ in PROBLEMS} - journaled  # nothing journaled was asked again
     records = run.snapshot(0).rollouts()
-    assert sorted(r["question"] for r in records) == sorted(p for p, _ in PROBLEMS)
+    assert sorted(r.question for r in records) == sorted(p for p, _ in PROBLEMS)
     assert run.epochs() == [0, 1]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_gracefully_with_status_interrupted(write_config, tmp_path, slow_world):
     config = config_for(write_config, slow_world, tmp_path)
     process = start_training(config)
@@ -95,11 +129,12 @@ def test_ctrl_c_stops_gracefully_with_status_interrupted(write_config, tmp_path,
     clean = api.train(config, [f"output_dir={tmp_path / 'clean'}"]).run
 
     def outcome(run: RunDir) -> list[list[tuple[str, bool]]]:
-        return [sorted((r["question"], r["correct"]) for r in run.snapshot(e).rollouts()) for e in run.epochs()]
+        return [sorted((r.question, r.correct) for r in run.snapshot(e).rollouts()) for e in run.epochs()]
 
     assert outcome(run) == outcome(clean) and run.best_if_any() == clean.best_if_any()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config(write_config, tmp_path, slow_world):
     run = killed_run(write_config, slow_world, tmp_path, 1)
     text = (run.path / "config.yaml").read_text().replace("max_turns: 4", "max_turns: 5")
@@ -109,6 +144,7 @@ def test_resume_refuses_a_changed_config(write_config, tmp_path, slow_world):
     assert json.loads((run.path / "run.json").read_text())["status"] == "running"
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_on_a_moved_endpoint_and_counts_everything_it_spent(write_config, tmp_path, slow_world):
     run = killed_run(write_config, slow_world, tmp_path, 2)
     before_kill = len(slow_world.requests)
@@ -124,6 +160,7 @@ def test_a_killed_run_resumes_on_a_moved_endpoint_and_counts_everything_it_spent
         api.resume(run.path, ["agent.model=other"])
 
 
+@pytest.mark.slow
 def test_one_process_at_a_time_trains_a_run_and_a_killed_one_is_listed_as_killed(write_config, tmp_path, slow_world):
     config = config_for(write_config, slow_world, tmp_path)
     process = start_training(config)
@@ -158,6 +195,7 @@ except UserError as exc:
 """
 
 
+@pytest.mark.slow
 def test_exactly_one_of_several_racing_processes_takes_the_run(tmp_path):
     run = RunDir.create(experiment(tmp_path))
     (run.path / ".lock").write_text("999999999")  # left by a process that was killed

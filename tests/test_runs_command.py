@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from agenttrain.cli import app
 from agenttrain.errors import UserError
 from agenttrain.rundir.directory import RunDir
-from tests.run_factory import save_eval, story_run
+from tests.support.run_factory import save_eval, story_run
 
 runner = CliRunner()
 

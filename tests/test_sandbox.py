@@ -28,9 +28,11 @@ from agenttrain.functions import Function, FunctionSet
 from agenttrain.sandbox import STATE_LOST, ExecResult, Sandbox, SandboxSession
 from agenttrain.sandbox.isolation import STABLE_WORKDIR
 from agenttrain.sandbox.packages import PackageEnvironment
-from tests.conftest import child_processes, write_problems
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.scripted import question
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.files import child_processes, write_problems
+from tests.support.scripted import question
+
+pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
 FAST = {"timeout_s": 2, "warm_workers": 1}
@@ -622,10 +624,10 @@ def test_a_training_run_records_hostile_code_as_rollouts(
                               optimizer={"epochs": 0}, sandbox={"memory_mb": 800, "timeout_s": 20})  # fmt: skip
         outcome = api.train(config)
     assert outcome.status == "finished"
-    records = {r["question"]: r for r in outcome.run.snapshot(0).rollouts()}
+    records = {r.question: r for r in outcome.run.snapshot(0).rollouts()}
     assert sorted(records) == sorted(blocks)
-    assert all(r["correct"] for r in records.values())
-    seen = {name: record["messages"][3]["content"] for name, record in records.items()}  # what the code printed
+    assert all(r.correct for r in records.values())
+    seen = {name: record.messages[3]["content"] for name, record in records.items()}  # what the code printed
     assert SECRET not in seen["spy"] and "FileNotFoundError" in seen["spy"]
     assert "printed after closing fd 1" in seen["close"]
     assert "disk limit exceeded" in seen["fill"]

@@ -10,7 +10,7 @@ import pytest
 from agenttrain.scorers import judge, judge_many
 from agenttrain.scorers.extraction import last_boxed_content, last_boxed_only_string
 from agenttrain.scorers.hendrycks import is_equiv
-from tests.conftest import shared_data
+from tests.support.files import shared_data
 
 # SCORERS.md 1b, the table verified against the original code.
 HENDRYCKS_TABLE = [
@@ -80,6 +80,7 @@ def test_the_unbraced_fallback_never_beats_a_braced_box():
     assert last_boxed_content("First \\boxed 3$, then finally \\boxed{17}.") == "17"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("prediction", "answer", "correct", "strict"),
     [
@@ -107,6 +108,7 @@ def test_math_judge_reports_what_it_extracted():
     assert judge("math", None, "3").extracted is None
 
 
+@pytest.mark.slow
 def test_every_gold_solution_is_judged_equal_to_its_own_answer():
     records = [json.loads(line) for line in shared_data("math/test.jsonl").read_text().splitlines()]
     verdicts = judge_many("math", [{"prediction": r["solution"], "answer": r["answer"]} for r in records])
@@ -115,6 +117,7 @@ def test_every_gold_solution_is_judged_equal_to_its_own_answer():
     assert misses == []
 
 
+@pytest.mark.slow
 def test_a_solution_is_rarely_judged_equal_to_another_problems_answer():
     records = [json.loads(line) for line in shared_data("math/test.jsonl").read_text().splitlines()]
     picks = random.Random(0).sample(range(len(records)), 600)

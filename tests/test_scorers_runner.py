@@ -13,7 +13,7 @@ import pytest
 from agenttrain.errors import UserError
 from agenttrain.registry import scorers
 from agenttrain.scorers import JudgePool, judge, judge_async, judge_many
-from tests.conftest import child_processes
+from tests.support.files import child_processes
 
 # sympy tries to evaluate this tower of powers and never finishes: a real hostile answer, no fake needed
 HOSTILE = "\\boxed{9^{9^{9^{9}}}}"
@@ -26,6 +26,7 @@ ITEMS = [
 ]
 
 
+@pytest.mark.slow
 def test_judge_many_returns_verdicts_in_input_order():
     verdicts = judge_many("math", ITEMS * 5, workers=2)
     assert verdicts == [judge("math", item["prediction"], item["answer"]) for item in ITEMS * 5]
@@ -40,6 +41,7 @@ def test_judge_many_passes_choices_and_unit():
     assert [v.correct for v in judge_many("tabmwp", items)] == [True, True]
 
 
+@pytest.mark.slow
 def test_a_hostile_answer_times_out_and_the_next_items_are_still_judged():
     items = [{"prediction": HOSTILE, "answer": "3"}, *ITEMS]
     started = time.monotonic()
@@ -55,6 +57,7 @@ def scorer_templates() -> set[int]:
     return child_processes(b"serve_template")
 
 
+@pytest.mark.slow
 def test_workers_share_one_template_which_is_replaced_when_killed():
     """A pool of workers costs one set of imports; when the OOM killer takes the template, judging goes on."""
     jobs = [("math", item["prediction"], item["answer"], {}) for item in ITEMS] * 2
@@ -72,6 +75,7 @@ def test_workers_share_one_template_which_is_replaced_when_killed():
     assert scorer_templates() == others  # closing the pool stops its template
 
 
+@pytest.mark.slow
 def test_judge_async_keeps_the_event_loop_free_and_never_hangs():
     async def main() -> tuple[list, int]:
         ticks = 0
@@ -104,7 +108,7 @@ def test_judge_works_off_the_main_thread():
 
 @pytest.mark.parametrize("scorer", ["Math", "f1", ""])
 def test_unknown_scorers_are_refused_with_the_list_of_names(scorer: str):
-    with pytest.raises(UserError, match=r"unknown scorer .*: exact, gaia, (.* )?math, numeric, tabmwp"):
+    with pytest.raises(UserError, match=r"unknown scorer .*: (.* )?exact, gaia, (.* )?math, numeric, tabmwp"):
         judge(scorer, "1", "1")
     with pytest.raises(UserError, match="unknown scorer"):
         judge_many(scorer, [{"prediction": "1", "answer": "1"}])

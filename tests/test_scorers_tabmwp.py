@@ -8,7 +8,7 @@ import pytest
 
 from agenttrain.scorers import judge, judge_many
 from agenttrain.scorers.tabmwp import extract_prediction, normalize_answer
-from tests.conftest import shared_data
+from tests.support.files import shared_data
 
 DAYS = ["Tuesday", "Wednesday", "Thursday", "Friday"]
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.run_factory import story_run
+from tests.support.run_factory import story_run
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("openai", "sympy", "math_verify", "numpy", "matplotlib", "ray")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pytest
 
@@ -15,8 +16,13 @@ from agenttrain.stats import (
 )
 
 
-def records(outcomes: dict[str, bool]) -> list[dict]:
-    return [{"id": task, "correct": correct} for task, correct in outcomes.items()]
+def records(outcomes: dict[str, bool]) -> list[Verdict]:
+    return [Verdict(task, correct) for task, correct in outcomes.items()]
+
+
+class Verdict(NamedTuple):
+    id: str
+    correct: bool
 
 
 # -- McNemar ----------------------------------------------------------------------------------------------

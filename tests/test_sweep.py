@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from agenttrain.cli import app
 from agenttrain.rundir.directory import RunDir, find_runs
 from agenttrain.sweeping import plan_sweep
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Fault
-from tests.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent
+from tests.support.fake_openai import FakeOpenAI, Fault
+from tests.support.files import write_problems
+from tests.support.scripted import MULTIPLY, TERMINATE, add, agent_reply, is_optimizer, list_b, multiplying_agent
 
 PROBLEMS = [(f"What is {a} times {b}?", str(a * b)) for a, b in [(6, 7), (5, 8), (3, 9), (4, 4), (7, 2)]]
 CLI = [sys.executable, "-c", "from agenttrain.cli import main; main()"]
@@ -51,6 +51,7 @@ def two_configs(write_config, server: FakeOpenAI, tmp_path: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_a_sweep_of_two_configs_and_two_seeds_writes_the_numbers_eval_gives(write_config, tmp_path):
     with FakeOpenAI(responder) as server:
         configs = two_configs(write_config, server, tmp_path)
@@ -68,7 +69,7 @@ def test_a_sweep_of_two_configs_and_two_seeds_writes_the_numbers_eval_gives(writ
             assert row["n"] == after["n"] == 3 and row["seed"] == int(row["name"][-1])
 
     # the seed is the split: the two seeds of a config trained on different tasks
-    splits = {row["name"]: {r["id"] for r in RunDir(Path(row["run"])).snapshot(0).rollouts()} for row in rows}
+    splits = {row["name"]: {r.id for r in RunDir(Path(row["run"])).snapshot(0).rollouts()} for row in rows}
     assert splits["assistant-s0"] != splits["assistant-s1"]
 
     out = tmp_path / "sweep"
@@ -83,6 +84,7 @@ def test_a_sweep_of_two_configs_and_two_seeds_writes_the_numbers_eval_gives(writ
     assert all(row["name"] in markdown for row in rows)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_rerun_finishes_without_repeating_finished_runs(write_config, tmp_path):
     with FakeOpenAI(responder, latency_s=0.3) as server:
         configs = two_configs(write_config, server, tmp_path)
@@ -127,7 +129,7 @@ def test_a_sweep_file_names_configs_relative_to_itself_with_their_own_settings(w
         folder.mkdir()
         (folder / "ablation.yaml").write_text(yaml.safe_dump({"description": "test", "runs": [
             {"config": "../assistant.yaml", "name": "full"},
-            {"config": "../assistant.yaml", "name": "at-once", "set": ["optimizer.mode=all_at_once"]},
+            {"config": "../assistant.yaml", "name": "at-once", "set": ["optimizer.method=all_at_once"]},
         ]}))
         estimate = invoke("sweep", str(folder / "ablation.yaml"), "--out", str(tmp_path / "out"), "--dry-run")
         assert [j["name"] for j in estimate["jobs"]] == ["full-s0", "at-once-s0"]
@@ -151,6 +153,7 @@ def test_the_shipped_paper_sweeps_are_valid(sweep_file, tmp_path, monkeypatch):
         assert all(Path(path).is_file() for path in [job.config, *job.transfer])
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_a_row_with_its_reason_and_the_sweep_exits_1(write_config, tmp_path):
     with FakeOpenAI(lambda body: Fault(status=500)) as server:
         data = write_problems(tmp_path / "problems.jsonl", PROBLEMS)

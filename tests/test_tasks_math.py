@@ -11,7 +11,7 @@ from agenttrain.tasks import load_task
 from agenttrain.tasks.base import DataError, Example, split_examples
 from agenttrain.tasks.jsonl import JsonlConfig
 from agenttrain.tasks.math import MathConfig
-from tests.conftest import shared_data
+from tests.support.files import shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "math-sample.jsonl"

@@ -11,7 +11,7 @@ import pytest
 from agenttrain.scorers import judge
 from agenttrain.tasks.base import DataError
 from agenttrain.tasks.tabmwp import TabMWPConfig, TabMWPTask
-from tests.conftest import shared_data
+from tests.support.files import shared_data
 
 
 def _problem(n: int, *, choices: list[str] | None = None, grade: int = 3, unit: str | None = None) -> dict[str, Any]:

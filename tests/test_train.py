@@ -11,9 +11,9 @@ import pytest
 
 from agenttrain import api
 from agenttrain.rundir.directory import RunDir
-from tests.conftest import ConfigWriter, write_problems
-from tests.fake_openai import FakeOpenAI, Reply, tool_call, tool_calls
-from tests.scripted import (
+from tests.support.fake_openai import FakeOpenAI, Reply, tool_call, tool_calls
+from tests.support.files import ConfigWriter, write_problems
+from tests.support.scripted import (
     MULTIPLY,
     MULTIPLY_WRONG,
     TERMINATE,
@@ -34,6 +34,8 @@ from tests.scripted import (
     tool_outputs,
     tool_results,
 )
+
+pytestmark = pytest.mark.slow
 
 PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40"), ("What is 3 times 9?", "27")]
 
@@ -92,7 +94,7 @@ def test_a_harmful_revision_is_rolled_back_and_the_next_epoch_runs_the_restored_
     # epoch 3 starts again from epoch 1's multiply: its rollouts get products, not sums
     epoch3 = run.snapshot(3)
     assert epoch3.functions.get("multiply").code == MULTIPLY
-    outputs = [o for r in epoch3.rollouts() for o in tool_outputs(r["messages"])]
+    outputs = [o for r in epoch3.rollouts() for o in tool_outputs(r.messages)]
     assert any("42" in o for o in outputs) and not any(o.strip() == "13" for o in outputs)
     assert epoch3.metrics.train_accuracy == 1.0  # a tie with the incumbent is not an improvement
     assert run.best_epoch() == 1
@@ -161,7 +163,7 @@ def test_two_learned_functions_each_run_their_own_code(write_config, tmp_path):
     with world(optimizer, agent) as server:
         run = train(write_config, server, tmp_path, optimizer={"epochs": 1})
     rollout = run.snapshot(1).rollouts()[0]
-    outputs = tool_outputs(rollout["messages"])
+    outputs = tool_outputs(rollout.messages)
     assert any("alpha-1" in o for o in outputs) and any("beta-2" in o for o in outputs)
     actions = run.snapshot(1).metrics.actions
     assert [a.action for a in actions] == ["add_function", "add_function", "terminate"]
@@ -194,8 +196,8 @@ def test_a_model_that_never_answers_is_scored_wrong_and_training_goes_on(write_c
     with world(lambda body: TERMINATE, lambda body: Reply(content="Let me think about it some more.")) as server:
         run = train(write_config, server, tmp_path, optimizer={"epochs": 1})
     records = run.snapshot(0).rollouts()
-    assert {r["stop_reason"] for r in records} == {"max_turns"}
-    assert all(r["turns"] == 4 and not r["correct"] for r in records)
+    assert {r.stop_reason for r in records} == {"max_turns"}
+    assert all(r.turns == 4 and not r.correct for r in records)
     assert run.info().status == "finished"
 
 
@@ -210,8 +212,8 @@ def test_code_blocks_run_in_the_sandbox_and_their_output_comes_back(write_config
         run = train(write_config, server, tmp_path, [("What is 6 times 7?", "42")] * 3,
                     optimizer={"epochs": 0})
     record = run.snapshot(0).rollouts()[0]
-    assert record["correct"] and record["code_runs"] == 1
-    assert record["messages"][3]["role"] == "user" and "42" in record["messages"][3]["content"]
+    assert record.correct and record.code_runs == 1
+    assert record.messages[3]["role"] == "user" and "42" in record.messages[3]["content"]
 
 
 def test_an_epoch_starts_first_the_rollouts_that_took_longest_last_time(write_config, tmp_path):
@@ -233,8 +235,8 @@ def test_an_epoch_starts_first_the_rollouts_that_took_longest_last_time(write_co
                    if not is_optimizer(body) and not any(m["role"] == "assistant" for m in body["messages"])]
     tasks = [q for q, _ in PRODUCTS]
     assert first_turns == [*tasks, slow, *tasks[:2]]
-    assert [r["turns"] for r in run.snapshot(0).rollouts()] == [1, 1, 3]
-    assert [r["question"] for r in run.snapshot(1).rollouts()] == tasks
+    assert [r.turns for r in run.snapshot(0).rollouts()] == [1, 1, 3]
+    assert [r.question for r in run.snapshot(1).rollouts()] == tasks
 
 
 def test_run_directory_holds_the_documented_files(write_config, tmp_path):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agenttrain import api
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Fault, Reply
-from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent, question
+from tests.support.fake_openai import FakeOpenAI, Fault, Reply
+from tests.support.files import write_problems
+from tests.support.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent, question
+
+pytestmark = pytest.mark.slow
 
 PRODUCTS = [(f"What is {a} times 3?", str(a * 3)) for a in range(2, 10)]
 
@@ -77,7 +81,7 @@ def test_agent_and_optimizer_can_use_different_endpoints(write_config, tmp_path)
 
 
 def epoch_batches(run) -> list[set[str]]:
-    return [{r["id"] for r in run.snapshot(e).rollouts()} for e in run.epochs()]
+    return [{r.id for r in run.snapshot(e).rollouts()} for e in run.epochs()]
 
 
 def test_batch_training_compares_with_the_incumbent_on_the_same_batch(write_config, tmp_path):

@@ -28,10 +28,10 @@ from agenttrain.viewer import start
 from agenttrain.viewer.html import segment
 from agenttrain.viewer.rollout_index import rollout_index
 from agenttrain.viewer.transcript import conversation
-from tests.conftest import write_problems
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.run_factory import experiment, rollout, save_epoch, save_eval, story_run, usage
-from tests.scripted import (
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.files import write_problems
+from tests.support.run_factory import experiment, rollout, save_epoch, save_eval, story_run, usage
+from tests.support.scripted import (
     MULTIPLY,
     TERMINATE,
     add,
@@ -218,13 +218,13 @@ def test_held_out_evaluations_have_their_own_rollout_pages(story):
 
 def test_model_output_is_shown_as_text_never_as_markup(tmp_path):
     run = RunDir.create(experiment(tmp_path))
-    hostile = rollout(HOSTILE, False)
-    hostile.update(question=HOSTILE, extracted='"><img src=x onerror=alert(1)>', messages=[
+    markup = '"><img src=x onerror=alert(1)>'
+    hostile = rollout(HOSTILE, False).model_copy(update=dict(question=HOSTILE, extracted=markup, messages=[
         {"role": "user", "content": HOSTILE},
         {"role": "assistant", "content": f"```python\nprint({HOSTILE!r})\n```", "tool_calls": [
             {"id": "c1", "function": {"name": "<b>f</b>", "arguments": json.dumps({"x": HOSTILE})}}]},
         {"role": "user", "content": f"{HOSTILE}</pre>"},
-    ])
+    ]))
     save_epoch(run, 0, [], "baseline", [hostile], 0.0)
     with viewer(run.path) as url:
         epoch = page(f"{url}/runs/{run.path.name}/epochs/0")
@@ -270,7 +270,7 @@ def test_a_damaged_file_is_named_on_its_page_and_the_rest_still_serves(story):
 
 def test_a_rollout_line_that_is_no_record_names_its_file(story):
     path = story.path / "epoch-1" / "rollouts.jsonl"
-    path.write_text(json.dumps({**rollout("t1", True), "function_calls": 3}) + "\n")
+    path.write_text(json.dumps({**rollout("t1", True).to_json(), "function_calls": 3}) + "\n")
     with viewer(story.path.parent) as url:
         status, body = get(f"{url}/runs/{story.path.name}/epochs/1")
         assert status == 422 and f"{path}: not a valid rollout record (function_calls" in text_of(body)
@@ -326,7 +326,7 @@ def test_a_single_run_is_shown_alone(tmp_path, story):
 def test_rollouts_are_paginated_and_a_transcript_is_read_alone(tmp_path):
     run = RunDir.create(experiment(tmp_path))
     records = [rollout(f"t{i:03}", i % 2 == 0) for i in range(120)]
-    records[7]["messages"] = [{"role": "user", "content": "x" * 300_000}]
+    records[7].messages = [{"role": "user", "content": "x" * 300_000}]
     save_epoch(run, 0, [], "baseline", records, 0.5)
     with viewer(run.path) as url:
         second = page(f"{url}/runs/{run.path.name}/epochs/0?page=2")
@@ -335,15 +335,15 @@ def test_rollouts_are_paginated_and_a_transcript_is_read_alone(tmp_path):
     assert "page 2 of 3" in text_of(second)
     assert "298,000 more characters" in text_of(big) and big.count("x" * 1000) == 300  # long text folds, all kept
     index = rollout_index(run.path / "epoch-0" / "rollouts.jsonl", run.format_version)
-    assert index.record(index.find("t119"))["id"] == "t119"
+    assert index.record(index.find("t119")).id == "t119"
 
 
 def test_a_long_conversation_pages_by_a_hundred_messages_also_side_by_side(tmp_path):
     run = RunDir.create(experiment(tmp_path))
     long = rollout("t1", False)
-    long["messages"] = [{"role": "user", "content": f"message {n}"} for n in range(150)]
+    long.messages = [{"role": "user", "content": f"message {n}"} for n in range(150)]
     save_epoch(run, 0, [], "baseline", [long], 0.0)
-    save_epoch(run, 1, [], "accepted", [{**long, "correct": True}], 1.0)
+    save_epoch(run, 1, [], "accepted", [long.model_copy(update={"correct": True})], 1.0)
     with viewer(run.path) as url:
         first = page(f"{url}/runs/{run.path.name}/compare/t1?a=0&b=1")
         follow = re.search(r'href="([^"]+)" rel="next"', first)
@@ -366,9 +366,9 @@ def test_flipped_tasks_of_a_diff_are_paginated(tmp_path):
 
 def test_a_torn_last_line_is_skipped_and_a_rewritten_file_is_indexed_again(tmp_path):
     path = tmp_path / "rollouts.jsonl"
-    path.write_text(json.dumps(rollout("a", True)) + "\n" + '{"id": "b", "corr')
+    path.write_text(json.dumps(rollout("a", True).to_json()) + "\n" + '{"id": "b", "corr')
     assert [r.id for r in rollout_index(path, FORMAT_VERSION).rows] == ["a"]
-    path.write_text(json.dumps(rollout("a", True)) + "\n" + json.dumps(rollout("b", False)) + "\n")
+    path.write_text(json.dumps(rollout("a", True).to_json()) + "\n" + json.dumps(rollout("b", False).to_json()) + "\n")
     assert [(r.id, r.correct) for r in rollout_index(path, FORMAT_VERSION).rows] == [("a", True), ("b", False)]
 
 
@@ -409,6 +409,7 @@ def test_view_on_a_busy_port_names_the_fix(story):
     assert "pass another --port, or 0 for any free one" in str(result.exception)
 
 
+@pytest.mark.slow
 def test_view_opens_the_browser_at_the_run_it_was_given(story, tmp_path):
     opened = tmp_path / "opened.txt"
     browser = tmp_path / "browser.sh"  # what $BROWSER names is what Python's webbrowser runs
@@ -510,6 +511,8 @@ def follow(tab: Any, selector: str) -> None:
         tab.click(selector)
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 def test_a_reader_clicks_from_the_runs_list_to_a_flipped_task_and_its_transcripts(trained_runs, tmp_path):
     sync_playwright = browser_or_skip()
     shots = screenshots_dir(tmp_path)

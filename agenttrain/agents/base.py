@@ -1,47 +1,18 @@
-"""What both agents share: the `Rollout` record, the `Agent` interface and the `SandboxAgent` skeleton, running
-calls in the task's sandbox session, and transcript rendering."""
+"""What both agents share: the `Agent` interface and the `SandboxAgent` skeleton, which fills a `Rollout` record
+(agenttrain.rundir.records), running calls in the task's sandbox session, and transcript rendering."""
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from agenttrain.config import AgentConfig
 from agenttrain.endpoint.client import ChatReply, ContextOverflow, LLMClient, LLMError
 from agenttrain.functions import FunctionSet
+from agenttrain.rundir.records import FunctionCallRecord, Rollout
 from agenttrain.sandbox import CodeSandbox, CodeSession
 from agenttrain.tasks.base import AnswerFormat, Example
-
-
-@dataclass
-class FunctionCall:
-    name: str
-    ok: bool
-    error: str | None = None
-
-
-@dataclass
-class Rollout:
-    """One conversation of the agent on one task, before scoring."""
-
-    example_id: str
-    messages: list[dict[str, Any]]
-    prediction: str | None  # the text the scorer extracts an answer from (the final reply; ReAct: its answer)
-    stop_reason: str  # answered | terminate | max_turns | context_length | llm_error
-    turns: int = 0
-    function_calls: list[FunctionCall] = field(default_factory=list)
-    code_runs: int = 0
-    code_errors: int = 0
-    error: str | None = None  # why the rollout could not finish (an endpoint that failed for good, ...)
-
-    @property
-    def failed_calls(self) -> int:
-        return sum(not call.ok for call in self.function_calls)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Agent(Protocol):
@@ -66,7 +37,7 @@ class SandboxAgent(ABC):
             {"role": "system", "content": self.system_prompt(functions)},
             {"role": "user", "content": example.question},
         ]
-        rollout = Rollout(example_id=example.id, messages=messages, prediction=None, stop_reason="max_turns")
+        rollout = Rollout(id=example.id, messages=messages, prediction=None, stop_reason="max_turns")
         async with self.sandbox.session(functions, files=example.files) as session:
             try:
                 await self.converse(rollout, functions, session)
@@ -74,7 +45,7 @@ class SandboxAgent(ABC):
                 rollout.stop_reason = "context_length"
             except LLMError as exc:
                 rollout.stop_reason, rollout.error = "llm_error", str(exc)
-        rollout.prediction = self.prediction(messages)
+        rollout.prediction = self.prediction(rollout.messages)
         return rollout
 
     async def ask(self, messages: list[dict[str, Any]], **options: Any) -> ChatReply:
@@ -96,14 +67,14 @@ class SandboxAgent(ABC):
 async def call_function(rollout: Rollout, session: CodeSession, name: str, arguments: dict[str, Any]) -> str:
     """Run a learned function in the task's session, record the call, and return what the model sees."""
     result = await session.call_function(name, arguments)
-    rollout.function_calls.append(FunctionCall(name, ok=result.ok, error=result.error))
+    rollout.function_calls.append(FunctionCallRecord(name=name, ok=result.ok, error=result.error))
     return result.as_observation()
 
 
 def reject_call(rollout: Rollout, name: str, problem: str) -> str:
     """Record a function call that could not be made (unknown name, unreadable arguments); returns the
     error the model sees."""
-    rollout.function_calls.append(FunctionCall(name, ok=False, error=problem))
+    rollout.function_calls.append(FunctionCallRecord(name=name, ok=False, error=problem))
     return f"Error: {problem}"
 
 
@@ -145,9 +116,9 @@ def _render_message(message: dict[str, Any]) -> str:
     return f"{role}: " + "\n".join(parts)
 
 
-def transcript(messages: list[dict[str, Any]], skip_system: bool = True) -> str:
-    """A conversation as readable text, for the optimizer prompt and reports."""
-    shown = [m for m in messages if not (skip_system and m.get("role") == "system")]
+def transcript(messages: list[dict[str, Any]]) -> str:
+    """A conversation as readable text, without its system prompt, for the optimizer prompt and reports."""
+    shown = [m for m in messages if m.get("role") != "system"]
     return "\n\n".join(_render_message(m) for m in shown)
 
 

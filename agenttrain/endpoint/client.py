@@ -213,15 +213,7 @@ class LLMClient:
         self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
         # what the cache calls this endpoint: the URL, unless it changes from run to run (the local server's port)
         self.cache_endpoint = cache_endpoint or self.endpoint
-        self._limiter: RequestLimiter = limiter or AdaptiveLimiter(settings.concurrency)
-
-    @property
-    def concurrency_limit(self) -> int:
-        """Requests currently allowed in flight (lower than `llm.concurrency` after rate limits); a shared
-        limiter keeps its count elsewhere, so the ceiling stands for it."""
-        if isinstance(self._limiter, AdaptiveLimiter):
-            return int(self._limiter.limit)
-        return self.settings.concurrency
+        self.limiter: RequestLimiter = limiter or AdaptiveLimiter(settings.concurrency)
 
     async def chat(
         self,
@@ -259,14 +251,14 @@ class LLMClient:
         for attempt in range(self.settings.max_retries + 1):
             server_wait = None
             try:
-                async with self._limiter as generation:
+                async with self.limiter as generation:
                     self.meter.check_budget()  # after waiting for a slot, so spending elsewhere is seen
                     reply = reply_from_completion(await self._client.chat.completions.create(**body))
             except openai.APIStatusError as exc:
                 if not _is_transient(exc):
                     raise self._refused(exc, body) or self._rejected(exc, body["model"], attempt + 1) from None
                 if exc.status_code == 429:
-                    self._limiter.on_rate_limit(generation)
+                    self.limiter.on_rate_limit(generation)
                     server_wait = retry_after_seconds(exc.response.headers)
                 failure = f"HTTP {exc.status_code}: {_error_message(exc)}"
             except openai.APITimeoutError:
@@ -276,7 +268,7 @@ class LLMClient:
             except (ValueError, openai.APIResponseValidationError) as exc:
                 failure = f"malformed response: {exc}"
             else:
-                self._limiter.on_success()
+                self.limiter.on_success()
                 return reply
             if attempt < self.settings.max_retries:
                 wait = self._wait(attempt, server_wait)

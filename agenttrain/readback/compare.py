@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from agenttrain.functions import Function
 from agenttrain.rundir.directory import Snapshot
-from agenttrain.stats import compare_outcomes, paired_outcomes
+from agenttrain.stats import Scored, compare_outcomes, paired_outcomes
 
 
 def _unified(old: str, new: str, label: str) -> str:
@@ -28,7 +29,7 @@ def function_diff(old: Function, new: Function) -> str:
     return _unified(old.code, new.code, f"{old.name}.py") + _unified(meta(old), meta(new), f"{old.name}.schema.json")
 
 
-def outcome_flips(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def outcome_flips(a: Sequence[Scored], b: Sequence[Scored]) -> list[dict[str, Any]]:
     """Tasks scored in both snapshots whose correctness differs, in b's order."""
     return [{"id": task, "before": was, "after": now} for task, was, now in paired_outcomes(a, b) if was != now]
 

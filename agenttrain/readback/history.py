@@ -15,7 +15,7 @@ from typing import Any
 from agenttrain.errors import UserError
 from agenttrain.readback.complexity import cyclomatic_complexity
 from agenttrain.rundir.directory import RunDir, Snapshot, read_rollouts, read_run_json
-from agenttrain.rundir.records import EvalResult
+from agenttrain.rundir.records import EvalResult, RolloutRecord
 from agenttrain.stats import PairedComparison, compare_outcomes, wilson_interval
 
 # How each epoch outcome is drawn and named: (label, marker, colour).
@@ -74,7 +74,7 @@ class Evaluation:
     format_version: int
 
     @cached_property
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[RolloutRecord]:
         return read_rollouts(self.records_path, self.format_version)
 
     @property
@@ -160,9 +160,9 @@ class RunHistory:
         usage: dict[str, dict[int, CallCount]] = defaultdict(dict)
         for epoch, records in self.rollouts.items():
             for record in records:
-                for call in record.get("function_calls", []):
-                    seen = usage[call["name"]].get(epoch, CallCount())
-                    usage[call["name"]][epoch] = seen + CallCount(1, int(bool(call.get("ok"))))
+                for call in record.function_calls:
+                    seen = usage[call.name].get(epoch, CallCount())
+                    usage[call.name][epoch] = seen + CallCount(1, int(call.ok))
         return dict(sorted(usage.items()))
 
     @cached_property
@@ -178,20 +178,20 @@ class RunHistory:
         return dict(table)
 
     @cached_property
-    def always_wrong(self) -> list[dict[str, Any]]:
+    def always_wrong(self) -> list[RolloutRecord]:
         """The latest record of every training task that no epoch solved, in order of first appearance."""
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, RolloutRecord] = {}
         solved: set[str] = set()
         for epoch in self.epochs:
             for record in self.rollouts[epoch]:
-                latest[record["id"]] = record
-                if record["correct"]:
-                    solved.add(record["id"])
+                latest[record.id] = record
+                if record.correct:
+                    solved.add(record.id)
         return [r for task, r in latest.items() if task not in solved]
 
     @cached_property
     def task_count(self) -> int:
-        return len({r["id"] for records in self.rollouts.values() for r in records})
+        return len({r.id for records in self.rollouts.values() for r in records})
 
     def comparisons_with_baseline(self) -> list[tuple[Evaluation, PairedComparison]]:
         """Each evaluated epoch against epoch 0 on the same split, paired by task."""

@@ -178,7 +178,7 @@ def _always_wrong_section(history: RunHistory) -> str:
     intro = f"{len(stuck)} of {history.task_count} training tasks were wrong in every epoch that ran them."
     if not stuck:
         return f"## Tasks that stayed wrong\n\n{intro}"
-    rows = [[_code(r["id"]), _one_line(r.get("question", "")), _code(r.get("gold")), _code(r.get("extracted"))]
+    rows = [[_code(r.id), _one_line(r.question), _code(r.gold), _code(r.extracted)]
             for r in stuck[:MAX_STUCK_ROWS]]
     more = f"\n\n…and {len(stuck) - MAX_STUCK_ROWS} more." if len(stuck) > MAX_STUCK_ROWS else ""
     return "\n\n".join([

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -157,9 +157,13 @@ def environment_record() -> dict[str, Any]:
     return {"python": platform.python_version(), "packages": versions, "git_revision": revision}
 
 
-def read_rollouts(path: Path, version: int) -> list[dict[str, Any]]:
-    """A rollouts file's records in the current format (as dicts: they are many, and passed on as JSON)."""
-    return [RolloutRecord.read(line, version, path).to_json() for line in read_journal_lines(path)]
+def read_rollouts(path: Path, version: int) -> list[RolloutRecord]:
+    """A rollouts file's records in the current format."""
+    return [RolloutRecord.read(line, version, path) for line in read_journal_lines(path)]
+
+
+def write_rollouts(path: Path, records: Sequence[RolloutRecord]) -> None:
+    write_jsonl_atomic(path, [r.to_json() for r in records])
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ class Snapshot:
     metrics: EpochMetrics
     format_version: int
 
-    def rollouts(self) -> list[dict[str, Any]]:
+    def rollouts(self) -> list[RolloutRecord]:
         path = self.path / "rollouts.jsonl"
         if not path.exists():
             raise UserError(f"{path}: missing; this snapshot's rollouts were deleted")
@@ -311,7 +315,7 @@ class RunDir:
     # -- snapshots ------------------------------------------------------------------------------------
 
     def save_snapshot(
-        self, functions: FunctionSet, metrics: EpochMetrics, rollouts: list[dict[str, Any]]
+        self, functions: FunctionSet, metrics: EpochMetrics, rollouts: Sequence[RolloutRecord]
     ) -> Path:
         """Write the epoch folder under a temporary name, then rename it: a snapshot that exists is complete."""
         final = self.path / f"{EPOCH_PREFIX}{metrics.epoch}"
@@ -326,7 +330,7 @@ class RunDir:
             (tmp / "functions.json").write_text(json.dumps(functions.to_json(), indent=2) + "\n", encoding="utf-8")
             (tmp / "metrics.json").write_text(json.dumps(metrics.to_json(), indent=2) + "\n", encoding="utf-8")
             with open(tmp / "rollouts.jsonl", "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rollouts)
+                handle.writelines(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rollouts)
             os.rename(tmp, final)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)

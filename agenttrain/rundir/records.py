@@ -13,7 +13,7 @@ Format history:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -100,6 +100,10 @@ class Action(BaseModel):
     tasks: list[str] | None = Field(None, description="optimizer.method tool_creation: the training tasks the "
                                                       "function was written for")
 
+    def to_json(self) -> Data:
+        """As journaled and saved: `tasks` only where a method sets it."""
+        return self.model_dump(mode="json", exclude={"tasks"} if self.tasks is None else set())
+
 
 EpochStatus = Literal["baseline", "accepted", "rolled_back", "unchanged"]
 
@@ -121,6 +125,8 @@ class EpochMetrics(Record):
     incumbent_accuracy: float = Field(description="training accuracy of the kept set after this epoch")
     function_count: int = Field(description="functions in this epoch's set")
     actions: list[Action] = Field(default_factory=list, description="the optimizer's actions")
+    prompt_cuts: list[str] = Field(default_factory=list, description="what the optimizer's prompt left out to fit "
+                                                                     "the model's context (empty: nothing)")
     stale: int = Field(description="epochs in a row without an improvement (early stop counts these)")
     best_epoch: int = Field(description="best epoch so far")
     best_accuracy: float = Field(description="training accuracy of the best epoch so far")
@@ -144,19 +150,12 @@ class FunctionCallRecord(BaseModel):
     error: str | None = Field(None, description="the error's type or message")
 
 
-class RolloutRecord(Record):
-    title = "rollout record"
-    file = "epoch-N/rollouts.jsonl, evals/STEM.rollouts.jsonl (one line each)"
-    about = "One conversation of the agent on one task, scored."
+class Rollout(BaseModel):
+    """One conversation of the agent on one task, as the agent leaves it: what scoring reads."""
 
+    model_config = ConfigDict(extra="allow")
     id: str = Field(description="the task's id")
-    question: str = Field(description="the task as the agent saw it")
-    gold: str = Field(description="the reference answer")
     prediction: str | None = Field(description="the text the answer was extracted from")
-    extracted: str | None = Field(description="the answer the scorer extracted")
-    correct: bool = Field(description="the scorer's verdict")
-    strict: bool | None = Field(None, description="the strict verdict, for scorers that have one")
-    score_note: str | None = Field(None, description="why the scorer decided as it did, when it says")
     messages: list[dict[str, Any]] = Field(default_factory=list, description="the whole conversation, "
                                                                              "OpenAI chat format")
     stop_reason: str = Field(description="answered, terminate, max_turns, context_length or llm_error")
@@ -166,11 +165,64 @@ class RolloutRecord(Record):
     code_errors: int = Field(0, description="code blocks that raised")
     error: str | None = Field(None, description="why the rollout could not finish")
 
+    @property
+    def failed_calls(self) -> int:
+        return sum(not call.ok for call in self.function_calls)
+
+    @property
+    def endpoint_failed(self) -> bool:
+        """Cut short by the endpoint: not an answer, so it must never count as a wrong one."""
+        return self.stop_reason == "llm_error"
+
+
+class RolloutRecord(Record, Rollout):
+    title = "rollout record"
+    file = "epoch-N/rollouts.jsonl, evals/STEM.rollouts.jsonl (one line each)"
+    about = "One conversation of the agent on one task, scored: the agent's `Rollout` and the scorer's verdict."
+
+    question: str = Field(description="the task as the agent saw it")
+    gold: str = Field(description="the reference answer")
+    extracted: str | None = Field(description="the answer the scorer extracted")
+    correct: bool = Field(description="the scorer's verdict")
+    strict: bool | None = Field(None, description="the strict verdict, for scorers that have one")
+    score_note: str | None = Field(None, description="why the scorer decided as it did, when it says")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Accuracy of a list of scored rollouts."""
+
+    correct: int
+    n: int
+    errors: int  # rollouts that ended in an error
+    accuracy_strict: float | None  # for scorers that have a strict verdict
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    @classmethod
+    def of(cls, correct: Sequence[bool], strict: Sequence[bool | None], errors: int = 0) -> Summary:
+        """Strict accuracy only where every verdict has a strict one."""
+        n = len(correct)
+        has_strict = n > 0 and all(s is not None for s in strict)
+        return cls(sum(correct), n, errors, sum(bool(s) for s in strict) / n if has_strict else None)
+
+    def fields(self) -> dict[str, float | int | None]:
+        """As EpochMetrics and EvalResult name them (without their `train_` prefix)."""
+        return {"accuracy": self.accuracy, "correct": self.correct, "n": self.n,
+                "accuracy_strict": self.accuracy_strict, "errors": self.errors}
+
+
+def summarise(records: Sequence[RolloutRecord]) -> Summary:
+    return Summary.of([r.correct for r in records], [r.strict for r in records], sum(1 for r in records if r.error))
+
 
 class Best(Record):
     title = "best.json"
     file = "best.json"
-    about = "The epoch whose functions `eval --epoch best` and `export` use; written after its snapshot."
+    about = ("The best epoch, for readers such as jq, written after its snapshot. agenttrain itself (`eval --epoch "
+             "best`, `export`, `show`) reads the best epoch from the last snapshot's metrics, which cannot lag behind.")
 
     epoch: int = Field(description="the best epoch")
     train_accuracy: float = Field(description="its training accuracy")

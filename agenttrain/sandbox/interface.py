@@ -1,7 +1,7 @@
 """What the rest of agenttrain asks of a sandbox (agents, optimizer, runtime), whatever runs the code.
 
 `CodeSandbox` and `CodeSession` are the whole surface; the process backend (process.py) implements them,
-and tests/test_sandbox.py is a suite any backend must pass.
+and tests/test_sandbox.py tests the process backend through this interface.
 """
 
 from __future__ import annotations

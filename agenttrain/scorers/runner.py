@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from agenttrain.forking import ForkServer, ForkServerError
-from agenttrain.scorers.judging import check_scorer
+from agenttrain.scorers.judging import ROLLOUT_FIELD, check_scorer, wants_rollout
 from agenttrain.scorers.verdict import Verdict
 
 Job = tuple[str, str | None, str, dict[str, Any]]  # scorer, prediction, answer, fields
@@ -194,9 +194,14 @@ def _shared_pool() -> JudgePool:
         return _shared
 
 
-def _job(scorer: str, prediction: str | None, answer: str, fields: Mapping[str, Any] | None) -> Job:
+def _job(scorer: str, prediction: str | None, answer: str, fields: Mapping[str, Any] | None,
+         rollout: Mapping[str, Any] | None = None) -> Job:
+    """What a worker judges; the rollout travels only to a scorer that reads it."""
     check_scorer(scorer)
-    return scorer, prediction, answer, dict(fields or {})
+    extras = dict(fields or {})
+    if rollout is not None and wants_rollout(scorer):
+        extras[ROLLOUT_FIELD] = dict(rollout)
+    return scorer, prediction, answer, extras
 
 
 async def judge_async(
@@ -205,9 +210,11 @@ async def judge_async(
     answer: str,
     fields: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
+    rollout: Mapping[str, Any] | None = None,
 ) -> Verdict:
-    """`judge` in a worker process; past `timeout_s` the item is wrong with a note. Never hangs."""
-    return await _shared_pool().judge_async(_job(scorer, prediction, answer, fields), timeout_s)
+    """`judge` in a worker process; past `timeout_s` the item is wrong with a note. Never hangs. `rollout` (the
+    whole `Rollout` as JSON) reaches a scorer that reads it."""
+    return await _shared_pool().judge_async(_job(scorer, prediction, answer, fields, rollout), timeout_s)
 
 
 def judge_many(

@@ -61,9 +61,7 @@ def task_label(experiment: Experiment) -> str:
 
 def setting_label(experiment: Experiment) -> str:
     optimizer = experiment.optimizer
-    if optimizer.method == "tool_creation":
-        return "tool creation"
-    parts = [optimizer.mode.replace("_", " ")]
+    parts = [optimizer.method.replace("_", " ")]
     if not optimizer.roll_back:
         parts.append("no roll-back")
     if optimizer.batch_size is not None:

@@ -15,14 +15,14 @@ from typing import Any
 from agenttrain.config import Experiment, ModelParams, load_experiment
 from agenttrain.endpoint.request_params import is_reasoning_model
 from agenttrain.endpoint.usage import price_for
-from agenttrain.optimizers.progressive import CHARS_PER_TOKEN
+from agenttrain.optimizers import run_plan
+from agenttrain.optimizers.prompting import CHARS_PER_TOKEN
 from agenttrain.tasks import load_task
 
 TYPICAL_TURNS = 3
 SYSTEM_TOKENS = 300  # the agent's instructions
 FUNCTION_TOKENS = 250  # one learned function offered as a tool
 REPLY_TOKENS = 350  # one agent reply (reasoning, code or a call)
-OPTIMIZER_REPLY_TOKENS = 600  # one add/revise action with its code
 # hidden reasoning per reply at each reasoning_effort; OpenAI's reasoning models default to medium
 REASONING_TOKENS = {"none": 0, "minimal": 150, "low": 600, "medium": 2000, "high": 6000, "xhigh": 12000,
                     "max": 20000}
@@ -63,21 +63,6 @@ def _conversation_tokens(question_tokens: int, functions: int, turns: int) -> tu
     return prompt, turns * REPLY_TOKENS
 
 
-def _optimizer_plan(experiment: Experiment, worst_case: bool) -> tuple[int, int, int]:
-    """(agent evaluations of the training tasks, optimizer requests, completion tokens per request)."""
-    optimizer = experiment.optimizer
-    calls_per_answer = optimizer.max_action_retries + 1 if worst_case else 1  # an invalid answer is asked again
-    if optimizer.method == "tool_creation":  # baseline, created set, and the kept set when some were dropped
-        return 3 if worst_case else 2, calls_per_answer, optimizer.max_actions * OPTIMIZER_REPLY_TOKENS
-    evaluations = optimizer.epochs + 1
-    if optimizer.batch_size is not None and optimizer.batch_compare == "same_batch":
-        evaluations += optimizer.epochs  # the incumbent is re-run on each batch
-    if optimizer.mode == "all_at_once":  # one call per epoch writes the whole list
-        whole_list = optimizer.max_actions * optimizer.epochs // 2 + 1
-        return evaluations, optimizer.epochs * calls_per_answer, whole_list * OPTIMIZER_REPLY_TOKENS
-    return evaluations, optimizer.epochs * optimizer.max_actions * calls_per_answer, OPTIMIZER_REPLY_TOKENS
-
-
 def _question_tokens(questions: list[str]) -> int:
     return sum(len(q) for q in questions) // max(len(questions), 1) // CHARS_PER_TOKEN
 
@@ -87,7 +72,8 @@ def estimate_run(experiment: Experiment, train_questions: list[str], worst_case:
     turns = agent.max_turns if worst_case else min(TYPICAL_TURNS, agent.max_turns)
     tasks = len(train_questions) if optimizer.batch_size is None else min(optimizer.batch_size, len(train_questions))
     question_tokens = _question_tokens(train_questions)
-    evaluations, optimizer_requests, reply_tokens = _optimizer_plan(experiment, worst_case)
+    plan = run_plan(optimizer, worst_case)
+    evaluations, optimizer_requests, reply_tokens = plan.train_evaluations, plan.optimizer_requests, plan.reply_tokens
     functions = optimizer.max_actions * optimizer.epochs // 2  # the set grows by about half the actions
     prompt, completion = _conversation_tokens(question_tokens, functions, turns)
     agent_requests = evaluations * tasks * turns

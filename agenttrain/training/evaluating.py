@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from agenttrain.config import Experiment, load_experiment
 from agenttrain.errors import UserError
-from agenttrain.rundir.directory import RunDir, read_rollouts, read_run_json, write_json_atomic, write_jsonl_atomic
-from agenttrain.rundir.records import EvalResult
+from agenttrain.rundir.directory import RunDir, read_rollouts, read_run_json, write_json_atomic, write_rollouts
+from agenttrain.rundir.naming import EvalName, eval_split
+from agenttrain.rundir.records import EvalResult, RolloutRecord
 from agenttrain.stats import wilson_interval
 from agenttrain.training.launch import check_endpoints, run_experiment
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from agenttrain.training.runtime import Runtime
     from agenttrain.training.trainer import Reporter
 
-Evaluated = tuple[EvalResult, list[dict[str, Any]]]  # an evaluation's result and its rollout records
+Evaluated = tuple[EvalResult, list[RolloutRecord]]  # an evaluation's result and its rollout records
+
 
 async def _eval(
     run: RunDir, experiment: Experiment, epochs: list[int], split: str, use_cache: bool, reporter: Reporter | None,
@@ -57,32 +59,32 @@ async def _eval(
 async def _evaluate_snapshot(runtime: Runtime, run: RunDir, epoch: int, split: str, examples: list[Example],
                              functions: FunctionSet, reporter: Reporter | None) -> Evaluated:
     from agenttrain.endpoint.usage import Usage
-    from agenttrain.training.rollouts import summarise
+    from agenttrain.rundir.records import summarise
 
     before = runtime.meter.by_role()
     records = await _rollouts(runtime, epoch, split, examples, functions, reporter)
     summary = summarise(records)
     usage = {role: (u - before.get(role, Usage())).to_dict() for role, u in runtime.meter.by_role().items()}
-    result = EvalResult(run=str(run.path), epoch=epoch, split=split, task=runtime.experiment.task.name, **summary,
-                        ci95=list(wilson_interval(summary["correct"], summary["n"])), ci_method="wilson",
+    result = EvalResult(run=str(run.path), epoch=epoch, split=split, task=runtime.experiment.task.name,
+                        **summary.fields(), ci95=list(wilson_interval(summary.correct, summary.n)), ci_method="wilson",
                         functions_hash=functions.content_hash(), usage=usage)
     return result, records
 
 
 async def _rollouts(runtime: Runtime, epoch: int, split: str, examples: list[Example], functions: FunctionSet,
-                    reporter: Reporter | None) -> list[dict[str, Any]]:
+                    reporter: Reporter | None) -> list[RolloutRecord]:
     from agenttrain.endpoint.outage import OutageTimer
-    from agenttrain.training.rollouts import endpoint_failed, evaluate_answered
+    from agenttrain.training.rollouts import answered_rollouts
 
     if reporter:
         reporter.epoch_started(epoch, f"eval {split}", len(examples))
 
-    def on_record(record: dict[str, Any]) -> None:
-        if reporter and not endpoint_failed(record):  # that one is retried: not done yet
+    def on_record(record: RolloutRecord) -> None:
+        if reporter and not record.endpoint_failed:  # that one is retried: not done yet
             reporter.rollout_done(record, runtime.meter.total())
 
     outage = OutageTimer(runtime.experiment.llm.max_outage_s, getattr(reporter, "waiting", None))
-    return await evaluate_answered(runtime.executor, examples, functions, outage, on_record)
+    return await answered_rollouts(runtime.executor, examples, functions, outage, on_record)
 
 
 def eval_run(
@@ -134,38 +136,37 @@ def _eval_epochs(
     offline: bool = False,
 ) -> list[dict[str, Any]]:
     experiment = run_experiment(run, overrides)
-    prefix = ""
+    transfer = None
     if task_config is not None:
         other = load_experiment(task_config)
-        experiment = experiment.model_copy(update={"task": other.task})
-        prefix = f"transfer-{other.name}-"
+        experiment, transfer = experiment.model_copy(update={"task": other.task}), other.name
     if limit is not None:
         experiment = experiment.model_copy(update={"task": experiment.task.model_copy(update={"limit": limit})})
-        prefix += f"first{limit}-"  # a smoke run never stands in for the full split's result
+    named = eval_split(split, transfer, limit)  # a transfer or smoke run never stands in for the split's result
     if not offline:
         check_endpoints(experiment)
-    saved = _saved_evaluations(run, prefix, split, experiment) if reuse else {}
+    saved = _saved_evaluations(run, named, experiment) if reuse else {}
     results = asyncio.run(_eval(run, experiment, epochs, split, use_cache, reporter, saved))
     for result, records in results:
         if result.epoch in saved and saved[result.epoch][0].functions_hash == result.functions_hash:
             continue  # its own earlier file, with what it cost then
-        stem = f"{prefix}{split}-epoch-{result.epoch}"  # names may hold dots: never with_suffix
-        write_json_atomic(run.evals_dir / f"{stem}.json", result.to_json())
-        write_jsonl_atomic(run.evals_dir / f"{stem}.rollouts.jsonl", records)
-    return [{**result.to_json(), "items": [{"id": r["id"], "correct": r["correct"], "extracted": r["extracted"]}
+        name = EvalName(named, result.epoch)
+        write_json_atomic(name.result(run.evals_dir), result.to_json())
+        write_rollouts(name.rollouts(run.evals_dir), records)
+    return [{**result.to_json(), "items": [{"id": r.id, "correct": r.correct, "extracted": r.extracted}
                                            for r in records]} for result, records in results]
 
 
-def _saved_evaluations(run: RunDir, prefix: str, split: str, experiment: Experiment) -> dict[int, Evaluated]:
+def _saved_evaluations(run: RunDir, named: str, experiment: Experiment) -> dict[int, Evaluated]:
     """Earlier results of this split and task that say which function set they ran, with their records."""
     saved = {}
     version = run.format_version
     for epoch in run.epochs():
-        path = run.evals_dir / f"{prefix}{split}-epoch-{epoch}.json"
+        name = EvalName(named, epoch)
+        path, records = name.result(run.evals_dir), name.rollouts(run.evals_dir)
         if not path.exists():
             continue
         result = EvalResult.read(read_run_json(path), version, path)
-        records = path.with_name(f"{path.stem}.rollouts.jsonl")
         if result.functions_hash and result.task == experiment.task.name and records.exists():
             saved[epoch] = (result, read_rollouts(records, version))
     return saved

@@ -88,13 +88,13 @@ async def _record_sandbox(runtime: Runtime, run: RunDir) -> None:
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
     from agenttrain.training.rollouts import run_all
     from agenttrain.training.runtime import open_runtime
-    from agenttrain.training.trainer import Trainer, state_from_run
+    from agenttrain.training.trainer import Trainer
 
     async with open_runtime(experiment, run.path, use_cache=use_cache) as runtime:
         runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
         trainer = Trainer(runtime, run, reporter)
         try:
-            _, status = await run_all([_record_sandbox(runtime, run), trainer.fit(state_from_run(run))])
+            _, status = await run_all([_record_sandbox(runtime, run), trainer.fit()])
             return cast(str, status)
         except asyncio.CancelledError:
             usage = {role: u.to_dict() for role, u in runtime.meter.by_role().items()}

@@ -36,10 +36,6 @@ class RolloutSummary:
     extracted: str | None
     gold: str
 
-    def to_outcome(self) -> dict[str, Any]:
-        """The shape `stats.paired_outcomes` pairs tasks by."""
-        return {"id": self.id, "correct": self.correct}
-
 
 def summarise_record(line: int, offset: int, record: RolloutRecord) -> RolloutSummary:
     return RolloutSummary(
@@ -77,11 +73,11 @@ class RolloutIndex:
     def find(self, task_id: str) -> RolloutSummary | None:
         return self._by_id.get(task_id)
 
-    def record(self, row: RolloutSummary) -> dict[str, Any]:
+    def record(self, row: RolloutSummary) -> RolloutRecord:
         """The whole line of one rollout, messages included, in the current format."""
         with open(self.path, "rb") as handle:
             handle.seek(row.offset)
-            return self._read(json.loads(handle.readline())).to_json()
+            return self._read(json.loads(handle.readline()))
 
 
 _INDEXES: FileCache[RolloutIndex] = FileCache()

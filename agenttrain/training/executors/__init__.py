@@ -31,9 +31,9 @@ async def open_executor(
     """The executor `experiment.executor.kind` names. `agent` is this process's, which `local` runs; `endpoint`
     is the agent's endpoint as this process resolved it (the embedded local server's address, say)."""
     if experiment.executor.kind == "local":
-        from agenttrain.training.executors.local import LocalExecutor
+        from agenttrain.training.executors.local import LocalRollouts
 
-        yield LocalExecutor(agent, task.scorer, endpoint.concurrency)
+        yield LocalRollouts(agent, task.scorer, endpoint.concurrency)
         return
     from agenttrain.training.executors.ray_rollouts import open_ray_executor
 

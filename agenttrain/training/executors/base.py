@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from agenttrain.functions import FunctionSet
+    from agenttrain.rundir.records import RolloutRecord
     from agenttrain.tasks.base import Example
 
-RecordCallback = Callable[[dict[str, Any]], None]
+RecordCallback = Callable[["RolloutRecord"], None]
 
 
 class RolloutExecutor(Protocol):
@@ -18,8 +19,8 @@ class RolloutExecutor(Protocol):
         examples: Sequence[Example],
         functions: FunctionSet,
         on_record: RecordCallback | None = None,
-        done: dict[str, dict[str, Any]] | None = None,
-    ) -> list[dict[str, Any]]:
+        done: dict[str, RolloutRecord] | None = None,
+    ) -> list[RolloutRecord]:
         """Scored records in the order of `examples`; `on_record` sees each as it is finished, in this process;
         ids in `done` (journaled before a crash) are returned as they are, not run again."""
         ...

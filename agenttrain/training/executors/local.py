@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from agenttrain.agents.base import Agent
 from agenttrain.functions import FunctionSet
+from agenttrain.rundir.records import RolloutRecord
 from agenttrain.tasks.base import Example
 from agenttrain.training.executors.base import RecordCallback
-from agenttrain.training.rollouts import evaluate
+from agenttrain.training.rollouts import run_rollouts
 
 
-class LocalExecutor:
+class LocalRollouts:
     """At most `concurrency` rollouts at once, with this process's agent, sandbox pool and LLM client."""
 
     def __init__(self, agent: Agent, scorer: str, concurrency: int) -> None:
@@ -25,6 +25,6 @@ class LocalExecutor:
         examples: Sequence[Example],
         functions: FunctionSet,
         on_record: RecordCallback | None = None,
-        done: dict[str, dict[str, Any]] | None = None,
-    ) -> list[dict[str, Any]]:
-        return await evaluate(self.agent, self.scorer, examples, functions, self.concurrency, on_record, done)
+        done: dict[str, RolloutRecord] | None = None,
+    ) -> list[RolloutRecord]:
+        return await run_rollouts(self.agent, self.scorer, examples, functions, self.concurrency, on_record, done)

@@ -27,6 +27,7 @@ from agenttrain.endpoint.client import LLMClient
 from agenttrain.endpoint.usage import Usage, UsageMeter
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
+from agenttrain.rundir.records import RolloutRecord
 from agenttrain.scorers import judge_async
 from agenttrain.tasks.base import AnswerFormat, Example, Task
 from agenttrain.training.agent_setup import cache_endpoint, open_agent
@@ -69,7 +70,7 @@ class RolloutWorker:
             open_agent(self.experiment, self.client, self.answer_format))
         await judge_async(self.scorer, None, "")
 
-    async def solve(self, example: Example, functions: FunctionSet) -> tuple[dict[str, Any], dict[str, Usage]]:
+    async def solve(self, example: Example, functions: FunctionSet) -> tuple[RolloutRecord, dict[str, Usage]]:
         """The scored record, and the usage this worker metered since its last answer."""
         record = await solve_and_score(self.agent, self.scorer, example, functions)
         return record, self.meter.take()
@@ -125,7 +126,7 @@ class WorkerPool:
             raise UserError(f"a Ray worker died while starting ({exc.__class__.__name__}); see the Ray logs "
                             f"({LOGS}) and the worker node's requirements in the README") from None
 
-    async def solve(self, example: Example, functions: ray.ObjectRef) -> tuple[dict[str, Any], dict[str, Usage]]:
+    async def solve(self, example: Example, functions: ray.ObjectRef) -> tuple[RolloutRecord, dict[str, Usage]]:
         for _ in range(ATTEMPTS):
             index = await self.free.get()
             worker = self.workers[index]
@@ -185,15 +186,15 @@ class RayExecutor:
         examples: Sequence[Example],
         functions: FunctionSet,
         on_record: RecordCallback | None = None,
-        done: dict[str, dict[str, Any]] | None = None,
-    ) -> list[dict[str, Any]]:
+        done: dict[str, RolloutRecord] | None = None,
+    ) -> list[RolloutRecord]:
         done = done or {}
         # the budget counts everything the run has spent so far, the optimizer's requests included
         spent = {role: usage.to_dict() for role, usage in self.meter.by_role().items()}
         await remote_result(self.ledger.restore.remote(spent))
         shared = ray.put(functions)
 
-        async def one(example: Example) -> dict[str, Any]:
+        async def one(example: Example) -> RolloutRecord:
             if example.id in done:
                 return done[example.id]
             record, usage = await self.pool.solve(example, shared)

@@ -35,7 +35,7 @@ def diff_page(site: Site, name: str, query: Mapping[str, str], page: int) -> Mar
     run = site.run(name)
     a, b = snapshot(run, query.get("a", "")), snapshot(run, query.get("b", ""))
     # outcomes from the epochs' rollout indexes: a diff of large epochs never parses their transcripts again
-    before, after = ([r.to_outcome() for r in epoch_rollouts(run, s.epoch).index.rows] for s in (a, b))
+    before, after = (epoch_rollouts(run, s.epoch).index.rows for s in (a, b))
     paired, flips = compare_outcomes(before, after), outcome_flips(before, after)
     shown, page, pages = page_slice(flips, page, FLIPS_PER_PAGE)
     rows = [[link(task_url(epoch_url(run, b.epoch), f["id"]), f["id"]), verdict(f["before"]), verdict(f["after"]),

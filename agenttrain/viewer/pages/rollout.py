@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from agenttrain.rundir.directory import RunDir
+from agenttrain.rundir.records import RolloutRecord
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, el, joined, layout, link, page_slice, pager, render, verdict
 from agenttrain.viewer.rollout_index import RolloutSummary
@@ -48,27 +48,26 @@ def _turn(turn: Turn) -> Markup:
     return el("div", head, parts, class_=f"msg {turn.role} {turn.label.replace(' ', '-')}", id=f"m{turn.number}")
 
 
-def _calls(record: dict[str, Any]) -> Markup:
-    calls = record.get("function_calls") or []
-    if not calls:
+def _calls(record: RolloutRecord) -> Markup:
+    if not record.function_calls:
         return el("span", "none")
-    return el("ul", [el("li", el("code", c.get("name")), " ",
-                        el("span", "ok", class_="ok") if c.get("ok") else el("span", "failed", class_="bad"),
-                        f": {c['error']}" if c.get("error") else "") for c in calls], class_="calls")
+    return el("ul", [el("li", el("code", c.name), " ",
+                        el("span", "ok", class_="ok") if c.ok else el("span", "failed", class_="bad"),
+                        f": {c.error}" if c.error else "") for c in record.function_calls], class_="calls")
 
 
-def _facts(record: dict[str, Any]) -> Markup:
+def _facts(record: RolloutRecord) -> Markup:
     facts = [
-        ("result", verdict(bool(record.get("correct")))),
-        ("answer", el("code", str(record.get("extracted"))), el("span", " (extracted)", class_="muted")),
-        ("gold", el("code", str(record.get("gold")))),
-        ("strict", verdict(record.get("strict")) if record.get("strict") is not None else "–"),
-        ("scorer's note", record.get("score_note") or "–"),
-        ("stop reason", record.get("stop_reason") or "–"),
-        ("turns", record.get("turns", "–")),
+        ("result", verdict(record.correct)),
+        ("answer", el("code", str(record.extracted)), el("span", " (extracted)", class_="muted")),
+        ("gold", el("code", record.gold)),
+        ("strict", verdict(record.strict) if record.strict is not None else "–"),
+        ("scorer's note", record.score_note or "–"),
+        ("stop reason", record.stop_reason or "–"),
+        ("turns", record.turns),
         ("function calls", _calls(record)),
-        ("code runs", f"{record.get('code_runs', 0)} ({record.get('code_errors', 0)} failed)"),
-        ("error", el("span", record["error"], class_="error") if record.get("error") else "–"),
+        ("code runs", f"{record.code_runs} ({record.code_errors} failed)"),
+        ("error", el("span", record.error, class_="error") if record.error else "–"),
     ]
     return el("dl", [[el("dt", k), el("dd", *v)] for k, *v in facts], class_="facts answer")
 
@@ -80,9 +79,9 @@ def _find(rollouts: Rollouts, task: str) -> RolloutSummary:
     return row
 
 
-def transcript(record: dict[str, Any], page: int, path: str, query: Mapping[str, str]) -> Markup:
+def transcript(record: RolloutRecord, page: int, path: str, query: Mapping[str, str]) -> Markup:
     """The answer against the gold, then the conversation, a page of messages at a time."""
-    turns = conversation(record.get("messages") or [])
+    turns = conversation(record.messages)
     visible, page, pages = page_slice(turns, page, MESSAGES_PER_PAGE)
     shown = [_turn(t) for t in visible] or el("p", "This rollout recorded no messages.", class_="muted")
     return render([_facts(record), el("h2", f"Conversation ({len(turns)} messages)"),
@@ -108,7 +107,7 @@ def _rollout_page(run: RunDir, rollouts: Rollouts, task: str, query: Mapping[str
         f"{task} · {rollouts.title}",
         [("/", "runs"), (run_url(run), run.path.name), (rollouts.url, rollouts.title), (None, task)],
         _neighbours(rollouts, row),
-        el("section", el("h2", "Task"), el("div", str(record.get("question", "")), class_="text question")),
+        el("section", el("h2", "Task"), el("div", record.question, class_="text question")),
         transcript(record, page, rollouts.task_url(task), query),
     )
 

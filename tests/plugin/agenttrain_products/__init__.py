@@ -1,4 +1,5 @@
-"""An agenttrain plugin: a task that makes its own problems, and a scorer that reads the last integer.
+"""An agenttrain plugin: a task that makes its own problems, a scorer that reads the last integer, one that reads
+the whole rollout, and an optimizer method that needs no optimizer model.
 
 The task owns its config keys (`count`, `max_factor`) and needs no data file; the scorer is named by the
 task, so a config says only `task: {name: products}`.
@@ -12,7 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from agenttrain.config import TaskConfig
-from agenttrain.scorers import Verdict
+from agenttrain.functions import FunctionSet, build_function
+from agenttrain.optimizers.base import BASELINE_BEST, EpochOutcome, Loop, MethodParts, Proposal, baseline
+from agenttrain.rundir.directory import RunDir
+from agenttrain.rundir.records import Action, Rollout, summarise
+from agenttrain.scorers import Verdict, reads_rollout
 from agenttrain.tasks.base import Example, Splits, split_examples
 
 INTEGER = re.compile(r"-?\d+")
@@ -53,3 +58,50 @@ def last_integer(prediction: str | None, answer: str, fields: Mapping[str, Any])
     found = INTEGER.findall(prediction or "")
     extracted = found[-1] if found else None
     return Verdict(correct=extracted is not None and int(extracted) == int(answer), extracted=extracted)
+
+
+@reads_rollout
+def called_multiply(rollout: Rollout, answer: str, fields: Mapping[str, Any]) -> Verdict:
+    """Right when the answer is right and the agent got it from a successful call of `multiply`."""
+    called = any(call.name == "multiply" and call.ok for call in rollout.function_calls)
+    return Verdict(correct=called and last_integer(rollout.prediction, answer, fields).correct,
+                   extracted=rollout.prediction, note=None if called else "multiply was not called")
+
+
+MULTIPLY = build_function("multiply", "Multiply two integers.", {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                          "", "def multiply(a, b):\n    return a * b\n")
+
+
+class LibraryMethod:
+    """An optimizer method from a library of known functions: epoch 1 offers `multiply` and keeps it when the
+    training accuracy rises. No optimizer model is asked; the loop still journals the proposal."""
+
+    def __init__(self, parts: MethodParts) -> None:
+        self.best_accuracy = 0.0
+
+    def last_epoch(self) -> int:
+        return 1
+
+    def finished(self) -> str:
+        return "offered the library's functions"
+
+    def restore(self, run: RunDir) -> None:
+        if 0 in run.epochs():
+            self.best_accuracy = run.snapshot(0).metrics.train_accuracy
+
+    async def run_epoch(self, loop: Loop, epoch: int) -> EpochOutcome:
+        if epoch == 0:
+            outcome = await baseline(loop)
+            self.best_accuracy = outcome.incumbent_accuracy
+            return outcome
+
+        async def offer() -> Proposal:
+            return Proposal(FunctionSet((MULTIPLY,)), [Action(action="add_function", name="multiply")])
+
+        proposal = await loop.proposal(epoch, "step", offer)
+        records = await loop.rollouts(epoch, "candidate", proposal.functions, loop.splits.train)
+        accuracy = summarise(records).accuracy
+        if accuracy > self.best_accuracy:
+            return EpochOutcome(epoch, proposal.functions, records, "accepted", accuracy, proposal.actions,
+                                improved=True, best_reason=BASELINE_BEST)
+        return EpochOutcome(epoch, proposal.functions, records, "rolled_back", self.best_accuracy, proposal.actions)

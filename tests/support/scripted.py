@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from tests.fake_openai import Reply, tool_call, tool_calls
+from tests.support.fake_openai import Reply, tool_call, tool_calls
 
 OBSERVATION = re.compile(r"^Observation(?: \d+)?: ")
 REACT_TOOL = re.compile(r"^(\w+): .*\n  arguments \(JSON schema\):", re.MULTILINE)

@@ -18,8 +18,8 @@ from typing import Any
 
 from agenttrain.config import Experiment
 from agenttrain.functions import Function, FunctionSet, build_function
-from agenttrain.rundir.directory import RunDir, write_json_atomic, write_jsonl_atomic
-from agenttrain.rundir.records import Best, EpochMetrics
+from agenttrain.rundir.directory import RunDir, write_json_atomic, write_rollouts
+from agenttrain.rundir.records import Best, EpochMetrics, FunctionCallRecord, RolloutRecord
 
 MULTIPLY = build_function(
     "multiply", "Multiply two numbers exactly.",
@@ -65,14 +65,13 @@ def usage(agent_tokens: int, optimizer_tokens: int = 0) -> dict[str, dict[str, A
     return {"agent": role(agent_tokens), "optimizer": role(optimizer_tokens)}
 
 
-def rollout(task: str, correct: bool, calls: Iterable[tuple[str, bool]] = ()) -> dict[str, Any]:
-    return {
-        "id": task, "question": f"Question of {task}?", "gold": f"gold-{task}",
-        "prediction": f"\\boxed{{answer-{task}}}", "extracted": f"answer-{task}", "correct": correct,
-        "strict": correct, "stop_reason": "answered", "turns": 2,
-        "function_calls": [{"name": n, "ok": ok, "error": None if ok else "NameError"} for n, ok in calls],
-        "code_runs": 0, "code_errors": 0, "error": None, "messages": [],
-    }
+def rollout(task: str, correct: bool, calls: Iterable[tuple[str, bool]] = ()) -> RolloutRecord:
+    return RolloutRecord(
+        id=task, question=f"Question of {task}?", gold=f"gold-{task}",
+        prediction=f"\\boxed{{answer-{task}}}", extracted=f"answer-{task}", correct=correct,
+        strict=correct, stop_reason="answered", turns=2,
+        function_calls=[FunctionCallRecord(name=n, ok=ok, error=None if ok else "NameError") for n, ok in calls],
+    )
 
 
 def action(kind: str, name: str | None, reason: str | None = None, status: str = "applied") -> dict[str, Any]:
@@ -84,14 +83,14 @@ def save_epoch(
     epoch: int,
     functions: Sequence[Function],
     status: str,
-    records: list[dict[str, Any]],
+    records: list[RolloutRecord],
     kept_accuracy: float,
     actions: Sequence[dict[str, Any]] = (),
     spent: dict[str, dict[str, Any]] | None = None,
     best_epoch: int | None = None,
 ) -> None:
     """One epoch folder with the metrics keys the trainer writes; `best_epoch` defaults to this epoch."""
-    correct = sum(r["correct"] for r in records)
+    correct = sum(r.correct for r in records)
     accuracy = correct / len(records)
     metrics = EpochMetrics(
         epoch=epoch, status=status, accepted=status in ("baseline", "accepted"), train_accuracy=accuracy,
@@ -115,7 +114,7 @@ def save_eval(
         "correct": correct, "n": len(records), "errors": 0,
         "usage": {"agent": usage(int(cost * 1000))["agent"]},
     })
-    write_jsonl_atomic(stem.with_suffix(".rollouts.jsonl"), records)
+    write_rollouts(stem.with_suffix(".rollouts.jsonl"), records)
 
 
 def story_run(tmp_path: Path, name: str = "story", evaluated: bool = True) -> RunDir:
