@@ -214,6 +214,10 @@ class OptimizerConfig(ModelParams):
     # a name in agenttrain.registry.optimizers: progressive (the paper: one add/revise/remove action per call),
     # all_at_once (one call rewrites the list), tool_creation (one pass writes functions from the baseline)
     method: str = "progressive"
+    # when a candidate set is kept: `improved`, a strictly higher score (the paper); `significant`, also an exact
+    # McNemar test on the tasks both sets ran, more fixed than broken at p < alpha
+    accept: Literal["improved", "significant"] = "improved"
+    alpha: float = Field(0.05, gt=0, lt=1)
     llm: LLMOverride | None = None
 
     @model_validator(mode="before")

@@ -17,7 +17,7 @@ from agenttrain.config import OptimizerConfig
 from agenttrain.endpoint.client import LLMClient
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir
-from agenttrain.rundir.records import Action, EpochStatus, RolloutRecord, summarise
+from agenttrain.rundir.records import Action, Comparison, EpochStatus, FunctionEffect, RolloutRecord, summarise
 from agenttrain.sandbox import CodeSandbox
 from agenttrain.tasks.base import Example, Splits
 
@@ -63,6 +63,8 @@ class EpochOutcome:
     improved: bool = False  # False counts towards early stop (the baseline never does)
     best_reason: str | None = None  # why this epoch becomes the run's best, if it does
     prompt_cuts: list[str] = field(default_factory=list)
+    comparison: Comparison | None = None  # against the set it was judged against
+    attribution: list[FunctionEffect] = field(default_factory=list)
 
 
 class Proposer(Protocol):

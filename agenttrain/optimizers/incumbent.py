@@ -24,8 +24,9 @@ from agenttrain.optimizers.base import (
     RunPlan,
     baseline,
 )
+from agenttrain.rundir.attribution import attribute, compare
 from agenttrain.rundir.directory import RunDir
-from agenttrain.rundir.records import RolloutRecord, summarise
+from agenttrain.rundir.records import Comparison, RolloutRecord, summarise
 from agenttrain.tasks.base import Example
 
 
@@ -84,15 +85,22 @@ class IncumbentMethod:
                                 actions, prompt_cuts=cuts)
         records = await loop.rollouts(epoch, "candidate", proposal.functions, batch)
         accuracy = summarise(records).accuracy
-        improved = accuracy > reference
+        comparison = compare(records, reference_records, "the incumbent", "batch" if self._same_batch else "train")
+        effects = attribute(proposal.functions.names, records, reference_records)
+        improved = accuracy > reference and self._significant(comparison)
         if improved or not self.config.roll_back:
             self._keep(proposal.functions, accuracy, records)
-            best = self._best_reason(loop, accuracy)
-            return EpochOutcome(epoch, proposal.functions, records, "accepted", accuracy, actions, improved, best,
-                                prompt_cuts=cuts)
+            return EpochOutcome(epoch, proposal.functions, records, "accepted", accuracy, actions, improved,
+                                self._best_reason(loop, accuracy), cuts, comparison, effects)
         self.rejected.append((proposal.functions, accuracy))
         return EpochOutcome(epoch, proposal.functions, records, "rolled_back", self.incumbent_accuracy, actions,
-                            prompt_cuts=cuts)
+                            prompt_cuts=cuts, comparison=comparison, attribution=effects)
+
+    def _significant(self, comparison: Comparison) -> bool:
+        """`accept: significant` also asks the paired test: more tasks fixed than broken, at p < alpha."""
+        if self.config.accept != "significant":
+            return True
+        return comparison.fixed > comparison.broken and comparison.p_value < self.config.alpha
 
     def _best_reason(self, loop: Loop, accuracy: float) -> str | None:
         """Why an accepted epoch becomes the best one, or None. Batch accuracies are not comparable across

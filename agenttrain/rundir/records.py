@@ -105,6 +105,34 @@ class Action(BaseModel):
         return self.model_dump(mode="json", exclude={"tasks"} if self.tasks is None else set())
 
 
+class FunctionEffect(BaseModel):
+    """What one function of a set did on the tasks where the agent called it, against the set it came from."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="the function")
+    calls: int = Field(description="calls the agent made to it")
+    failed_calls: int = Field(0, description="calls that raised or were refused")
+    tasks: list[str] = Field(default_factory=list, description="the tasks where it was called")
+    right: int = Field(0, description="of those tasks, how many ended right")
+    fixed: list[str] = Field(default_factory=list, description="of those tasks, the ones the parent set got wrong "
+                                                               "and this set got right")
+    broken: list[str] = Field(default_factory=list, description="the ones the parent set got right and this set "
+                                                                "got wrong")
+
+
+class Comparison(BaseModel):
+    """Two function sets on the same tasks, paired by task."""
+
+    model_config = ConfigDict(extra="allow")
+    against: str = Field(description="what this set was compared with: the incumbent, or epoch N")
+    split: str = Field(description="the tasks compared on: train, minibatch or val")
+    paired: int = Field(description="tasks scored with both sets")
+    fixed: int = Field(description="wrong before, right now")
+    broken: int = Field(description="right before, wrong now")
+    p_value: float = Field(description="exact McNemar test, two-sided: the chance of so uneven a split if the "
+                                       "sets were equally good")
+
+
 EpochStatus = Literal["baseline", "accepted", "rolled_back", "unchanged"]
 
 
@@ -127,6 +155,10 @@ class EpochMetrics(Record):
     actions: list[Action] = Field(default_factory=list, description="the optimizer's actions")
     prompt_cuts: list[str] = Field(default_factory=list, description="what the optimizer's prompt left out to fit "
                                                                      "the model's context (empty: nothing)")
+    comparison: Comparison | None = Field(None, description="this epoch's set against the set it was judged "
+                                                            "against, task by task (null: none, as for the baseline)")
+    attribution: list[FunctionEffect] = Field(default_factory=list, description="per function of this epoch's set: "
+                                              "where it was called and how those tasks went against the parent")
     stale: int = Field(description="epochs in a row without an improvement (early stop counts these)")
     best_epoch: int = Field(description="best epoch so far")
     best_accuracy: float = Field(description="training accuracy of the best epoch so far")

@@ -10,7 +10,16 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from agenttrain.rundir.records import FIRST_FORMAT, FORMAT_VERSION, RECORDS, UPGRADES, Action, FunctionCallRecord
+from agenttrain.rundir.records import (
+    FIRST_FORMAT,
+    FORMAT_VERSION,
+    RECORDS,
+    UPGRADES,
+    Action,
+    Comparison,
+    FunctionCallRecord,
+    FunctionEffect,
+)
 
 LAYOUT = """\
 ```
@@ -29,7 +38,7 @@ runs/<name>-<stamp>/
     STEM.rollouts.jsonl  RolloutRecord per line
 ```"""
 
-NESTED: tuple[type[BaseModel], ...] = (Action, FunctionCallRecord)
+NESTED: tuple[type[BaseModel], ...] = (Action, Comparison, FunctionEffect, FunctionCallRecord)
 
 
 def _type_name(annotation: Any) -> str:

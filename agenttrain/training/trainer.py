@@ -214,6 +214,8 @@ class Trainer:
             function_count=len(outcome.functions),
             actions=outcome.actions,
             prompt_cuts=outcome.prompt_cuts,
+            comparison=outcome.comparison,
+            attribution=outcome.attribution,
             stale=progress.stale,
             best_epoch=progress.best_epoch,
             best_accuracy=progress.best_accuracy,
