@@ -35,7 +35,7 @@ from agenttrain.sandbox.cgroups import SessionCgroups, session_name
 from agenttrain.sandbox.forkserver import start_template
 from agenttrain.sandbox.interface import STATE_LOST, ExecResult, SandboxError
 from agenttrain.sandbox.isolation import Limits
-from agenttrain.sandbox.packages import PackageEnvironment, distribution_names, find_missing
+from agenttrain.sandbox.packages import PackageEnvironment, check_requirements, distribution_names, find_missing
 from agenttrain.sandbox.pool import (
     PRELOADED_MODULES,
     WarmPool,
@@ -235,7 +235,9 @@ class Sandbox:
         self._isolation = isolation
 
     async def missing_packages(self, packages: Sequence[str]) -> list[str]:
-        """The packages the sandbox cannot import; with `install_packages`, they are installed first."""
+        """The packages the sandbox cannot import; with `install_packages`, they are installed first. Raises
+        InvalidPackage (a UserError) for an entry that is not a package name, before anything runs."""
+        check_requirements(packages)
         unknown = [p for p in packages if p not in self._known_packages]
         if unknown:
             missing = set(await find_missing(self._python, self._env, unknown))
