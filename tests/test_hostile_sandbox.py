@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +21,8 @@ import pytest
 
 from agenttrain.config import SandboxConfig
 from agenttrain.functions import FunctionSet
-from agenttrain.sandbox import ExecResult, Sandbox
-from tests.test_sandbox import run_blocks, with_sandbox
+from agenttrain.sandbox import ExecResult, Sandbox, network
+from tests.test_sandbox import REPO, run_blocks, with_sandbox
 
 IPC_KINDS = ("msg", "shm", "sem")
 
@@ -206,17 +209,80 @@ def test_with_network_the_code_reaches_none_of_the_hosts_own_services() -> None:
     with listening(host_addresses()) as ports:
         time.sleep(0.1)
         reach_from_here = [a for a, p in ports.items() if socket.create_connection((a, p), timeout=2)]
-        (result, route) = run_blocks(
+        (result, route, resolver) = run_blocks(
             connect_all(ports), "print(any(l.split()[1] == '00000000' for l in open('/proc/net/route')))",
-            network=True, timeout_s=20,
+            "print(open('/etc/resolv.conf').read())", network=True, timeout_s=20,
         )  # fmt: skip
     assert reach_from_here == list(ports)  # the servers are up
     assert "127.0.0.1" in ports and len(ports) >= 2
     assert result.output == "[]\n", f"reached from the sandbox: {result.output}"
     assert route.output == "True\n"  # it has a way out: a default route
+    assert resolver.output == f"nameserver {network.NAMESERVER}\n\n"  # names resolve through it, not the LAN's server
 
 
 def test_network_true_is_described_as_what_it_is() -> None:
     described = Sandbox(SandboxConfig(network=True)).describe()["network"]
     assert described["allowed"] is True
     assert isinstance(described["host_services_unreachable"], bool) and described["how"]
+
+
+# --- the same, for a user who is not root ------------------------------------------------------------------
+
+AS_NON_ROOT = """
+import asyncio, json, os, socket, sys, threading, time
+from agenttrain.config import SandboxConfig
+from agenttrain.functions import FunctionSet
+from agenttrain.sandbox import Sandbox
+
+blocks = json.loads(sys.argv[1])
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen()
+threading.Thread(target=lambda: [server.accept()[0].close() for _ in range(10)], daemon=True).start()
+
+async def main():
+    sandbox = Sandbox(SandboxConfig(network=True, timeout_s=10))
+    await sandbox.start()
+    try:
+        async with sandbox.session(FunctionSet()) as a, sandbox.session(FunctionSet()) as b:
+            outputs = {"made": (await a.run_code(blocks["make"])).output,
+                       "other": (await b.run_code(blocks["seen"])).output,
+                       "reached": (await a.run_code(blocks["connect"] % server.getsockname()[1])).output}
+            await a.run_code(blocks["busy"])
+            before = float((await a.run_code(blocks["cpu"])).output)
+            await asyncio.sleep(1.5)
+            outputs["cpu_between_calls"] = float((await a.run_code(blocks["cpu"])).output) - before
+        return {"uid": os.geteuid(), "outputs": outputs, "sandbox": sandbox.describe()}
+    finally:
+        await sandbox.close()
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_a_non_root_users_sessions_get_the_same_ipc_network_and_between_call_confinement(tmp_path: Path) -> None:
+    as_user = [] if os.geteuid() else ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    if as_user and subprocess.run([*as_user, "true"], capture_output=True).returncode != 0:
+        pytest.skip("this machine allows no user namespace, so no non-root user could confine a sandbox")
+    key = 0x4B000000 + secrets.randbelow(1 << 20)
+    connect = (
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), timeout=2)\n    print('reached')\n"
+        "except OSError as exc:\n    print(type(exc).__name__)"
+    )
+    blocks = {"make": make_ipc(key), "seen": seen_keys(key), "connect": connect, "busy": START_BUSY_WORK,
+              "cpu": CPU_SO_FAR}  # fmt: skip
+    try:
+        finished = subprocess.run([*as_user, sys.executable, "-c", AS_NON_ROOT, json.dumps(blocks)],
+                                  capture_output=True, text=True, cwd=REPO, timeout=120)  # fmt: skip
+    finally:
+        remove_host_ipc(key)
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(finished.stdout)
+    assert report["uid"] != 0 and report["sandbox"]["isolation"]["user_namespace"]
+    outputs = report["outputs"]
+    assert (outputs["made"], outputs["other"]) == ("True\n", "[]\n")
+    assert outputs["cpu_between_calls"] < 0.5
+    if report["sandbox"]["network"]["host_services_unreachable"]:
+        assert outputs["reached"] != "reached\n"
+    else:
+        assert network.find_slirp4netns() is None, report["sandbox"]["network"]["how"]

@@ -129,7 +129,7 @@ class Relay:
             for key, _ in events.select():
                 try:
                     key.data()
-                except (BadFrame, ConnectionError) as exc:  # the code broke the worker's channel
+                except BadFrame as exc:  # the code wrote on the worker's channel what our worker never sends
                     return {"broken": str(exc)}
                 except EOFError:  # the worker closed its channel: its exit, reaped below, tells how
                     events.unregister(self._worker)
@@ -138,23 +138,33 @@ class Relay:
                 return {"status": status}
 
     def _from_trainer(self) -> None:
-        received = read_frame(self._trainer, MAX_REQUEST_BYTES)
+        try:
+            received = read_frame(self._trainer, MAX_REQUEST_BYTES)
+        except OSError:
+            received = None
         if received is None:
             os._exit(0)  # the trainer is done with the session: the kernel ends the rest with us
         _, request_id, body = received
         self._resume()
         self._pending.append(request_id)
-        self._worker.sendall(frame(FROM_WORKER, request_id, body))
+        with contextlib.suppress(OSError):  # the worker has ended: its exit, reaped next, answers the request
+            self._worker.sendall(frame(FROM_WORKER, request_id, body))
 
     def _from_worker(self) -> None:
-        received = read_frame(self._worker, self._max_reply_bytes)
+        try:
+            received = read_frame(self._worker, self._max_reply_bytes)
+        except OSError:
+            received = None
         if received is None:
             raise EOFError
         _, request_id, body = received
         if not self._pending or request_id != self._pending[0]:
             return  # not a reply to the request being served: the code wrote it, and it goes nowhere
         self._pending.popleft()
-        self._trainer.sendall(frame(FROM_WORKER, request_id, body))
+        try:
+            self._trainer.sendall(frame(FROM_WORKER, request_id, body))
+        except OSError:
+            os._exit(0)
         if not self._pending:
             self._stop()
 
