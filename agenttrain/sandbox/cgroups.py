@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,13 @@ class SessionCgroups:
                 for h, path in self._parents]  # fmt: skip
 
     def remove(self, name: str) -> None:
-        """Remove the cgroups of an ended session (or, if its processes are still dying, at a later call)."""
+        """Kill what is left of an ended session, even processes that left its process tree, and remove its
+        cgroups (or, if its processes are still dying, at a later call)."""
         self._busy.add(name)
         for session in list(self._busy):
             try:
                 for _, path in self._parents:
+                    _kill_members(path / session)
                     with contextlib.suppress(FileNotFoundError):
                         (path / session).rmdir()
             except OSError:
@@ -148,6 +151,12 @@ def _make_parent(hierarchy: Hierarchy, path: Path) -> None:
     path.mkdir(exist_ok=True)
     if hierarchy.version == 2:
         _write(path / "cgroup.subtree_control", enable)
+
+
+def _kill_members(cgroup: Path) -> None:
+    for pid in _read(cgroup / "cgroup.procs").split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def _remove_children(path: Path) -> None:

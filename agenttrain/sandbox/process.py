@@ -288,7 +288,7 @@ class Sandbox:
             "network": self._network_report(isolation),
             "process_limit_enforced": isolation["process_limit"],  # see isolation.apply_limits
             "filesystem": _filesystem_report(isolation, self.settings.disk_mb),
-            "kills_detached_processes": isolation["pid_namespace"],
+            "kills_detached_processes": isolation["pid_namespace"] or self._cgroups is not None,
             "isolation": isolation,
             "env_allow": list(self.settings.env_allow),
             "warm_workers": self.settings.warm_workers,
