@@ -1,7 +1,7 @@
 """Memory and CPU caps for a session's whole process tree, with a cgroup per session.
 
-The trainer makes one parent cgroup per Sandbox in each hierarchy it may write (`SessionCgroups.create`); each
-session's supervisor makes its own child under each and joins them before it starts anything (`join_session`),
+The trainer finds the hierarchies it may write (`SessionCgroups.create`); each session's supervisor makes its
+own cgroup in each and joins them before it starts anything (`join_session`),
 so every process of the session, including those that leave its process tree, counts against one `memory.max`
 and one CPU quota (`sandbox.cpus`: a spinning session gets that many CPUs, however many processes and threads it
 runs, and whether or not the kernel groups processes by session itself, its autogroup). cgroup v2 is used where
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 MB = 1024 * 1024
-PARENT_PREFIX = "agenttrain-"
+PREFIX = "agenttrain-"
 CONTROLLERS = ("memory", "cpu")
 CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1000  # the kernel's floor
@@ -88,98 +88,91 @@ def _write(path: Path, value: str) -> None:
 
 
 class SessionCgroups:
-    """The trainer's parent cgroups for its sessions; None from `create` where none can be made."""
+    """Where the trainer's sessions make their cgroups; None from `create` where no hierarchy lets us.
 
-    def __init__(self, parents: list[tuple[Hierarchy, Path]]) -> None:
-        self._parents = parents
-        self._busy: set[str] = set()  # ended sessions whose cgroup still had processes being killed
+    A session's cgroup sits directly in the trainer's own, named after the trainer and the session's supervisor
+    (`agenttrain-<trainer pid>-<supervisor pid>`), not under a parent of all sessions: the CPU scheduler then
+    weighs each session as one, as it weighs a process group of its own (the kernel's autogroup), and a burst of
+    sessions gets no less of the machine than it did without cgroups.
+    """
+
+    def __init__(self, hierarchies: list[Hierarchy]) -> None:
+        self._hierarchies = hierarchies
+        self._prefix = f"{PREFIX}{os.getpid()}-"
+        self._busy: set[int] = set()  # ended sessions whose cgroups still had processes being killed
 
     @classmethod
     def create(cls) -> tuple[SessionCgroups | None, dict[str, str]]:
-        """The parent cgroups, or None; and per controller, where it is or why it is not available."""
+        """The trainer's hierarchies, or None; and per controller, where it is or why it is not available."""
         how = {c: f"no cgroup with a {c} controller is available to us" for c in CONTROLLERS}
-        parents = []
+        usable = []
         for hierarchy in find_hierarchies():
             _remove_abandoned(hierarchy.own)
-            path = hierarchy.own / f"{PARENT_PREFIX}{os.getpid()}"
+            where = f"cgroup v{hierarchy.version} under {hierarchy.own}"
             try:
-                _make_parent(hierarchy, path)
+                _enable(hierarchy)
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-                where = f"cgroup v{hierarchy.version} under {hierarchy.own}"
                 how.update({c: f"cannot make a {where} with a {c} controller: {exc}" for c in hierarchy.controllers})
                 continue
-            parents.append((hierarchy, path))
-            how.update({c: f"cgroup v{hierarchy.version} at {path}" for c in hierarchy.controllers})
-        return (cls(parents) if parents else None), how
+            usable.append(hierarchy)
+            how.update({c: where for c in hierarchy.controllers})
+        return (cls(usable) if usable else None), how
 
     def has(self, controller: str) -> bool:
-        return any(controller in hierarchy.controllers for hierarchy, _ in self._parents)
+        return any(controller in hierarchy.controllers for hierarchy in self._hierarchies)
 
     def settings(self) -> list[dict[str, Any]]:
         """What a session's supervisor needs to join (see join_session)."""
-        return [{"parent": str(path), "version": h.version, "controllers": list(h.controllers)}
-                for h, path in self._parents]  # fmt: skip
+        return [{"parent": str(h.own), "prefix": self._prefix, "version": h.version, "controllers": list(h.controllers)}
+                for h in self._hierarchies]  # fmt: skip
 
-    def remove(self, name: str) -> None:
+    def remove(self, supervisor_pid: int) -> None:
         """Kill what is left of an ended session, even processes that left its process tree, and remove its
         cgroups (or, if its processes are still dying, at a later call)."""
-        self._busy.add(name)
+        self._busy.add(supervisor_pid)
         for session in list(self._busy):
             try:
-                for _, path in self._parents:
-                    _kill_members(path / session)
-                    with contextlib.suppress(FileNotFoundError):
-                        (path / session).rmdir()
+                for hierarchy in self._hierarchies:
+                    _remove(hierarchy.own / f"{self._prefix}{session}")
             except OSError:
                 continue
             self._busy.discard(session)
 
     def close(self) -> None:
-        for _, path in self._parents:
-            _remove_children(path)
-            with contextlib.suppress(OSError):
-                path.rmdir()
+        for hierarchy in self._hierarchies:
+            for path in hierarchy.own.glob(f"{self._prefix}*"):
+                with contextlib.suppress(OSError):  # still has processes: a later trainer's sweep removes it
+                    _remove(path)
 
 
-def _make_parent(hierarchy: Hierarchy, path: Path) -> None:
-    enable = " ".join(f"+{c}" for c in hierarchy.controllers)
+def _enable(hierarchy: Hierarchy) -> None:
+    """Make sure sessions can have cgroups with our controllers here: raises OSError where not."""
     if hierarchy.version == 2:
         # fails (EBUSY) when our cgroup holds processes and is not the root: then no v2 caps for us
-        _write(hierarchy.own / "cgroup.subtree_control", enable)
-    path.mkdir(exist_ok=True)
-    if hierarchy.version == 2:
-        _write(path / "cgroup.subtree_control", enable)
+        _write(hierarchy.own / "cgroup.subtree_control", " ".join(f"+{c}" for c in hierarchy.controllers))
+    probe = hierarchy.own / f"{PREFIX}{os.getpid()}-probe"
+    probe.mkdir(exist_ok=True)
+    probe.rmdir()
 
 
-def _kill_members(cgroup: Path) -> None:
+def _remove(cgroup: Path) -> None:
+    """SIGKILL the processes of `cgroup`, then remove it; raises OSError while they are still dying."""
     for pid in _read(cgroup / "cgroup.procs").split():
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGKILL)
+    with contextlib.suppress(FileNotFoundError):
+        cgroup.rmdir()
 
 
-def _remove_children(path: Path) -> None:
+def _remove_abandoned(own: Path) -> None:
+    """Cgroups left by trainers that died: their pid is gone (older versions made one parent per trainer)."""
     with contextlib.suppress(OSError):
-        for child in path.iterdir():
-            if child.is_dir():
-                with contextlib.suppress(OSError):  # still has processes: a later sweep removes it
-                    child.rmdir()
-
-
-def _remove_abandoned(parent: Path) -> None:
-    """Parents left by trainers that died: their pid is gone."""
-    with contextlib.suppress(OSError):
-        for path in parent.glob(PARENT_PREFIX + "*"):
-            pid = path.name.removeprefix(PARENT_PREFIX)
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                _remove_children(path)
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-
-
-def session_name(supervisor_pid: int) -> str:
-    return f"session-{supervisor_pid}"
+        for path in own.glob(PREFIX + "*"):
+            trainer = path.name.removeprefix(PREFIX).split("-")[0]
+            if trainer.isdigit() and not Path(f"/proc/{trainer}").exists():
+                for cgroup in [*(p for p in path.iterdir() if p.is_dir()), path]:
+                    with contextlib.suppress(OSError):
+                        _remove(cgroup)
 
 
 @dataclass(frozen=True)
@@ -195,13 +188,13 @@ class JoinedSession:
 
 
 def join_session(parents: list[dict[str, Any]] | None, memory_mb: int, cpus: float, pid: int) -> JoinedSession | None:
-    """Make the session's cgroup under each of `parents` (SessionCgroups.settings), capped at `memory_mb` (swap
-    included) and `cpus`, and move this process into each."""
+    """Make the session's cgroup in each of `parents` (SessionCgroups.settings), named after `pid`, capped at
+    `memory_mb` (swap included) and `cpus`, and move this process into each."""
     if not parents:
         return None
     memory, cpu = None, False
     for parent in parents:
-        path = Path(parent["parent"]) / session_name(pid)
+        path = Path(parent["parent"]) / f"{parent['prefix']}{pid}"
         path.mkdir()
         if "memory" in parent["controllers"]:
             _cap_memory(path, parent["version"], memory_mb)

@@ -33,7 +33,7 @@ from agenttrain.config import SandboxConfig
 from agenttrain.forking import ForkServer, ForkServerError
 from agenttrain.functions import FunctionSet
 from agenttrain.sandbox import replies
-from agenttrain.sandbox.cgroups import SessionCgroups, session_name
+from agenttrain.sandbox.cgroups import SessionCgroups
 from agenttrain.sandbox.forkserver import start_template
 from agenttrain.sandbox.interface import STATE_LOST, ExecResult, SandboxError
 from agenttrain.sandbox.isolation import Limits
@@ -246,7 +246,7 @@ class Sandbox:
     async def release(self, worker: WorkerProcess) -> None:
         await worker.kill()
         if self._cgroups is not None and worker.pid:
-            self._cgroups.remove(session_name(worker.pid))
+            self._cgroups.remove(worker.pid)
 
     def record_isolation(self, isolation: dict[str, Any]) -> None:
         self._isolation = isolation
