@@ -222,8 +222,7 @@ def _cap_cpu(path: Path, version: int, cpus: float) -> bool:
     try:
         if version == 2:
             _write(path / "cpu.max", f"{quota} {CPU_PERIOD_US}")
-        else:
-            _write(path / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+        else:  # a new cgroup's period is the kernel's default, CPU_PERIOD_US
             _write(path / "cpu.cfs_quota_us", str(quota))
     except OSError:  # e.g. a parent with a smaller quota: the session runs without one of its own
         return False
