@@ -266,6 +266,7 @@ class OptimizerConfig(ModelParams):
 class SandboxConfig(Strict):
     timeout_s: float = Field(30, gt=0, le=DAY_S)
     cpu_s: int = Field(60, ge=1, le=DAY_S)
+    cpus: float = Field(1.0, ge=0.01, le=1024)  # CPUs a session's processes may use together (where cgroups allow)
     memory_mb: int = Field(2048, ge=64, le=MAX_MB)
     max_processes: int = Field(64, ge=1, le=65_536)
     max_file_mb: int = Field(64, ge=1, le=MAX_MB)
