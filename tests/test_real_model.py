@@ -108,14 +108,16 @@ def test_a_file_that_is_not_a_model_is_one_error_naming_the_server_log(tmp_path)
     assert log.read_text()  # llama.cpp's own account of the failure
 
 
-def _config(tmp_path: Path, agent_type: str) -> Path:
+def _config(tmp_path: Path, agent_type: str, method: str = "progressive") -> Path:
     data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+    search = {"epochs": 2, "candidates": 2, "minibatch": 1} if method == "search" else {"epochs": 1}
     config = {
         "name": f"real-{agent_type}",
-        "task": {"name": "math", "path": str(data), "train_size": 2, "test_size": 1, "seed": 0},
+        "task": {"name": "math", "path": str(data), "train_size": 2, "seed": 0,
+                 **({"val_size": 1, "test_size": 0} if method == "search" else {"test_size": 1})},
         "agent": {"type": agent_type, "model": "smollm2", "max_turns": 2, "max_tokens": 96},
-        "optimizer": {"model": "smollm2", "epochs": 1, "max_actions": 1, "max_action_retries": 0,
-                      "max_prompt_tokens": 2000, "max_tokens": 384},
+        "optimizer": {"model": "smollm2", "method": method, "max_actions": 1, "max_action_retries": 0,
+                      "max_prompt_tokens": 2000, "max_tokens": 384, **search},
         "llm": {"base_url": "local", "cache": False, "local": {"context_size": 4096, "threads": 1}},
         "sandbox": {"timeout_s": 20, "warm_workers": 1},
         "output_dir": str(tmp_path / "runs"),
@@ -126,14 +128,19 @@ def _config(tmp_path: Path, agent_type: str) -> Path:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("agent_type", ["assistant", "react"])
-def test_each_agent_trains_an_epoch_with_the_real_model_as_agent_and_optimizer(tmp_path, agent_type):
-    run = api.train(_config(tmp_path, agent_type), use_cache=False).run
+@pytest.mark.parametrize(("agent_type", "method"), [("assistant", "progressive"), ("react", "progressive"),
+                                                    ("assistant", "search"), ("react", "search")])
+def test_each_agent_trains_with_the_real_model_as_agent_and_optimizer(tmp_path, agent_type, method):
+    run = api.train(_config(tmp_path, agent_type, method), use_cache=False).run
     assert run.info().status == "finished", run.info().reason
-    assert run.epochs() == [0, 1]
+    assert run.epochs() == ([0, 1] if method == "progressive" else [0, 1, 2])
     records = run.snapshot(0).rollouts()
     assert len(records) == 2 and all(r.stop_reason != "llm_error" for r in records)
-    assert run.snapshot(1).metrics.actions  # the optimizer's turn is recorded, whatever the model said
+    if method == "search":  # whatever the small model wrote, each candidate is recorded with how it went
+        assert [run.snapshot(e).metrics.candidate.operation for e in (1, 2)] == ["mutation", "mutation"]
+        assert run.snapshot(0).val_rollouts()
+    else:
+        assert run.snapshot(1).metrics.actions  # the optimizer's turn is recorded, whatever the model said
     assert (run.path / "local-server.log").stat().st_size > 0
 
 

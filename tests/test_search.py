@@ -18,7 +18,7 @@ import yaml
 from agenttrain import api
 from agenttrain.config import ConfigError, load_experiment
 from agenttrain.functions import FunctionSet, build_function
-from agenttrain.optimizers.pool import Member, Pool, merged
+from agenttrain.optimizers.pool import Member, Pool
 from agenttrain.rundir.directory import RunDir, find_runs
 from tests.support.fake_openai import FakeOpenAI, tool_call
 from tests.support.files import write_problems
@@ -88,11 +88,26 @@ def test_a_merge_unites_two_front_members_keeping_the_version_that_did_better_wh
     pool = Pool()
     for m in (member(0, set()), a, b):
         pool.add(m)
-    assert pool.merge_pair(3, set()) is not None
-    union = merged(a, b)
+    first, second, union = pool.merge_pair(3, set())
+    assert (first, second) == (a, b)  # the more accurate first: equal here, the earlier one
     assert sorted(union.names) == ["add", "multiply"] and union.get("add") == good_add  # b's add: 1 of 1 right
     tried = {frozenset((a.functions.content_hash(), b.functions.content_hash()))}
     assert pool.merge_pair(3, tried) is None
+
+
+def test_a_merge_leaves_out_a_function_that_did_worse_where_it_was_called_than_the_agent_alone():
+    harmful, add_ = function("any_value", "def any_value(a, b):\n    return 0\n"), function("add", ADD)
+    multiply = function("multiply", MULTIPLY)
+    pool = Pool()
+    pool.add(member(0, {"v0"}, tasks=6, functions=()))  # the agent alone: 1 of 6
+    pool.add(member(1, {"v1", "v4"}, tasks=6, functions=(multiply,),
+                    calls={"v1": [("multiply", True)], "v4": [("multiply", True)]}))
+    pool.add(member(2, {"v2"}, tasks=6, functions=(add_, harmful),
+                    calls={"v2": [("add", True)], **{f"v{i}": [("any_value", True)] for i in (0, 3, 5)}}))
+    assert pool.record(harmful, 3) == (0, 3) and pool.record(multiply, 3) == (2, 2)
+    first, second, union = pool.merge_pair(3, set())
+    assert (first.epoch, second.epoch) == (1, 2)  # they solve the most tasks the other does not
+    assert union.names == ["multiply", "add"]  # any_value: right on none of the 3 tasks where it was called
 
 
 # -- end to end against the fake server ---------------------------------------------------------------------
@@ -145,15 +160,16 @@ def test_search_takes_a_validation_split_out_of_the_training_examples_and_record
 
 
 @pytest.mark.slow
-def test_search_merges_sets_that_solve_different_tasks_and_selects_on_the_validation_split(tmp_path):
+def test_search_unites_functions_found_in_different_sets_and_selects_on_the_validation_split(tmp_path):
     with FakeOpenAI(world) as server:
         run = api.train(search_config(tmp_path, server.base_url), offline=True).run
         evaluation = api.eval_run(run.path, offline=True)
         optimizer_prompts = [json.dumps(b["messages"]) for b in server.requests if is_optimizer(b)]
     epochs = {e: run.snapshot(e) for e in run.epochs()}
     assert epochs[1].functions.names == ["add"] and epochs[2].functions.names == ["multiply"]
-    merge = epochs[3].metrics.candidate
-    assert (merge.operation, merge.parents, merge.passed_gate, merge.on_front) == ("merge", [1, 2], True, True)
+    library = epochs[3].metrics.candidate  # the pool's best-recorded version of each function, against the best set
+    assert (library.operation, library.parents, library.passed_gate, library.on_front) == ("library", [1], True, True)
+    assert [a.reason for a in epochs[3].metrics.actions] == ["the library of the pool's best-recorded functions"]
     assert sorted(epochs[3].functions.names) == ["add", "multiply"] and epochs[3].metrics.val_accuracy == 1.0
     assert run.best_epoch() == 3 and json.loads((run.path / "best.json").read_text())["selected_by"] == "val"
     assert evaluation["epoch"] == 3 and evaluation["accuracy"] == 1.0

@@ -78,6 +78,16 @@ class EpochOutcome:
     val_records: list[RolloutRecord] | None = None  # the set's validation rollouts, for a method that selects by them
     candidate: Candidate | None = None  # search: how the set came about
     usage: dict[str, Usage] | None = None  # what the epoch spent, when the method counted it apart (concurrent epochs)
+    best: Best | None = None  # the run's best epoch after this one, when the method names it (it may be earlier)
+
+
+@dataclass(frozen=True)
+class Best:
+    """A method's choice of the run's best epoch: which, its score, and why."""
+
+    epoch: int
+    score: float
+    reason: str
 
 
 @dataclass(frozen=True)

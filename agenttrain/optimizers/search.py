@@ -5,12 +5,18 @@ Every epoch is one candidate set. Candidates come in rounds of `optimizer.candid
 - **mutation**: a parent drawn from the pool's front (pool.py) runs on a seeded minibatch of training tasks; the
   paper's optimizer step reads those conversations (failed first) and what each of the parent's functions did
   there, and edits the parent's list as usual (add, revise, remove, validated and retried);
-- **merge** (first of every other round, when two front members solve different tasks): the two lists united,
-  a shared name keeping the version that did better where it was called.
+- **library** (first of a round, when it is a set the pool does not have): of every function name in the pool,
+  the version with the best record on the validation tasks where the agent called it, in every set that holds it;
+  a function that did worse there than the agent did unaided is left out. Functions are the parts of a library:
+  they are judged one by one and combined;
+- **merge** (first of every other round when the library is not new, and two front members solve different
+  tasks): the two lists united, a shared name keeping the version with the better record.
 
 A candidate runs on its own minibatch first and goes on to the validation split only if it beats its parent
 there (the gate). Every set run on the validation split joins the pool with its result on each task; the run's
-best epoch is the most accurate on the validation split. A round's candidates are drawn from the pool as it stood
+best epoch is the one most accurate on the validation split, each task's outcome estimated by the record of the
+function that decided it (pool.py): one set's outcome on a task is noisy, a part's record pools every set that
+holds it. A round's candidates are drawn from the pool as it stood
 when the round began, and recorded one by one in epoch order, so a resume mid-round replays the same round.
 """
 
@@ -26,15 +32,17 @@ from agenttrain.config import OptimizerConfig
 from agenttrain.endpoint.usage import Usage, lane_usage
 from agenttrain.functions import FunctionSet
 from agenttrain.gather import run_all
+from agenttrain.optimizers.actions import list_changes
 from agenttrain.optimizers.base import (
     ACTION_REPLY_TOKENS,
+    Best,
     EpochOutcome,
     Loop,
     MethodParts,
     Proposal,
     RunPlan,
 )
-from agenttrain.optimizers.pool import Member, Pool, identity, merged
+from agenttrain.optimizers.pool import Member, Pool, identity
 from agenttrain.optimizers.progressive import ProgressiveProposer
 from agenttrain.registry import optimizers
 from agenttrain.rundir.attribution import attribute, compare, describe
@@ -42,7 +50,8 @@ from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import Action, Candidate, EpochStatus, RolloutRecord, summarise
 from agenttrain.tasks.base import Example
 
-VAL_BEST = "highest validation accuracy"
+VAL_BEST = ("highest validation accuracy, each task's outcome estimated by the record, over the pool, of the "
+            "function that decided it")
 REJECTED_SHOWN = 3  # a parent's latest children that lost, shown to the optimizer as rolled-back lists
 TYPICAL_PASS_RATE = 0.5  # share of candidates that pass the gate, for estimates
 
@@ -168,7 +177,7 @@ class Search:
         if epoch == 0:
             return [await self._baseline(loop)]
         number, epochs = self.round_of(epoch, len(loop.splits.val))
-        lanes = [self._plan_lane(loop, e, epochs.start, merging=number % 2 == 1) for e in epochs if e >= epoch]
+        lanes = [self._plan_lane(loop, e, epochs.start, number) for e in epochs if e >= epoch]
         done = await run_all(self._run_lane(loop, lane) for lane in lanes)
         return [self._record(lane) for lane in done]
 
@@ -179,25 +188,40 @@ class Search:
             val = await loop.rollouts(0, "val", FunctionSet(), loop.splits.val)
         self._join(0, FunctionSet(), val)
         self.rollouts_at[0] = len(records) + len(val)
-        return EpochOutcome(0, FunctionSet(), records, "baseline", summarise(val).accuracy, best_reason=VAL_BEST,
+        accuracy = summarise(val).accuracy
+        return EpochOutcome(0, FunctionSet(), records, "baseline", accuracy, best=Best(0, accuracy, VAL_BEST),
                             val_records=val, usage=usage)
 
-    def _plan_lane(self, loop: Loop, epoch: int, round_start: int, merging: bool) -> Lane:
-        """What the candidate of `epoch` will be: drawn from the pool as it stood when its round began. The first
-        candidate of every other round is a merge, when there is a pair to merge."""
+    def _plan_lane(self, loop: Loop, epoch: int, round_start: int, round_number: int) -> Lane:
+        """What the candidate of `epoch` will be, drawn from the pool as it stood when its round began. From the
+        second round on, its first candidate unites parts: the library of the pool's best-recorded functions,
+        when that is a set the pool does not have, else (every other round) a merge of two front members."""
         rng = random.Random(f"{self.seed}-search-{epoch}")
         train = loop.splits.train
-        merge = merging and epoch == round_start
-        pair = self.pool.merge_pair(round_start, self.merged_pairs) if merge else None
-        if pair is not None:
-            batch = rng.sample(train, min(2 * self.config.minibatch, len(train)))  # room to show what b adds
-            return Lane(epoch, round_start, "merge", list(pair), batch, merged(*pair))
+        if epoch == round_start and round_number > 0 and (lane := self._uniting(rng, train, epoch, round_start,
+                                                                                 round_number)):
+            return lane
         parent = self.pool.sample_parent(rng, round_start)
         batch = rng.sample(train, min(self.config.minibatch, len(train)))
         return Lane(epoch, round_start, "mutation", [parent], batch, parent.functions)
 
+    def _uniting(self, rng: random.Random, train: list[Example], epoch: int, round_start: int,
+                 round_number: int) -> Lane | None:
+        library = self.pool.library(round_start)
+        if self.pool.same_set(library, round_start) is None:
+            return Lane(epoch, round_start, "library", [self.pool.best(round_start)], [], library)
+        batch = rng.sample(train, min(2 * self.config.minibatch, len(train)))  # room to show what parts add
+        if round_number % 2 == 1 and (pair := self.pool.merge_pair(round_start, self.merged_pairs)):
+            first, second, union = pair
+            return Lane(epoch, round_start, "merge", [first, second], batch, union)
+        return None
+
     async def _run_lane(self, loop: Loop, lane: Lane) -> Lane:
         with lane_usage() as lane.usage:
+            if lane.operation == "library":  # its parts were judged on the validation split: no gate
+                lane.note = "a library of parts already judged on the validation split goes there directly"
+                lane.val = await loop.rollouts(lane.epoch, "val", lane.functions, loop.splits.val)
+                return lane
             parent = lane.parents[0]
             lane.parent_records = await loop.rollouts(lane.epoch, "parent", parent.functions, lane.minibatch)
             if lane.operation == "mutation" and not await self._mutate(loop, lane):
@@ -244,16 +268,18 @@ class Search:
         changed = identity(lane.functions) != identity(parent.functions) and \
             (member is not None or self.pool.same_set(lane.functions, lane.epoch) is None)
         on_front = member is not None and self.pool.on_front(member)
-        new_best = member is not None and self.pool.is_new_best(member)
+        best = self.pool.best(lane.epoch + 1)
+        chosen = Best(best.epoch, self.pool.estimate(best, lane.epoch + 1), VAL_BEST)
         status: EpochStatus = "accepted" if on_front else "rolled_back" if changed else "unchanged"
         candidate = _candidate(lane, on_front)
         self._note(lane.epoch, lane.functions, status, candidate, lane.records)
         compared_on, before = ("val", list(parent.val)) if lane.val is not None else ("minibatch", lane.parent_records)
         after = lane.val if lane.val is not None else lane.records
-        proposal = lane.proposal or Proposal(lane.functions, _merge_actions(lane) if lane.operation == "merge" else [])
+        proposal = lane.proposal or Proposal(lane.functions, _assembly_actions(lane) if lane.operation != "mutation"
+                                             else [])
         return EpochOutcome(
-            lane.epoch, lane.functions, lane.records, status, self.pool.best(lane.epoch + 1).accuracy,
-            proposal.actions, improved=new_best, best_reason=VAL_BEST if new_best else None,
+            lane.epoch, lane.functions, lane.records, status, best.accuracy, proposal.actions,
+            improved=best.epoch == lane.epoch, best=chosen,
             prompt_cuts=proposal.prompt_cuts, comparison=compare(after, before, f"epoch {parent.epoch}", compared_on),
             attribution=attribute(lane.functions.names, after, before), val_records=lane.val,
             candidate=candidate, usage=lane.usage,
@@ -278,9 +304,9 @@ def _candidate(lane: Lane, on_front: bool) -> Candidate:
                      correct=_correct(lane.records), passed_gate=lane.passed, on_front=on_front, note=lane.note)
 
 
-def _merge_actions(lane: Lane) -> list[Action]:
-    """A merge as the actions it amounts to against its first parent, so lineage and diff read it as usual."""
-    first = lane.parents[0].functions
-    return [Action(action="add_function" if f.name not in first else "revise_function", name=f.name,
-                   reason=f"merged from epoch {lane.parents[1].epoch}")
-            for f in lane.functions if first.get(f.name) != f]
+def _assembly_actions(lane: Lane) -> list[Action]:
+    """A merge or library as the actions it amounts to against its first parent, so lineage and diff read it as
+    usual."""
+    return list_changes(lane.parents[0].functions, lane.functions,
+                        reason=f"{lane.operation} of {', '.join(f'epoch {p.epoch}' for p in lane.parents)}"
+                        if lane.operation == "merge" else "the library of the pool's best-recorded functions")

@@ -137,8 +137,8 @@ class Candidate(BaseModel):
     """How a search candidate came about and how it fared (optimizer.method search)."""
 
     model_config = ConfigDict(extra="allow")
-    operation: str = Field(description="mutation (an optimizer step from one parent) or merge (two parents' "
-                                       "functions united)")
+    operation: str = Field(description="mutation (an optimizer step from one parent), merge (two parents' "
+                                       "functions united) or library (the pool's best-recorded functions)")
     parents: list[int] = Field(description="the epochs whose sets it came from")
     minibatch: list[str] = Field(default_factory=list, description="the training tasks of its gate")
     parent_correct: int = Field(0, description="minibatch tasks the parent got right")

@@ -221,12 +221,15 @@ class Trainer:
         self._turns.update((r.id, r.turns) for r in outcome.records)
         progress.stale = 0 if outcome.status == "baseline" or outcome.improved else progress.stale + 1
         accuracy = summarise(outcome.records).accuracy
-        if outcome.best_reason:
+        if outcome.best is not None:  # the method names the best epoch, this one or an earlier one
+            progress.best_epoch, progress.best_accuracy = outcome.best.epoch, outcome.best.score
+            progress.best_reason = outcome.best.reason
+        elif outcome.best_reason:
             progress.best_epoch, progress.best_accuracy = outcome.epoch, score(outcome)
             progress.best_reason = outcome.best_reason
         metrics = self._metrics(outcome, duration_s, usage_before)
         self.run.save_snapshot(outcome.functions, metrics, outcome.records, outcome.val_records)
-        if outcome.best_reason:
+        if outcome.best_reason or outcome.best is not None:
             self._set_best()
         self.run.log("epoch", epoch=outcome.epoch, status=outcome.status, train_accuracy=accuracy)
         self.run.update_info(usage=self._usage(), epochs_done=outcome.epoch + 1)
