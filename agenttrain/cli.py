@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -339,10 +340,18 @@ def _render_diff(result: dict[str, Any]) -> None:
         out.print(Syntax(revised["diff"], "diff", word_wrap=True))
     if not (result["added"] or result["removed"] or result["revised"]):
         out.print("functions: no change")
-    out.print(f"training tasks: {result['fixed']} fixed, {result['broken']} broken "
-              f"(exact McNemar p = {result['mcnemar_p']:.3g})")
-    for flip in result["flips"]:
-        out.print(f"  {flip['id']}: {'wrong -> right' if flip['after'] else 'right -> wrong'}")
+    for label, paired in (("training tasks", result), ("validation tasks", result["validation"])):
+        if paired is not None:
+            out.print(f"{label}: {paired['fixed']} fixed, {paired['broken']} broken "
+                      f"(exact McNemar p = {paired['mcnemar_p']:.3g})")
+            for flip in paired["flips"]:
+                out.print(f"  {flip['id']}: {'wrong -> right' if flip['after'] else 'right -> wrong'}")
+    attribution = result["attribution"]
+    if attribution["described"]:
+        split = "validation" if attribution["split"] == "val" else "training"
+        out.print(f"what epoch {b['epoch']}'s functions did on the {split} tasks:")
+        for line in attribution["described"]:
+            out.print(f"  {escape(line)}")
 
 
 @app.command()

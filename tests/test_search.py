@@ -4,11 +4,14 @@ budget that stops it cleanly, and the run format every other command reads."""
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import re
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from agenttrain.config import ConfigError, load_experiment
 from agenttrain.functions import FunctionSet, build_function
 from agenttrain.optimizers.pool import Member, Pool
 from agenttrain.rundir.directory import RunDir, find_runs
+from agenttrain.viewer.server import start
 from tests.support.fake_openai import FakeOpenAI, tool_call
 from tests.support.files import write_problems
 from tests.support.kills import KILL_AT_EVERY_WRITE, comparable, leftovers
@@ -183,6 +187,30 @@ def test_search_unites_functions_found_in_different_sets_and_selects_on_the_vali
     assert first.comparison.split == "val" and first.comparison.against == "epoch 0"
     [effect] = first.attribution
     assert effect.name == "add" and effect.right == len(effect.tasks) == len(effect.fixed) > 0
+    # diff compares two candidates where they were judged: on the validation split
+    compared = api.diff("epoch-0", "epoch-3", run.path, tmp_path)
+    assert compared["validation"]["broken"] == 0 and compared["validation"]["fixed"] == 4
+    effects = compared["attribution"]["functions"]  # each validation task was fixed by the function it called
+    assert compared["attribution"]["split"] == "val" and {e["name"] for e in effects} == {"add", "multiply"}
+    assert sum(len(e["fixed"]) for e in effects) == 4 and all(e["right"] == len(e["tasks"]) for e in effects)
+    assert all(line.endswith("fixed, 0 broken") for line in compared["attribution"]["described"])
+    # the viewer draws the lineage from the baseline and the front the search would draw parents from next
+    lineage = viewed(run, "candidates")
+    assert "on the front" in lineage and "epoch 3 library of epoch 1" in lineage and "★ best" in lineage
+    assert all(f"epoch {e}" in lineage for e in run.epochs())
+    assert "candidates" in viewed(run, "")  # the run page links to it
+
+
+def viewed(run: RunDir, page: str) -> str:
+    """The text of one of the viewer's pages about `run`, tags stripped."""
+    server = start(run.path, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
+    try:
+        with urllib.request.urlopen(f"{server.url}/runs/{run.path.name}/{page}", timeout=10) as response:
+            return html.unescape(re.sub(r"<[^>]+>", "", response.read().decode()))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ library is that choice made over the whole pool.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -62,6 +63,13 @@ class Pool:
             return False
         self.members.append(member)
         return True
+
+    def join(self, epoch: int, functions: FunctionSet, val: Sequence[RolloutRecord] | None) -> Member | None:
+        """The member a set that ran on the validation split (`val`) became, if it joined."""
+        if val is None:
+            return None
+        member = Member(epoch, functions, tuple(val))
+        return member if self.add(member) else None
 
     def before(self, epoch: int) -> list[Member]:
         return [m for m in self.members if m.epoch < epoch]

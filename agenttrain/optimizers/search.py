@@ -130,16 +130,9 @@ class Search:
             snapshot = run.snapshot(epoch)
             metrics = snapshot.metrics
             self.rollouts_at[epoch] = metrics.rollouts if metrics.rollouts is not None else metrics.train_n
-            self._join(epoch, snapshot.functions, snapshot.val_rollouts())
+            self.pool.join(epoch, snapshot.functions, snapshot.val_rollouts())
             self._note(epoch, snapshot.functions, snapshot.metrics.status, snapshot.metrics.candidate,
                        snapshot.rollouts())
-
-    def _join(self, epoch: int, functions: FunctionSet, val: Sequence[RolloutRecord] | None) -> Member | None:
-        """A set that ran on the validation split joins the pool, unless the pool has it already."""
-        if val is None:
-            return None
-        member = Member(epoch, functions, tuple(val))
-        return member if self.pool.add(member) else None
 
     def _note(self, epoch: int, functions: FunctionSet, status: str, candidate: Candidate | None,
               records: Sequence[RolloutRecord]) -> None:
@@ -186,7 +179,7 @@ class Search:
         with lane_usage() as usage:
             records = await loop.rollouts(0, "candidate", FunctionSet(), loop.splits.train)
             val = await loop.rollouts(0, "val", FunctionSet(), loop.splits.val)
-        self._join(0, FunctionSet(), val)
+        self.pool.join(0, FunctionSet(), val)
         self.rollouts_at[0] = len(records) + len(val)
         accuracy = summarise(val).accuracy
         return EpochOutcome(0, FunctionSet(), records, "baseline", accuracy, best=Best(0, accuracy, VAL_BEST),
@@ -264,7 +257,7 @@ class Search:
         before it."""
         parent = lane.parents[0]
         self.rollouts_at[lane.epoch] = lane.rollouts
-        member = self._join(lane.epoch, lane.functions, lane.val)
+        member = self.pool.join(lane.epoch, lane.functions, lane.val)
         changed = identity(lane.functions) != identity(parent.functions) and \
             (member is not None or self.pool.same_set(lane.functions, lane.epoch) is None)
         on_front = member is not None and self.pool.on_front(member)

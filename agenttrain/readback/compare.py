@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agenttrain.functions import Function
+from agenttrain.rundir.attribution import attribute, describe
 from agenttrain.rundir.directory import Snapshot
 from agenttrain.stats import Scored, compare_outcomes, paired_outcomes
 
@@ -51,15 +52,28 @@ def function_changes(a: Snapshot, b: Snapshot) -> dict[str, Any]:
     }
 
 
-def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
-    before, after = a.rollouts(), b.rollouts()
+def paired_changes(before: Sequence[Scored], after: Sequence[Scored]) -> dict[str, Any]:
+    """The tasks that flipped between two runs of the same tasks, and the exact McNemar test of the flips."""
     paired = compare_outcomes(before, after)
+    return {"flips": outcome_flips(before, after), "fixed": paired.fixed, "broken": paired.broken,
+            "mcnemar_p": paired.p_value}
+
+
+def diff_snapshots(a: Snapshot, b: Snapshot) -> dict[str, Any]:
+    """Function changes and flips on the training tasks; for two sets judged on the validation split (a search's
+    candidates, whose training rollouts are small minibatches), also the flips there. What b's functions did is
+    read where the sets were judged: the validation split when both ran on it."""
+    before, after = a.rollouts(), b.rollouts()
+    val_before, val_after = a.val_rollouts(), b.val_rollouts()
+    judged = (val_before, val_after) if val_before is not None and val_after is not None else None
+    effects = attribute(b.functions.names, *(reversed(judged) if judged else (after, before)))
     return {
         "a": {"snapshot": str(a.path), "epoch": a.epoch, "train_accuracy": a.metrics.train_accuracy},
         "b": {"snapshot": str(b.path), "epoch": b.epoch, "train_accuracy": b.metrics.train_accuracy},
         **function_changes(a, b),
-        "flips": outcome_flips(before, after),
-        "fixed": paired.fixed,
-        "broken": paired.broken,
-        "mcnemar_p": paired.p_value,
+        **paired_changes(before, after),
+        "validation": paired_changes(*judged) if judged else None,
+        "attribution": {"split": "val" if judged else "train",
+                        "functions": [e.model_dump(mode="json") for e in effects],
+                        "described": [describe(e) for e in effects]},
     }

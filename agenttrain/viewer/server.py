@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from agenttrain.errors import UserError
 from agenttrain.viewer.highlight import stylesheet
 from agenttrain.viewer.html import Markup, el, layout
+from agenttrain.viewer.pages.candidates import candidates_page
 from agenttrain.viewer.pages.diff import diff_page
 from agenttrain.viewer.pages.epoch import epoch_page
 from agenttrain.viewer.pages.evaluation import evaluation_page
@@ -53,6 +54,7 @@ ROUTES: list[tuple[re.Pattern[str], Page, tuple[str, ...]]] = [
     (re.compile(r"/runs/([^/]+)/evals/([^/]+)/tasks/([^/]+)"), eval_rollout_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/diff"), diff_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/compare/([^/]+)"), compare_page, ("query", "page")),
+    (re.compile(r"/runs/([^/]+)/candidates"), candidates_page, ()),
 ]
 
 

@@ -30,6 +30,10 @@ def task_url(rollouts_url: str, task: str) -> str:
     return f"{rollouts_url}/tasks/{segment(task)}"
 
 
+def candidates_url(run: RunDir) -> str:
+    return f"{run_url(run)}candidates"
+
+
 def diff_url(run: RunDir, a: int, b: int) -> str:
     return f"{run_url(run)}diff?a={a}&b={b}"
 

@@ -43,6 +43,11 @@ def diff_page(site: Site, name: str, query: Mapping[str, str], page: int) -> Mar
     summary = (f"train accuracy {percent(a.metrics.train_accuracy)} → "
                f"{percent(b.metrics.train_accuracy)}; {paired.fixed} fixed, {paired.broken} broken "
                f"(exact McNemar p = {paired.p_value:.3g})")
+    val_a, val_b = a.val_rollouts(), b.val_rollouts()
+    if val_a is not None and val_b is not None:  # search candidates: judged on the validation split
+        on_val = compare_outcomes(val_a, val_b)
+        summary += (f"; validation accuracy {percent(a.metrics.val_accuracy)} → {percent(b.metrics.val_accuracy)}, "
+                    f"{on_val.fixed} fixed, {on_val.broken} broken (p = {on_val.p_value:.3g})")
     path = f"{run_url(run)}diff"
     return layout(
         f"epoch {a.epoch} → epoch {b.epoch}",

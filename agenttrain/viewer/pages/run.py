@@ -11,8 +11,9 @@ from agenttrain.rundir.directory import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, dollars, el, layout, link, moment, percent, table
+from agenttrain.viewer.pages.candidates import is_search
 from agenttrain.viewer.site import Site, find_evaluation
-from agenttrain.viewer.urls import diff_url, epoch_url, eval_url, run_url
+from agenttrain.viewer.urls import candidates_url, diff_url, epoch_url, eval_url, run_url
 
 
 def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
@@ -111,6 +112,8 @@ def run_page(site: Site, name: str) -> Markup:
     epochs = el(
         "section", el("h2", "Epochs"),
         table(headers, _epoch_rows(run, snapshots, splits, evaluations), id="epochs"), _diff_form(run, run.epochs()),
+        el("p", link(candidates_url(run), "The search's candidates: lineage and front")) if is_search(snapshots)
+        else None,
     ) if snapshots else el("p", "No epoch has finished yet; refresh to see new ones.", class_="muted")
     return layout(
         name, [("/", "runs"), (None, name)],
