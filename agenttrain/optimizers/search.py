@@ -92,8 +92,8 @@ class Search:
     # epochs are candidates, at most; the rollout budget below is what ends a search, not early stop
     DEFAULTS: ClassVar[dict[str, int]] = {"epochs": 100, "early_stop": 1000}
     VALIDATION_SHARE = 0.4  # of the training examples, when the config names no validation split
-    # with no optimizer.budget, 8 passes over the examples: what the paper's method runs in its 10 epochs, where an
-    # epoch that changed nothing runs no rollout (measured in bench/bench_optimizers.py: about 8 passes)
+    # with no optimizer.budget, 8 passes over the examples: in bench/bench_optimizers.py, somewhat fewer tokens than
+    # the paper's method spends in its 10 epochs (it runs 3-9 passes, but reads every rollout in long prompts)
     BUDGET_PASSES = 8
 
     def __init__(self, parts: MethodParts) -> None:
