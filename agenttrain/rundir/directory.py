@@ -26,6 +26,7 @@ from agenttrain.config import Experiment
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.records import FIRST_FORMAT, Best, EpochMetrics, RolloutRecord, RunInfo, run_format
+from agenttrain.untrusted import scrub
 
 EPOCH_PREFIX = "epoch-"
 RECORDED_PACKAGES = ("agenttrain", "openai", "math-verify", "sympy", "pydantic")
@@ -54,14 +55,15 @@ NEW_FILE_MODE = 0o666 & ~_umask()
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one; a failed write leaves no temp file."""
+    """Readers see the old file or the new one, never half of one; a failed write leaves no temp file. Text that is
+    not valid Unicode (a lone surrogate from a model or a tool's output) is written with U+FFFD in its place."""
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         os.fchmod(fd, NEW_FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write(scrub(text))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -76,7 +78,7 @@ def overwrite_in_place(path: Path, text: str) -> None:
     temp copy that `write_text_atomic` needs."""
     try:
         with open(path, "r+", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write(scrub(text))
             handle.truncate()
             handle.flush()
             os.fsync(handle.fileno())
@@ -104,7 +106,7 @@ def read_run_json(path: Path) -> Any:
 def append_line(path: Path, line: str) -> None:
     """Append one line in a single write. A failed write is cut off again, and a line torn by an earlier crash
     is ended first, so no complete line is ever glued to a torn one."""
-    data = (line + "\n").encode()
+    data = (scrub(line) + "\n").encode()
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:

@@ -190,7 +190,9 @@ class Rollout(BaseModel):
     prediction: str | None = Field(description="the text the answer was extracted from")
     messages: list[dict[str, Any]] = Field(default_factory=list, description="the whole conversation, "
                                                                              "OpenAI chat format")
-    stop_reason: str = Field(description="answered, terminate, max_turns, context_length or llm_error")
+    stop_reason: str = Field(description="answered, terminate, max_turns, context_length, llm_error (the endpoint "
+                                         "failed; retried), request_refused (the endpoint refused what the "
+                                         "conversation or the functions hold) or internal_error")
     turns: int = Field(0, description="model replies in the conversation")
     function_calls: list[FunctionCallRecord] = Field(default_factory=list, description="learned functions called")
     code_runs: int = Field(0, description="code blocks the agent ran")
