@@ -17,7 +17,15 @@ from agenttrain.readback.complexity import cyclomatic_complexity
 from tests.support.fake_openai import FakeOpenAI, Fault, Reply, text, tool_call
 from tests.support.files import write_problems
 from tests.support.scripted import (
+    MULTIPLY,
+    TERMINATE,
+    add,
     boxed,
+    function_payload,
+    has_rejected_sets,
+    is_optimizer,
+    list_b,
+    multiplying_agent,
     question,
     react_action,
     react_answer,
@@ -165,3 +173,89 @@ def test_hostile_agent_replies_cost_nothing_and_a_resume_replays_them_from_the_c
     [surrogates] = records["p2"].function_calls
     assert not surrogates.ok and surrogates.name == "m\ufffd"
     assert "\ufffd" in json.dumps(records["p1"].messages, ensure_ascii=False)
+
+
+def rejections(body: dict[str, Any]) -> list[str]:
+    return [str(m["content"]) for m in body["messages"] if m["role"] == "tool" and "Rejected" in str(m["content"])]
+
+
+MULTIPLY_ARGS = {"a": {"type": "integer"}, "b": {"type": "integer"}}
+HOSTILE_ACTIONS = [  # the optimizer's attempts, in order; each used to end the run, the last one is fine
+    tool_call("add_function", function_payload("f", DEEP_CODE)),
+    tool_call("add_function", STUCK),
+    add("multiply", MULTIPLY, {"a": {"type": "array"}, "b": {"type": "integer"}}),
+    Reply(content=f"Adding multiply {LONE}", tool_calls=add("multiply", MULTIPLY, MULTIPLY_ARGS).tool_calls),
+]
+
+
+def hostile_optimizer(down: dict[str, bool]):
+    """While `down`, the endpoint fails the optimizer's last attempt, so the run stops in the middle of its step."""
+    def respond(body: dict[str, Any]) -> Reply | Fault:
+        if not is_optimizer(body):
+            return multiplying_agent(body)
+        if "multiply" in list_b(body):
+            return TERMINATE
+        attempt = len(rejections(body))
+        if down["on"] and attempt == len(HOSTILE_ACTIONS) - 1:
+            return Fault(500)
+        return HOSTILE_ACTIONS[attempt]
+    return respond
+
+
+@pytest.mark.slow
+def test_hostile_optimizer_replies_are_rejected_actions_and_a_resume_replays_them_from_the_cache(write_config,
+                                                                                              tmp_path):
+    down = {"on": True}
+    with FakeOpenAI(hostile_optimizer(down)) as server:
+        data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+        config = write_config(server.base_url, data, task={"train_size": 3, "test_size": 0},
+                              optimizer={"epochs": 1, "max_actions": 1, "max_action_retries": 4})
+        first = api.train(config).run
+        assert first.info().status == "failed" and "endpoint kept failing" in first.info().reason
+        down["on"] = False
+        run = api.resume(first.path).run
+        attempts = [b for b in server.requests if is_optimizer(b) and "multiply" not in list_b(b)]
+    assert run.info().status == "finished"
+    [action] = run.snapshot(1).metrics.actions
+    assert (action.action, action.name, action.status, action.attempts) == ("add_function", "multiply", "applied", 4)
+    assert "\ufffd" in action.reason and run.snapshot(1).metrics.status == "accepted"
+    told = rejections(attempts[-1])
+    assert "nested too deeply" in told[0] and "nested" in told[1] and "`items`" in told[2]
+    # the hostile attempts were sent once each: the resume replayed them from the cache
+    assert [len(rejections(b)) for b in attempts][:4] == [0, 1, 2, 3]
+
+
+REFUSED_SCHEMA = {"a": {"type": "integer", "format": "int128"}, "b": {"type": "integer"}}
+SCHEMA_REFUSAL = Fault(400, message="Invalid schema for function 'multiply': In context=('properties', 'a'), "
+                       "'int128' is not a supported format.", param="tools[0].function.parameters",
+                       code="invalid_function_parameters")
+
+
+def refusing_endpoint(body: dict[str, Any]) -> Reply | Fault:
+    """Refuses the agent's requests offering a tool with the `int128` format, and the optimizer's second attempt."""
+    if is_optimizer(body):
+        if rejections(body):
+            return Fault(400, message="this conversation holds a message the server cannot accept")
+        if has_rejected_sets(body):  # epoch 2, after epoch 1's set was rolled back
+            return tool_call("remove_function", {"name": "nothing"})  # rejected, then the retry is refused
+        return add("multiply", MULTIPLY, REFUSED_SCHEMA)
+    if "int128" in json.dumps(body.get("tools")):
+        return SCHEMA_REFUSAL
+    return multiplying_agent(body)
+
+
+@pytest.mark.slow
+def test_functions_whose_schema_the_endpoint_refuses_are_rollout_errors_of_that_set_not_an_outage(write_config,
+                                                                                                   tmp_path):
+    with FakeOpenAI(refusing_endpoint) as server:
+        data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+        config = write_config(server.base_url, data, task={"train_size": 3, "test_size": 0},
+                              optimizer={"epochs": 2, "max_actions": 1}, llm={"max_outage_s": 600})
+        run = api.train(config).run
+    assert run.info().status == "finished"
+    refused = run.snapshot(1)
+    assert refused.metrics.status == "rolled_back" and refused.metrics.train_errors == 3
+    for record in refused.rollouts():
+        assert record.stop_reason == "request_refused" and "Invalid schema for function 'multiply'" in record.error
+    [action] = run.snapshot(2).metrics.actions  # the optimizer's own refused request: a rejected action
+    assert action.status == "rejected" and "cannot accept" in action.error
