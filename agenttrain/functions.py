@@ -41,14 +41,19 @@ class Function:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Function:
-        return cls(
-            name=data["name"],
-            description=data["description"],
-            parameters=data["parameters"],
-            code=data["code"],
-            packages=tuple(data.get("packages", ())),
-        )
+    def from_dict(cls, data: Any) -> Function:
+        """A saved function, checked as `build_function` checks a new one's name: the name becomes a file name
+        (functions/<name>.py), so a run folder we did not write must not choose it. Raises InvalidFunction."""
+        if not isinstance(data, Mapping):
+            raise InvalidFunction(f"expected a function object, found {type(data).__name__}")
+        fields = {"name": str, "description": str, "parameters": dict, "code": str}
+        if wrong := [f for f, kind in fields.items() if not isinstance(data.get(f), kind)]:
+            raise InvalidFunction(f"function {data.get('name')!r}: missing or mistyped {', '.join(wrong)}")
+        packages = data.get("packages", ())
+        if not isinstance(packages, list | tuple) or not all(isinstance(p, str) for p in packages):
+            raise InvalidFunction(f"function {data['name']!r}: `packages` must be a list of names")
+        check_name(data["name"])
+        return cls(data["name"], data["description"], data["parameters"], data["code"], tuple(packages))
 
     def to_openai_tool(self) -> dict[str, Any]:
         return {
@@ -109,8 +114,15 @@ class FunctionSet:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
-    def from_json(cls, items: list[Mapping[str, Any]]) -> FunctionSet:
-        return cls(tuple(Function.from_dict(item) for item in items))
+    def from_json(cls, items: Any) -> FunctionSet:
+        """A saved set (functions.json, a journaled proposal); raises InvalidFunction when it is not one."""
+        if not isinstance(items, list):
+            raise InvalidFunction(f"expected a list of functions, found {type(items).__name__}")
+        functions = tuple(Function.from_dict(item) for item in items)
+        names = [f.name for f in functions]
+        if len(set(names)) != len(names):
+            raise InvalidFunction(f"a function name is given twice in {names}")
+        return cls(functions)
 
 
 
@@ -208,12 +220,17 @@ def _check_signature(node: ast.FunctionDef, parameters: dict[str, Any]) -> None:
         )
 
 
-def build_function(name: str, description: str, arguments: str | dict[str, Any], packages: Any, code: str) -> Function:
-    """Validate one add/revise payload; raises InvalidFunction with a reason the optimizer can act on."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+def check_name(name: Any) -> None:
+    """A function's name is a Python identifier (it is also a file name in every snapshot) and not reserved."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidFunction(f"`name` {name!r} must be a Python identifier")
     if name in RESERVED_NAMES:
         raise InvalidFunction(f"`name` {name!r} is reserved for the built-in code tool")
+
+
+def build_function(name: str, description: str, arguments: str | dict[str, Any], packages: Any, code: str) -> Function:
+    """Validate one add/revise payload; raises InvalidFunction with a reason the optimizer can act on."""
+    check_name(name)
     if not isinstance(description, str) or not description.strip():
         raise InvalidFunction("`description` must say what the function does")
     if not isinstance(code, str) or not code.strip():

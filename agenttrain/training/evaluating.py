@@ -147,12 +147,13 @@ def _eval_epochs(
         check_endpoints(experiment)
     saved = _saved_evaluations(run, named, experiment) if reuse else {}
     results = asyncio.run(_eval(run, experiment, epochs, split, use_cache, reporter, saved))
+    evals = run.writable("evals")  # never through a link someone left in the run folder
     for result, records in results:
         if result.epoch in saved and saved[result.epoch][0].functions_hash == result.functions_hash:
             continue  # its own earlier file, with what it cost then
         name = EvalName(named, result.epoch)
-        write_json_atomic(name.result(run.evals_dir), result.to_json())
-        write_rollouts(name.rollouts(run.evals_dir), records)
+        write_json_atomic(name.result(evals), result.to_json())
+        write_rollouts(name.rollouts(evals), records)
     return [{**result.to_json(), "items": [{"id": r.id, "correct": r.correct, "extracted": r.extracted}
                                            for r in records]} for result, records in results]
 

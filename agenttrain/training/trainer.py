@@ -11,12 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from agenttrain.endpoint.client import EndpointDown, LLMError
 from agenttrain.endpoint.outage import OutageTimer
 from agenttrain.endpoint.usage import BudgetExhausted, Usage
-from agenttrain.functions import FunctionSet
+from agenttrain.errors import UserError
+from agenttrain.functions import FunctionSet, InvalidFunction
 from agenttrain.optimizers import make_optimizer
 from agenttrain.optimizers.base import EpochOutcome, MethodParts, Proposal
 from agenttrain.rundir.directory import RunDir
@@ -69,16 +73,25 @@ class Journal:
     @classmethod
     def of(cls, run: RunDir, epoch: int) -> Journal:
         journal = cls({}, {})
+        where = run.path / "events.jsonl"
         for event in run.events():
             if event.get("epoch") != epoch:
                 continue
-            if event["event"] == "rollout":
-                record = RolloutRecord.read(event["record"], run.format_version, run.path / "events.jsonl")
+            if event.get("event") == "rollout" and isinstance(event.get("phase"), str):
+                record = RolloutRecord.read(event.get("record"), run.format_version, where)
                 if not record.endpoint_failed:
                     journal.rollouts.setdefault(event["phase"], {})[record.id] = record
-            elif event["event"] == "candidate":
-                journal.proposals[event.get("key", "step")] = Proposal.from_json(event)
+            elif event.get("event") == "candidate":
+                journal.proposals[str(event.get("key", "step"))] = _proposal(event, where)
         return journal
+
+
+def _proposal(event: dict[str, Any], where: Path) -> Proposal:
+    try:
+        return Proposal.from_json(event)
+    except (InvalidFunction, ValidationError, KeyError, TypeError) as exc:
+        raise UserError(f"{where}: a journaled proposal agenttrain did not write ({exc!r}); remove that line to "
+                        "ask the optimizer again") from None
 
 
 class Trainer:

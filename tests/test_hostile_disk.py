@@ -1,0 +1,217 @@
+"""What is read from disk (a run folder or cache someone else made, or that a crash damaged) is checked as strictly
+as what is written: it never makes agenttrain write outside the run folder, and damage is a clear error or a miss,
+never a failed run or a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agenttrain import api
+from agenttrain.config import LocalModelConfig
+from agenttrain.endpoint.cache import ResponseCache
+from agenttrain.endpoint.local_model import cache_identity
+from agenttrain.errors import UserError
+from agenttrain.functions import FunctionSet
+from agenttrain.rundir.directory import RunDir, WriteError, read_journal_lines, read_run_json
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.files import write_problems
+from tests.support.run_factory import MULTIPLY, rollout, save_epoch, story_run
+from tests.support.scripted import multiplying_agent
+
+PRECIOUS = "precious\n"
+
+
+@pytest.fixture
+def story(tmp_path: Path) -> RunDir:
+    return story_run(tmp_path, evaluated=False)
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file outside the run that a link inside it points to: it must stay as it is."""
+    path = tmp_path / "victim.txt"
+    path.write_text(PRECIOUS)
+    return path
+
+
+def link(path: Path, target: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    path.symlink_to(target)
+
+
+# -- function names and paths built from run files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "multiply/../../x", "python", "multiply\n", 7])
+def test_a_function_name_that_is_no_identifier_is_refused_when_a_snapshot_is_read(story, name):
+    path = story.path / "epoch-3" / "functions.json"
+    saved = json.loads(path.read_text())
+    saved[0]["name"] = name
+    path.write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=r"functions\.json: not a function set agenttrain wrote"):
+        story.snapshot(3)
+    with pytest.raises(UserError, match=r"functions\.json"):
+        api.export(story.path, "3")
+
+
+@pytest.mark.parametrize("saved", [{"name": "multiply"}, [{"name": "multiply"}], [MULTIPLY.to_dict()] * 2, "x"])
+def test_a_functions_file_of_another_shape_is_one_clear_error(story, saved):
+    (story.path / "epoch-1" / "functions.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=r"epoch-1/functions\.json"):
+        story.snapshot(1)
+
+
+def test_a_saved_function_set_reads_back_as_it_was_written():
+    functions = FunctionSet((MULTIPLY,))
+    assert FunctionSet.from_json(functions.to_json()) == functions
+
+
+# -- links inside a run folder are never followed for writing ----------------------------------------------------
+
+
+def test_a_lock_file_that_is_a_link_is_replaced_not_followed(story, victim):
+    link(story.path / ".lock", victim)
+    with story.lock():
+        assert story.locked_by() == os.getpid()
+    assert victim.read_text() == PRECIOUS and not (story.path / ".lock").is_symlink()
+
+
+def test_a_journal_that_is_a_link_is_refused_with_the_fix(story, victim):
+    link(story.path / "events.jsonl", victim)
+    with pytest.raises(WriteError, match=r"events\.jsonl: it is a symbolic link.*replace it with the file"):
+        story.log("resume")
+    assert victim.read_text() == PRECIOUS
+
+
+def test_run_json_that_is_a_link_is_replaced_by_a_file(story, tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text((story.path / "run.json").read_text())
+    link(story.path / "run.json", outside)
+    story.update_info(status="interrupted")
+    assert json.loads(outside.read_text())["status"] == "finished" and story.info().status == "interrupted"
+
+
+def test_a_leftover_snapshot_folder_that_is_a_link_is_removed_not_written_into(story, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (story.path / ".epoch-5.tmp").symlink_to(outside, target_is_directory=True)
+    story.remove_leftovers()
+    (story.path / ".epoch-5.tmp").symlink_to(outside, target_is_directory=True)  # left again by a crash
+    save_epoch(story, 5, [MULTIPLY], "unchanged", [rollout("t1", True)], 0.75)
+    assert list(outside.iterdir()) == [] and (story.path / "epoch-5" / "functions" / "multiply.py").is_file()
+
+
+def test_a_snapshot_folder_that_is_a_dangling_link_is_never_overwritten(story, tmp_path):
+    (story.path / "epoch-5").symlink_to(tmp_path / "nowhere", target_is_directory=True)
+    with pytest.raises(UserError, match="epoch-5 already exists"):
+        save_epoch(story, 5, [MULTIPLY], "unchanged", [rollout("t1", True)], 0.75)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_report_folder_that_is_a_link_is_refused(story, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link(story.path / "report", outside)
+    with pytest.raises(WriteError, match="report is a symbolic link"):
+        api.report(story.path)
+    assert list(outside.iterdir()) == []
+
+
+# -- damaged files are read as damaged -----------------------------------------------------------------------------
+
+
+def test_journal_lines_that_are_damaged_too_deep_or_no_object_are_skipped(story):
+    good = {"event": "resume", "time": "t"}
+    lines = [b"\xff\xfe{", b"[" * 5000, b"[1, 2]", b'"text"', json.dumps(good).encode(),
+             b'{"event": "x", "s": "\\ud800"}']
+    (story.path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    assert read_journal_lines(story.path / "events.jsonl") == [good, {"event": "x", "s": "\ufffd"}]
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"[" * 5000, b"{"])
+def test_a_run_json_that_is_damaged_is_one_clear_error(story, content):
+    (story.path / "run.json").write_bytes(content)
+    with pytest.raises(UserError, match=r"run\.json: damaged JSON"):
+        read_run_json(story.path / "run.json")
+
+
+def test_a_journaled_usage_of_another_shape_is_not_trusted_with_the_budget(story):
+    story.log("rollout", usage={"agent": {"cost_usd": 1.0}})
+    story.log("rollout", usage={"agent": "a lot"})
+    story.log("rollout", usage=[1, 2])
+    assert story.spent() == {"agent": {"cost_usd": 1.0}}
+
+
+# -- the response cache: damaged entries and files are misses ------------------------------------------------------
+
+
+def test_cache_entries_that_are_damaged_are_misses_with_one_warning(tmp_path, caplog):
+    cache = ResponseCache(tmp_path)
+    cache.put("good", {"message": {"role": "assistant", "content": "hi"}})
+    for key, value in [("torn", '{"message": {"ro'), ("deep", "[" * 5000), ("number", 7), ("blob", b"\xff")]:
+        cache._db.execute("INSERT INTO responses (key, value) VALUES (?, ?)", (key, value))
+    with caplog.at_level(logging.WARNING):
+        assert [cache.get(key) for key in ("torn", "deep", "number", "blob", "torn")] == [None] * 5
+    assert cache.get("good") == {"message": {"role": "assistant", "content": "hi"}}
+    assert len([r for r in caplog.records if "response cache" in r.message]) == 1
+
+
+def test_a_reply_holding_a_lone_surrogate_is_cached_as_valid_text(tmp_path):
+    cache = ResponseCache(tmp_path)
+    cache.put("k", {"message": {"content": "a\ud800b"}})
+    assert cache.get("k") == {"message": {"content": "a\ufffdb"}}
+
+
+PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40")]
+
+
+@pytest.mark.slow
+def test_a_cache_with_damaged_or_newer_entries_and_a_truncated_file_never_fails_a_run(write_config, tmp_path, caplog):
+    with FakeOpenAI(multiplying_agent) as server:
+        data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+        config = write_config(server.base_url, data, task={"test_size": 0}, optimizer={"epochs": 0})
+        api.train(config)
+        sent = len(server.requests)
+        cache_file = tmp_path / "cache" / "responses.sqlite3"
+        with sqlite3.connect(cache_file) as db:
+            keys = [key for (key,) in db.execute("SELECT key FROM responses")]
+            db.execute("UPDATE responses SET value = ? WHERE key = ?", ('{"message": {"ro', keys[0]))
+            db.execute("UPDATE responses SET value = ? WHERE key = ?", (json.dumps({"message": {}, "v9": 1}), keys[1]))
+        with caplog.at_level(logging.WARNING):
+            assert api.train(config).run.info().status == "finished"
+        assert len(server.requests) == sent + 2  # the two damaged entries were sent again
+        assert len([r for r in caplog.records if "cannot read" in r.message]) == 2  # one per kind, once each
+        cache_file.write_bytes(cache_file.read_bytes()[:1000])  # truncated: no longer a database
+        for leftover in cache_file.parent.glob("responses.sqlite3-*"):
+            leftover.unlink()
+        assert api.train(config).run.info().status == "finished"
+
+
+# -- the embedded model's cache identity ---------------------------------------------------------------------------
+
+
+def test_the_local_models_cache_identity_is_its_content_and_the_settings_that_change_replies(tmp_path):
+    one, two = tmp_path / "one" / "model.gguf", tmp_path / "two" / "model.gguf"
+    for path, content in ((one, b"weights A"), (two, b"weights B")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    identity = cache_identity(LocalModelConfig(model_path=one))
+    assert identity != cache_identity(LocalModelConfig(model_path=two))  # same name and size, other weights
+    assert identity != cache_identity(LocalModelConfig(model_path=one, context_size=2048))
+    assert identity != cache_identity(LocalModelConfig(model_path=one, max_tokens=64))
+    assert identity == cache_identity(LocalModelConfig(model_path=one, threads=4, parallel=2))
+    stat = one.stat()
+    one.write_bytes(b"weights C")  # same size; with its time put back it is taken for the file already hashed
+    os.utime(one, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cache_identity(LocalModelConfig(model_path=one)) == identity
