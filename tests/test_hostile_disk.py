@@ -7,7 +7,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,7 @@ from agenttrain.endpoint.local_model import cache_identity
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir, WriteError, read_journal_lines, read_run_json
+from agenttrain.viewer import start
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.files import write_problems
 from tests.support.run_factory import MULTIPLY, rollout, save_epoch, story_run
@@ -215,3 +221,93 @@ def test_the_local_models_cache_identity_is_its_content_and_the_settings_that_ch
     one.write_bytes(b"weights C")  # same size; with its time put back it is taken for the file already hashed
     os.utime(one, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert cache_identity(LocalModelConfig(model_path=one)) == identity
+
+
+# -- the viewer: only files inside the runs folder, and a 4xx page for every malformed query ----------------------
+
+
+@contextmanager
+def viewer(path: Path) -> Iterator[str]:
+    server = start(path, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def raw_get(url: str, target: bytes) -> tuple[int, bytes]:
+    """One request with `target` sent as it is (no client-side quoting); the status and the whole body."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+        connection.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    assert response, f"{target!r}: the connection was dropped without an answer"
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+MALFORMED = [
+    b"/?page=" + b"9" * 5000, "/?page=²".encode(), b"/?page=%ff%fe", b"/runs/%ff%fe/", b"/runs/%ED%A0%80/",
+    b"/runs/\xff\xfe/", b"/runs/a%00b/", b"/RUN/epochs/" + b"9" * 5000, "/RUN/epochs/٣".encode(),
+    "/RUN/epochs/3?page=²".encode(), b"/RUN/epochs/3/tasks/%00", b"/RUN/epochs/3/tasks/%ED%A0%80",
+    b"/RUN/evals/%00x", "/RUN/diff?a=²&b=3".encode(), b"/RUN/diff?a=" + b"1" * 5000 + b"&b=3",
+    b"/RUN/compare/t1?a=%00&b=3", b"/static/%00", b"/static/../../../etc/passwd", b"//[x", b"/?page=-1",
+]
+
+
+@pytest.mark.parametrize("target", MALFORMED)
+def test_every_malformed_query_gets_a_4xx_page(story, target):
+    with viewer(story.path.parent) as url:
+        status, body = raw_get(url, target.replace(b"/RUN", f"/runs/{story.path.name}".encode()))
+    assert 400 <= status < 500 and body
+
+
+def test_a_huge_page_number_is_an_ordinary_page(story):
+    with viewer(story.path.parent) as url:
+        status, _ = raw_get(url, f"/runs/{story.path.name}/epochs/3?page=99999999".encode())
+    assert status in (200, 404)
+
+
+def test_text_that_is_not_valid_unicode_in_a_run_is_shown_with_a_replacement_character(story):
+    path = story.path / "epoch-3" / "rollouts.jsonl"
+    line = json.dumps({**rollout("t9", True).to_json(), "question": "x\ud800y"})
+    path.write_text(path.read_text() + line + "\n", encoding="utf-8", errors="surrogatepass")
+    with viewer(story.path.parent) as url:
+        status, body = raw_get(url, f"/runs/{story.path.name}/epochs/3/tasks/t9".encode())
+    assert status == 200 and "x\ufffdy" in body.decode()
+
+
+def folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def test_a_run_that_links_outside_the_runs_folder_is_not_served(tmp_path):
+    outside = story_run(folder(tmp_path / "elsewhere"), name="secret")
+    runs = tmp_path / "runs-shown"
+    runs.mkdir()
+    (runs / "linked").symlink_to(outside.path, target_is_directory=True)
+    with viewer(runs) as url:
+        status, _ = raw_get(url, b"/runs/linked/")
+        listing = raw_get(url, b"/")[1].decode()
+    assert status == 404 and "secret" not in listing
+
+
+@pytest.mark.parametrize("inside", ["epoch-1/rollouts.jsonl", "run.json", "epoch-1", "config.yaml"])
+def test_a_file_of_a_run_that_links_outside_the_runs_folder_is_not_served(tmp_path, inside):
+    shown = story_run(folder(tmp_path / "shown"))
+    outside = story_run(folder(tmp_path / "elsewhere"), name="secret")
+    link(shown.path / inside, outside.path / inside)
+    (outside.path / "epoch-1" / "rollouts.jsonl").write_text(
+        json.dumps({**rollout("t1", True).to_json(), "question": "THE-SECRET"}) + "\n")
+    with viewer(shown.path.parent) as url:
+        pages = [raw_get(url, f"/runs/{shown.path.name}{page}".encode()) for page in
+                 ("/", "/epochs/1", "/epochs/1/tasks/t1")]
+        listing = raw_get(url, b"/")
+    assert all(status in (403, 404) for status, _ in pages)
+    assert all(b"THE-SECRET" not in body for _, body in [*pages, listing])
