@@ -40,6 +40,20 @@ def scrub_json(value: Any) -> Any:
     return value
 
 
+def holds_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in a JSON-like value (keys included) holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and _SURROGATE.search(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend([*item.keys(), *item.values()])
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
 def depth(value: Any) -> int:
     """How deeply lists and dicts nest in `value` (0 for a scalar); counted without recursion, and only up to
     one level past MAX_DEPTH."""
