@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agenttrain import api
 from agenttrain.config import LocalModelConfig
@@ -24,6 +25,7 @@ from agenttrain.endpoint.local_model import cache_identity
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir, WriteError, read_journal_lines, read_run_json
+from agenttrain.training.trust import is_trusted_url
 from agenttrain.viewer import start
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.files import write_problems
@@ -311,3 +313,79 @@ def test_a_file_of_a_run_that_links_outside_the_runs_folder_is_not_served(tmp_pa
         listing = raw_get(url, b"/")
     assert all(status in (403, 404) for status, _ in pages)
     assert all(b"THE-SECRET" not in body for _, body in [*pages, listing])
+
+
+# -- eval and --resume of a run folder someone else made -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "trusted"), [
+    ("https://api.openai.com/v1", True), ("http://api.openai.com/v1", False), ("https://x.openai.azure.com/", False),
+    ("https://api.openai.com.example.net/v1", False), ("http://localhost:8000/v1", True),
+    ("http://[::1]:8000/v1", True), ("http://127.0.0.5:1/v1", True), ("http://10.0.0.1:8000/v1", False),
+    ("local", True), ("http://2130706433:8000/v1", False),
+])
+def test_loopback_and_well_known_providers_are_the_endpoints_trusted_without_asking(url, trusted):
+    assert is_trusted_url(url) == trusted
+
+
+def another_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """From here on, this process signs and checks run folders with another user's key."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "another-user"))
+
+
+def foreign_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config: object) -> RunDir:
+    run = story_run(tmp_path, evaluated=False)
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    for section, values in config.items():
+        saved[section] = {**saved.get(section, {}), **values}  # type: ignore[dict-item]
+    (run.path / "config.yaml").write_text(yaml.safe_dump(saved))
+    another_user(monkeypatch, tmp_path)
+    return run
+
+
+def test_a_remote_ray_cluster_named_by_a_foreign_run_folder_needs_the_flag(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    run = foreign_run(tmp_path, monkeypatch, executor={"kind": "ray", "address": "ray://10.1.2.3:10001"})
+    with pytest.raises(UserError, match=r"the Ray workers .* to ray://10\.1\.2\.3:10001.*--trust-endpoint"):
+        api.eval_run(run.path, offline=True)
+
+
+def test_an_endpoint_named_by_a_foreign_run_folder_is_refused_before_any_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    run = foreign_run(tmp_path, monkeypatch, llm={"base_url": "http://203.0.113.9:8000/v1"})
+    for attempt in (lambda: api.eval_run(run.path), lambda: api.resume(run.path)):
+        with pytest.raises(UserError) as refused:
+            attempt()
+        message = str(refused.value)
+        assert "was not made by you on this machine" in message and "http://203.0.113.9:8000/v1" in message
+        assert "$OPENAI_API_KEY" in message and "--trust-endpoint" in message and "--set llm.base_url" in message
+    assert run.info().status == "finished"  # nothing was touched
+
+
+@pytest.mark.slow
+def test_eval_and_resume_of_a_foreign_run_need_the_flag_and_a_resume_with_it_adopts_the_run(write_config, tmp_path,
+                                                                                              monkeypatch, caplog):
+    with FakeOpenAI(multiplying_agent) as server:
+        port = server.base_url.split(":")[2].split("/")[0]
+        # an address that reaches the fake server but that the trust rule does not know as this machine
+        elsewhere = f"http://2130706433:{port}/v1"
+        data = write_problems(tmp_path / "problems.jsonl", [*PRODUCTS, ("What is 2 times 3?", "6")])
+        config = write_config(elsewhere, data, optimizer={"epochs": 0})
+        run = api.train(config).run
+        assert api.eval_run(run.path)["n"] == 1  # your own run: its endpoint is yours
+        another_user(monkeypatch, tmp_path)
+        sent = (len(server.requests), server.model_lists)
+        with pytest.raises(UserError, match=f"sends the agent's requests .* to {elsewhere}"):
+            api.eval_run(run.path)
+        assert (len(server.requests), server.model_lists) == sent  # not even the preflight went out
+        assert api.eval_run(run.path, trust_endpoint=True, use_cache=False)["n"] == 1
+        assert api.eval_run(run.path, overrides=[f"llm.base_url={server.base_url}"], use_cache=False)["n"] == 1
+        with caplog.at_level(logging.WARNING):  # a foreign folder's loopback endpoint: used, and said so
+            (run.path / "config.yaml").write_text((run.path / "config.yaml").read_text().replace(elsewhere,
+                                                                                                 server.base_url))
+            assert api.eval_run(run.path, use_cache=False)["n"] == 1
+        assert any(server.base_url in r.message and "not made by you" in r.message for r in caplog.records)
+        (run.path / "config.yaml").write_text((run.path / "config.yaml").read_text().replace(server.base_url,
+                                                                                             elsewhere))
+        assert api.resume(run.path, trust_endpoint=True).status == "finished"
+        assert api.eval_run(run.path, use_cache=False)["n"] == 1  # adopted: now signed with this user's key

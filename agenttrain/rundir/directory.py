@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from agenttrain.config import Experiment, load_yaml
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet, InvalidFunction
+from agenttrain.rundir.ownership import signature, signed_here
 from agenttrain.rundir.records import FIRST_FORMAT, Best, EpochMetrics, RolloutRecord, RunInfo, run_format
 from agenttrain.untrusted import loads, scrub
 
@@ -259,10 +260,12 @@ class RunDir:
             path.mkdir(parents=True)
         except OSError as exc:
             raise write_error(path, exc) from None
+        config = experiment.to_yaml()
         info = RunInfo(status="running", name=experiment.name, config_hash=experiment.content_hash(),
-                       seed=experiment.task.seed, started=_now(), **environment_record(), **(extra or {}))
+                       seed=experiment.task.seed, started=_now(), config_signature=signature(config),
+                       **environment_record(), **(extra or {}))
         try:
-            write_text_atomic(path / "config.yaml", experiment.to_yaml())
+            write_text_atomic(path / "config.yaml", config)
             write_json_atomic(path / "run.json", info.to_json())
         except WriteError:
             shutil.rmtree(path, ignore_errors=True)  # a run that never started leaves nothing behind
@@ -280,6 +283,20 @@ class RunDir:
             return Experiment.model_validate(load_yaml((self.path / "config.yaml").read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
             raise UserError(f"{self.path / 'config.yaml'}: cannot read the run's config: {exc}") from None
+
+    def write_config(self, experiment: Experiment) -> None:
+        """Rewrite config.yaml (a resume that moved the endpoint or raised the budget), signed as this user's."""
+        config = experiment.to_yaml()
+        write_text_atomic(self.path / "config.yaml", config)
+        self.update_info(config_signature=signature(config))
+
+    def made_here(self) -> bool:
+        """Whether this user made (or adopted) the run on this machine: its config.yaml carries their signature."""
+        try:
+            config = (self.path / "config.yaml").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+        return signed_here(config, self.info().config_signature)
 
     # -- the lock: one training process per run ---------------------------------------------------------
 

@@ -85,6 +85,10 @@ class RunInfo(Record):
     epochs_done: int | None = Field(None, description="epochs saved so far (epoch 0 counts)")
     finished: str | None = Field(None, description="ISO 8601 time the run stopped, UTC")
     reason: str | None = Field(None, description="why the run stopped, and what to do next")
+    config_signature: str | None = Field(None, description="HMAC-SHA256 of config.yaml with the key of the user who "
+                                         "made the run (~/.config/agenttrain/run-signing.key): `eval` and `--resume` "
+                                         "send that user's API key to the endpoints of a config.yaml it matches "
+                                         "without asking (null: not signed)")
 
 
 class Action(BaseModel):
