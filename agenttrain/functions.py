@@ -52,6 +52,8 @@ class Function:
         packages = data.get("packages", ())
         if not isinstance(packages, list | tuple) or not all(isinstance(p, str) for p in packages):
             raise InvalidFunction(f"function {data['name']!r}: `packages` must be a list of names")
+        if not isinstance(data["parameters"].get("properties"), dict):
+            raise InvalidFunction(f"function {data['name']!r}: `parameters` has no `properties` object")
         check_name(data["name"])
         return cls(data["name"], data["description"], data["parameters"], data["code"], tuple(packages))
 

@@ -21,7 +21,7 @@ import yaml
 from agenttrain import api
 from agenttrain.config import LocalModelConfig
 from agenttrain.endpoint.cache import ResponseCache
-from agenttrain.endpoint.local_model import cache_identity
+from agenttrain.endpoint.local_model import cache_identity, open_log
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir, WriteError, read_journal_lines, read_run_json
@@ -80,6 +80,16 @@ def test_a_functions_file_of_another_shape_is_one_clear_error(story, saved):
         story.snapshot(1)
 
 
+def test_code_in_a_snapshot_too_deep_to_parse_is_one_clear_error_on_export(story):
+    path = story.path / "epoch-3" / "functions.json"
+    saved = json.loads(path.read_text())
+    saved[0]["code"] = "def multiply(a, b):\n    return " + "-" * 100_000 + "a\n"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=r"functions\.json: a function's code does not parse"):
+        api.export(story.path, "3")
+    assert "multiply" in api.export(story.path, "3", fmt="json")[1]
+
+
 def test_a_saved_function_set_reads_back_as_it_was_written():
     functions = FunctionSet((MULTIPLY,))
     assert FunctionSet.from_json(functions.to_json()) == functions
@@ -127,6 +137,13 @@ def test_a_snapshot_folder_that_is_a_dangling_link_is_never_overwritten(story, t
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_the_local_model_servers_log_that_is_a_link_is_refused(story, victim):
+    link(story.path / "local-server.log", victim)
+    with pytest.raises(WriteError, match=r"local-server\.log: it is a symbolic link"):
+        open_log(story.path / "local-server.log")
+    assert victim.read_text() == PRECIOUS
+
+
 def test_a_report_folder_that_is_a_link_is_refused(story, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -134,6 +151,32 @@ def test_a_report_folder_that_is_a_link_is_refused(story, tmp_path):
     with pytest.raises(WriteError, match="report is a symbolic link"):
         api.report(story.path)
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_eval_into_an_evals_folder_that_is_a_link_is_refused_before_any_rollout(write_config, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with FakeOpenAI(multiplying_agent) as server:
+        data = write_problems(tmp_path / "problems.jsonl", [*PRODUCTS, ("What is 2 times 3?", "6")])
+        run = api.train(write_config(server.base_url, data, optimizer={"epochs": 0})).run
+        link(run.path / "evals", outside)
+        sent = len(server.requests)
+        with pytest.raises(WriteError, match="evals is a symbolic link"):
+            api.eval_run(run.path)
+        assert len(server.requests) == sent and list(outside.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_journaled_proposal_agenttrain_did_not_write_is_one_clear_error_on_resume(write_config, tmp_path):
+    with FakeOpenAI(multiplying_agent) as server:
+        data = write_problems(tmp_path / "problems.jsonl", [*PRODUCTS, ("What is 2 times 3?", "6")])
+        run = api.train(write_config(server.base_url, data, optimizer={"epochs": 0})).run
+        escaping = {**MULTIPLY.to_dict(), "name": "../../escaped"}
+        run.log("candidate", epoch=1, key="step", functions=[escaping], actions=[], prompt_cuts=[])
+        with pytest.raises(UserError, match=r"events\.jsonl: a journaled proposal agenttrain did not write"):
+            api.resume(run.path, ["optimizer.epochs=1"])
+    assert not (tmp_path / "escaped.py").exists()
 
 
 # -- damaged files are read as damaged -----------------------------------------------------------------------------

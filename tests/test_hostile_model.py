@@ -135,11 +135,15 @@ def hostile_agent(down: dict[str, bool], react: bool = False):
             return react_action("python", STUCK) if react else tool_call("multiply", STUCK)
         if "5 times 8" in task:
             return text(SURROGATE_REACT) if react else text(SURROGATE_CODE)
+        if "2 times 3" in task:  # arguments sent as an object instead of JSON text, as some servers do
+            return react_answer("\\boxed{6}") if react else OBJECT_ARGUMENTS
         return react_action(f"m{LONE}", {"a": LONE}) if react else tool_call(f"m{LONE}", {"a": LONE})
     return respond
 
 
-PRODUCTS_BY_QUESTION = dict(PRODUCTS)
+AGENT_TASKS = [*PRODUCTS, ("What is 2 times 3?", "6")]
+PRODUCTS_BY_QUESTION = dict(AGENT_TASKS)
+OBJECT_ARGUMENTS = Reply(tool_calls=[{"id": "c", "type": "function", "function": {"name": "f", "arguments": {"a": 2}}}])
 
 
 def encodable(value: Any) -> bool:
@@ -152,9 +156,9 @@ def encodable(value: Any) -> bool:
 def test_hostile_agent_replies_cost_nothing_and_a_resume_replays_them_from_the_cache(write_config, tmp_path, agent):
     down = {"on": True}
     with FakeOpenAI(hostile_agent(down, react=agent == "react")) as server:
-        data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+        data = write_problems(tmp_path / "problems.jsonl", AGENT_TASKS)
         config = write_config(server.base_url, data, agent={"type": agent},
-                              task={"train_size": 3, "test_size": 0}, optimizer={"epochs": 0})
+                              task={"train_size": 4, "test_size": 0}, optimizer={"epochs": 0})
         first = api.train(config).run
         assert first.info().status == "failed" and "endpoint kept failing" in first.info().reason
         down["on"] = False
@@ -168,6 +172,8 @@ def test_hostile_agent_replies_cost_nothing_and_a_resume_replays_them_from_the_c
     if agent == "assistant":
         [stuck] = records["p0"].function_calls
         assert not stuck.ok and "nested" in stuck.error
+        [unknown] = records["p3"].function_calls
+        assert not unknown.ok and "there is no function named 'f'" in unknown.error
     else:  # the ReAct python tool takes what it cannot read as code, which then fails to compile
         assert records["p0"].code_errors == 1
     [surrogates] = records["p2"].function_calls

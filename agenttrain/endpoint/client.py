@@ -9,6 +9,7 @@ exactly once. A request that fails for good raises LLMError; the caller retries 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -112,7 +113,7 @@ def _reply(completion: ChatCompletion) -> ChatReply:
             {
                 "id": str(call.id or f"call_{i}"),
                 "type": "function",
-                "function": {"name": str(call.function.name or ""), "arguments": str(call.function.arguments or "")},
+                "function": {"name": str(call.function.name or ""), "arguments": _text(call.function.arguments)},
             }
             for i, call in enumerate(calls)
         ]
@@ -131,6 +132,13 @@ def _reply(completion: ChatCompletion) -> ChatReply:
         reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
         cached_prompt_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
     )
+
+
+def _text(arguments: Any) -> str:
+    """A tool call's arguments as the JSON text the API specifies; some servers send an object, or nothing."""
+    if arguments is None or isinstance(arguments, str):
+        return arguments or ""
+    return json.dumps(arguments, ensure_ascii=False)
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -151,8 +151,8 @@ def _eval_epochs(
     if not offline:
         check_endpoints(experiment)
     saved = _saved_evaluations(run, named, experiment) if reuse else {}
+    evals = run.writable("evals")  # never through a link someone left in the run folder: refused before any work
     results = asyncio.run(_eval(run, experiment, epochs, split, use_cache, reporter, saved))
-    evals = run.writable("evals")  # never through a link someone left in the run folder
     for result, records in results:
         if result.epoch in saved and saved[result.epoch][0].functions_hash == result.functions_hash:
             continue  # its own earlier file, with what it cost then
