@@ -230,18 +230,19 @@ PRODUCTS = [("What is 6 times 7?", "42"), ("What is 5 times 8?", "40")]
 @pytest.mark.slow
 def test_a_cache_with_damaged_or_newer_entries_and_a_truncated_file_never_fails_a_run(write_config, tmp_path, caplog):
     with FakeOpenAI(multiplying_agent) as server:
-        data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
-        config = write_config(server.base_url, data, task={"test_size": 0}, optimizer={"epochs": 0})
+        data = write_problems(tmp_path / "problems.jsonl", [*PRODUCTS, ("What is 2 times 3?", "6")])
+        config = write_config(server.base_url, data, task={"train_size": 3, "test_size": 0}, optimizer={"epochs": 0})
         api.train(config)
         sent = len(server.requests)
         cache_file = tmp_path / "cache" / "responses.sqlite3"
+        newer = [{"message": {"content": None}, "v9": 1}, {"message": {"content": "x", "tool_calls": [{"id": 1}]}}]
         with sqlite3.connect(cache_file) as db:
             keys = [key for (key,) in db.execute("SELECT key FROM responses")]
-            db.execute("UPDATE responses SET value = ? WHERE key = ?", ('{"message": {"ro', keys[0]))
-            db.execute("UPDATE responses SET value = ? WHERE key = ?", (json.dumps({"message": {}, "v9": 1}), keys[1]))
+            for key, value in zip(keys, ['{"message": {"ro', *map(json.dumps, newer)], strict=True):
+                db.execute("UPDATE responses SET value = ? WHERE key = ?", (value, key))
         with caplog.at_level(logging.WARNING):
             assert api.train(config).run.info().status == "finished"
-        assert len(server.requests) == sent + 2  # the two damaged entries were sent again
+        assert len(server.requests) == sent + 3  # the damaged entries were sent again
         assert len([r for r in caplog.records if "cannot read" in r.message]) == 2  # one per kind, once each
         cache_file.write_bytes(cache_file.read_bytes()[:1000])  # truncated: no longer a database
         for leftover in cache_file.parent.glob("responses.sqlite3-*"):

@@ -77,7 +77,7 @@ class ChatReply:
     def from_cache(cls, data: Any) -> ChatReply | None:
         """The stored reply, or None for an entry this version did not write (damaged, or a newer version's)."""
         names = {f.name for f in fields(cls)} - {"cached"}
-        if not isinstance(data, dict) or not set(data) <= names or not isinstance(data.get("message"), dict):
+        if not isinstance(data, dict) or not set(data) <= names or not _is_message(data.get("message")):
             return None
         counts = [data.get(name, 0) for name in names if name.endswith("_tokens")]
         if not all(isinstance(count, int) and not isinstance(count, bool) for count in counts):
@@ -86,6 +86,18 @@ class ChatReply:
             return cls(**data, cached=True)
         except TypeError:  # a required field missing
             return None
+
+
+def _is_message(message: Any) -> bool:
+    """An assistant message as `reply_from_completion` makes it: text or None, and tool calls with ids and names."""
+    if not isinstance(message, dict) or not isinstance(message.get("content"), str | None):
+        return False
+    calls = message.get("tool_calls", [])
+    return isinstance(calls, list) and all(
+        isinstance(call, dict) and isinstance(call.get("id"), str) and isinstance(call.get("function"), dict)
+        and isinstance(call["function"].get("name"), str) and isinstance(call["function"].get("arguments"), str)
+        for call in calls
+    )
 
 
 def reply_from_completion(completion: ChatCompletion) -> ChatReply:
