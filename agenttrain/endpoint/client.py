@@ -254,6 +254,7 @@ class LLMClient:
         # what the cache calls this endpoint: the URL, unless it changes from run to run (the local server's port)
         self.cache_endpoint = cache_endpoint or self.endpoint
         self.limiter: RequestLimiter = limiter or AdaptiveLimiter(settings.concurrency)
+        self._warned_unreadable = False
 
     async def chat(
         self,
@@ -277,12 +278,19 @@ class LLMClient:
             if (reply := ChatReply.from_cache(hit)) is not None:
                 self._meter(model, reply)
                 return reply
-            _warn_unreadable_entry()
+            self._unreadable_entry()
         reply = await self._send(body)
         self._meter(model, reply)
         if self.cache:
             await self.cache.store(key, reply.to_cache())
         return reply
+
+    def _unreadable_entry(self) -> None:
+        """A cached entry this version cannot read is a miss, and the request is sent; said once per client."""
+        if not self._warned_unreadable:
+            self._warned_unreadable = True
+            logger.warning("the response cache holds replies this version cannot read (damaged, or written by a "
+                           "newer agenttrain); sending those requests again")
 
     def _meter(self, model: str, reply: ChatReply) -> None:
         self.meter.record(self.role, model, reply.prompt_tokens, reply.completion_tokens, cached=reply.cached,
@@ -408,16 +416,6 @@ def model_caused(body: dict[str, Any], param: str | None, detail: str) -> bool:
     names_tools = (param or "").startswith("tools") or TOOL_WORDING.search(detail) is not None
     return bool(body.get("tools")) and names_tools
 
-
-_warned: set[str] = set()
-
-
-def _warn_unreadable_entry() -> None:
-    """Once per process: a cached entry this version cannot read is a miss, and the request is sent."""
-    if "entry" not in _warned:
-        _warned.add("entry")
-        logger.warning("the response cache holds replies this version cannot read (damaged, or written by a newer "
-                       "agenttrain); sending those requests again")
 
 
 def _is_transient(exc: openai.APIStatusError) -> bool:
