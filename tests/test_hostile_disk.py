@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import threading
@@ -35,9 +36,19 @@ from tests.support.scripted import multiplying_agent
 PRECIOUS = "precious\n"
 
 
+@pytest.fixture(scope="module")
+def story_template(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
+    return story_run(tmp_path_factory.mktemp("story"), evaluated=False)
+
+
+def copy_of(template: RunDir, folder: Path) -> RunDir:
+    """The story run copied into `folder`/runs/ (written once per module: its snapshots are fsynced)."""
+    return RunDir(Path(shutil.copytree(template.path, folder / "runs" / template.path.name)))
+
+
 @pytest.fixture
-def story(tmp_path: Path) -> RunDir:
-    return story_run(tmp_path, evaluated=False)
+def story(story_template: RunDir, tmp_path: Path) -> RunDir:
+    return copy_of(story_template, tmp_path)
 
 
 @pytest.fixture
@@ -50,8 +61,6 @@ def victim(tmp_path: Path) -> Path:
 
 def link(path: Path, target: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        import shutil
-
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
@@ -306,11 +315,11 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("target", MALFORMED)
-def test_every_malformed_query_gets_a_4xx_page(story, target):
+def test_every_malformed_query_gets_a_4xx_page(story):
     with viewer(story.path.parent) as url:
-        status, body = raw_get(url, target.replace(b"/RUN", f"/runs/{story.path.name}".encode()))
-    assert 400 <= status < 500 and body
+        answers = {target: raw_get(url, target.replace(b"/RUN", f"/runs/{story.path.name}".encode()))
+                   for target in MALFORMED}
+    assert {target: status for target, (status, body) in answers.items() if not (400 <= status < 500 and body)} == {}
 
 
 def test_a_huge_page_number_is_an_ordinary_page(story):
@@ -333,8 +342,8 @@ def folder(path: Path) -> Path:
     return path
 
 
-def test_a_run_that_links_outside_the_runs_folder_is_not_served(tmp_path):
-    outside = story_run(folder(tmp_path / "elsewhere"), name="secret")
+def test_a_run_that_links_outside_the_runs_folder_is_not_served(tmp_path, story_template):
+    outside = copy_of(story_template, folder(tmp_path / "elsewhere"))
     runs = tmp_path / "runs-shown"
     runs.mkdir()
     (runs / "linked").symlink_to(outside.path, target_is_directory=True)
@@ -345,9 +354,9 @@ def test_a_run_that_links_outside_the_runs_folder_is_not_served(tmp_path):
 
 
 @pytest.mark.parametrize("inside", ["epoch-1/rollouts.jsonl", "run.json", "epoch-1", "config.yaml"])
-def test_a_file_of_a_run_that_links_outside_the_runs_folder_is_not_served(tmp_path, inside):
-    shown = story_run(folder(tmp_path / "shown"))
-    outside = story_run(folder(tmp_path / "elsewhere"), name="secret")
+def test_a_file_of_a_run_that_links_outside_the_runs_folder_is_not_served(tmp_path, story_template, inside):
+    shown = copy_of(story_template, folder(tmp_path / "shown"))
+    outside = copy_of(story_template, folder(tmp_path / "elsewhere"))
     link(shown.path / inside, outside.path / inside)
     (outside.path / "epoch-1" / "rollouts.jsonl").write_text(
         json.dumps({**rollout("t1", True).to_json(), "question": "THE-SECRET"}) + "\n")
@@ -377,8 +386,7 @@ def another_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "another-user"))
 
 
-def foreign_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config: object) -> RunDir:
-    run = story_run(tmp_path, evaluated=False)
+def foreign_run(run: RunDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config: object) -> RunDir:
     saved = yaml.safe_load((run.path / "config.yaml").read_text())
     for section, values in config.items():
         saved[section] = {**saved.get(section, {}), **values}  # type: ignore[dict-item]
@@ -387,16 +395,16 @@ def foreign_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config: objec
     return run
 
 
-def test_a_remote_ray_cluster_named_by_a_foreign_run_folder_needs_the_flag(tmp_path, monkeypatch):
+def test_a_remote_ray_cluster_named_by_a_foreign_run_folder_needs_the_flag(story, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
-    run = foreign_run(tmp_path, monkeypatch, executor={"kind": "ray", "address": "ray://10.1.2.3:10001"})
+    run = foreign_run(story, tmp_path, monkeypatch, executor={"kind": "ray", "address": "ray://10.1.2.3:10001"})
     with pytest.raises(UserError, match=r"the Ray workers .* to ray://10\.1\.2\.3:10001.*--trust-endpoint"):
         api.eval_run(run.path, offline=True)
 
 
-def test_an_endpoint_named_by_a_foreign_run_folder_is_refused_before_any_request(tmp_path, monkeypatch):
+def test_an_endpoint_named_by_a_foreign_run_folder_is_refused_before_any_request(story, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
-    run = foreign_run(tmp_path, monkeypatch, llm={"base_url": "http://203.0.113.9:8000/v1"})
+    run = foreign_run(story, tmp_path, monkeypatch, llm={"base_url": "http://203.0.113.9:8000/v1"})
     for attempt in (lambda: api.eval_run(run.path), lambda: api.resume(run.path)):
         with pytest.raises(UserError) as refused:
             attempt()

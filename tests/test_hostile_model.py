@@ -33,7 +33,7 @@ from tests.support.scripted import (
 
 STUCK = "[" * 5000  # a small model repeating a token until max_tokens
 DEEP_CODE = "def f(a, b):\n    return " + "-" * 100_000 + "a"  # MemoryError in the parser
-LONG_SUM = "def f(a, b):\n    return " + "a + " * 100_000 + "b"  # RecursionError in the parser
+LONG_SUM = "def f(a, b):\n    return " + "a + " * 10_000 + "b"  # RecursionError in the parser
 LONE = "\ud800"  # a lone UTF-16 surrogate, which JSON's \ud800 escape decodes to; not encodable as UTF-8
 TWO = {"type": "object", "properties": {"a": {}, "b": {}}}
 
