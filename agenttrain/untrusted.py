@@ -54,7 +54,7 @@ def holds_surrogate(value: Any) -> bool:
     return False
 
 
-def depth(value: Any) -> int:
+def _depth(value: Any) -> int:
     """How deeply lists and dicts nest in `value` (0 for a scalar); counted without recursion, and only up to
     one level past MAX_DEPTH."""
     deepest, stack = 0, [(value, 1)]
@@ -68,7 +68,7 @@ def depth(value: Any) -> int:
 
 
 def too_deep(value: Any) -> bool:
-    return depth(value) > MAX_DEPTH
+    return _depth(value) > MAX_DEPTH
 
 
 NESTED_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
@@ -93,8 +93,6 @@ def parse_python(code: str, filename: str = "<code>") -> ast.Module:
     characters that are not valid Unicode (lone surrogates)."""
     try:
         return ast.parse(code, filename)
-    except SyntaxError:
-        raise
     except (RecursionError, MemoryError):
         raise SyntaxError("the code is nested too deeply to parse", (filename, 1, 1, None)) from None
     except ValueError as exc:  # NUL bytes (before Python 3.12), lone surrogates (UnicodeEncodeError)
