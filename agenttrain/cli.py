@@ -169,6 +169,10 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
             table.add_row(case, row["role"], row["model"], str(row["requests"]), str(row["prompt_tokens"]),
                           str(row["completion_tokens"]), str(row["reasoning_tokens"]), cost)
     out.print(table)
+    if budget := estimate.get("budget"):
+        out.print(f"optimizer.budget affords about {budget['proposals']} proposals (limited by {budget['limited_by']})")
+        if budget["warning"]:
+            out.print(f"[yellow]warning:[/] {budget['warning']}", highlight=False)
     out.print(estimate["note"])
 
 

@@ -197,6 +197,15 @@ class AgentConfig(ModelParams):
         return value
 
 
+class OptimizerBudget(Strict):
+    """What the optimizer method may spend in all, counted over the whole run (baseline included); the run stops
+    cleanly between epochs once any is reached, and `--resume` with a larger one continues it."""
+
+    rollouts: int | None = Field(None, ge=1, le=MAX_COUNT)
+    tokens: int | None = Field(None, ge=1, le=10**12)
+    usd: float | None = Field(None, gt=0, le=1_000_000)
+
+
 class OptimizerConfig(ModelParams):
     """The optimizer's model and method. Configs from before methods were plug-ins said `mode: all_at_once` and
     `method: agent_optimizer`; `_upgrade` reads them as today's `method`."""
@@ -220,6 +229,10 @@ class OptimizerConfig(ModelParams):
     # McNemar test on the tasks both sets ran, more fixed than broken at p < alpha
     accept: Literal["improved", "significant"] = "improved"
     alpha: float = Field(0.05, gt=0, lt=1)
+    # search: candidates proposed at once per round, and the training tasks of each candidate's gate
+    candidates: int = Field(4, ge=1, le=64)
+    minibatch: int = Field(4, ge=1, le=MAX_COUNT)
+    budget: OptimizerBudget = Field(default_factory=OptimizerBudget)
     llm: LLMOverride | None = None
 
     @model_validator(mode="before")
@@ -233,6 +246,18 @@ class OptimizerConfig(ModelParams):
             data["method"] = mode if mode in ("progressive", "all_at_once") else "progressive"
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any) -> Any:
+        """A method's own defaults (`DEFAULTS` on its class) for the keys the config leaves out."""
+        if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+            return data
+        try:
+            method = optimizers.get(data["method"])
+        except ValueError:
+            return data  # `_registered` reports it
+        return {**getattr(method, "DEFAULTS", {}), **data}
+
     @field_validator("method")
     @classmethod
     def _registered(cls, value: str) -> str:
@@ -243,6 +268,7 @@ class OptimizerConfig(ModelParams):
 class SandboxConfig(Strict):
     timeout_s: float = Field(30, gt=0, le=DAY_S)
     cpu_s: int = Field(60, ge=1, le=DAY_S)
+    cpus: float = Field(1.0, ge=0.01, le=1024)  # CPUs a session's processes may use together (where cgroups allow)
     memory_mb: int = Field(2048, ge=64, le=MAX_MB)
     max_processes: int = Field(64, ge=1, le=65_536)
     max_file_mb: int = Field(64, ge=1, le=MAX_MB)
@@ -289,6 +315,32 @@ class Experiment(Strict):
     def _task_config(cls, value: Any) -> Any:
         return task_config(value)
 
+    @model_validator(mode="after")
+    def _method_sizes(self) -> Experiment:
+        """What a method needs of the data, on its class: `VALIDATION_SHARE`, a validation split taken out of the
+        training examples when the config names none; `BUDGET_PASSES`, a default `optimizer.budget.rollouts` of
+        that many passes over the examples it has. config.yaml then records the sizes and budget used."""
+        method = optimizers.get(self.optimizer.method)
+        self._validation_split(getattr(method, "VALIDATION_SHARE", None))
+        passes, budget, task = getattr(method, "BUDGET_PASSES", None), self.optimizer.budget, self.task
+        if passes is not None and budget.rollouts is None and task.train_size is not None:
+            rollouts = passes * (task.train_size + task.val_size)
+            self.optimizer.budget = budget.model_copy(update={"rollouts": rollouts})
+        return self
+
+    def _validation_split(self, share: float | None) -> None:
+        task = self.task
+        if share is None or task.val_size or getattr(task, "val_path", None) is not None:
+            return
+        if task.train_size is None:
+            raise ValueError(f"optimizer.method {self.optimizer.method} selects by a validation split: set "
+                             "task.val_size (e.g. 10), the examples it takes besides the training ones")
+        held = max(2, round(share * task.train_size))
+        if task.train_size - held < 2:
+            raise ValueError(f"task.train_size={task.train_size} is too small to set aside a validation split for "
+                             f"optimizer.method {self.optimizer.method}; give more, or set task.val_size")
+        self.task = task.model_copy(update={"train_size": task.train_size - held, "val_size": held})
+
     def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
         """The top-level `llm` with the role's `llm` override applied."""
         override = (self.agent if role == "agent" else self.optimizer).llm
@@ -323,7 +375,7 @@ HASHED_METHOD: dict[str, dict[str, str]] = {"progressive": {}, "all_at_once": {"
 
 RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.*, executor.* and output_dir"
 # A run can be extended: more epochs or a later early stop continue it where it ended (`extension_of`).
-EXTENSION_KEYS = ("epochs", "early_stop")
+EXTENSION_KEYS = ("epochs", "early_stop", "budget")
 
 
 def extension_of(previous: Experiment, experiment: Experiment, epochs_done: int) -> Experiment:

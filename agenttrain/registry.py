@@ -118,8 +118,10 @@ scorers: Registry[Any] = Registry(
                "agenttrain.scorers.basic"), "agenttrain.scorers",
 )
 optimizers: Registry[Any] = Registry(
-    "optimizer method", ("agenttrain.optimizers.progressive", "agenttrain.optimizers.all_at_once",
-                         "agenttrain.optimizers.tool_creation"), "agenttrain.optimizers",
+    "optimizer method",
+    ("agenttrain.optimizers.progressive", "agenttrain.optimizers.all_at_once", "agenttrain.optimizers.tool_creation",
+     "agenttrain.optimizers.search"),
+    "agenttrain.optimizers",
 )
 plots: Registry[Any] = Registry("plot", ("agenttrain.readback.plots",), None)
 REGISTRIES = (tasks, agents, scorers, optimizers, plots)

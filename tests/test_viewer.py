@@ -107,7 +107,7 @@ def files_and_times(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
 
 
-# -- pages over the story run (tests/run_factory.py) -------------------------------------------------------------
+# -- pages over the story run (tests/support/run_factory.py) ----------------------------------------------------
 
 
 @pytest.fixture

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -104,6 +107,22 @@ class Usage:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+# The usage of the work done in one context (an asyncio task and the tasks it starts): set by `lane_usage`, so that
+# concurrent work (a search's candidates) is counted apart as well as in the run's total.
+_LANE: ContextVar[dict[str, Usage] | None] = ContextVar("agenttrain_usage_lane", default=None)
+
+
+@contextmanager
+def lane_usage() -> Iterator[dict[str, Usage]]:
+    """Usage per role of everything metered inside the block, in this task and the tasks it starts."""
+    spent: dict[str, Usage] = {}
+    token = _LANE.set(spent)
+    try:
+        yield spent
+    finally:
+        _LANE.reset(token)
+
+
 class BudgetExhausted(Exception):
     """The run reached `budget.max_usd` or `budget.max_tokens`; no further request is sent."""
 
@@ -130,18 +149,15 @@ class UsageMeter:
     ) -> None:
         """One reply; `cached` means our response cache answered (free). The reasoning and cached-prompt
         counts are parts of `completion_tokens` and `prompt_tokens`, as OpenAI reports them."""
-        usage = self._by_role.setdefault(role, Usage())
         if cached:
-            usage.cache_hits += 1
+            self.add({role: Usage(cache_hits=1)})
             return
-        usage.requests += 1
-        usage.prompt_tokens += prompt_tokens
-        usage.completion_tokens += completion_tokens
-        usage.reasoning_tokens += reasoning_tokens
-        usage.cached_prompt_tokens += cached_prompt_tokens
+        usage = Usage(requests=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      reasoning_tokens=reasoning_tokens, cached_prompt_tokens=cached_prompt_tokens)
         if (price := self._price(model)) is not None:
-            usage.cost_usd += price.cost(prompt_tokens, completion_tokens, cached_prompt_tokens)
-            usage.reasoning_cost_usd += price.cost(0, reasoning_tokens)
+            usage.cost_usd = price.cost(prompt_tokens, completion_tokens, cached_prompt_tokens)
+            usage.reasoning_cost_usd = price.cost(0, reasoning_tokens)
+        self.add({role: usage})
 
     def _price(self, model: str) -> Price | None:
         price = price_for(model, self.prices)
@@ -171,9 +187,12 @@ class UsageMeter:
             )
 
     def add(self, by_role: dict[str, Usage]) -> None:
-        """Count usage metered elsewhere (a Ray worker's requests) as this run's."""
+        """Count usage (a reply, or a Ray worker's requests) as this run's, and as the current lane's."""
+        lane = _LANE.get()
         for role, usage in by_role.items():
             self._by_role[role] = self._by_role.get(role, Usage()) + usage
+            if lane is not None:
+                lane[role] = lane.get(role, Usage()) + usage
 
     def restore(self, by_role: dict[str, dict[str, Any]]) -> None:
         """Continue a resumed run from the per-role totals it saved (`Usage.to_dict` form)."""

@@ -21,11 +21,11 @@ def make_optimizer(parts: MethodParts) -> Optimizer:
     return optimizer
 
 
-def run_plan(config: OptimizerConfig, worst_case: bool) -> RunPlan:
-    """What a run of the configured method may spend; a plugin method without a `plan` is estimated as the paper's
-    loop."""
+def run_plan(config: OptimizerConfig, worst_case: bool, train: int, val: int) -> RunPlan:
+    """What a run of the configured method may spend with `train` training and `val` validation tasks; a plugin
+    method without a `plan` is estimated as the paper's loop."""
     from agenttrain.optimizers.incumbent import IncumbentMethod
 
     method = optimizers.get(config.method)
-    plan: RunPlan = getattr(method, "plan", IncumbentMethod.plan)(config, worst_case)
+    plan: RunPlan = getattr(method, "plan", IncumbentMethod.plan)(config, worst_case, train, val)
     return plan

@@ -54,9 +54,10 @@ class AllAtOnce(IncumbentMethod):
         super().__init__(parts, AllAtOnceProposer(parts))
 
     @staticmethod
-    def plan(config: OptimizerConfig, worst_case: bool) -> RunPlan:
+    def plan(config: OptimizerConfig, worst_case: bool, train: int, val: int) -> RunPlan:
         """One call per epoch, its reply the whole list (it grows by about half the actions per epoch)."""
-        paper = IncumbentMethod.plan(config, worst_case)
+        paper = IncumbentMethod.plan(config, worst_case, train, val)
         retries = config.max_action_retries + 1 if worst_case else 1
         whole_list = config.max_actions * config.epochs // 2 + 1
-        return RunPlan(paper.train_evaluations, config.epochs * retries, whole_list * ACTION_REPLY_TOKENS)
+        return RunPlan(paper.rollouts, config.epochs * retries, whole_list * ACTION_REPLY_TOKENS, paper.prompt_tasks,
+                       config.epochs)

@@ -1,10 +1,11 @@
 """What an optimizer method is, and what the training loop does for it.
 
 A method (`optimizer.method`) is registered by name like tasks, agents and scorers, and built from `MethodParts`.
-The trainer knows no method by name: for every epoch, the baseline included, it calls `run_epoch`, records the
-`EpochOutcome` (snapshot, metrics, best epoch, early-stop count) and stops when `last_epoch` is done or early
-stop fires. What a method asks of the loop is `Loop`: rollouts that are journaled, resumed and retried through
-endpoint outages, and optimizer proposals that are journaled, so a resumed epoch asks the model nothing twice.
+The trainer knows no method by name: from the baseline on, it calls `run_epochs` for the next epoch (a method may
+run several at once, as the search runs its candidates), records each `EpochOutcome` in order (snapshot, metrics,
+best epoch, early-stop count) and stops when `last_epoch` is done or early stop fires. What a method asks of the
+loop is `Loop`: rollouts that are journaled, resumed and retried through endpoint outages, and optimizer proposals
+that are journaled, so a resumed epoch asks the model nothing twice.
 """
 
 from __future__ import annotations
@@ -15,9 +16,18 @@ from typing import Any, Protocol
 
 from agenttrain.config import OptimizerConfig
 from agenttrain.endpoint.client import LLMClient
+from agenttrain.endpoint.usage import Usage
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir
-from agenttrain.rundir.records import Action, Comparison, EpochStatus, FunctionEffect, RolloutRecord, summarise
+from agenttrain.rundir.records import (
+    Action,
+    Candidate,
+    Comparison,
+    EpochStatus,
+    FunctionEffect,
+    RolloutRecord,
+    summarise,
+)
 from agenttrain.sandbox import CodeSandbox
 from agenttrain.tasks.base import Example, Splits
 
@@ -65,6 +75,18 @@ class EpochOutcome:
     prompt_cuts: list[str] = field(default_factory=list)
     comparison: Comparison | None = None  # against the set it was judged against
     attribution: list[FunctionEffect] = field(default_factory=list)
+    val_records: list[RolloutRecord] | None = None  # the set's validation rollouts, for a method that selects by them
+    candidate: Candidate | None = None  # search: how the set came about
+    usage: dict[str, Usage] | None = None  # what the epoch spent, when the method counted it apart (concurrent epochs)
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What the run has spent so far, for `optimizer.budget`."""
+
+    rollouts: int
+    tokens: int
+    usd: float
 
 
 class Proposer(Protocol):
@@ -83,8 +105,11 @@ class Loop(Protocol):
 
     @property
     def best_accuracy(self) -> float:
-        """The score of the run's best epoch so far (-1 before the baseline)."""
+        """The score of the run's best epoch so far (-1 before the baseline): validation accuracy where the
+        epoch has validation rollouts, else training accuracy."""
         ...
+
+    def spent(self) -> Spent: ...
 
     async def rollouts(self, epoch: int, phase: str, functions: FunctionSet, examples: Sequence[Example]
                        ) -> list[RolloutRecord]:
@@ -100,11 +125,13 @@ class Loop(Protocol):
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What a method spends in a run at most, for `--dry-run` (an estimate, stated as one)."""
+    """What a method spends in a run, typically or at most, for `--dry-run` (an estimate, stated as one)."""
 
-    train_evaluations: int  # passes of the agent over the training tasks (or a batch)
+    rollouts: int  # agent conversations, every phase
     optimizer_requests: int
     reply_tokens: int  # completion tokens per optimizer request
+    prompt_tasks: int  # conversations one optimizer prompt shows (before it is cut to fit)
+    candidates: int = 0  # sets the optimizer proposes
 
 
 ACTION_REPLY_TOKENS = 600  # one add/revise action with its code, for estimates
@@ -112,7 +139,8 @@ ACTION_REPLY_TOKENS = 600  # one add/revise action with its code, for estimates
 
 class Optimizer(Protocol):
     """An optimizer method: what the trainer runs every epoch. The class registered under a method's name
-    builds it from `MethodParts`; its static `plan(config, worst_case)` says what a run of it may spend."""
+    builds it from `MethodParts`; its static `plan(config, worst_case, train, val)` says what a run of it may
+    spend with `train` training and `val` validation tasks."""
 
     def last_epoch(self) -> int:
         """The last epoch the method runs (the paper's methods: `optimizer.epochs`)."""
@@ -122,7 +150,11 @@ class Optimizer(Protocol):
         """Take up the state the run's saved epochs left (a resumed or extended run)."""
         ...
 
-    async def run_epoch(self, loop: Loop, epoch: int) -> EpochOutcome: ...
+    async def run_epochs(self, loop: Loop, epoch: int) -> list[EpochOutcome]:
+        """Run epoch `epoch`, or several from it on (never past `last_epoch`); the loop records them in order.
+        On resume `epoch` may fall inside a group the method runs together: it must continue that group as it
+        would have run it without the interruption."""
+        ...
 
     def finished(self) -> str:
         """Why the run ended when its epochs ran out, for run.json."""

@@ -41,13 +41,15 @@ class IncumbentMethod:
         self.rejected: list[tuple[FunctionSet, float]] = []
 
     @staticmethod
-    def plan(config: OptimizerConfig, worst_case: bool) -> RunPlan:
+    def plan(config: OptimizerConfig, worst_case: bool, train: int, val: int) -> RunPlan:
         """Every epoch runs, each with `max_actions` actions (each asked again on an invalid answer, worst case)."""
+        tasks = train if config.batch_size is None else min(config.batch_size, train)
         evaluations = config.epochs + 1
         if config.batch_size is not None and config.batch_compare == "same_batch":
             evaluations += config.epochs  # the incumbent is re-run on each batch
         retries = config.max_action_retries + 1 if worst_case else 1
-        return RunPlan(evaluations, config.epochs * config.max_actions * retries, ACTION_REPLY_TOKENS)
+        return RunPlan(evaluations * tasks, config.epochs * config.max_actions * retries, ACTION_REPLY_TOKENS, tasks,
+                       config.epochs)
 
     def last_epoch(self) -> int:
         return self.config.epochs
@@ -68,6 +70,9 @@ class IncumbentMethod:
     def _keep(self, functions: FunctionSet, accuracy: float, records: list[RolloutRecord]) -> None:
         self.incumbent, self.incumbent_accuracy, self.incumbent_records = functions, accuracy, records
         self.rejected = []
+
+    async def run_epochs(self, loop: Loop, epoch: int) -> list[EpochOutcome]:
+        return [await self.run_epoch(loop, epoch)]
 
     async def run_epoch(self, loop: Loop, epoch: int) -> EpochOutcome:
         if epoch == 0:

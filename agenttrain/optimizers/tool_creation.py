@@ -125,10 +125,10 @@ class ToolCreation:
         self.baseline_records: list[RolloutRecord] = []
 
     @staticmethod
-    def plan(config: OptimizerConfig, worst_case: bool) -> RunPlan:
+    def plan(config: OptimizerConfig, worst_case: bool, train: int, val: int) -> RunPlan:
         """The baseline, the created set, and the kept set when some were dropped; one call for the list."""
         retries = config.max_action_retries + 1 if worst_case else 1
-        return RunPlan(3 if worst_case else 2, retries, config.max_actions * ACTION_REPLY_TOKENS)
+        return RunPlan((3 if worst_case else 2) * train, retries, config.max_actions * ACTION_REPLY_TOKENS, train, 1)
 
     def last_epoch(self) -> int:
         return 1  # the baseline, then the created set
@@ -140,12 +140,12 @@ class ToolCreation:
         if 0 in run.epochs():
             self.baseline_records = run.snapshot(0).rollouts()
 
-    async def run_epoch(self, loop: Loop, epoch: int) -> EpochOutcome:
+    async def run_epochs(self, loop: Loop, epoch: int) -> list[EpochOutcome]:
         if epoch == 0:
             outcome = await baseline(loop)
             self.baseline_records = outcome.records
-            return outcome
-        return await self._create(loop, epoch)
+            return [outcome]
+        return [await self._create(loop, epoch)]
 
     async def _create(self, loop: Loop, epoch: int) -> EpochOutcome:
         """Write functions from the baseline once, run them on the training tasks, drop those that break a task

@@ -36,6 +36,8 @@ RECORDED_PACKAGES = ("agenttrain", "openai", "math-verify", "sympy", "pydantic")
 TEMP_SUFFIX = ".tmp"
 
 
+VAL_ROLLOUTS = "val_rollouts.jsonl"  # an epoch's validation rollouts, beside rollouts.jsonl (training)
+
 class WriteError(UserError):
     """A file of the run could not be written (a full disk, a read-only folder); nothing half-written is left."""
 
@@ -222,6 +224,15 @@ class Snapshot:
             raise UserError(f"{path}: missing; this snapshot's rollouts were deleted")
         return read_rollouts(path, self.format_version)
 
+    def val_rollouts(self) -> list[RolloutRecord] | None:
+        """The set's rollouts on the validation split, where the method ran it there."""
+        path = self.path / VAL_ROLLOUTS
+        if self.metrics.val_n is None:
+            return None
+        if not path.exists():
+            raise UserError(f"{path}: missing; this snapshot's validation rollouts were deleted")
+        return read_rollouts(path, self.format_version)
+
 
 def folder_format(run_path: Path) -> int:
     """The format of the run that holds `run_path`'s files; an epoch folder copied out alone is read as format 1,
@@ -379,7 +390,8 @@ class RunDir:
     # -- snapshots ------------------------------------------------------------------------------------
 
     def save_snapshot(
-        self, functions: FunctionSet, metrics: EpochMetrics, rollouts: Sequence[RolloutRecord]
+        self, functions: FunctionSet, metrics: EpochMetrics, rollouts: Sequence[RolloutRecord],
+        val_rollouts: Sequence[RolloutRecord] | None = None,
     ) -> Path:
         """Write the epoch folder under a temporary name, then rename it: a snapshot that exists is complete."""
         final = self.path / f"{EPOCH_PREFIX}{metrics.epoch}"
@@ -393,8 +405,10 @@ class RunDir:
                 (tmp / "functions" / f"{function.name}.py").write_text(scrub(function.code), encoding="utf-8")
             (tmp / "functions.json").write_text(json.dumps(functions.to_json(), indent=2) + "\n", encoding="utf-8")
             (tmp / "metrics.json").write_text(json.dumps(metrics.to_json(), indent=2) + "\n", encoding="utf-8")
-            with open(tmp / "rollouts.jsonl", "w", encoding="utf-8") as handle:
-                handle.writelines(scrub(json.dumps(r.to_json(), ensure_ascii=False)) + "\n" for r in rollouts)
+            for name, records in (("rollouts.jsonl", rollouts), (VAL_ROLLOUTS, val_rollouts)):
+                if records is not None:
+                    with open(tmp / name, "w", encoding="utf-8") as handle:
+                        handle.writelines(scrub(json.dumps(r.to_json(), ensure_ascii=False)) + "\n" for r in records)
             os.rename(tmp, final)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)

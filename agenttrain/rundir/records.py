@@ -137,6 +137,23 @@ class Comparison(BaseModel):
                                        "sets were equally good")
 
 
+class Candidate(BaseModel):
+    """How a search candidate came about and how it fared (optimizer.method search)."""
+
+    model_config = ConfigDict(extra="allow")
+    operation: str = Field(description="mutation (an optimizer step from one parent) or merge (two parents' "
+                                       "functions united)")
+    parents: list[int] = Field(description="the epochs whose sets it came from")
+    minibatch: list[str] = Field(default_factory=list, description="the training tasks of its gate")
+    parent_correct: int = Field(0, description="minibatch tasks the parent got right")
+    correct: int = Field(0, description="minibatch tasks the candidate got right")
+    passed_gate: bool = Field(False, description="whether it beat its parent on the minibatch and so ran on the "
+                                                 "validation split")
+    on_front: bool = Field(False, description="whether no earlier set was as good on every validation task and "
+                                              "better on one when it was recorded")
+    note: str | None = Field(None, description="why it stopped where it did, when it stopped early")
+
+
 EpochStatus = Literal["baseline", "accepted", "rolled_back", "unchanged"]
 
 
@@ -154,7 +171,14 @@ class EpochMetrics(Record):
     train_n: int = Field(description="training tasks run")
     train_accuracy_strict: float | None = Field(None, description="strict accuracy, for scorers that have one")
     train_errors: int = Field(0, description="rollouts that ended in an error")
-    incumbent_accuracy: float = Field(description="training accuracy of the kept set after this epoch")
+    incumbent_accuracy: float = Field(description="score of the kept set after this epoch: training accuracy, or "
+                                                  "validation accuracy for a method that selects by it (search)")
+    val_accuracy: float | None = Field(None, description="accuracy of this epoch's functions on the validation split "
+                                                         "(null: not run on it)")
+    val_correct: int | None = Field(None, description="validation tasks answered correctly")
+    val_n: int | None = Field(None, description="validation tasks run")
+    rollouts: int | None = Field(None, description="rollouts this epoch ran, every phase (null in older runs)")
+    candidate: Candidate | None = Field(None, description="search: how this candidate came about (null otherwise)")
     function_count: int = Field(description="functions in this epoch's set")
     actions: list[Action] = Field(default_factory=list, description="the optimizer's actions")
     prompt_cuts: list[str] = Field(default_factory=list, description="what the optimizer's prompt left out to fit "
@@ -165,7 +189,8 @@ class EpochMetrics(Record):
                                               "where it was called and how those tasks went against the parent")
     stale: int = Field(description="epochs in a row without an improvement (early stop counts these)")
     best_epoch: int = Field(description="best epoch so far")
-    best_accuracy: float = Field(description="training accuracy of the best epoch so far")
+    best_accuracy: float = Field(description="score of the best epoch so far (validation accuracy for a method "
+                                             "that selects by it, else training accuracy)")
     best_reason: str | None = Field(None, description="why the best epoch is the best (best.json is rebuilt from "
                                     "it when a process died before writing best.json)")
     usage: UsageByRole = Field(default_factory=dict, description=f"spent in this epoch, {USAGE_HELP}")
@@ -263,7 +288,9 @@ class Best(Record):
              "best`, `export`, `show`) reads the best epoch from the last snapshot's metrics, which cannot lag behind.")
 
     epoch: int = Field(description="the best epoch")
-    train_accuracy: float = Field(description="its training accuracy")
+    train_accuracy: float = Field(description="its score: training accuracy, or validation accuracy when "
+                                              "`selected_by` says so")
+    selected_by: str = Field("train", description="the split the best epoch was chosen on: train or val")
     reason: str = Field(description="why it is the best")
 
 

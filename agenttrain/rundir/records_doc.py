@@ -16,6 +16,7 @@ from agenttrain.rundir.records import (
     RECORDS,
     UPGRADES,
     Action,
+    Candidate,
     Comparison,
     FunctionCallRecord,
     FunctionEffect,
@@ -32,13 +33,14 @@ runs/<name>-<stamp>/
     functions.json     the learned function set
     functions/NAME.py  each function's code, to read and diff
     metrics.json       EpochMetrics
-    rollouts.jsonl     RolloutRecord per line
+    rollouts.jsonl     RolloutRecord per line (the training tasks this epoch ran)
+    val_rollouts.jsonl RolloutRecord per line (the validation split, where the method ran it: search)
   evals/
     STEM.json          EvalResult
     STEM.rollouts.jsonl  RolloutRecord per line
 ```"""
 
-NESTED: tuple[type[BaseModel], ...] = (Action, Comparison, FunctionEffect, FunctionCallRecord)
+NESTED: tuple[type[BaseModel], ...] = (Action, Candidate, Comparison, FunctionEffect, FunctionCallRecord)
 
 
 def _type_name(annotation: Any) -> str:

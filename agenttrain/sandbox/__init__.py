@@ -1,9 +1,10 @@
 """Executing model-written code and learned functions out of process, with limits.
 
 `interface.py` says what the rest of agenttrain may ask of a sandbox; `process.py` is the backend that does it
-with processes on this machine (forkserver.py, worker.py, isolation.py, cgroups.py, channel.py, pool.py,
-workdirs.py, packages.py behind it). The names below load on first use: the fork server's template and the
-workers import only the standard-library modules they need, not the trainer's side (pydantic, config).
+with processes on this machine (forkserver.py, supervisor.py, worker.py, channel.py, replies.py, isolation.py,
+cgroups.py, network.py, pool.py, workdirs.py, packages.py behind it). The names below load on first use: the
+fork server's template and the workers import only the standard-library modules they need, not the trainer's side
+(pydantic, config).
 """
 
 from __future__ import annotations

@@ -1,73 +1,86 @@
-"""The private reply channel between the trainer and a sandbox worker: framed, authenticated messages.
+"""The private channels of a sandbox session: framed messages over Unix socket pairs.
 
-One Unix socket pair per worker. The worker's end is never one of descriptors 0-2 and is close-on-exec, so
-prints, `os.close(1)` and subprocesses never touch it. A frame is a 4-byte length, an HMAC-SHA256 of the body
-under a key made for that worker, and a JSON body. Code that finds the descriptor anyway can only write
-frames that fail the check: the trainer then ends that worker, an error of the rollout, never of the run.
-Standard library only: the worker side runs in the sandbox.
+    trainer ──trainer channel── supervisor ──worker channel── worker (runs the model's code)
+
+The trainer's channel ends in the session's supervisor (supervisor.py), which runs no model code. The worker, and
+all the code it runs, holds only the worker channel. Whatever that code writes there reaches the trainer only as
+the supervisor relays it: at most one reply per request, with that request's id, bounded in size, tagged as the
+worker's; the trainer then checks every field of it (replies.py). The supervisor's own reports (ready, exit) carry
+a tag the worker cannot put on a frame. So no key is needed: the code could read any key its own process holds,
+and no process but the two ends holds either socket. Both ends are close-on-exec and never descriptors 0-2, so
+prints and subprocesses never touch them.
+
+A frame is a header (body length, tag, request id) and a body. Standard library only: it runs in the sandbox.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import socket
 import struct
 from typing import Any
 
-LENGTH = struct.Struct("!I")
-MAC_BYTES = hashlib.sha256().digest_size
-MAX_FRAME_BYTES = 1 << 26  # output is truncated worker-side; this only bounds a pathological frame
+HEADER = struct.Struct("!IcI")  # body length, tag, id of the request it answers (0: none)
+FROM_TRAINER, FROM_WORKER, FROM_SUPERVISOR = b"T", b"W", b"S"
+MAX_REQUEST_BYTES = 1 << 26  # the trainer's requests (code, arguments) are ours; this bounds a broken frame only
 
 
-class ForgedFrame(Exception):
-    """A frame that is too long or whose authentication code does not match: not written by our code."""
+class BadFrame(Exception):
+    """A frame whose header is impossible or whose body is larger than its reader accepts."""
 
 
-def encode(key: bytes, message: dict[str, Any]) -> bytes:
-    body = json.dumps(message).encode()
-    return LENGTH.pack(MAC_BYTES + len(body)) + hmac.digest(key, body, "sha256") + body
+def frame(tag: bytes, request_id: int, body: bytes) -> bytes:
+    return HEADER.pack(len(body), tag, request_id) + body
 
 
-def frame_length(header: bytes) -> int:
-    (length,) = LENGTH.unpack(header)
-    if not MAC_BYTES <= length <= MAX_FRAME_BYTES:
-        raise ForgedFrame(f"a frame of {length} bytes")
-    return length
+def message_frame(tag: bytes, request_id: int, message: dict[str, Any]) -> bytes:
+    return frame(tag, request_id, json.dumps(message).encode())
 
 
-def decode(key: bytes, frame: bytes) -> dict[str, Any]:
-    mac, body = frame[:MAC_BYTES], frame[MAC_BYTES:]
-    if not hmac.compare_digest(mac, hmac.digest(key, body, "sha256")):
-        raise ForgedFrame("a frame with a wrong authentication code")
-    return json.loads(body)
+def parse_header(header: bytes, max_body_bytes: int) -> tuple[int, bytes, int]:
+    """(body length, tag, request id); raises BadFrame past `max_body_bytes`."""
+    length, tag, request_id = HEADER.unpack(header)
+    if length > max_body_bytes:
+        raise BadFrame(f"a frame of {length} bytes (at most {max_body_bytes} accepted)")
+    return length, tag, request_id
+
+
+def read_frame(connection: socket.socket, max_body_bytes: int) -> tuple[bytes, int, bytes] | None:
+    """(tag, request id, body) of the next frame, blocking; None once the other end has closed."""
+    header = _read(connection, HEADER.size)
+    if header is None:
+        return None
+    length, tag, request_id = parse_header(header, max_body_bytes)
+    body = _read(connection, length)
+    return None if body is None else (tag, request_id, body)
+
+
+def _read(connection: socket.socket, size: int) -> bytes | None:
+    data = bytearray()
+    while len(data) < size:
+        chunk = connection.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
 
 
 class Endpoint:
-    """The worker's (blocking) end of the channel."""
+    """The worker's (blocking) end of the worker channel."""
 
-    def __init__(self, connection: socket.socket, key: bytes) -> None:
+    def __init__(self, connection: socket.socket) -> None:
         connection.set_inheritable(False)
         self._socket = connection
-        self._key = key
+        self.request_id = 0  # of the request being served: its reply carries it
 
     def send(self, message: dict[str, Any]) -> None:
-        self._socket.sendall(encode(self._key, message))
+        self._socket.sendall(message_frame(FROM_WORKER, self.request_id, message))
 
     def receive(self) -> dict[str, Any] | None:
-        """The next request; None once the trainer has closed its end."""
-        header = self._read(LENGTH.size)
-        if header is None:
+        """The next request; None once the supervisor has closed its end."""
+        received = read_frame(self._socket, MAX_REQUEST_BYTES)
+        if received is None:
             return None
-        frame = self._read(frame_length(header))
-        return None if frame is None else decode(self._key, frame)
-
-    def _read(self, size: int) -> bytes | None:
-        data = bytearray()
-        while len(data) < size:
-            chunk = self._socket.recv(size - len(data))
-            if not chunk:
-                return None
-            data += chunk
-        return bytes(data)
+        _, self.request_id, body = received
+        message: dict[str, Any] = json.loads(body)
+        return message

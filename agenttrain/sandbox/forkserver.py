@@ -1,9 +1,9 @@
 """The sandbox's fork server: one template process per Sandbox that has imported sympy, numpy and the worker
-once, and forks a session's init (worker.fork_session) on request (see agenttrain/forking.py).
+once, and forks a session's supervisor (supervisor.fork_session) on request (see agenttrain/forking.py).
 
 A fork costs a few milliseconds where a fresh interpreter costs ~0.3 s of CPU. Each request carries the new
 session's settings and the worker end of the session's private channel. The template never runs user code;
-the new session says "ready" on its own channel.
+the new session's supervisor says "ready" on its own channel.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def start_template(python: str, env: Mapping[str, str], preload: Sequence[str]) 
 
 def serve() -> None:
     """The template's program: import, then fork a session per request until the trainer goes."""
-    from agenttrain.sandbox import worker  # imported here so that forks need not import it
+    from agenttrain.sandbox import supervisor  # imported here so that forks need not import it
 
     control, settings = template_settings()
     confine.die_with_parent()
@@ -34,4 +34,4 @@ def serve() -> None:
         __import__(module)
     confine.visible_host_paths()  # computed once here, not in every session
     gc.freeze()  # the imported objects are never collected: forks share their pages instead of copying them
-    serve_requests(control, worker.fork_session)
+    serve_requests(control, supervisor.fork_session)

@@ -17,12 +17,13 @@ import resource
 import signal
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
@@ -30,7 +31,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_MOVE, MS_REC = 0x20, 0x400, 0x800, 0x1000, 0x2000, 0x4000
 MS_PRIVATE, MS_RELATIME = 0x40000, 0x200000
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 36, 38, 47
-PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL = 2, 4
+CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 12, 19, 21
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 # A read-only remount must keep the flags the kernel locks on a mount seen from a user namespace.
 KEPT_MOUNT_FLAGS = ((os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
@@ -60,7 +62,10 @@ class Isolation:
     user_namespace: bool = False  # not root: namespaces from a user namespace of our own; code has no capability
     process_limit: bool = False  # RLIMIT_NPROC counts this session's processes only, and is set
     pid_namespace: bool = False  # killing the worker kills every process it started, even detached ones
-    network_namespace: bool = False  # no network interfaces at all
+    network_namespace: bool = False  # no network interfaces at all (network false, or no way out could be made)
+    web_only_network: bool = False  # a network of its own that reaches none of the host's addresses (network.py)
+    ipc_namespace: bool = False  # System V message queues, semaphores and shared memory of its own, gone with it
+    cpu_limit: bool = False  # its processes together get at most `sandbox.cpus` CPUs (a cgroup)
     mount_namespace: bool = False
     sealed: bool = False  # the code sees only system and interpreter folders, its workdir and private temp dirs
     private_dirs: list[str] = field(default_factory=list)  # world-writable dirs that are private and empty
@@ -137,6 +142,19 @@ def drop_capabilities() -> None:
     _call("capset", header, (ctypes.c_uint32 * 6)())  # effective, permitted, inheritable: all empty
 
 
+def keep_capabilities_across_exec(capabilities: tuple[int, ...]) -> None:
+    """Let a program we exec keep `capabilities`: in our user namespace we are not its root, so exec would drop
+    them all (they become inheritable and ambient)."""
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    sets = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; for capabilities 0-31, then 32-63
+    _call("capget", header, sets)
+    for capability in capabilities:
+        sets[3 * (capability // 32) + 2] |= 1 << (capability % 32)
+    _call("capset", header, sets)
+    for capability in capabilities:
+        _call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, capability, 0, 0)
+
+
 def die_with_parent() -> None:
     """SIGKILL this process when its parent dies, so a crashed trainer leaves no workers behind."""
     _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -169,29 +187,41 @@ def pid_namespace_for_next_fork() -> Iterator[bool]:
             os.close(own)
 
 
-def enter_namespaces(network: bool, isolation: Isolation) -> None:
-    """Unshare the mount and (unless `network`) network namespaces, and show the session's own processes at /proc
-    (what a sealed filesystem binds); the caller and its children live in them. In our user namespace, the
-    session also gets a user namespace of its own, so that RLIMIT_NPROC counts only its processes."""
+def enter_namespaces(network: bool, isolation: Isolation, connect_web: Callable[[], None] | None = None) -> None:
+    """Unshare the mount and IPC namespaces and, unless `network` without `connect_web`, the network namespace;
+    show the session's own processes at /proc (what a sealed filesystem binds); the caller and its children live in
+    them. `connect_web` gives the new network namespace its way out (network.WebNetwork.connect). In our user
+    namespace, the session also gets a user namespace of its own, so that RLIMIT_NPROC counts only its processes."""
     if not can_confine():
         isolation.notes.append(
             f"not running as root and {_why_no_user_namespace}: no namespaces, processes run as the trainer's user"
         )
         return
+    own_network = not network or connect_web is not None
     try:
-        _call("unshare", CLONE_NEWNS | (0 if network else CLONE_NEWNET))
+        _call("unshare", CLONE_NEWNS | CLONE_NEWIPC | (CLONE_NEWNET if own_network else 0))
         # Without this, mounts made in the new namespace would propagate back to the host.
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         if isolation.pid_namespace:  # mounted before a user namespace of the session's own, which could not
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        if _in_own_user_namespace:
-            _unshare_user_namespace(CLONE_NEWNS)  # the new mount namespace is the one the worker may change
-            isolation.user_namespace = True
     except OSError as exc:
         isolation.notes.append(f"namespaces unavailable ({exc})")
         return
-    isolation.mount_namespace = True
-    isolation.network_namespace = not network
+    if connect_web is not None:  # while we hold the capabilities of the user namespace that owns the network
+        try:
+            connect_web()
+            isolation.web_only_network = True
+        except OSError as exc:  # the session keeps a network of its own with no way out: nothing, not the host
+            isolation.notes.append(f"no network: {exc}")
+    if _in_own_user_namespace:
+        try:
+            _unshare_user_namespace(CLONE_NEWNS)  # the new mount namespace is the one the worker may change
+        except OSError as exc:
+            isolation.notes.append(f"namespaces unavailable ({exc})")
+            return
+        isolation.user_namespace = True
+    isolation.mount_namespace = isolation.ipc_namespace = True
+    isolation.network_namespace = own_network and not isolation.web_only_network
 
 
 def _first_unenterable_dir(path: Path) -> Path | None:
@@ -223,11 +253,14 @@ def visible_host_paths() -> tuple[Path, ...]:
     return (*system, *(p for p in interpreter_paths() if not any(s in p.parents for s in system)))
 
 
-def seal_filesystem(workdir: Path, uid: int | None, disk_mb: int, isolation: Isolation) -> Path:
+def seal_filesystem(
+    workdir: Path, uid: int | None, disk_mb: int, isolation: Isolation, nameserver: str | None = None
+) -> Path:
     """In the private mount namespace, make a new root of a `disk_mb` tmpfs holding only: the system's
     program and library folders and the interpreter's, read-only; /dev's harmless devices; a fresh /proc;
     empty /tmp, /var/tmp and /dev/shm; and a copy of the workdir's files at STABLE_WORKDIR. Everything the
-    session can write is in that one tmpfs, so `disk_mb` caps it all. Returns where the code's workdir is.
+    session can write is in that one tmpfs, so `disk_mb` caps it all. With `nameserver`, /etc/resolv.conf names
+    it alone. Returns where the code's workdir is.
     """
     if not isolation.mount_namespace:
         return workdir
@@ -243,6 +276,8 @@ def seal_filesystem(workdir: Path, uid: int | None, disk_mb: int, isolation: Iso
         (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
         os.chmod(root / directory.lstrip("/"), 0o1777)
     _copy_attachments(attachments, root / str(STABLE_WORKDIR).lstrip("/"), uid)
+    if nameserver is not None:
+        _use_nameserver(root, nameserver, isolation)
     os.chdir(root)
     _mount(".", "/", None, MS_MOVE)  # as switch_root does: the host's tree is now out of reach
     os.chroot(".")
@@ -272,6 +307,23 @@ def _make_devices(root: Path) -> None:
     for name, target in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")]:  # fmt: skip
         (dev / name).symlink_to(target)
+
+
+def _use_nameserver(root: Path, nameserver: str, isolation: Isolation) -> None:
+    """Make the new root's /etc/resolv.conf, wherever its symlinks lead, name only `nameserver`."""
+    inside = root / os.path.realpath("/etc/resolv.conf").lstrip("/")
+    text = f"nameserver {nameserver}\n"
+    try:
+        if inside.is_file():  # in a read-only bind of the host's folder: cover it with a file of ours
+            ours = root / "run" / "resolv.conf"
+            ours.parent.mkdir(exist_ok=True)
+            ours.write_text(text)
+            _mount(str(ours), str(inside), None, MS_BIND)
+        else:  # where the host's link leads outside what the root shows (e.g. /run/systemd/resolve/)
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            inside.write_text(text)
+    except OSError as exc:
+        isolation.notes.append(f"names cannot be resolved: no resolv.conf for {nameserver} ({exc})")
 
 
 def _copy_attachments(source: int, workdir: Path, uid: int | None) -> None:

@@ -2,6 +2,11 @@
 
 Installing is opt-in (`sandbox.install_packages`) and happens at most once per package: into one virtual
 environment under the user cache that sees all of our own packages, reused by every later run.
+
+The names come from the optimizer, a model: each must be a PEP 508 requirement without a URL or markers
+(`name[extras]>=version`), checked before any process starts, so that no entry can be read by pip as an option,
+a file, a URL or a VCS checkout. pip then installs wheels only (no package's build code runs as our user), into
+that environment only, with the user's own pip configuration (index, certificates) and no other secrets.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import asyncio
 import hashlib
 import importlib.metadata
 import json
+import os
 import re
 import site
 import sys
@@ -18,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import platformdirs
+from packaging.requirements import InvalidRequirement, Requirement
 
 from agenttrain.errors import UserError
 
@@ -38,6 +45,10 @@ IMPORT_NAMES = {
     "protobuf": "google.protobuf",
 }
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+MAX_REQUIREMENT_CHARS = 200
+# What pip needs from our environment besides its own PIP_* settings; API keys and the like stay behind.
+PIP_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+                   "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")  # fmt: skip
 _FIND_MISSING = (
     "import importlib.util, json, sys\n"
     "def found(name):\n"
@@ -51,6 +62,32 @@ _FIND_MISSING = (
 
 class PackageInstallError(UserError):
     """pip could not install a package into the sandbox environment."""
+
+
+class InvalidPackage(UserError):
+    """An entry of `packages` that is not a plain package requirement."""
+
+
+def check_requirements(packages: Sequence[str]) -> None:
+    """Raise InvalidPackage naming the first entry that is not `name[extras]<specifiers>` (PEP 508)."""
+    for package in packages:
+        problem = _requirement_problem(package)
+        if problem:
+            raise InvalidPackage(f"{package!r} is {problem}: list packages as `name` or `name>=version`")
+
+
+def _requirement_problem(package: str) -> str | None:
+    if not isinstance(package, str) or len(package) > MAX_REQUIREMENT_CHARS or not package.isprintable():
+        return "not a package name"
+    try:
+        requirement = Requirement(package)
+    except InvalidRequirement:
+        return "not a package name (pip options, paths and VCS links are not accepted)"
+    if requirement.url:
+        return "a URL, not a package name"
+    if requirement.marker:
+        return "a requirement with environment markers, which the sandbox does not accept"
+    return None
 
 
 def import_name(package: str) -> str:
@@ -104,12 +141,21 @@ class PackageEnvironment:
     def site_packages(self) -> list[str]:
         return [str(p) for p in self.path.glob("lib/python*/site-packages")]
 
+    def pip_command(self, packages: Sequence[str]) -> list[str]:
+        """pip installing `packages` into this environment; the names come after `--`, where nothing is an option."""
+        check_requirements(packages)
+        return [
+            sys.executable, "-m", "pip", "--python", str(self.python), "install", "--quiet", "--no-input",
+            "--disable-pip-version-check", "--only-binary=:all:", "--", *packages,
+        ]  # fmt: skip
+
     async def install(self, packages: Sequence[str]) -> None:
+        command = self.pip_command(packages)
         if not self.exists:
             await asyncio.to_thread(self.create)
+        environment = {k: v for k, v in os.environ.items() if k in PIP_ENVIRONMENT or k.startswith("PIP_")}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pip", "--python", str(self.python), "install", "--quiet", *packages,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=environment, cwd=self.path,
         )  # fmt: skip
         output, _ = await process.communicate()
         if process.returncode != 0:

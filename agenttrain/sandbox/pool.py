@@ -1,7 +1,7 @@
 """Trainer-side handles to sandbox workers, and the warm pool that hides their start-up time.
 
-A worker (see worker.py) is forked from the fork server's template, or spawned where that is impossible,
-and waits with sympy and numpy imported. The pool keeps `size` such workers ready; a taken worker serves one
+A session (see supervisor.py and worker.py) is forked from the fork server's template, or spawned where that is
+impossible, and waits with sympy and numpy imported. The pool keeps `size` such workers ready; a taken worker serves one
 session and is then killed, never reused.
 """
 
@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import select
 import signal
 import socket
@@ -37,6 +36,7 @@ BASE_ENVIRONMENT = {
     "MKL_NUM_THREADS": "1",
 }
 KILL_WAIT_S = 5  # for the kernel to end every process of a killed session
+WROTE_ON_CHANNEL = "the code wrote to the sandbox's private channel; the worker was stopped"
 
 
 class WorkerDied(Exception):
@@ -54,51 +54,54 @@ def worker_environment(python: str, allow: Sequence[str], parent: Mapping[str, s
     return {"PATH": path, **BASE_ENVIRONMENT, **allowed}
 
 
-def describe_exit(reply: dict[str, Any], cpu_s: int, memory_mb: int) -> str:
-    status = reply["status"]
+def describe_exit(report: dict[str, Any], cpu_s: int, memory_mb: int) -> str:
+    """How the worker ended, from its supervisor's `exit` report."""
+    if "broken" in report:  # what the worker sent its supervisor was no frame our worker sends
+        return WROTE_ON_CHANNEL
+    status = report["status"]
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         if number == signal.SIGXCPU:
             return f"CPU time limit exceeded ({cpu_s} s)"
-        if number == signal.SIGKILL and reply.get("out_of_memory"):
+        if number == signal.SIGKILL and report.get("out_of_memory"):
             return f"memory limit exceeded ({memory_mb} MB for the whole session)"
         return f"killed by signal {number} ({signal.Signals(number).name})"
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
 class WorkerProcess:
-    """One session's process tree (init, worker and what it starts), reached over its private channel."""
+    """One session's process tree (supervisor, worker and what it starts), reached over its private channel."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes, limits: tuple[int, int],
-        process: asyncio.subprocess.Process | None = None,
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: tuple[int, int],
+        max_reply_bytes: int, process: asyncio.subprocess.Process | None = None,
     ) -> None:  # fmt: skip
-        self._reader, self._writer, self._key = reader, writer, key
+        self._reader, self._writer = reader, writer
         self._cpu_s, self._memory_mb = limits
-        self._process = process  # a spawned process is our child and init's parent; a forked init is the template's
-        self.pid = 0  # the session's init, as seen from here
+        self._max_reply_bytes = max_reply_bytes
+        self._process = process  # spawned: our child and the supervisor's parent (a forked one is the template's)
+        self.pid = 0  # the session's supervisor, as seen from here
         self._pidfd: int | None = None
+        self._last_id = 0
 
     @classmethod
     async def fork(cls, server: ForkServer, settings: dict[str, Any], limits: tuple[int, int]) -> WorkerProcess:
-        """A worker forked from the fork server's template. `settings`: as for worker.fork_session."""
-        key = secrets.token_bytes(32)
+        """A worker forked from the fork server's template. `settings`: as for supervisor.fork_session."""
         ours, theirs = socket.socketpair()
         try:
-            server.fork({**settings, "key": key.hex()}, theirs)
+            server.fork(settings, theirs)
         finally:
             theirs.close()
-        return await cls._connect(ours, key, limits, None)
+        return await cls._connect(ours, limits, settings["max_reply_bytes"], None)
 
     @classmethod
     async def spawn(
         cls, python: str, env: Mapping[str, str], settings: dict[str, Any], limits: tuple[int, int]
     ) -> WorkerProcess:
         """A worker in a fresh interpreter, where no template is available."""
-        key = secrets.token_bytes(32)
         ours, theirs = socket.socketpair()
-        arguments = {**settings, "key": key.hex(), "channel_fd": theirs.fileno(), "preload": list(PRELOADED_MODULES)}
-        entry = python_entry("from agenttrain.sandbox.worker import main; main()")
+        arguments = {**settings, "channel_fd": theirs.fileno(), "preload": list(PRELOADED_MODULES)}
+        entry = python_entry("from agenttrain.sandbox.supervisor import main; main()")
         try:
             process = await asyncio.create_subprocess_exec(
                 python, "-c", entry, json.dumps(arguments), env=dict(env), cwd="/",
@@ -106,16 +109,19 @@ class WorkerProcess:
             )  # fmt: skip
         finally:
             theirs.close()
-        return await cls._connect(ours, key, limits, process)
+        return await cls._connect(ours, limits, settings["max_reply_bytes"], process)
 
     @classmethod
     async def _connect(
-        cls, sock: socket.socket, key: bytes, limits: tuple[int, int], process: asyncio.subprocess.Process | None
-    ) -> WorkerProcess:
-        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=channel.MAX_FRAME_BYTES)
-        worker = cls(reader, writer, key, limits, process)
+        cls, sock: socket.socket, limits: tuple[int, int], max_reply_bytes: int,
+        process: asyncio.subprocess.Process | None,
+    ) -> WorkerProcess:  # fmt: skip
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+        worker = cls(reader, writer, limits, max_reply_bytes, process)
         try:
-            ready = await worker._reply()
+            ready = await worker._supervisor_report()
+            if ready.get("event") != "ready" or type(ready.get("pid")) is not int:
+                raise WorkerDied(describe_exit(ready, *limits) if ready.get("event") == "exit" else "no ready report")
             worker.pid = ready["pid"]
             if process is None:
                 worker._pidfd = os.pidfd_open(worker.pid)
@@ -132,44 +138,57 @@ class WorkerProcess:
             return not self._writer.is_closing()
         return not select.select([self._pidfd], [], [], 0)[0]  # a pidfd is readable once its process ended
 
-    async def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send one request and wait for its reply; on timeout the whole process tree is killed."""
-        try:
-            self._writer.write(channel.encode(self._key, message))
+    def send(self, message: dict[str, Any]) -> int:
+        """Queue one request; returns its id, which its reply carries."""
+        self._last_id += 1
+        self._writer.write(channel.message_frame(channel.FROM_TRAINER, self._last_id, message))
+        return self._last_id
+
+    async def request(self, message: dict[str, Any], timeout_s: float) -> bytes:
+        """Send one request and wait for its reply (the worker's body: untrusted, see replies.py); on timeout the
+        whole process tree is killed."""
+        return await self.reply(self.send(message), timeout_s)
+
+    async def reply(self, request_id: int, timeout_s: float) -> bytes:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the read below reports how it ended
             await self._writer.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the reply read below reports how the worker ended
         try:
-            return await asyncio.wait_for(self._reply(), timeout_s)
+            return await asyncio.wait_for(self._reply(request_id), timeout_s)
         except asyncio.TimeoutError:
             await self.kill()
             raise WorkerTimeout(f"timeout after {timeout_s:g}s") from None
 
-    async def _reply(self) -> dict[str, Any]:
+    async def _reply(self, request_id: int) -> bytes:
+        tag, replied_to, body = await self._frame()
+        if tag == channel.FROM_WORKER and replied_to == request_id:
+            return body
+        report = _report(body) if tag == channel.FROM_SUPERVISOR else {}
+        await self.kill()
+        if report.get("event") == "exit" and (type(report.get("status")) is int or "broken" in report):
+            raise WorkerDied(describe_exit(report, self._cpu_s, self._memory_mb))
+        raise WorkerDied("the sandbox's private channel carried a frame out of turn; the worker was stopped")
+
+    async def _supervisor_report(self) -> dict[str, Any]:
+        tag, _, body = await self._frame()
+        return _report(body) if tag == channel.FROM_SUPERVISOR else {}
+
+    async def _frame(self) -> tuple[bytes, int, bytes]:
         try:
-            header = await self._reader.readexactly(channel.LENGTH.size)
-            reply = channel.decode(self._key, await self._reader.readexactly(channel.frame_length(header)))
-            event = reply["event"]
+            header = await self._reader.readexactly(channel.HEADER.size)
+            length, tag, request_id = channel.parse_header(header, self._max_reply_bytes)
+            return tag, request_id, await self._reader.readexactly(length)
         except (asyncio.IncompleteReadError, ConnectionError):
             await self.kill()
             raise WorkerDied("the sandbox worker ended without saying how") from None
-        except (channel.ForgedFrame, ValueError, TypeError, KeyError):  # code found our channel and wrote to it
+        except channel.BadFrame as exc:  # the supervisor bounds what it relays: only a broken one sends this
             await self.kill()
-            raise WorkerDied("the code wrote to the sandbox's private channel; the worker was stopped") from None
-        if event == "exit":
-            await self.kill()
-            raise WorkerDied(describe_exit(reply, self._cpu_s, self._memory_mb))
-        if event == "failed":
-            await self.kill()
-            last_line = reply["error"].strip().splitlines()[-1]
-            raise WorkerDied(f"the code broke the sandbox worker ({last_line})")
-        return reply
+            raise WorkerDied(f"the sandbox's private channel broke ({exc}); the worker was stopped") from None
 
     async def kill(self) -> None:
         """Kill the whole session tree and wait until it is gone.
 
-        Killing init ends its PID namespace: the kernel kills every process in it before init is gone. Its
-        process group is killed too, for machines without a PID namespace.
+        Killing the supervisor ends its PID namespace: the kernel kills every process in it before the supervisor
+        is gone. Its process group is killed too, for machines without a PID namespace.
         """
         if self.alive and self.pid:
             with contextlib.suppress(ProcessLookupError):
@@ -180,7 +199,7 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
         if self._process is not None and self._process.returncode is None:
-            self._process.kill()  # init, if it started, dies with it (its parent-death signal)
+            self._process.kill()  # the supervisor, if it started, dies with it (its parent-death signal)
         self._writer.close()
         await self._exited()
         if self._pidfd is not None:
@@ -192,6 +211,15 @@ class WorkerProcess:
             await self._process.wait()
         elif self._pidfd is not None:
             await _until_readable(self._pidfd)
+
+
+def _report(body: bytes) -> dict[str, Any]:
+    """A supervisor's report: our own code wrote it, but a broken one must not raise here either."""
+    try:
+        report = json.loads(body)
+    except ValueError:
+        return {}
+    return report if isinstance(report, dict) else {}
 
 
 async def _until_readable(fd: int) -> None:

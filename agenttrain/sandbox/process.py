@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -31,11 +32,13 @@ from typing import Any
 from agenttrain.config import SandboxConfig
 from agenttrain.forking import ForkServer, ForkServerError
 from agenttrain.functions import FunctionSet
-from agenttrain.sandbox.cgroups import SessionCgroups, session_name
+from agenttrain.sandbox import replies
+from agenttrain.sandbox.cgroups import SessionCgroups
 from agenttrain.sandbox.forkserver import start_template
 from agenttrain.sandbox.interface import STATE_LOST, ExecResult, SandboxError
 from agenttrain.sandbox.isolation import Limits
-from agenttrain.sandbox.packages import PackageEnvironment, distribution_names, find_missing
+from agenttrain.sandbox.network import find_slirp4netns
+from agenttrain.sandbox.packages import PackageEnvironment, check_requirements, distribution_names, find_missing
 from agenttrain.sandbox.pool import (
     PRELOADED_MODULES,
     WarmPool,
@@ -46,6 +49,7 @@ from agenttrain.sandbox.pool import (
 )
 from agenttrain.sandbox.workdirs import WorkdirRoot
 
+log = logging.getLogger(__name__)
 # Each session runs as its own throwaway uid (when we are root), so RLIMIT_NPROC counts one session's
 # processes only and sessions cannot touch each other's files. Far above any real account's uid.
 SESSION_UIDS = range(1_500_000_000, 1_600_000_000)
@@ -57,10 +61,11 @@ MIN_PROCESS_MB = 512
 class SandboxSession:
     """The code-execution state of one rollout. Calls are serialized; a worker that dies is replaced."""
 
-    def __init__(self, sandbox: Sandbox, setup: dict[str, Any], workdir: Path) -> None:
+    def __init__(self, sandbox: Sandbox, setup: dict[str, Any], functions: FunctionSet, workdir: Path) -> None:
         self.workdir = workdir
         self._sandbox = sandbox
         self._setup = setup
+        self._functions = [{"name": f.name, "code": f.code} for f in functions]
         self._worker: WorkerProcess | None = None
         self._starting: asyncio.Task[WorkerProcess] | None = None  # a worker started ahead of the first call
         self._lock = asyncio.Lock()
@@ -80,17 +85,17 @@ class SandboxSession:
     async def _request(self, message: dict[str, Any]) -> ExecResult:
         async with self._lock:
             started = time.monotonic()
+            settings = self._sandbox.settings
             try:
                 worker = await self._ready_worker()
-                reply = await worker.request(message, self._sandbox.settings.timeout_s)
+                ok, output, error, value = replies.result(
+                    await worker.request(message, settings.timeout_s), settings.max_output_chars
+                )
             except (WorkerTimeout, WorkerDied) as exc:
-                # Whatever the code did (crashed, hung, broke the worker or its channel): this rollout's error.
+                # Whatever the code did (crashed, hung, broke the worker or wrote on its channel): this call's error.
                 await self.stop_worker()
                 return ExecResult(False, STATE_LOST, str(exc), duration_s=time.monotonic() - started)
-            return ExecResult(
-                ok=reply["ok"], output=reply["output"], error=reply["error"], value=reply["value"],
-                duration_s=time.monotonic() - started,
-            )  # fmt: skip
+            return ExecResult(ok, output, error, value, duration_s=time.monotonic() - started)
 
     async def _ready_worker(self) -> WorkerProcess:
         if self._worker is None and self._starting is not None:
@@ -102,14 +107,20 @@ class SandboxSession:
 
     async def _start_worker(self) -> WorkerProcess:
         worker = await self._sandbox.take_worker()
+        settings = self._sandbox.settings
+        functions = self._functions
         try:
-            # Loading runs the functions' top-level code; the worker limits each function, this is a backstop.
-            timeout = self._sandbox.settings.timeout_s * (1 + len(self._setup["functions"]))
-            reply = await worker.request(self._setup, timeout)
+            # Sent together: the worker confines itself and reports how, before any model code runs; then loading
+            # runs the functions' top-level code (the worker limits each one; this timeout is a backstop).
+            setup = worker.send(self._setup)
+            load = worker.send({"op": "load", "functions": functions}) if functions else None
+            isolation = replies.isolation(await worker.reply(setup, settings.timeout_s))
+            if load is not None:
+                replies.result(await worker.reply(load, settings.timeout_s * (1 + len(functions))), 0)
         except BaseException:
             await self._sandbox.release(worker)
             raise
-        self._sandbox.record_isolation(reply["isolation"])
+        self._sandbox.record_isolation(isolation)
         return worker
 
     async def stop_worker(self) -> None:
@@ -147,7 +158,8 @@ class Sandbox:
         self._forkserver: ForkServer | None = None
         self._start_method = {"method": "not started", "why": ""}
         self._cgroups: SessionCgroups | None = None
-        self._cgroups_how = ""
+        self._cgroups_how: dict[str, str] = {}  # per controller: where, or why none
+        self._slirp4netns = find_slirp4netns() if settings.network else None
         self._start_task: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
@@ -165,6 +177,11 @@ class Sandbox:
             self._start_task = asyncio.ensure_future(self._start())
 
     async def _start(self) -> None:
+        if self.settings.network and self._slirp4netns is None:
+            log.warning(
+                "sandbox.network: true, but slirp4netns is not installed: model code shares this machine's network and "
+                "can reach its local services (the LLM endpoint, the viewer). Install it (apt install slirp4netns)."
+            )
         self._cgroups, self._cgroups_how = await asyncio.to_thread(SessionCgroups.create)
         await self._start_forkserver()
         if self._isolation is None:
@@ -209,7 +226,7 @@ class Sandbox:
     async def _session(self, functions: FunctionSet, files: Sequence[Path]) -> AsyncIterator[SandboxSession]:
         uid = self._session_uid()
         workdir = await asyncio.to_thread(self._workdirs.new_workdir, files, uid)
-        session = SandboxSession(self, self._setup_request(workdir, uid, functions), workdir)
+        session = SandboxSession(self, self._setup_request(workdir, uid), functions, workdir)
         self._sessions.add(session)
         if len(functions):  # the model is offered functions: it will most likely call one
             session.prefetch()
@@ -229,13 +246,15 @@ class Sandbox:
     async def release(self, worker: WorkerProcess) -> None:
         await worker.kill()
         if self._cgroups is not None and worker.pid:
-            self._cgroups.remove(session_name(worker.pid))
+            self._cgroups.remove(worker.pid)
 
     def record_isolation(self, isolation: dict[str, Any]) -> None:
         self._isolation = isolation
 
     async def missing_packages(self, packages: Sequence[str]) -> list[str]:
-        """The packages the sandbox cannot import; with `install_packages`, they are installed first."""
+        """The packages the sandbox cannot import; with `install_packages`, they are installed first. Raises
+        InvalidPackage (a UserError) for an entry that is not a package name, before anything runs."""
+        check_requirements(packages)
         unknown = [p for p in packages if p not in self._known_packages]
         if unknown:
             missing = set(await find_missing(self._python, self._env, unknown))
@@ -262,32 +281,60 @@ class Sandbox:
         return {
             "interpreter": self._python,
             "start": self._start_method,
-            "limits": self.settings.model_dump(include={"cpu_s", "memory_mb", "max_processes", "max_file_mb", "disk_mb",
-                                                        "timeout_s", "max_output_chars"}),
+            "limits": self.settings.model_dump(include={"cpu_s", "cpus", "memory_mb", "max_processes", "max_file_mb",
+                                                        "disk_mb", "timeout_s", "max_output_chars"}),
             "memory": self._memory_report(isolation),
+            "cpu": self._cpu_report(isolation),
             "network": self._network_report(isolation),
             "process_limit_enforced": isolation["process_limit"],  # see isolation.apply_limits
             "filesystem": _filesystem_report(isolation, self.settings.disk_mb),
-            "kills_detached_processes": isolation["pid_namespace"],
+            "kills_detached_processes": isolation["pid_namespace"] or self._cgroups is not None,
             "isolation": isolation,
             "env_allow": list(self.settings.env_allow),
             "warm_workers": self.settings.warm_workers,
         }  # fmt: skip
 
+    def _memory_capped(self) -> bool:
+        return self._cgroups is not None and self._cgroups.has("memory")
+
     def _memory_report(self, isolation: dict[str, Any]) -> dict[str, Any]:
         if not self._cgroups_how:
             return {"how": "decided when the sandbox starts"}
-        if self._cgroups is not None:
-            return {"whole_session_mb": self.settings.memory_mb, "how": self._cgroups_how}
+        if self._memory_capped():
+            return {"whole_session_mb": self.settings.memory_mb, "how": self._cgroups_how["memory"]}
         limits = self._limits()
-        how = f"{self._cgroups_how}: per-process limits instead, {limits.memory_mb} MB x {limits.max_processes}"
+        per_process = f"per-process limits instead, {limits.memory_mb} MB x {limits.max_processes}"
+        how = f"{self._cgroups_how['memory']}: {per_process}"
         if not isolation["process_limit"]:  # RLIMIT_NPROC needs a uid or user namespace of the session's own
             return {"whole_session_mb": None, "how": how + " processes, but their number is not limited here"}
         return {"whole_session_mb": limits.memory_mb * limits.max_processes, "how": how + " processes"}
 
+    def _cpu_report(self, isolation: dict[str, Any]) -> dict[str, Any]:
+        if not self._cgroups_how:
+            return {"enforced": False, "how": "decided when the sandbox starts"}
+        if isolation["cpu_limit"]:
+            return {"session_cpus": self.settings.cpus, "enforced": True, "how": self._cgroups_how["cpu"]}
+        how = self._cgroups_how.get("cpu", "no CPU cgroup")
+        return {
+            "session_cpus": None,
+            "enforced": False,
+            "how": f"{how}: each process stops at cpu_s, each call at timeout_s, and sessions run at nice 19",
+        }
+
     def _network_report(self, isolation: dict[str, Any]) -> dict[str, Any]:
+        if self.settings.network and isolation["web_only_network"]:
+            how = (
+                "a network namespace of its own whose only way out is slirp4netns: the host's loopback and own "
+                "addresses, link-local addresses and private ranges are unreachable"
+            )
+            return {"allowed": True, "enforced": False, "host_services_unreachable": True, "how": how}
+        if self.settings.network and isolation["network_namespace"]:
+            how = "no network at all: " + "; ".join(isolation["notes"])
+            return {"allowed": True, "enforced": True, "host_services_unreachable": True, "how": how}
         if self.settings.network:
-            return {"allowed": True, "enforced": False, "how": "sandbox.network is true"}
+            why = "slirp4netns is not installed" if self._slirp4netns is None else "; ".join(isolation["notes"])
+            how = f"the host's network, its loopback services included ({why})"
+            return {"allowed": True, "enforced": False, "host_services_unreachable": False, "how": how}
         if isolation["network_namespace"]:
             return {"allowed": False, "enforced": True, "how": "private network namespace without interfaces"}
         return {"allowed": False, "enforced": False, "how": "not enforced: " + "; ".join(isolation["notes"])}
@@ -317,10 +364,12 @@ class Sandbox:
         limits = (self.settings.cpu_s, self.settings.memory_mb)
         settings = {
             "network": self.settings.network,
+            "slirp4netns": self._slirp4netns,
             "memory_mb": self.settings.memory_mb,
-            "cgroup": None if self._cgroups is None else {"parent": str(self._cgroups.path),
-                                                          "version": self._cgroups.version},
-        }  # fmt: skip
+            "cpus": self.settings.cpus,
+            "cgroups": None if self._cgroups is None else self._cgroups.settings(),
+            "max_reply_bytes": replies.max_reply_bytes(self.settings.max_output_chars),
+        }
         if self._forkserver is not None and self._forkserver.alive:
             return await WorkerProcess.fork(self._forkserver, settings, limits)
         return await WorkerProcess.spawn(self._python, self._env, settings, limits)
@@ -328,7 +377,7 @@ class Sandbox:
     def _limits(self) -> Limits:
         s = self.settings
         memory_mb, processes = s.memory_mb, s.max_processes
-        if self._cgroups is None:  # no cap on the whole tree: per-process caps whose sum stays within memory_mb
+        if not self._memory_capped():  # no cap on the whole tree: per-process caps whose sum stays within memory_mb
             processes = max(1, min(processes, memory_mb // MIN_PROCESS_MB))
             memory_mb //= processes
         return Limits(
@@ -342,7 +391,7 @@ class Sandbox:
         self._next_uid = SESSION_UIDS.start + (uid + 1 - SESSION_UIDS.start) % len(SESSION_UIDS)
         return uid
 
-    def _setup_request(self, workdir: Path, uid: int | None, functions: FunctionSet) -> dict[str, Any]:
+    def _setup_request(self, workdir: Path, uid: int | None) -> dict[str, Any]:
         return {
             "op": "setup",
             "workdir": str(workdir),
@@ -350,7 +399,6 @@ class Sandbox:
             "limits": asdict(self._limits()),
             "max_output_chars": self.settings.max_output_chars,
             "timeout_s": self.settings.timeout_s,
-            "functions": [{"name": f.name, "code": f.code} for f in functions],
         }
 
     def _probe_isolation(self) -> dict[str, Any]:
@@ -365,8 +413,7 @@ class Sandbox:
         workdir = await asyncio.to_thread(self._workdirs.new_workdir, (), uid)
         worker = await self._spawn()
         try:
-            reply = await worker.request(self._setup_request(workdir, uid, FunctionSet()), self.settings.timeout_s)
-            return reply["isolation"]
+            return replies.isolation(await worker.request(self._setup_request(workdir, uid), self.settings.timeout_s))
         except WorkerDied as exc:
             raise SandboxError(f"the sandbox worker could not be set up with {self._python}: {exc}") from None
         finally:

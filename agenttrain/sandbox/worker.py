@@ -1,14 +1,9 @@
-"""The program a sandbox session runs: model-written code executes here, never in the trainer.
+"""The program a sandbox session's worker runs: model-written code executes here, never in the trainer.
 
-A session is forked from the fork server's template (forkserver.py), or, where that is impossible, from a
-spawned `python -c "...main()" SETTINGS`. Two processes, so that one kill ends it all:
-
-    init       PID 1 of a new PID namespace: joins the session's cgroup and namespaces, reaps orphans, reports
-    │          how the worker ended (the process the trainer kills; the kernel then ends all in the namespace)
-    └─ worker  seals its filesystem, drops to the session's uid, serves the session's requests
-
-Requests and replies travel over the private channel (channel.py). The worker's fds 0/1/2 are /dev/null and a
-capture pipe: whatever user code does to them is its own output or error, never a reply.
+The worker is the child of the session's supervisor (supervisor.py), which relays its requests and replies over
+the worker channel (channel.py). It serves `setup` (confine itself: before any model code runs, so its report of
+what is enforced is our own), then `load` (the learned functions' code), then `run` and `call` requests. Its fds
+0/1/2 are /dev/null and a capture pipe: whatever user code does to them is its own output or error, never a reply.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ import codecs
 import contextlib
 import errno
 import io
-import json
 import linecache
 import os
 import signal
@@ -31,14 +25,15 @@ import types
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from agenttrain.sandbox import cgroups
 from agenttrain.sandbox import isolation as confine
+from agenttrain.sandbox import network
 from agenttrain.sandbox.channel import Endpoint
 
 FUNCTIONS_MODULE = "functions"  # code blocks may `from functions import name`
 CAPTURE_WAIT_S = 10  # a call's output is complete within this long after the call, unless code broke the pipe
+ERROR_CHARS = 2000  # a reason is one line; an exception's message may be long, the traceback in the output has it
 
 
 def truncation_note(dropped: int) -> str:
@@ -230,22 +225,21 @@ def _failed_function(name: str, error: str) -> Callable[..., Any]:
 class Worker:
     """Serves requests for one session; waits in the warm pool until a `setup` request arrives."""
 
-    def __init__(self, channel: Endpoint, isolation: confine.Isolation) -> None:
-        self.channel = channel
+    def __init__(self, connection: socket.socket, isolation: confine.Isolation) -> None:
+        self.channel = Endpoint(connection)
         self.isolation = isolation
         self.capture = OutputCapture()
         self.session: Session | None = None
         self.max_output_chars = 0
 
-    def serve(self, init: int) -> None:
-        self.channel.send({"event": "ready", "pid": init})
+    def serve(self) -> None:
         while (request := self.channel.receive()) is not None:
             try:
                 reply = self.handle(request)
             except Exception:
                 # Our code failed, most likely because the code it ran broke the worker (replaced json,
                 # closed our pipes): the session's state cannot be trusted, so the worker ends with it.
-                self.channel.send({"event": "failed", "error": traceback.format_exc()})
+                self.channel.send({"event": "failed", "error": truncate(traceback.format_exc(), ERROR_CHARS)})
                 os._exit(1)
             self.channel.send(reply)
 
@@ -255,6 +249,8 @@ class Worker:
         session = self.session
         if session is None:
             raise RuntimeError("request before setup")
+        if request["op"] == "load":  # functions may call one another; load errors surface on call
+            return self.execute(lambda: session.load_functions(request["functions"]))
         if request["op"] == "run":
             return self.execute(lambda: session.run_code(request["code"]))
         if request["op"] == "call":
@@ -263,15 +259,17 @@ class Worker:
 
     def setup(self, request: dict[str, Any]) -> dict[str, Any]:
         limits = confine.Limits(**request["limits"])
-        workdir = confine.seal_filesystem(Path(request["workdir"]), request["uid"], limits.disk_mb, self.isolation)
+        nameserver = network.NAMESERVER if self.isolation.web_only_network else None
+        workdir = confine.seal_filesystem(
+            Path(request["workdir"]), request["uid"], limits.disk_mb, self.isolation, nameserver
+        )
         os.chdir(workdir)
         os.environ.update(HOME=str(workdir), TMPDIR=str(workdir))
         confine.drop_privileges(request["uid"], self.isolation)
         confine.apply_limits(limits, self.isolation)  # lowering limits needs no privilege
         confine.die_with_parent()  # changing uid cleared it
         self.max_output_chars = request["max_output_chars"]
-        session = self.session = Session(limits, request["timeout_s"])
-        self.execute(lambda: session.load_functions(request["functions"]))  # load errors surface on call
+        self.session = Session(limits, request["timeout_s"])
         return {"event": "setup", "isolation": asdict(self.isolation)}
 
     def execute(self, action: Callable[[], str | None]) -> dict[str, Any]:
@@ -283,72 +281,6 @@ class Worker:
             result = action()
             value = None if result is None else truncate(result, limit)
         except BaseException as exc:
-            ok, error = False, describe_exception(exc, self.session.limits)
+            ok, error = False, truncate(describe_exception(exc, self.session.limits), min(limit, ERROR_CHARS))
             self.capture.write(format_traceback(exc))
         return {"event": "result", "ok": ok, "output": self.capture.end(), "error": error, "value": value}
-
-
-def fork_session(connection: socket.socket, settings: dict[str, Any]) -> int:
-    """Fork the session's init, as PID 1 of a new PID namespace where we may make one; returns its pid.
-
-    `settings`: the channel's `key` (hex), `network`, `memory_mb`, and `cgroup` ({"parent", "version"} or None).
-    """
-    with confine.pid_namespace_for_next_fork() as pid_namespace:
-        init = os.fork()
-        if init == 0:
-            run_init(connection, settings, pid_namespace)
-    return init
-
-
-def run_init(connection: socket.socket, settings: dict[str, Any], pid_namespace: bool) -> NoReturn:
-    """The root of the session's process tree: it joins the session's cgroup and namespaces, starts the worker,
-    reaps every orphan, and when the worker ends, says how and ends (with it, the whole PID namespace)."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the template ignores it, which would make wait() fail
-    os.setsid()  # its own process group, which the trainer kills as one where there is no PID namespace
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
-        os.dup2(null, fd)
-    os.close(null)
-    # Nothing of the trainer's or the template's may reach user code: only 0-2 and the channel stay open.
-    os.closerange(3, connection.fileno())
-    os.closerange(connection.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
-    channel = Endpoint(connection, bytes.fromhex(settings["key"]))
-    confine.die_with_parent()
-    outer_pid = int(os.readlink("/proc/self"))  # the host's /proc still: our pid as the trainer sees it
-    cgroup = settings["cgroup"]
-    if cgroup is not None:
-        path = cgroups.join_session(
-            cgroup["parent"], cgroup["version"], settings["memory_mb"], cgroups.session_name(outer_pid)
-        )
-        cgroup = {**cgroup, "path": path}
-    isolation = confine.Isolation(pid_namespace=pid_namespace)
-    confine.enter_namespaces(settings["network"], isolation)
-    confine.adopt_orphans()
-    worker = os.fork()
-    if worker == 0:
-        confine.die_with_parent()
-        Worker(channel, isolation).serve(outer_pid)
-        os._exit(0)
-    while True:
-        pid, status = os.wait()
-        if pid == worker:
-            oom = cgroup is not None and cgroups.oom_kills(cgroup["path"], cgroup["version"]) > 0
-            with contextlib.suppress(OSError):  # nobody may be listening any more
-                channel.send({"event": "exit", "status": status, "out_of_memory": oom})
-            os._exit(0)
-
-
-def main() -> None:
-    """Entry point of a spawned (not forked) session: `settings` as for fork_session, plus `channel_fd` and
-    the modules to `preload`. This process stays as init's parent until the session ends."""
-    settings = json.loads(sys.argv[1])
-    confine.die_with_parent()
-    confine.own_namespaces()
-    for module in settings["preload"]:
-        __import__(module)
-    connection = socket.socket(fileno=settings["channel_fd"])
-    os.waitpid(fork_session(connection, settings), 0)
-
-
-if __name__ == "__main__":
-    main()

@@ -88,12 +88,14 @@ class JsonlTask:
             raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
         self._check_distinct_files()
         train_pool, test_pool = self.read(c.train_path), self.read(c.test_path)
-        val = self.read(c.val_path) if c.val_path else []
+        val_file = self.read(c.val_path) if c.val_path else []
         # a task in two files would be trained on and then scored as unseen: test leakage
-        check_unique_ids([*train_pool, *test_pool, *val], "two of the train, test and val files")
-        train = split_examples(train_pool, c.train_size, 0, 0, c.seed, str(c.train_path)).train
+        check_unique_ids([*train_pool, *test_pool, *val_file], "two of the train, test and val files")
+        # without a val file, `val_size` examples come out of the training file
+        carved = split_examples(train_pool, c.train_size, 0, 0 if c.val_path else c.val_size, c.seed,
+                                str(c.train_path))
         test = split_examples(test_pool, 0, c.test_size, 0, c.seed, str(c.test_path)).test
-        return Splits(train=train, test=test, val=val)
+        return Splits(train=carved.train, test=test, val=val_file or carved.val)
 
     def _split_one_file(self, path: Path) -> Splits:
         c, examples = self.config, self.read(path)

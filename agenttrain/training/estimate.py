@@ -67,21 +67,21 @@ def _question_tokens(questions: list[str]) -> int:
     return sum(len(q) for q in questions) // max(len(questions), 1) // CHARS_PER_TOKEN
 
 
-def estimate_run(experiment: Experiment, train_questions: list[str], worst_case: bool) -> list[Estimate]:
+def estimate_run(experiment: Experiment, train_questions: list[str], worst_case: bool, val_tasks: int = 0
+                 ) -> list[Estimate]:
     agent, optimizer = experiment.agent, experiment.optimizer
     turns = agent.max_turns if worst_case else min(TYPICAL_TURNS, agent.max_turns)
-    tasks = len(train_questions) if optimizer.batch_size is None else min(optimizer.batch_size, len(train_questions))
     question_tokens = _question_tokens(train_questions)
-    plan = run_plan(optimizer, worst_case)
-    evaluations, optimizer_requests, reply_tokens = plan.train_evaluations, plan.optimizer_requests, plan.reply_tokens
+    plan = run_plan(optimizer, worst_case, len(train_questions), val_tasks)
+    optimizer_requests = plan.optimizer_requests
     functions = optimizer.max_actions * optimizer.epochs // 2  # the set grows by about half the actions
     prompt, completion = _conversation_tokens(question_tokens, functions, turns)
-    agent_requests = evaluations * tasks * turns
-    agent_prompt, agent_completion = evaluations * tasks * prompt, evaluations * tasks * completion
-    histories = SYSTEM_TOKENS + tasks * (question_tokens + turns * 2 * REPLY_TOKENS)
+    agent_requests = plan.rollouts * turns
+    agent_prompt, agent_completion = plan.rollouts * prompt, plan.rollouts * completion
+    histories = SYSTEM_TOKENS + plan.prompt_tasks * (question_tokens + turns * 2 * REPLY_TOKENS)
     per_call = optimizer.max_prompt_tokens if worst_case else min(histories, optimizer.max_prompt_tokens)
     optimizer_prompt = optimizer_requests * per_call
-    optimizer_completion = optimizer_requests * reply_tokens
+    optimizer_completion = optimizer_requests * plan.reply_tokens
     return [
         _estimate(experiment, "agent", agent.model, agent, agent_requests, agent_prompt, agent_completion),
         _estimate(experiment, "optimizer", optimizer.model, optimizer, optimizer_requests, optimizer_prompt,
@@ -99,17 +99,53 @@ def estimate_eval(experiment: Experiment, questions: list[str], evaluations: int
     return _estimate(experiment, "agent (eval)", agent.model, agent, runs * turns, runs * prompt, runs * completion)
 
 
+FEW_PROPOSALS = 3  # fewer than this and an optimizer.budget leaves the search nothing to choose from
+
+
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent."""
+    """Calls, tokens and cost a training run may spend: a typical case and a worst case, and how many proposals
+    `optimizer.budget` affords. Nothing is sent."""
     experiment = load_experiment(config_path, overrides)
-    train_split = load_task(experiment.task).splits().train
-    questions = [e.question for e in train_split]
+    splits = load_task(experiment.task).splits()
+    questions, val = [e.question for e in splits.train], len(splits.val)
+    typical = estimate_run(experiment, questions, worst_case=False, val_tasks=val)
     return {
         "train_tasks": len(questions),
+        "val_tasks": val,
         "epochs": experiment.optimizer.epochs,
-        "typical": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=False)],
-        "worst_case": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=True)],
+        "typical": [e.to_dict() for e in typical],
+        "worst_case": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=True, val_tasks=val)],
+        "budget": budget_proposals(experiment, len(questions), val, typical),
         "note": "estimates assume no cache hits; completion tokens include a reasoning model's hidden reasoning "
         "(a guess per reply at the role's reasoning_effort); an unknown cost (null in --json) means the model has "
         "no known price (set llm.prices in the config)",
     }
+
+
+def budget_proposals(experiment: Experiment, train: int, val: int, typical: list[Estimate]) -> dict[str, Any] | None:
+    """How many proposals `optimizer.budget` affords at the typical cost of one (the baseline paid first), and a
+    warning when that is fewer than FEW_PROPOSALS; None without a budget."""
+    budget, plan = experiment.optimizer.budget, run_plan(experiment.optimizer, False, train, val)
+    if not plan.candidates or all(v is None for v in (budget.rollouts, budget.tokens, budget.usd)):
+        return None
+    baseline_share = (train + val) / max(plan.rollouts, 1)  # the baseline's part of the agent's spend
+    agent = typical[0]
+    tokens = sum(e.prompt_tokens + e.completion_tokens for e in typical)
+    costs = [e.cost_usd for e in typical]
+    usd = None if None in costs else sum(c or 0.0 for c in costs)
+    baseline = {"rollouts": train + val, "tokens": (agent.prompt_tokens + agent.completion_tokens) * baseline_share,
+                "usd": (agent.cost_usd or 0.0) * baseline_share}
+    total = {"rollouts": plan.rollouts, "tokens": tokens, "usd": usd}
+    affordable = {}
+    for key in ("rollouts", "tokens", "usd"):
+        limit, spent = getattr(budget, key), total[key]
+        if limit is not None and spent is not None:
+            per_proposal = max((spent - baseline[key]) / plan.candidates, 1e-9)
+            affordable[key] = max(int((limit - baseline[key]) // per_proposal), 0)
+    if not affordable:
+        return None
+    limited_by = min(affordable, key=lambda key: affordable[key])
+    proposals = affordable[limited_by]
+    warning = (f"optimizer.budget affords only {proposals} proposals (limited by {limited_by}); a search needs "
+               f"several to choose from: raise optimizer.budget.{limited_by}") if proposals < FEW_PROPOSALS else None
+    return {"proposals": proposals, "limited_by": limited_by, "warning": warning}

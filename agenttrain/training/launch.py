@@ -87,7 +87,7 @@ async def _record_sandbox(runtime: Runtime, run: RunDir) -> None:
 
 
 async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
-    from agenttrain.training.rollouts import run_all
+    from agenttrain.gather import run_all
     from agenttrain.training.runtime import open_runtime
     from agenttrain.training.trainer import Trainer
 
@@ -122,7 +122,8 @@ def recorded_config_hash(run: RunDir) -> str:
 
 def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool = False) -> Experiment:
     """A run's config with `overrides` applied, refused if they touch anything its results depend on.
-    `extend` (resuming) also lets optimizer.epochs and optimizer.early_stop grow: the run continues."""
+    `extend` (resuming) also lets optimizer.epochs, optimizer.early_stop and optimizer.budget grow: the run
+    continues."""
     config_path = run.path / "config.yaml"
     experiment = load_experiment(config_path, overrides)
     compared = experiment
@@ -130,7 +131,7 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool
         compared = extension_of(load_experiment(config_path), experiment, run.info().epochs_done or 0)
     if compared.content_hash() != recorded_config_hash(run):
         changed = f"--set {' '.join(overrides)}" if overrides else f"{config_path} was edited and"
-        allowed = RESUMABLE_KEYS + (", optimizer.epochs and optimizer.early_stop" if extend else "")
+        allowed = RESUMABLE_KEYS + (", optimizer.epochs, optimizer.early_stop and optimizer.budget" if extend else "")
         raise ConfigError(f"{changed} changes what the run's results depend on; only {allowed} may "
                           "change for an existing run. Start a new run for anything else")
     check_api_keys(experiment, str(config_path))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agenttrain.agents.base import Agent
 from agenttrain.endpoint.outage import OutageTimer
 from agenttrain.functions import FunctionSet
+from agenttrain.gather import run_all
 from agenttrain.rundir.records import Rollout, RolloutRecord
 from agenttrain.scorers import judge_async
 from agenttrain.scorers.judging import wants_rollout
@@ -18,20 +19,7 @@ if TYPE_CHECKING:
     from agenttrain.scorers.verdict import Verdict
     from agenttrain.training.executors.base import RecordCallback, RolloutExecutor
 
-T = TypeVar("T")
 Done = dict[str, RolloutRecord]  # rollouts journaled before a crash, by example id: not run again
-
-
-async def run_all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
-    """Like gather, but the first exception cancels the rest instead of leaving them running."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def scored(example: Example, rollout: Rollout, verdict: Verdict) -> RolloutRecord:

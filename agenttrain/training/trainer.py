@@ -22,7 +22,7 @@ from agenttrain.endpoint.usage import BudgetExhausted, Usage
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet, InvalidFunction
 from agenttrain.optimizers import make_optimizer
-from agenttrain.optimizers.base import EpochOutcome, MethodParts, Proposal
+from agenttrain.optimizers.base import EpochOutcome, MethodParts, Proposal, Spent
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import Action, Best, EpochMetrics, RolloutRecord, summarise
 from agenttrain.tasks.base import Example, Splits
@@ -64,26 +64,44 @@ class Progress:
 
 @dataclass
 class Journal:
-    """What the events journal holds of an unfinished epoch: finished rollouts per phase, and proposals by key.
-    Rollouts that failed on the endpoint are left out, so a resume gives them another chance."""
+    """What the events journal holds of unfinished epochs (from the next one on: a method may run several at
+    once): finished rollouts per epoch and phase, and proposals per epoch and key. Rollouts that failed on the
+    endpoint are left out, so a resume gives them another chance."""
 
-    rollouts: dict[str, Done]
-    proposals: dict[str, Proposal]
+    rollouts: dict[tuple[int, str], Done]
+    proposals: dict[tuple[int, str], Proposal]
 
     @classmethod
-    def of(cls, run: RunDir, epoch: int) -> Journal:
+    def of(cls, run: RunDir, first_epoch: int) -> Journal:
         journal = cls({}, {})
         where = run.path / "events.jsonl"
         for event in run.events():
-            if event.get("epoch") != epoch:
+            epoch = event.get("epoch")
+            if not isinstance(epoch, int) or epoch < first_epoch:
                 continue
             if event.get("event") == "rollout" and isinstance(event.get("phase"), str):
                 record = RolloutRecord.read(event.get("record"), run.format_version, where)
                 if not record.endpoint_failed:
-                    journal.rollouts.setdefault(event["phase"], {})[record.id] = record
+                    journal.rollouts.setdefault((epoch, event["phase"]), {})[record.id] = record
             elif event.get("event") == "candidate":
-                journal.proposals[str(event.get("key", "step"))] = _proposal(event, where)
+                journal.proposals[epoch, str(event.get("key", "step"))] = _proposal(event, where)
         return journal
+
+    def forget(self, epoch: int) -> None:
+        """Drop a recorded epoch's work: its snapshot holds what it kept."""
+        for table in (self.rollouts, self.proposals):
+            for key in [k for k in table if k[0] == epoch]:
+                del table[key]
+
+
+def saved_rollouts(metrics: EpochMetrics) -> int:
+    """Rollouts a recorded epoch ran; an older run did not count them: its training tasks, at least."""
+    return metrics.rollouts if metrics.rollouts is not None else metrics.train_n
+
+
+def score(outcome: EpochOutcome) -> float:
+    """What an epoch is ranked by: validation accuracy where it ran there, else training accuracy."""
+    return summarise(outcome.val_records if outcome.val_records is not None else outcome.records).accuracy
 
 
 def _proposal(event: dict[str, Any], where: Path) -> Proposal:
@@ -106,15 +124,18 @@ class Trainer:
         self.outage = OutageTimer(runtime.experiment.llm.max_outage_s, getattr(reporter, "waiting", None))
         self.progress = Progress()
         self.journal = Journal({}, {})
+        self._rollout_counts: dict[int, int] = {}  # rollouts each unrecorded epoch ran, every phase
+        self._saved_rollouts = 0  # rollouts of the recorded epochs
         self._turns: dict[str, int] = {}  # each example's turns in its latest rollout: long ones start first
 
     async def fit(self) -> str:
         """Train until the method's epochs run out or early stop fires; returns the run's final status."""
         self.method.restore(self.run)
         self.progress = Progress.of(self.run)
+        self._saved_rollouts = sum(saved_rollouts(self.run.snapshot(e).metrics) for e in self.run.epochs())
         if self.progress.next_epoch:
             self._turns.update((r.id, r.turns) for r in self.run.snapshot(self.progress.next_epoch - 1).rollouts())
-        self.journal = Journal.of(self.run, self.progress.next_epoch)  # only an unfinished epoch has journaled work
+        self.journal = Journal.of(self.run, self.progress.next_epoch)  # only unfinished epochs have journaled work
         last_epoch = self.method.last_epoch()
         if self.reporter:
             resumed = bool(self.progress.next_epoch or self.journal.rollouts or self.journal.proposals)
@@ -125,10 +146,13 @@ class Trainer:
             while self.progress.next_epoch <= last_epoch:
                 if self.progress.stale >= self.config.early_stop:
                     return self._stop("early_stopped", f"{self.progress.stale} epochs in a row without improvement")
+                if reason := self._budget_spent():
+                    return self._stop("finished", reason)
                 started, usage_before = time.monotonic(), self.rt.meter.by_role()
-                outcome = await self.method.run_epoch(self, self.progress.next_epoch)
-                self._record(outcome, time.monotonic() - started, usage_before)
-                self.journal = Journal({}, {})
+                for outcome in await self.method.run_epochs(self, self.progress.next_epoch):
+                    self._record(outcome, time.monotonic() - started, usage_before)
+                    self.journal.forget(outcome.epoch)
+                    started, usage_before = time.monotonic(), self.rt.meter.by_role()
         except BudgetExhausted as exc:
             return self._stop("budget_exhausted", str(exc))
         except EndpointDown as exc:
@@ -145,9 +169,24 @@ class Trainer:
     def best_accuracy(self) -> float:
         return self.progress.best_accuracy
 
+    def spent(self) -> Spent:
+        total = self.rt.meter.total()
+        return Spent(self._saved_rollouts + sum(self._rollout_counts.values()), total.total_tokens, total.cost_usd)
+
+    def _budget_spent(self) -> str | None:
+        """Why `optimizer.budget` stops the run now, if it does."""
+        budget, spent = self.config.budget, self.spent()
+        for key, used, limit in (("rollouts", spent.rollouts, budget.rollouts), ("tokens", spent.tokens, budget.tokens),
+                                 ("usd", spent.usd, budget.usd)):
+            if limit is not None and used >= limit:
+                return (f"optimizer.budget.{key} spent ({used:g} of {limit:g}); to go on: agenttrain train --resume "
+                        f"RUN --set optimizer.budget.{key}=MORE")
+        return None
+
     async def rollouts(self, epoch: int, phase: str, functions: FunctionSet, examples: Sequence[Example]
                        ) -> list[RolloutRecord]:
-        done = self.journal.rollouts.get(phase, {})
+        done = self.journal.rollouts.get((epoch, phase), {})
+        self._rollout_counts[epoch] = self._rollout_counts.get(epoch, 0) + len(examples)
         if self.reporter:
             reused = [done[e.id].correct for e in examples if e.id in done]
             self.reporter.epoch_started(epoch, phase, len(examples), len(reused), sum(reused))
@@ -166,8 +205,8 @@ class Trainer:
 
     async def proposal(self, epoch: int, key: str, propose: Callable[[], Awaitable[Proposal]]) -> Proposal:
         """The method's proposal; one the endpoint failed is tried again until the outage limit."""
-        if key in self.journal.proposals:
-            return self.journal.proposals[key]
+        if (epoch, key) in self.journal.proposals:
+            return self.journal.proposals[epoch, key]
         if self.reporter:
             self.reporter.optimizer_started(epoch, self.config.max_actions)
         while True:
@@ -196,10 +235,10 @@ class Trainer:
         progress.stale = 0 if outcome.status == "baseline" or outcome.improved else progress.stale + 1
         accuracy = summarise(outcome.records).accuracy
         if outcome.best_reason:
-            progress.best_epoch, progress.best_accuracy = outcome.epoch, accuracy
+            progress.best_epoch, progress.best_accuracy = outcome.epoch, score(outcome)
             progress.best_reason = outcome.best_reason
         metrics = self._metrics(outcome, duration_s, usage_before)
-        self.run.save_snapshot(outcome.functions, metrics, outcome.records)
+        self.run.save_snapshot(outcome.functions, metrics, outcome.records, outcome.val_records)
         if outcome.best_reason:
             self._set_best()
         self.run.log("epoch", epoch=outcome.epoch, status=outcome.status, train_accuracy=accuracy)
@@ -208,12 +247,25 @@ class Trainer:
         if self.reporter:
             self.reporter.epoch_done(metrics)
 
+    def _count_rollouts(self, epoch: int) -> int:
+        ran = self._rollout_counts.pop(epoch, 0)
+        self._saved_rollouts += ran
+        return ran
+
     def _set_best(self) -> None:
         p = self.progress
-        self.run.set_best(Best(epoch=p.best_epoch, train_accuracy=p.best_accuracy, reason=p.best_reason))
+        selected_by = "val" if self.run.snapshot(p.best_epoch).metrics.val_n is not None else "train"
+        self.run.set_best(Best(epoch=p.best_epoch, train_accuracy=p.best_accuracy, selected_by=selected_by,
+                               reason=p.best_reason))
 
     def _metrics(self, outcome: EpochOutcome, duration_s: float, usage_before: dict[str, Usage]) -> EpochMetrics:
-        summary, progress, usage_after = summarise(outcome.records), self.progress, self.rt.meter.by_role()
+        summary, progress = summarise(outcome.records), self.progress
+        val = summarise(outcome.val_records) if outcome.val_records is not None else None
+        if outcome.usage is not None:
+            usage = {role: u.to_dict() for role, u in outcome.usage.items()}
+        else:
+            usage_after = self.rt.meter.by_role()
+            usage = {role: (usage_after[role] - usage_before.get(role, Usage())).to_dict() for role in usage_after}
         return EpochMetrics(
             epoch=outcome.epoch,
             status=outcome.status,
@@ -224,6 +276,11 @@ class Trainer:
             train_accuracy_strict=summary.accuracy_strict,
             train_errors=summary.errors,
             incumbent_accuracy=outcome.incumbent_accuracy,
+            val_accuracy=val.accuracy if val else None,
+            val_correct=val.correct if val else None,
+            val_n=val.n if val else None,
+            rollouts=self._count_rollouts(outcome.epoch),
+            candidate=outcome.candidate,
             function_count=len(outcome.functions),
             actions=outcome.actions,
             prompt_cuts=outcome.prompt_cuts,
@@ -233,7 +290,7 @@ class Trainer:
             best_epoch=progress.best_epoch,
             best_accuracy=progress.best_accuracy,
             best_reason=progress.best_reason or None,
-            usage={role: (usage_after[role] - usage_before.get(role, Usage())).to_dict() for role in usage_after},
+            usage=usage,
             duration_s=round(duration_s, 3),
         )
 

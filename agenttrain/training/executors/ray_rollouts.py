@@ -27,6 +27,7 @@ from agenttrain.endpoint.client import LLMClient
 from agenttrain.endpoint.usage import Usage, UsageMeter
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
+from agenttrain.gather import run_all
 from agenttrain.rundir.records import RolloutRecord
 from agenttrain.scorers import judge_async
 from agenttrain.tasks.base import AnswerFormat, Example, Task
@@ -40,7 +41,7 @@ from agenttrain.training.executors.ray_ledger import (
     remote_result,
     start_ledger,
 )
-from agenttrain.training.rollouts import run_all, solve_and_score
+from agenttrain.training.rollouts import solve_and_score
 
 ATTEMPTS = 3  # runs of one rollout whose workers all died before it is given up
 CLOSE_TIMEOUT_S = 30.0

@@ -89,7 +89,10 @@ class LibraryMethod:
         if 0 in run.epochs():
             self.best_accuracy = run.snapshot(0).metrics.train_accuracy
 
-    async def run_epoch(self, loop: Loop, epoch: int) -> EpochOutcome:
+    async def run_epochs(self, loop: Loop, epoch: int) -> list[EpochOutcome]:
+        return [await self._epoch(loop, epoch)]
+
+    async def _epoch(self, loop: Loop, epoch: int) -> EpochOutcome:
         if epoch == 0:
             outcome = await baseline(loop)
             self.best_accuracy = outcome.incumbent_accuracy
