@@ -20,13 +20,13 @@ import pytest
 import yaml
 
 from agenttrain import api
-from agenttrain.config import LocalModelConfig
+from agenttrain.config import LocalModelConfig, load_experiment
 from agenttrain.endpoint.cache import ResponseCache
 from agenttrain.endpoint.local_model import cache_identity, open_log
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir, WriteError, read_journal_lines, read_run_json
-from agenttrain.training.trust import is_trusted_url
+from agenttrain.training.trust import is_trusted_url, named_alike
 from agenttrain.viewer import start
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.files import write_problems
@@ -412,6 +412,14 @@ def test_an_endpoint_named_by_a_foreign_run_folder_is_refused_before_any_request
         assert "was not made by you on this machine" in message and "http://203.0.113.9:8000/v1" in message
         assert "$OPENAI_API_KEY" in message and "--trust-endpoint" in message and "--set llm.base_url" in message
     assert run.info().status == "finished"  # nothing was touched
+
+
+def test_a_sweep_trusts_a_run_folders_endpoints_where_its_own_config_names_the_same(story, tmp_path, monkeypatch):
+    run = foreign_run(story, tmp_path, monkeypatch, llm={"base_url": "http://203.0.113.9:8000/v1"})
+    given = load_experiment(run.path / "config.yaml")  # the sweep's config file names the same endpoint
+    assert named_alike(run, given)
+    elsewhere = given.llm.model_copy(update={"base_url": "http://198.51.100.7:8000/v1"})
+    assert not named_alike(run, given.model_copy(update={"llm": elsewhere}))
 
 
 @pytest.mark.slow

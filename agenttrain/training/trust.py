@@ -68,6 +68,15 @@ def folder_endpoints(run: RunDir, experiment: Experiment) -> list[tuple[str, str
     return found
 
 
+def named_alike(run: RunDir, experiment: Experiment) -> bool:
+    """Whether the run's config.yaml sends requests where `experiment`, from a config file the user gave (a sweep's),
+    sends them: then its endpoints are that user's choice, whoever signed the folder (a sweep on Ray resumes on any
+    node, each with its own key)."""
+    saved = load_experiment(run.path / "config.yaml")
+    same_roles = all(saved.llm_for(role).base_url == experiment.llm_for(role).base_url for role in ROLES)
+    return same_roles and saved.executor.address == experiment.executor.address
+
+
 def check_trust(run: RunDir, experiment: Experiment, trusted: bool) -> None:
     """Before `eval` or `--resume` sends anything: raise UserError for an endpoint from someone else's run folder that
     is neither on this machine nor a well-known provider, unless `trusted` (--trust-endpoint); say which endpoint a
