@@ -72,6 +72,8 @@ Overrides = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Bypass the response cache (every request is sent).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
 Offline = Annotated[bool, typer.Option("--offline", help="Skip the check that each endpoint answers.")]
+TrustEndpoint = Annotated[bool, typer.Option("--trust-endpoint", help="Send requests (and your API key) to the "
+                                             "endpoints of a run folder you did not make here.")]
 Limit = Annotated[int | None, typer.Option(min=1, metavar="INTEGER",
                                            help="Only the first N tasks of each split: a quick smoke run.")]
 RunArgument = Annotated[Path | None, typer.Argument(
@@ -111,6 +113,7 @@ def train(
                                                 "finished one with --set optimizer.epochs=N.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate calls, tokens and cost; send nothing.")] = False,
     offline: Offline = False,
+    trust_endpoint: TrustEndpoint = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
@@ -135,7 +138,8 @@ def train(
         return
     with reporter_for(err) as reporter:
         if resume is not None:
-            outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
+            outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter, offline=offline,
+                                 trust_endpoint=trust_endpoint)
         else:
             outcome = api.train(config_path, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
     info, best = outcome.run.info(), outcome.run.best_if_any()
@@ -215,6 +219,7 @@ def eval_command(
         "or --set llm.concurrency=4")] = None,
     limit: Limit = None,
     offline: Offline = False,
+    trust_endpoint: TrustEndpoint = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
@@ -227,7 +232,7 @@ def eval_command(
     """
     run_path = open_run(run, run_option).path
     options = {"use_cache": not no_cache, "task_config": task, "overrides": overrides, "limit": limit,
-               "offline": offline}
+               "offline": offline, "trust_endpoint": trust_endpoint}
     with reporter_for(err) as reporter:
         if epoch == "all":
             results = api.eval_epochs(run_path, None, split, reporter=reporter, **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from agenttrain.errors import UserError
 from agenttrain.names import DATASETS, ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, default_output_dir
 from agenttrain.registry import agents, optimizers, tasks
+from agenttrain.untrusted import MAX_DEPTH, holds_surrogate
 
 
 class ConfigError(UserError):
@@ -400,7 +402,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is set both as a value and as a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[leaf] = load_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key.strip()}: {exc}".replace("\n", " ")) from None
     return nested
 
 
@@ -441,6 +446,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden here
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise DuplicateKey(key, key_node.start_mark.line + 1)
@@ -448,9 +455,76 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# A config holds a few hundred values; a YAML alias repeats a whole subtree, so a few lines can stand for billions of
+# values ("billion laughs"), which validation and hashing would walk one by one.
+MAX_YAML_VALUES = 100_000
+
+
+class YamlRefused(yaml.YAMLError):
+    """YAML that is valid but refused: too large once expanded, too deep, self-referring, or not valid Unicode."""
+
+
 def load_yaml(text: str) -> Any:
-    """Safe YAML with duplicate keys refused."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+    """Safe YAML with duplicate keys refused, and what `YamlRefused` says refused before anything is built from it."""
+    if _bracket_depth(text) > 4 * MAX_DEPTH:  # the parser takes seconds over thousands of nested [ or {
+        raise YamlRefused(f"it is nested deeper than {MAX_DEPTH} levels")
+    loader = _UniqueKeyLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:  # the composer recurses once per level
+            raise YamlRefused(f"it is nested deeper than {MAX_DEPTH} levels") from None
+        if node is None:
+            return None
+        _check_expansion(node)
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    if holds_surrogate(data):
+        raise YamlRefused("it holds text that is not valid Unicode (a lone surrogate escape such as \\ud800)")
+    return data
+
+
+def _bracket_depth(text: str) -> int:
+    """How deeply `[` and `{` nest, counting those in strings too: an upper bound of the flow nesting, four times
+    MAX_DEPTH of which no config reaches."""
+    depth = deepest = 0
+    for bracket in re.findall(r"[][{}]", text):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the values and levels `root` stands for with every alias expanded, without expanding anything: each
+    node is counted once, from its children's counts (a depth-first walk on a stack, for any depth)."""
+    values: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the current path: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            values[id(node)] = min(1 + sum(values[id(c)] for c in children), MAX_YAML_VALUES + 1)
+            depth[id(node)] = 1 + max((depth[id(c)] for c in children), default=0)
+            if values[id(node)] > MAX_YAML_VALUES:
+                raise YamlRefused(f"its aliases expand to more than {MAX_YAML_VALUES:,} values; write them out")
+            if depth[id(node)] > MAX_DEPTH:
+                raise YamlRefused(f"it is nested deeper than {MAX_DEPTH} levels")
+        elif id(node) in open_nodes:
+            raise YamlRefused("an alias refers to itself (a value that contains itself)")
+        elif id(node) not in values:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -464,6 +538,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
     except DuplicateKey as exc:
         raise ConfigError(f"{path}:{exc.line}: key {exc.key!r} is given twice; keep one of them") from None
+    except YamlRefused as exc:
+        raise ConfigError(f"{path}: refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

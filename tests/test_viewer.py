@@ -281,7 +281,7 @@ def test_an_unexpected_file_fails_its_page_only(story):
     (story.path / "epoch-1" / "functions.json").write_text('[{"name": "multiply"}]')  # hand-edited, fields lost
     with viewer(story.path.parent) as url:
         status, body = get(f"{url}/runs/{story.path.name}/epochs/1")
-        assert status == 500 and "KeyError" in body and "details in the terminal" in body
+        assert status == 422 and "functions.json: not a function set agenttrain wrote" in body
         assert get(f"{url}/runs/{story.path.name}/epochs/0")[0] == 200
 
 

@@ -210,10 +210,11 @@ def render_markdown(history: RunHistory, images: dict[str, Path | None]) -> str:
 def write_report(run: RunDir, out_dir: Path | None = None) -> list[Path]:
     """Write report.md and its plots (default: RUN/report/); returns the paths written, report.md first."""
     history = RunHistory(run)
-    out_dir = out_dir or run.path / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    images = {r.name: r.value(history, out_dir / f"{r.name}.png") for r in plots.registrations()}
-    report = out_dir / "report.md"
+    # inside the run, never through a link someone left there: the plots are written in place
+    target = (lambda name: out_dir / name) if out_dir else (lambda name: run.writable("report", name))
+    target("").mkdir(parents=True, exist_ok=True)
+    images = {r.name: r.value(history, target(f"{r.name}.png")) for r in plots.registrations()}
+    report = target("report.md")
     write_text_atomic(report, render_markdown(history, images))
     return [report, *(path for path in images.values() if path)]
 

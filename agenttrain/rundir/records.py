@@ -85,6 +85,10 @@ class RunInfo(Record):
     epochs_done: int | None = Field(None, description="epochs saved so far (epoch 0 counts)")
     finished: str | None = Field(None, description="ISO 8601 time the run stopped, UTC")
     reason: str | None = Field(None, description="why the run stopped, and what to do next")
+    config_signature: str | None = Field(None, description="HMAC-SHA256 of config.yaml with the key of the user who "
+                                         "made the run (~/.config/agenttrain/run-signing.key): `eval` and `--resume` "
+                                         "send that user's API key to the endpoints of a config.yaml it matches "
+                                         "without asking (null: not signed)")
 
 
 class Action(BaseModel):
@@ -215,7 +219,9 @@ class Rollout(BaseModel):
     prediction: str | None = Field(description="the text the answer was extracted from")
     messages: list[dict[str, Any]] = Field(default_factory=list, description="the whole conversation, "
                                                                              "OpenAI chat format")
-    stop_reason: str = Field(description="answered, terminate, max_turns, context_length or llm_error")
+    stop_reason: str = Field(description="answered, terminate, max_turns, context_length, llm_error (the endpoint "
+                                         "failed; retried), request_refused (the endpoint refused what the "
+                                         "conversation or the functions hold) or internal_error")
     turns: int = Field(0, description="model replies in the conversation")
     function_calls: list[FunctionCallRecord] = Field(default_factory=list, description="learned functions called")
     code_runs: int = Field(0, description="code blocks the agent ran")

@@ -11,6 +11,7 @@ from agenttrain.rundir.directory import RunDir, find_runs
 from agenttrain.sweeping.plan import SweepJob
 from agenttrain.training.evaluating import eval_epochs
 from agenttrain.training.launch import recorded_config_hash, resume, train
+from agenttrain.training.trust import named_alike
 
 DONE = ("finished", "early_stopped", "budget_exhausted")  # a rerun keeps these; any other status is resumed
 EVALUATED_EPOCHS = ["0", "best"]
@@ -33,7 +34,7 @@ def train_job(job: SweepJob) -> RunDir:
     if run is None:
         return train(Path(job.config), job.overrides, use_cache=job.use_cache).run
     if run.info().status not in DONE:
-        resume(run.path, use_cache=job.use_cache)
+        resume(run.path, use_cache=job.use_cache, trust_endpoint=named_alike(run, job.experiment()))
     return run
 
 
@@ -43,7 +44,9 @@ def run_job(job: SweepJob) -> str:
     info = run.info()
     if info.status not in DONE:
         raise UserError(f"{run.path}: training ended as {info.status!r} ({info.reason})")
-    eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache)
+    trusted = named_alike(run, job.experiment())  # the endpoints of the sweep's own config
+    eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache, trust_endpoint=trusted)
     for task_config in job.transfer:
-        eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache, task_config=Path(task_config))
+        eval_epochs(run.path, EVALUATED_EPOCHS, "test", use_cache=job.use_cache, task_config=Path(task_config),
+                    trust_endpoint=trusted)
     return str(run.path)

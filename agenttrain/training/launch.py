@@ -20,9 +20,10 @@ from agenttrain.config import (
 )
 from agenttrain.endpoint.local_model import check_local
 from agenttrain.errors import Interrupted, UserError
-from agenttrain.rundir.directory import RunDir, WriteError, write_text_atomic
+from agenttrain.rundir.directory import RunDir, WriteError
 from agenttrain.tasks import load_task
 from agenttrain.training.executors import check_executor
+from agenttrain.training.trust import check_trust
 
 # Training imports openai and the agents: loaded by the functions that need them, so that `--help` starts fast.
 if TYPE_CHECKING:
@@ -141,18 +142,20 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool
 
 def resume(
     run_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None,
-    offline: bool = False,
+    offline: bool = False, trust_endpoint: bool = False,
 ) -> TrainOutcome:
     """Continue an interrupted run with the config it was started with, or extend a finished one. `overrides`
     may move the endpoint or raise the budget (RESUMABLE_KEYS), add epochs or delay the early stop
-    (EXTENSION_KEYS), never change what the results depend on."""
+    (EXTENSION_KEYS), never change what the results depend on. A run folder someone else made sends requests to
+    its endpoints only as `training.trust` allows (`trust_endpoint`: --trust-endpoint, which adopts the run)."""
     run = RunDir.open(run_path)
     experiment = run_experiment(run, overrides, extend=True)
+    check_trust(run, experiment, trust_endpoint)
     if not offline:
         check_endpoints(experiment)
     with run.lock():
-        if overrides:
-            write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
+        if overrides or trust_endpoint:
+            run.write_config(experiment)
         run.remove_leftovers()
         run.update_info(status="running", config_hash=experiment.content_hash())
         run.log("resume", overrides=overrides or [])
