@@ -13,6 +13,7 @@ from agenttrain.rundir.directory import RunDir, read_rollouts, read_run_json, wr
 from agenttrain.rundir.naming import EvalName, eval_split
 from agenttrain.rundir.records import EvalResult, RolloutRecord
 from agenttrain.stats import wilson_interval
+from agenttrain.tracking import log_evaluations
 from agenttrain.training.launch import check_endpoints, run_experiment
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ def _eval_epochs(
         name = EvalName(named, result.epoch)
         write_json_atomic(name.result(run.evals_dir), result.to_json())
         write_rollouts(name.rollouts(run.evals_dir), records)
+    log_evaluations(experiment, run, named, [result for result, _ in results])
     return [{**result.to_json(), "items": [{"id": r.id, "correct": r.correct, "extracted": r.extracted}
                                            for r in records]} for result, records in results]
 

@@ -22,6 +22,7 @@ from agenttrain.endpoint.local_model import check_local
 from agenttrain.errors import Interrupted, UserError
 from agenttrain.rundir.directory import RunDir, WriteError, write_text_atomic
 from agenttrain.tasks import load_task
+from agenttrain.tracking import check_tracking, tracked
 from agenttrain.training.executors import check_executor
 
 # Training imports openai and the agents: loaded by the functions that need them, so that `--help` starts fast.
@@ -48,6 +49,7 @@ def prepare(config_path: Path, overrides: list[str] | None = None, offline: bool
         raise ConfigError(f"{config_path}: task.train_size: the training split is empty; nothing to train on")
     check_api_keys(experiment, str(config_path))
     check_executor(experiment, str(config_path))
+    check_tracking(experiment)
     if not offline:
         check_endpoints(experiment)
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
@@ -108,7 +110,7 @@ def train(
 ) -> TrainOutcome:
     experiment = prepare(config_path, overrides, offline)
     run = RunDir.create(experiment)
-    with run.lock():
+    with run.lock(), tracked(experiment, run, reporter) as reporter:
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
 
@@ -134,6 +136,7 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool
                           "change for an existing run. Start a new run for anything else")
     check_api_keys(experiment, str(config_path))
     check_executor(experiment, str(config_path))
+    check_tracking(experiment)
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
     return experiment
 
@@ -149,7 +152,7 @@ def resume(
     experiment = run_experiment(run, overrides, extend=True)
     if not offline:
         check_endpoints(experiment)
-    with run.lock():
+    with run.lock(), tracked(experiment, run, reporter) as reporter:
         if overrides:
             write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
         run.remove_leftovers()
