@@ -162,9 +162,12 @@ def serve(path: Path, epoch: str = "best", transport: str = "stdio", host: str =
     """Serve an epoch's functions (or a folder from `export --format mcp`) as MCP tools until stopped; every call
     runs in the sandbox with the run's limits."""
     from agenttrain.serving import TRANSPORTS, load_served
+    from agenttrain.serving.access import check_binding
 
     if transport not in TRANSPORTS:
         raise UserError(f"--transport {transport!r}: choose one of {', '.join(TRANSPORTS)}")
+    if transport == "http":
+        check_binding(host, token)
     served = load_served(path, epoch)
     import_extra("mcp", "mcp", "agenttrain serve")
     from agenttrain.serving.server import serve as run_server

@@ -14,7 +14,8 @@ import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
-from agenttrain.serving.access import BearerToken, check_binding
+from agenttrain.errors import UserError
+from agenttrain.serving.access import BearerToken
 from agenttrain.serving.source import Served
 from agenttrain.serving.tools import FunctionTools
 
@@ -42,8 +43,11 @@ async def serve_stdio(served: Served) -> None:
 async def serve_http(served: Served, host: str, port: int, token: str | None,
                      on_ready: Callable[[str], None]) -> None:
     """Serve until cancelled; `on_ready` gets the URL once the port is bound (port 0 picks a free one)."""
-    check_binding(host, token)
-    listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); pick another "
+                        "port, or 0 for a free one") from None
     async with FunctionTools.open(served) as tools:
         app: Any = mcp_server(served, tools).streamable_http_app(streamable_http_path=HTTP_PATH, host=host)
         if token:

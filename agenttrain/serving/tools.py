@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import mcp_types as types
 
 from agenttrain.functions import FunctionSet
-from agenttrain.sandbox import CodeSandbox, Sandbox, SandboxError
+from agenttrain.sandbox import STATE_LOST, CodeSandbox, ExecResult, Sandbox, SandboxError
 from agenttrain.serving.source import Served
 
 
@@ -51,8 +52,12 @@ class FunctionTools:
             return error_result(f"there is no tool named {name!r}; the tools are: {', '.join(self.functions.names)}")
         async with self.sandbox.session(self.functions) as session:
             result = await session.call_function(name, arguments or {})
-        content = [types.TextContent(text=result.as_observation())]
-        return types.CallToolResult(content=content, is_error=not result.ok)
+        return types.CallToolResult(content=[types.TextContent(text=tool_text(result))], is_error=not result.ok)
+
+
+def tool_text(result: ExecResult) -> str:
+    """The text the agent saw in training, less the note that its session restarted: each call here has its own."""
+    return (replace(result, output="") if result.output == STATE_LOST else result).as_observation()
 
 
 def error_result(message: str) -> types.CallToolResult:
