@@ -558,10 +558,13 @@ def functions_command(run: RunArgument = None, run_option: RunOption = None, epo
     if not reports:
         out.print(f"epoch {number} has no functions: the agent works unaided")
         return
-    table = Table(title=f"{run_path.name}  epoch {number}")
-    for column in ("function", "calls", "failed", "tasks", "right", "appeared", "revised in", "fixed", "broken"):
-        table.add_column(column, justify="left" if column in ("function", "revised in", "fixed", "broken")
-                         else "right", overflow="fold")
+    table = Table(title=f"{run_path.name}  epoch {number}", caption="tasks: where it was called, right: of those, "
+                  "added and revised: in epoch, fixed and broken: against the set the epoch was judged against")
+    table.add_column("function", no_wrap=True)
+    for column in ("calls", "failed", "tasks", "right", "added"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("revised", "fixed", "broken"):
+        table.add_column(column, overflow="fold")
     for r in reports:
         e = r.effect
         table.add_row(e.name, str(e.calls), str(e.failed_calls), str(len(e.tasks)), str(e.right), str(r.appeared),
