@@ -7,6 +7,7 @@ run allowed it), and nothing one client's call leaves behind is seen by the next
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -18,6 +19,9 @@ from agenttrain.functions import FunctionSet
 from agenttrain.sandbox import STATE_LOST, CodeSandbox, ExecResult, Sandbox, SandboxError
 from agenttrain.serving.source import Served
 
+# Calls run at once; more wait their turn, so that clients cannot make the server start sessions without bound.
+MAX_CONCURRENT_CALLS = 4
+
 
 class FunctionTools:
     """What the MCP server asks of the functions: the tool list and a call's result."""
@@ -25,6 +29,7 @@ class FunctionTools:
     def __init__(self, functions: FunctionSet, sandbox: CodeSandbox) -> None:
         self.functions = functions
         self.sandbox = sandbox
+        self.slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
 
     @classmethod
     @asynccontextmanager
@@ -50,7 +55,7 @@ class FunctionTools:
         raised or hit a limit, so that the client's model sees why."""
         if name not in self.functions:
             return error_result(f"there is no tool named {name!r}; the tools are: {', '.join(self.functions.names)}")
-        async with self.sandbox.session(self.functions) as session:
+        async with self.slots, self.sandbox.session(self.functions) as session:
             result = await session.call_function(name, arguments or {})
         return types.CallToolResult(content=[types.TextContent(text=tool_text(result))], is_error=not result.ok)
 

@@ -60,10 +60,10 @@ def _actions(snap: Snapshot) -> Markup:
 def _effects(run: RunDir, snap: Snapshot) -> Markup:
     """What each function did in this epoch's rollouts (`agenttrain functions`), tasks linked to transcripts."""
     def tasks(names: list[str]) -> Markup:
-        return joined([link(task_url(epoch_url(run, snap.epoch), t), t) for t in names], ", ") if names else "–"
+        return render(joined([link(task_url(epoch_url(run, snap.epoch), t), t) for t in names], ", ") or "–")
 
     def epochs(numbers: list[int]) -> Markup:
-        return joined([link(epoch_url(run, n), str(n)) for n in numbers], ", ") if numbers else "–"
+        return render(joined([link(epoch_url(run, n), str(n)) for n in numbers], ", ") or "–")
 
     rows = [[el("code", r.effect.name), r.effect.calls, r.effect.failed_calls, tasks(r.effect.tasks), r.effect.right,
              epochs([r.appeared]), epochs([v.epoch for v in r.revisions[1:]]), tasks(r.effect.fixed),
