@@ -21,6 +21,7 @@ from agenttrain.names import (
     ENV_MODEL,
     ENV_OPTIMIZER_MODEL,
     ENV_OUTPUT_DIR,
+    FOLDER_FORMATS,
     default_output_dir,
 )
 
@@ -505,7 +506,7 @@ def export_command(
     Example: agenttrain export runs/math-algebra-20260101-120000 --epoch best --format python --out functions.py
     An MCP server: agenttrain export runs/math-algebra-20260101-120000 --format mcp --out math-tools/
     """
-    if fmt in ("mcp", "package"):
+    if fmt in FOLDER_FORMATS:
         _export_folder(open_run(run, run_option).path, epoch, fmt, out_path, as_json)
         return
     if as_json and out_path is None:
@@ -531,14 +532,14 @@ def _export_folder(run_path: Path, epoch: str, fmt: str, out_path: Path | None, 
                     "functions": folder.snapshot.functions.names, "cases": folder.cases, "notes": folder.notes})
         return
     count = progress.plural(len(folder.snapshot.functions), "function")
-    out.print(f"wrote {folder.path}: {count} of epoch {folder.snapshot.epoch} as {folder.dist}", highlight=False)
+    lines = [f"wrote {folder.path}: {count} of epoch {folder.snapshot.epoch} as {folder.dist}"]
     if folder.cases is not None:
-        out.print(f"{progress.plural(folder.cases, 'regression case')}; {' '.join(folder.notes)}".rstrip("; "),
-                  highlight=False)
-        out.print(f"next: cd {folder.path} && pip install '.[test]' && pytest", highlight=False)
+        lines += [" ".join([f"{progress.plural(folder.cases, 'regression case')}.", *folder.notes]),
+                  f"next: cd {folder.path} && pip install '.[test]' && pytest"]
     else:
-        out.print(f"next: pip install {folder.path}, then start {folder.script} (see {folder.path / 'README.md'})",
-                  highlight=False)
+        lines.append(f"next: pip install {folder.path}, then start {folder.script} (see {folder.path / 'README.md'})")
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("functions")

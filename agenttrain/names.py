@@ -15,6 +15,7 @@ ENV_MLFLOW_URI = "AGENTTRAIN_MLFLOW_URI"  # tracking.mlflow.tracking_uri; settin
 ENV_MCP_TOKEN = "AGENTTRAIN_MCP_TOKEN"  # the bearer token `serve --transport http` requires of clients
 
 DATASETS = ("math", "tabmwp", "gaia")
+FOLDER_FORMATS = ("mcp", "package")  # `export --format` values that write a folder rather than one file
 
 
 def default_output_dir() -> Path:

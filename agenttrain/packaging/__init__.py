@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from agenttrain.errors import UserError
+from agenttrain.names import FOLDER_FORMATS
 from agenttrain.packaging.folders import ExportedFolder
 from agenttrain.packaging.mcp_folder import write_mcp_folder
 from agenttrain.packaging.python_package import write_package
 from agenttrain.rundir.directory import RunDir, Snapshot
-
-FOLDER_FORMATS = ("mcp", "package")
 
 __all__ = ["FOLDER_FORMATS", "ExportedFolder", "export_folder"]
 

@@ -45,7 +45,7 @@ def _load_exported(folder: Path) -> Served:
         functions = FunctionSet.from_json(json.loads((folder / FUNCTIONS_FILE).read_text(encoding="utf-8")))
         settings = json.loads((folder / SANDBOX_FILE).read_text(encoding="utf-8"))
         sandbox = SandboxConfig.model_validate(settings.get("sandbox", settings))
-        name = str(settings.get("name", folder.name))
+        name, origin = str(settings.get("name", folder.name)), str(settings.get("origin", folder))
     except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
         raise UserError(f"{folder}: not a folder written by `agenttrain export --format mcp` ({exc})") from None
-    return Served(name, functions, sandbox, str(folder))
+    return Served(name, functions, sandbox, origin)
