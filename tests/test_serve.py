@@ -65,6 +65,7 @@ class Seen:
     tools: dict[str, Any]
     results: dict[str, Any]
     after_timeout: Any  # multiply, called again once `slow` was stopped
+    refused: list[int] | None = None  # http: the statuses of a request without the token and with a wrong one
 
 
 async def drive(client: Client) -> Seen:
@@ -107,7 +108,11 @@ def over_http(run: RunDir) -> Seen:
             return await drive(client)
 
     with http_server(run.path) as url:
-        return asyncio.run(scenario(url))
+        refused = [httpx2.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).status_code,
+                   httpx2.post(url, json={}, headers={"Authorization": "Bearer not-the-token"}).status_code]
+        seen = asyncio.run(scenario(url))
+    seen.refused = refused
+    return seen
 
 
 @pytest.fixture(scope="module")
@@ -166,13 +171,10 @@ def test_hostile_code_cannot_reach_the_network(seen: Seen, listener: socket.sock
         listener.accept()  # nobody connected
 
 
-def test_http_without_the_token_is_refused_before_any_tool_runs(tmp_path: Path) -> None:
-    run = RunDir.create(experiment(tmp_path))
-    save_epoch(run, 0, [MULTIPLY], "baseline", [rollout("t1", True)], 1.0)
-    with http_server(run.path) as url:
-        refused = httpx2.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-        wrong = httpx2.post(url, json={}, headers={"Authorization": "Bearer not-the-token"})
-    assert (refused.status_code, wrong.status_code) == (401, 401)
+def test_over_http_a_request_without_the_token_is_refused(seen: Seen) -> None:
+    if seen.refused is None:
+        pytest.skip("stdio has no token: the client starts the server itself")
+    assert seen.refused == [401, 401]
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

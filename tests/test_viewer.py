@@ -189,7 +189,7 @@ def test_epoch_page_says_what_each_function_did_and_links_its_tasks(story):
         html = page(f"{url}/runs/{story.path.name}/epochs/3")
     shown = text_of(html)
     assert "What each function did" in shown
-    assert "multiply 3 0 t1, t2 2 1 – – –" in shown and "divide 2 0 t3, t4 1 3 – t3 –" in shown
+    assert "multiply 2 0 t1, t2 2 1 – – –" in shown and "divide 2 0 t3, t4 1 3 – t3 –" in shown
     assert f'href="/runs/{story.path.name}/epochs/3/tasks/t4"' in html
 
 
