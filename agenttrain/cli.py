@@ -14,7 +14,16 @@ from rich.table import Table
 
 from agenttrain.errors import UserError
 from agenttrain.lazy import lazy_import
-from agenttrain.names import DATASETS, ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
+from agenttrain.names import (
+    DATASETS,
+    ENV_BASE_URL,
+    ENV_MCP_TOKEN,
+    ENV_MODEL,
+    ENV_OPTIMIZER_MODEL,
+    ENV_OUTPUT_DIR,
+    FOLDER_FORMATS,
+    default_output_dir,
+)
 
 # Loaded on first use: `--help` needs none of them. The api pulls in openai, sympy and numpy; the others, the
 # pydantic models of configs and run records.
@@ -492,17 +501,23 @@ def export_command(
     run_option: RunOption = None,
     epoch: Epoch = "best",
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT",
-                                     help="python (an importable module), openai-tools (the `tools` list) or json "
-                                     "(functions.json)")] = "python",
-    out_path: Annotated[Path | None, typer.Option("--out", metavar="FILE",
-                                                  help="File to write; default: print to stdout")] = None,
+                                     help="python (an importable module), openai-tools (the `tools` list), json "
+                                     "(functions.json), or a folder pip installs: mcp (an MCP server) or package "
+                                     "(a package with regression tests from training)")] = "python",
+    out_path: Annotated[Path | None, typer.Option("--out", metavar="FILE|DIR",
+                                                  help="File to write (a new folder for mcp and package); "
+                                                  "default: print to stdout")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Export an epoch's learned functions for use outside agenttrain.
 
     \b
     Example: agenttrain export runs/math-algebra-20260101-120000 --epoch best --format python --out functions.py
+    An MCP server: agenttrain export runs/math-algebra-20260101-120000 --format mcp --out math-tools/
     """
+    if fmt in FOLDER_FORMATS:
+        _export_folder(open_run(run, run_option).path, epoch, fmt, out_path, as_json)
+        return
     if as_json and out_path is None:
         raise UserError("--json describes the file written with --out; without --out the export itself is printed")
     snapshot, text = api.export(open_run(run, run_option).path, epoch, fmt, out_path)
@@ -514,6 +529,86 @@ def export_command(
                     "functions": snapshot.functions.names})
         return
     out.print(f"wrote {progress.plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
+
+
+def _export_folder(run_path: Path, epoch: str, fmt: str, out_path: Path | None, as_json: bool) -> None:
+    if out_path is None:
+        raise UserError(f"--format {fmt} writes a folder: give it with --out DIR")
+    folder = api.export_folder(run_path, out_path, epoch, fmt)
+    if as_json:
+        print_json({"path": str(folder.path), "run": str(folder.snapshot.path.parent), "epoch": folder.snapshot.epoch,
+                    "format": fmt, "distribution": folder.dist, "module": folder.module, "script": folder.script,
+                    "functions": folder.snapshot.functions.names, "cases": folder.cases, "notes": folder.notes})
+        return
+    count = progress.plural(len(folder.snapshot.functions), "function")
+    lines = [f"wrote {folder.path}: {count} of epoch {folder.snapshot.epoch} as {folder.dist}"]
+    if folder.cases is not None:
+        lines += [" ".join([f"{progress.plural(folder.cases, 'regression case')}.", *folder.notes]),
+                  f"next: cd {folder.path} && pip install '.[test]' && pytest"]
+    else:
+        lines.append(f"next: pip install {folder.path}, then start {folder.script} (see {folder.path / 'README.md'})")
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("functions")
+def functions_command(run: RunArgument = None, run_option: RunOption = None, epoch: Epoch = "best",
+                      as_json: AsJson = False) -> None:
+    """Per function of an epoch: calls, tasks where it was called and how they ended, the epoch it appeared, its
+    revisions, and the tasks it fixed or broke against the set the epoch was judged against.
+
+    \b
+    Example: agenttrain functions runs/math-algebra-20260101-120000 --epoch best
+    """
+    run_path = open_run(run, run_option).path
+    number, reports = api.describe_functions(run_path, epoch)
+    if as_json:
+        print_json({"run": str(run_path), "epoch": number, "functions": [r.to_json() for r in reports]})
+        return
+    if not reports:
+        out.print(f"epoch {number} has no functions: the agent works unaided")
+        return
+    table = Table(title=f"{run_path.name}  epoch {number}", caption="tasks: where it was called, right: of those, "
+                  "added and revised: in epoch, fixed and broken: against the set the epoch was judged against")
+    table.add_column("function", no_wrap=True)
+    for column in ("calls", "failed", "tasks", "right", "added"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("revised", "fixed", "broken"):
+        table.add_column(column, overflow="fold")
+    for r in reports:
+        e = r.effect
+        table.add_row(e.name, str(e.calls), str(e.failed_calls), str(len(e.tasks)), str(e.right), str(r.appeared),
+                      ", ".join(str(v.epoch) for v in r.revisions[1:]) or "–", ", ".join(e.fixed) or "–",
+                      ", ".join(e.broken) or "–")
+    out.print(table)
+
+
+@app.command("serve")
+def serve_command(
+    path: Annotated[Path | None, typer.Argument(metavar="RUN", show_default=False, help="A run, or a folder from "
+                                                "export --format mcp; default: the newest run")] = None,
+    epoch: Epoch = "best",
+    transport: Annotated[str, typer.Option(metavar="TRANSPORT", help="stdio (the client starts this command) or "
+                                           "http (streamable HTTP at /mcp)")] = "stdio",
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="http: the address to listen on; anything but "
+                                      "loopback needs a token")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="INTEGER", help="http: the port; 0 picks a free one")] = 8000,
+    token: Annotated[str | None, typer.Option(metavar="TEXT", envvar=ENV_MCP_TOKEN, show_envvar=False,
+                                              help=f"http: the bearer token clients must send (or ${ENV_MCP_TOKEN}, "
+                                              "which keeps it out of the process list)")] = None,
+) -> None:
+    """Serve an epoch's functions as MCP tools; each call runs in the sandbox with the run's limits.
+
+    \b
+    Example: agenttrain serve runs/math-algebra-20260101-120000 --epoch best
+    Over HTTP: agenttrain serve runs/math-algebra-20260101-120000 --transport http --port 8000
+    """
+    source = path or open_run(None, None).path
+
+    def ready(url: str) -> None:
+        err.print(f"agenttrain serve: {url} (Ctrl-C to stop)", highlight=False)
+
+    api.serve(source, epoch, transport, host, port, token, ready)
 
 
 @app.command("runs")

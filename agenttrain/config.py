@@ -294,6 +294,20 @@ class ExecutorConfig(Strict):
     rollouts_per_worker: int = Field(1, ge=1)  # rollouts one worker process runs at once, sharing its sandbox pool
 
 
+class MlflowConfig(Strict):
+    """Log the run to MLflow (the `agenttrain[mlflow]` extra): config as parameters, epochs as step metrics, each
+    epoch's functions and the report as artifacts, evaluations as metrics."""
+
+    tracking_uri: str | None = None  # else $AGENTTRAIN_MLFLOW_URI, else MLflow's own ($MLFLOW_TRACKING_URI)
+    experiment: str | None = None  # the MLflow experiment; default: the config's `name`
+
+
+class TrackingConfig(Strict):
+    """Where runs are also logged; tracking never changes results, and its failures only warn."""
+
+    mlflow: MlflowConfig | None = None  # `mlflow: {}` logs with the defaults; $AGENTTRAIN_MLFLOW_URI turns it on too
+
+
 class BudgetConfig(Strict):
     max_usd: float | None = Field(None, gt=0, le=1_000_000)
     max_tokens: int | None = Field(None, gt=0, le=10**12)
@@ -308,6 +322,7 @@ class Experiment(Strict):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     output_dir: Path = Field(default_factory=default_output_dir)
 
     @field_validator("task", mode="before")
@@ -353,10 +368,10 @@ class Experiment(Strict):
 
     def content_hash(self) -> str:
         """Hash of what decides results. Where the endpoint is, how to reach it, prices, budgets, where rollouts
-        run and the output folder do not: a resumed run may change those (`RESUMABLE_KEYS`). Keys left at their
-        defaults are left out, so a key added in a later version (with a default that keeps today's behaviour)
+        run, tracking and the output folder do not: a resumed run may change those (`RESUMABLE_KEYS`). Keys left at
+        their defaults are left out, so a key added in a later version (with a default that keeps today's behaviour)
         keeps recorded runs resumable."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm", "executor"},
+        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm", "executor", "tracking"},
                                exclude_defaults=True)
         data["task"]["name"] = self.task.name  # the task's name has a default in some task classes
         for role in ("agent", "optimizer"):
@@ -373,7 +388,7 @@ class Experiment(Strict):
 # `mode`, and the paper's method as the default) keep their hashes and stay resumable whatever the default is.
 HASHED_METHOD: dict[str, dict[str, str]] = {"progressive": {}, "all_at_once": {"mode": "all_at_once"}}
 
-RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.*, executor.* and output_dir"
+RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.*, executor.*, tracking.* and output_dir"
 # A run can be extended: more epochs or a later early stop continue it where it ended (`extension_of`).
 EXTENSION_KEYS = ("epochs", "early_stop", "budget")
 

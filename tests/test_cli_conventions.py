@@ -49,7 +49,8 @@ def test_version_and_short_help():
 
 
 def test_help_shows_value_hints_not_python_types():
-    for command in ("train", "eval", "diff", "show", "score", "export", "report", "validate", "sweep", "view"):
+    for command in ("train", "eval", "diff", "show", "score", "export", "functions", "serve", "report", "validate",
+                    "sweep", "view"):
         text = runner.invoke(app, [command, "--help"]).stdout
         options = text.split("Options:", 1)[1]
         for python_type in ("<bool>", "<list[str]>", "{run}", "<int>", "<str>", "<path>"):

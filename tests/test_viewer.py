@@ -179,8 +179,18 @@ def test_epoch_page_lists_functions_actions_and_filters_rollouts(story):
     assert "revise_function multiply applied 1 simplify" in everything
     assert "remove_function multiply rejected" in everything
     # epoch 1 had t1 and t2 right; the rolled-back set kept t1 and broke t2
+    flipped, wrong = (html.split("<h2>Rollouts</h2>")[1] for html in (flipped, wrong))
     assert re.findall(r'tasks/(t\d)"', flipped) == ["t2"] and "broken" in text_of(flipped)
     assert re.findall(r'tasks/(t\d)"', wrong) == ["t2", "t3", "t4"]
+
+
+def test_epoch_page_says_what_each_function_did_and_links_its_tasks(story):
+    with viewer(story.path.parent) as url:
+        html = page(f"{url}/runs/{story.path.name}/epochs/3")
+    shown = text_of(html)
+    assert "What each function did" in shown
+    assert "multiply 2 0 t1, t2 2 1 – – –" in shown and "divide 2 0 t3, t4 1 3 – t3 –" in shown
+    assert f'href="/runs/{story.path.name}/epochs/3/tasks/t4"' in html
 
 
 def test_rollout_page_shows_answer_gold_and_calls_and_links_other_epochs(story):

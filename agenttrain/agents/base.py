@@ -105,15 +105,18 @@ def scrubbed(result: ExecResult) -> ExecResult:
 async def call_function(rollout: Rollout, session: CodeSession, name: str, arguments: dict[str, Any]) -> str:
     """Run a learned function in the task's session, record the call, and return what the model sees."""
     result = await session.call_function(name, arguments)
-    rollout.function_calls.append(FunctionCallRecord(name=name, ok=result.ok, error=result.error))
-    return result.as_observation()
+    observation = result.as_observation()
+    rollout.function_calls.append(FunctionCallRecord(name=name, ok=result.ok, error=result.error,
+                                                     arguments=arguments, result=observation))
+    return observation
 
 
 def reject_call(rollout: Rollout, name: str, problem: str) -> str:
     """Record a function call that could not be made (unknown name, unreadable arguments); returns the
     error the model sees."""
-    rollout.function_calls.append(FunctionCallRecord(name=name, ok=False, error=problem))
-    return f"Error: {problem}"
+    observation = f"Error: {problem}"
+    rollout.function_calls.append(FunctionCallRecord(name=name, ok=False, error=problem, result=observation))
+    return observation
 
 
 async def run_code(rollout: Rollout, session: CodeSession, code: str) -> str:

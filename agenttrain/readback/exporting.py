@@ -7,6 +7,7 @@ import json
 
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
+from agenttrain.names import FOLDER_FORMATS
 from agenttrain.rundir.directory import Snapshot
 from agenttrain.untrusted import parse_python
 
@@ -123,4 +124,4 @@ def export_snapshot(snapshot: Snapshot, fmt: str) -> str:
         return json.dumps(snapshot.functions.to_openai_tools(), indent=2, ensure_ascii=False) + "\n"
     if fmt == "json":
         return json.dumps(snapshot.functions.to_json(), indent=2, ensure_ascii=False) + "\n"
-    raise UserError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    raise UserError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS + FOLDER_FORMATS)}")

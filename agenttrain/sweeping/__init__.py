@@ -21,6 +21,7 @@ from agenttrain.sweeping.plan import SweepJob, plan_sweep
 from agenttrain.sweeping.results import ResultRow, job_rows, write_results
 from agenttrain.sweeping.runners import JobOutcome, JobRunner, LocalJobs
 from agenttrain.tasks import load_task
+from agenttrain.tracking import sweep_parent
 from agenttrain.training.estimate import dry_run, estimate_eval
 
 __all__ = ["JOB_RUNNERS", "SweepOutcome", "dry_run_sweep", "plan_sweep", "run_sweep"]
@@ -71,7 +72,8 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "sweep.json", {"jobs": [job.to_dict() for job in jobs]})
     pending = [job for job in jobs if not _complete(job)]
-    outcomes = backend.run(pending, parallel, out / "logs", on_done or (lambda outcome: None))
+    with sweep_parent(jobs[0].experiment() if jobs else None, out.name):  # jobs log to MLflow as its children
+        outcomes = backend.run(pending, parallel, out / "logs", on_done or (lambda outcome: None))
     errors = {o.job.id: o.error for o in outcomes if not o.ok}
     rows = [row for job in jobs for row in job_rows(job, errors.get(job.id))]
     return SweepOutcome(rows, write_results(rows, out), [job.id for job in pending],

@@ -13,6 +13,7 @@ from agenttrain.rundir.directory import RunDir, read_rollouts, read_run_json, wr
 from agenttrain.rundir.naming import EvalName, eval_split
 from agenttrain.rundir.records import EvalResult, RolloutRecord
 from agenttrain.stats import wilson_interval
+from agenttrain.tracking import log_evaluations
 from agenttrain.training.launch import check_endpoints, run_experiment
 from agenttrain.training.trust import check_trust
 
@@ -159,6 +160,7 @@ def _eval_epochs(
         name = EvalName(named, result.epoch)
         write_json_atomic(name.result(evals), result.to_json())
         write_rollouts(name.rollouts(evals), records)
+    log_evaluations(experiment, run, named, [result for result, _ in results])
     return [{**result.to_json(), "items": [{"id": r.id, "correct": r.correct, "extracted": r.extracted}
                                            for r in records]} for result, records in results]
 

@@ -22,6 +22,7 @@ from agenttrain.endpoint.local_model import check_local
 from agenttrain.errors import Interrupted, UserError
 from agenttrain.rundir.directory import RunDir, WriteError
 from agenttrain.tasks import load_task
+from agenttrain.tracking import check_tracking, tracked
 from agenttrain.training.executors import check_executor
 from agenttrain.training.trust import check_trust
 
@@ -49,6 +50,7 @@ def prepare(config_path: Path, overrides: list[str] | None = None, offline: bool
         raise ConfigError(f"{config_path}: task.train_size: the training split is empty; nothing to train on")
     check_api_keys(experiment, str(config_path))
     check_executor(experiment, str(config_path))
+    check_tracking(experiment)
     if not offline:
         check_endpoints(experiment)
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
@@ -109,7 +111,7 @@ def train(
 ) -> TrainOutcome:
     experiment = prepare(config_path, overrides, offline)
     run = RunDir.create(experiment)
-    with run.lock():
+    with run.lock(), tracked(experiment, run, reporter) as reporter:
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
 
@@ -136,6 +138,7 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool
                           "change for an existing run. Start a new run for anything else")
     check_api_keys(experiment, str(config_path))
     check_executor(experiment, str(config_path))
+    check_tracking(experiment)
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
     return experiment
 
@@ -153,7 +156,7 @@ def resume(
     check_trust(run, experiment, trust_endpoint)
     if not offline:
         check_endpoints(experiment)
-    with run.lock():
+    with run.lock(), tracked(experiment, run, reporter) as reporter:
         if overrides or trust_endpoint:
             run.write_config(experiment)
         run.remove_leftovers()

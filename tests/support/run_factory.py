@@ -6,6 +6,8 @@
     epoch 1  accepted     + multiply                        t1 t2 right              50%
     epoch 2  rolled back  ~ multiply (broken), + square     t1 right                 25%
     epoch 3  accepted     + divide                          t1 t2 t3 right           75%   (best)
+                          (its calls carry arguments and results: multiply(6, 7), multiply(2.5, 4), divide(1, 3);
+                           divide(1, 0) on t4, which ended wrong)
     epoch 4  unchanged    TERMINATE                         (epoch 3's rollouts)     75%
     t4 is wrong in every epoch; test evaluations exist for epochs 0 and 3.
 """
@@ -65,12 +67,19 @@ def usage(agent_tokens: int, optimizer_tokens: int = 0) -> dict[str, dict[str, A
     return {"agent": role(agent_tokens), "optimizer": role(optimizer_tokens)}
 
 
-def rollout(task: str, correct: bool, calls: Iterable[tuple[str, bool]] = ()) -> RolloutRecord:
+def call(name: str, arguments: dict[str, Any], result: str) -> FunctionCallRecord:
+    """An ok call as agents record it now: with its arguments and the text the agent saw."""
+    return FunctionCallRecord(name=name, ok=True, arguments=arguments, result=result)
+
+
+def rollout(task: str, correct: bool, calls: Iterable[tuple[str, bool] | FunctionCallRecord] = ()) -> RolloutRecord:
+    """`calls`: (name, ok) as older runs recorded them (no arguments or results), or whole records."""
     return RolloutRecord(
         id=task, question=f"Question of {task}?", gold=f"gold-{task}",
         prediction=f"\\boxed{{answer-{task}}}", extracted=f"answer-{task}", correct=correct,
         strict=correct, stop_reason="answered", turns=2,
-        function_calls=[FunctionCallRecord(name=n, ok=ok, error=None if ok else "NameError") for n, ok in calls],
+        function_calls=[c if isinstance(c, FunctionCallRecord) else
+                        FunctionCallRecord(name=c[0], ok=c[1], error=None if c[1] else "NameError") for c in calls],
     )
 
 
@@ -131,8 +140,10 @@ def story_run(tmp_path: Path, name: str = "story", evaluated: bool = True) -> Ru
     ], 0.5, [action("revise_function", "multiply", "simplify"), action("add_function", "square"),
              action("remove_function", "multiply", status="rejected")], usage(3000, 1500), best_epoch=1)
     best_records = [
-        rollout("t1", True, [("multiply", True)]), rollout("t2", True, [("multiply", True)]),
-        rollout("t3", True, [("divide", True)]), rollout("t4", False, [("divide", False)]),
+        rollout("t1", True, [call("multiply", {"a": 6, "b": 7}, "42")]),
+        rollout("t2", True, [call("multiply", {"a": 2.5, "b": 4}, "10.0")]),
+        rollout("t3", True, [call("divide", {"a": 1, "b": 3}, "1/3")]),
+        rollout("t4", False, [call("divide", {"a": 1, "b": 0}, "division by zero")]),
     ]
     save_epoch(run, 3, [MULTIPLY, DIVIDE], "accepted", best_records, 0.75,
                [action("add_function", "divide", "t3 divides | and fails without it")], usage(3000, 1000))
