@@ -414,6 +414,13 @@ def test_an_endpoint_named_by_a_foreign_run_folder_is_refused_before_any_request
     assert run.info().status == "finished"  # nothing was touched
 
 
+def test_an_mlflow_server_named_by_a_foreign_run_folder_needs_the_flag(story, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    run = foreign_run(story, tmp_path, monkeypatch, tracking={"mlflow": {"tracking_uri": "https://198.51.100.7"}})
+    with pytest.raises(UserError, match=r"MLflow logging .* to https://198\.51\.100\.7.*--trust-endpoint"):
+        api.eval_run(run.path, offline=True)
+
+
 def test_a_sweep_trusts_a_run_folders_endpoints_where_its_own_config_names_the_same(story, tmp_path, monkeypatch):
     run = foreign_run(story, tmp_path, monkeypatch, llm={"base_url": "http://203.0.113.9:8000/v1"})
     given = load_experiment(run.path / "config.yaml")  # the sweep's config file names the same endpoint

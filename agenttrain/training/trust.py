@@ -6,8 +6,10 @@ The rule. Endpoints are checked only when they come from the run folder: a role'
 choice. A run you made (or adopted) on this machine is trusted whole: its config.yaml carries your signature
 (rundir.ownership), so resuming your own run against your own vLLM server asks nothing. Otherwise an endpoint on this
 machine (loopback) or at a well-known provider over HTTPS is used, with one line saying which; any other endpoint,
-and a remote Ray cluster (`executor.address`, which receives the key for its workers), needs --trust-endpoint or
---set llm.base_url=URL. A resume with either adopts the run: its config.yaml is then signed as yours.
+a remote Ray cluster (`executor.address`, which receives the key for its workers) and a remote MLflow server
+(`tracking.mlflow.tracking_uri`, which receives your MLflow credentials and the run's results) need --trust-endpoint
+or --set (llm.base_url=URL, tracking.mlflow.tracking_uri=URL). A resume with either adopts the run: its
+config.yaml is then signed as yours.
 """
 
 from __future__ import annotations
@@ -52,29 +54,33 @@ def is_trusted_url(url: str) -> bool:
     return is_local(parts.hostname) or (parts.scheme == "https" and parts.hostname in WELL_KNOWN_HOSTS)
 
 
-def folder_endpoints(run: RunDir, experiment: Experiment) -> list[tuple[str, str]]:
-    """(what, where) for each place `experiment` sends requests to that it took from the run's config.yaml as it is
-    on disk: role endpoints and a remote Ray cluster."""
-    saved = load_experiment(run.path / "config.yaml")
-    found = []
+def _destinations(experiment: Experiment) -> list[tuple[str, str | None]]:
+    """(what, where) for each place `experiment` sends requests to; where is None for a place it does not use."""
+    found: list[tuple[str, str | None]] = []
     for role in ROLES:
         settings = experiment.llm_for(role)
-        url, key = settings.base_url, settings.api_key_env
-        if url is not None and url == saved.llm_for(role).base_url:
-            found.append((f"the {role}'s requests (and ${key})", url))
-    address = experiment.executor.address
-    if experiment.executor.kind == "ray" and address and address == saved.executor.address:
-        found.append(("the Ray workers (and your API key for them)", address))
+        found.append((f"the {role}'s requests (and ${settings.api_key_env})", settings.base_url))
+    executor = experiment.executor
+    found.append(("the Ray workers (and your API key for them)", executor.address if executor.kind == "ray" else None))
+    mlflow = experiment.tracking.mlflow
+    found.append(("the run's MLflow logging (and your MLflow credentials)", mlflow.tracking_uri if mlflow else None))
     return found
+
+
+def folder_endpoints(run: RunDir, experiment: Experiment) -> list[tuple[str, str]]:
+    """(what, where) for each place `experiment` sends requests to that it took from the run's config.yaml as it is
+    on disk: role endpoints, a remote Ray cluster and an MLflow tracking server."""
+    saved = _destinations(load_experiment(run.path / "config.yaml"))
+    return [(what, where) for (what, where), (_, was) in zip(_destinations(experiment), saved, strict=True)
+            if where and where == was]
 
 
 def named_alike(run: RunDir, experiment: Experiment) -> bool:
     """Whether the run's config.yaml sends requests where `experiment`, from a config file the user gave (a sweep's),
     sends them: then its endpoints are that user's choice, whoever signed the folder (a sweep on Ray resumes on any
     node, each with its own key)."""
-    saved = load_experiment(run.path / "config.yaml")
-    same_roles = all(saved.llm_for(role).base_url == experiment.llm_for(role).base_url for role in ROLES)
-    return same_roles and saved.executor.address == experiment.executor.address
+    saved = _destinations(load_experiment(run.path / "config.yaml"))
+    return [where for _, where in saved] == [where for _, where in _destinations(experiment)]
 
 
 def check_trust(run: RunDir, experiment: Experiment, trusted: bool) -> None:
@@ -98,4 +104,6 @@ def _is_trusted(where: str) -> bool:
         return True
     if where.startswith("ray://"):
         return is_local(urlsplit(where).hostname)
+    if urlsplit(where).scheme in ("", "file"):  # an MLflow store in a folder on this machine
+        return True
     return is_trusted_url(where)
