@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -137,7 +137,8 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 class RequestLimiter(Protocol):
-    """Bounds requests in flight: `AdaptiveLimiter` for one client, or one shared by all of a run's Ray workers."""
+    """Bounds requests in flight: `AdaptiveLimiter` for one client, or one shared by all of a run's Ray workers or
+    by all the jobs of a sweep."""
 
     async def __aenter__(self) -> int: ...  # waits for a slot; returns the generation the request is sent in
     async def __aexit__(self, *exc: object) -> None: ...
@@ -145,16 +146,32 @@ class RequestLimiter(Protocol):
     def on_rate_limit(self, generation: int) -> None: ...
 
 
-class AdaptiveLimiter:
-    """At most `limit` requests in flight. A rate limit halves the limit; each success regains 1/limit of a
-    slot, so a full slot comes back per window of successes (additive increase, multiplicative decrease)."""
+class AIMDLimit:
+    """How many requests may be in flight, at most `ceiling`. A rate limit halves the limit; each success regains
+    1/limit of a slot, so a full slot comes back per window of successes (additive increase, multiplicative
+    decrease)."""
 
     def __init__(self, ceiling: int) -> None:
         self.ceiling = ceiling
         self.limit = float(ceiling)
-        self.in_flight = 0
         # bumped on each halving: a 429 for a request sent before the last halving was already answered
         self.generation = 0
+
+    def on_success(self) -> None:
+        self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+
+    def on_rate_limit(self, generation: int) -> None:
+        if generation == self.generation:
+            self.limit = max(1.0, self.limit / 2)
+            self.generation += 1
+
+
+class AdaptiveLimiter(AIMDLimit):
+    """At most `limit` requests of this process in flight."""
+
+    def __init__(self, ceiling: int) -> None:
+        super().__init__(ceiling)
+        self.in_flight = 0
         self._slot_freed = asyncio.Condition()
 
     async def __aenter__(self) -> int:
@@ -169,13 +186,16 @@ class AdaptiveLimiter:
             self.in_flight -= 1
             self._slot_freed.notify_all()
 
-    def on_success(self) -> None:
-        self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
 
-    def on_rate_limit(self, generation: int) -> None:
-        if generation == self.generation:
-            self.limit = max(1.0, self.limit / 2)
-            self.generation += 1
+# The limiter of every client made from here on, when this process shares its request limits with others (a sweep's
+# job joins the sweep's ledger: agenttrain.endpoint.shared_limits); None: each client limits itself.
+SharedLimiters = Callable[[LLMConfig], RequestLimiter]
+_shared_limiters: SharedLimiters | None = None
+
+
+def share_request_limits(limiters: SharedLimiters | None) -> None:
+    global _shared_limiters
+    _shared_limiters = limiters
 
 
 class LLMClient:
@@ -213,7 +233,8 @@ class LLMClient:
         self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
         # what the cache calls this endpoint: the URL, unless it changes from run to run (the local server's port)
         self.cache_endpoint = cache_endpoint or self.endpoint
-        self._limiter: RequestLimiter = limiter or AdaptiveLimiter(settings.concurrency)
+        shared = _shared_limiters(settings) if _shared_limiters else None
+        self._limiter: RequestLimiter = limiter or shared or AdaptiveLimiter(settings.concurrency)
 
     @property
     def concurrency_limit(self) -> int:
@@ -245,7 +266,6 @@ class LLMClient:
             self._meter(model, reply)
             return reply
         reply = await self._send(body)
-        self._meter(model, reply)
         if self.cache:
             await self.cache.store(key, reply.to_cache())
         return reply
@@ -262,6 +282,9 @@ class LLMClient:
                 async with self._limiter as generation:
                     self.meter.check_budget()  # after waiting for a slot, so spending elsewhere is seen
                     reply = reply_from_completion(await self._client.chat.completions.create(**body))
+                    # metered before the slot is freed: a limiter shared with other processes counts the reply's
+                    # cost before it admits the next request
+                    self._meter(body["model"], reply)
             except openai.APIStatusError as exc:
                 if not _is_transient(exc):
                     raise self._refused(exc, body) or self._rejected(exc, body["model"], attempt + 1) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -105,7 +106,19 @@ class Usage:
 
 
 class BudgetExhausted(Exception):
-    """The run reached `budget.max_usd` or `budget.max_tokens`; no further request is sent."""
+    """The run reached `budget.max_usd` or `budget.max_tokens` (or its sweep the sweep's limit); no further request
+    is sent."""
+
+
+# Told the cost and tokens of every reply any meter of this process records, when the process spends from a budget
+# shared with others (a sweep's job: agenttrain.endpoint.shared_limits); None: nobody else is told.
+SpendingListener = Callable[[float, int], None]
+_spending_listener: SpendingListener | None = None
+
+
+def report_spending(listener: SpendingListener | None) -> None:
+    global _spending_listener
+    _spending_listener = listener
 
 
 class UsageMeter:
@@ -139,9 +152,13 @@ class UsageMeter:
         usage.completion_tokens += completion_tokens
         usage.reasoning_tokens += reasoning_tokens
         usage.cached_prompt_tokens += cached_prompt_tokens
+        cost = 0.0
         if (price := self._price(model)) is not None:
-            usage.cost_usd += price.cost(prompt_tokens, completion_tokens, cached_prompt_tokens)
+            cost = price.cost(prompt_tokens, completion_tokens, cached_prompt_tokens)
+            usage.cost_usd += cost
             usage.reasoning_cost_usd += price.cost(0, reasoning_tokens)
+        if _spending_listener:
+            _spending_listener(cost, prompt_tokens + completion_tokens)
 
     def _price(self, model: str) -> Price | None:
         price = price_for(model, self.prices)

@@ -219,7 +219,7 @@ async def open_ray_executor(
     """`endpoint`: the agent's, as the driver resolved it (an embedded local server is reachable from workers on
     this machine only)."""
     with ray_session(experiment.executor.address):
-        ledger = start_ledger(experiment, endpoint.concurrency, cache_folder(experiment, use_cache))
+        ledger = start_ledger(experiment, endpoint, cache_folder(experiment, use_cache))
         pool = WorkerPool(experiment, endpoint, task, ledger, use_cache)
         try:
             await pool.start()
