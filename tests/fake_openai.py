@@ -155,8 +155,9 @@ class FakeOpenAI:
     """Use as a context manager; `base_url` goes into the config, `requests` records every body.
 
     `max_in_flight` is the most requests the server was handling at the same time; `arrivals` the time.monotonic()
-    at which each of `requests` arrived; `refused` the arrival times of requests refused by the rate limit (not in
-    `requests`). `GET /models` (the preflight) answers `models_status`, counted in `model_lists`.
+    at which each of `requests` arrived, `ports` the client's port it came from; `refused` the arrival times of
+    requests refused by the rate limit (not in `requests`). `GET /models` (the preflight) answers `models_status`,
+    counted in `model_lists`.
     """
 
     def __init__(self, responder: Responder, latency_s: float = 0.0, reasoning_rules: bool = False,
@@ -170,6 +171,7 @@ class FakeOpenAI:
         self.model_lists = 0
         self.requests: list[dict[str, Any]] = []
         self.arrivals: list[float] = []
+        self.ports: list[int] = []
         self.refused: list[float] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -191,7 +193,7 @@ class FakeOpenAI:
         self._server.shutdown()
         self._server.server_close()
 
-    def _record(self, body: dict[str, Any]) -> bool:
+    def _record(self, body: dict[str, Any], port: int) -> bool:
         """Count the request in, or False when the rate limit refuses it."""
         with self._lock:
             if self.rate_limit is not None and self.in_flight >= self.rate_limit:
@@ -199,6 +201,7 @@ class FakeOpenAI:
                 return False
             self.requests.append(body)
             self.arrivals.append(time.monotonic())
+            self.ports.append(port)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             return True
@@ -220,7 +223,7 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if not fake._record(body):
+                if not fake._record(body, self.client_address[1]):
                     self._send(*_fault_response(Fault(429, retry_after=fake.retry_after_s, code="rate_limit_exceeded",
                                                       message="too many requests in flight")))
                     return

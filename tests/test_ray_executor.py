@@ -26,12 +26,14 @@ from tests.test_sweep import invoke, responder, two_configs  # noqa: E402
 PRODUCTS = [(f"What is {a} times 7?", str(a * 7)) for a in range(2, 8)]
 ON_RAY = ["executor.kind=ray", "executor.num_cpus_per_rollout=1"]
 # Ray starts a worker process per actor (seconds each on a loaded machine): room beyond the default limit
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+    # address "local": a new instance, never another Ray that happens to run on this machine
+    ray.init(address="local", num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level=logging.WARNING)
     yield
     ray.shutdown()
 
