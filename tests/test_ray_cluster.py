@@ -10,8 +10,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ray._common.utils import reset_ray_address  # noqa: E402
-from ray._private.utils import read_ray_address, write_ray_address  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from agenttrain import api  # noqa: E402
 from tests.fake_openai import FakeOpenAI, Reply  # noqa: E402
+from tests.ray_nodes import free_port, local_cluster  # noqa: E402
 from tests.scripted import is_optimizer, question  # noqa: E402
 from tests.test_ray_executor import PRODUCTS, config, epochs, parent, world  # noqa: E402
 from tests.test_sweep import invoke, responder, two_configs  # noqa: E402
@@ -34,35 +33,19 @@ ON_CLUSTER = ["executor.kind=ray", "executor.num_cpus_per_rollout=0.25", "execut
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(request):
     """The cluster, which runs connect to by themselves (RAY_ADDRESS for `auto`; the head's client port)."""
     client_port = free_port()
-    latest = read_ray_address()
-    # the head's client server, started while pytest captures this process's output, may fail to start the server
-    # a ray:// connection needs ("SpecificServer startup failed"): it starts with pytest's capture out of the way
-    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
-        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                              "ray_client_server_port": client_port})
-    for _ in range(2):
-        nodes.add_node(num_cpus=1)
-    nodes.wait_for_nodes()
-    # the cluster made itself the machine's latest, which a plain `ray.init()` elsewhere would join: undo that
-    if latest is None:
-        reset_ray_address()
-    else:
-        write_ray_address(latest)
-    nodes.client_address = f"ray://{nodes.head_node.node_ip_address}:{client_port}"
-    with pytest.MonkeyPatch.context() as patch:
+    with ExitStack() as stack:
+        # the head's client server, started while pytest captures this process's output, may fail to start the
+        # server a ray:// connection needs ("SpecificServer startup failed"): it starts with the capture out of the way
+        with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+            nodes = stack.enter_context(local_cluster(3, 1, client_port))
+        nodes.client_address = f"ray://{nodes.head_node.node_ip_address}:{client_port}"
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
         patch.setenv("RAY_ADDRESS", nodes.address)
         yield nodes
-    nodes.shutdown()
 
 
 # -- which node a process runs on, seen from /proc --------------------------------------------------------------

@@ -75,6 +75,7 @@ def run_sweep(
     pending = [job for job in jobs if not _complete(job)]
     ledger = SweepLedger(limits or SweepLimits(), parallel, spent(jobs))
     outcomes = backend.run(pending, parallel, out / "logs", on_done or (lambda outcome: None), ledger)
+    write_json_atomic(out / "ledger.json", ledger.report())
     errors = {o.job.id: o.error for o in outcomes if not o.ok}
     rows = [row for job in jobs for row in job_rows(job, errors.get(job.id))]
     return SweepOutcome(rows, write_results(rows, out), [job.id for job in pending],

@@ -16,9 +16,10 @@ are admitted. The sweep thus ends within its budget, unless a reply costs more t
 from __future__ import annotations
 
 import itertools
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from agenttrain.endpoint.client import AIMDLimit
@@ -101,6 +102,8 @@ class EndpointSlots(AIMDLimit):
     def __init__(self, ceiling: int) -> None:
         super().__init__(ceiling)
         self.held: Counter[str] = Counter()
+        self.granted = 0
+        self.rate_limits = 0  # the halvings
 
     @property
     def in_flight(self) -> int:
@@ -131,6 +134,21 @@ class Waiting:
     seat: Seat
     id: int  # the seat's number for this request
     endpoint: str
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class JobShare:
+    """What one job got of the shared slots."""
+
+    requests: int = 0
+    waited_s: float = 0.0  # for a slot, all its requests together
+    contended: int = 0  # slots it was given while other jobs waited for one too
+    owed: float = 0.0  # its fair part of the slots given while it waited with others
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "slot_wait_s": self.waited_s / max(self.requests, 1),
+                "fair_share": self.contended / self.owed if self.owed else None}
 
 
 class SweepLedger:
@@ -140,6 +158,7 @@ class SweepLedger:
         self.budget = SweepBudget(limits, spent)
         self.endpoints: dict[str, EndpointSlots] = {}
         self.waiting: list[Waiting] = []
+        self.shares: dict[str, JobShare] = defaultdict(JobShare)
         self._arrivals = itertools.count()
 
     @property
@@ -173,7 +192,9 @@ class SweepLedger:
         self._grant()  # the limit may have grown by a slot
 
     def rate_limited(self, endpoint: str, generation: int) -> None:
-        self.endpoints[endpoint].on_rate_limit(generation)
+        slots = self.endpoints[endpoint]
+        slots.rate_limits += generation == slots.generation
+        slots.on_rate_limit(generation)
 
     def leave(self, seat: Seat) -> None:
         """The process is gone: its waiting requests are dropped and its slots freed."""
@@ -186,6 +207,18 @@ class SweepLedger:
     def budget_refusal(self) -> str | None:
         """Why no further request can be admitted at all, or None."""
         return None if self.budget.verdict(0) == "admit" else self.budget.refusal()
+
+    def report(self) -> dict[str, Any]:
+        """What the sweep spent, where each endpoint's limit settled, and what each job got (OUT/ledger.json)."""
+        return {
+            "spent": {"cost_usd": self.budget.spent.usd, "tokens": self.budget.spent.tokens},
+            "limits": asdict(self.limits),
+            "endpoints": {endpoint: {"limit": int(slots.limit), "ceiling": slots.ceiling, "requests": slots.granted,
+                                     "rate_limits": slots.rate_limits}
+                          for endpoint, slots in self.endpoints.items()},
+            # fair_share: slots a job was given while others waited too, over its fair part of them (1.0: its due)
+            "jobs": {job: share.to_dict() for job, share in sorted(self.shares.items())},
+        }
 
     def _grant(self) -> None:
         while True:
@@ -204,5 +237,16 @@ class SweepLedger:
             self.waiting.remove(chosen)
             slots = self.endpoints[chosen.endpoint]
             slots.held[chosen.seat.job] += 1
+            slots.granted += 1
             chosen.seat.held[chosen.endpoint] += 1
+            self._account(chosen, {w.seat.job for w in ready if w.endpoint == chosen.endpoint})
             chosen.seat.answer({"id": chosen.id, "endpoint": chosen.endpoint, "generation": slots.generation})
+
+    def _account(self, chosen: Waiting, contenders: set[str]) -> None:
+        share = self.shares[chosen.seat.job]
+        share.requests += 1
+        share.waited_s += time.monotonic() - chosen.since
+        if len(contenders) > 1:
+            share.contended += 1
+            for job in contenders:
+                self.shares[job].owed += 1 / len(contenders)

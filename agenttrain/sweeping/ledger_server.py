@@ -32,6 +32,7 @@ class LedgerServer:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="sweep-ledger-server", daemon=True)
         self._folder = None if host is not None else Path(tempfile.mkdtemp(prefix="agenttrain-sweep-"))  # mode 700
+        self._connections: set[asyncio.StreamWriter] = set()
         self._thread.start()
         self._server = self._call(self._listen(host))
         self.address = self._address(host)
@@ -67,12 +68,14 @@ class LedgerServer:
             writer.close()
             return
         seat = Seat(str(hello.get("job", "?")), lambda message: writer.write(json.dumps(message).encode() + b"\n"))
+        self._connections.add(writer)
         try:
             async for line in reader:
                 self._handle(seat, json.loads(line))
         except (OSError, ValueError, KeyError):
             pass  # a job that died mid-message, or sent nonsense: it is dropped like one that exited
         finally:
+            self._connections.discard(writer)
             self.ledger.leave(seat)
             writer.close()
 
@@ -94,10 +97,11 @@ class LedgerServer:
 
     async def _stop(self) -> None:
         self._server.close()
-        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in tasks:  # the connections still open: jobs that outlive the sweep lose their ledger
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in list(self._connections):  # jobs that outlive the sweep lose their ledger
+            writer.close()
+        handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if handlers:
+            await asyncio.wait(handlers, timeout=STOP_TIMEOUT_S / 2)
 
     def close(self) -> None:
         self._call(self._stop())
