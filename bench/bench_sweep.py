@@ -10,7 +10,8 @@ Per setting (local `--jobs 1, 4, 8`, and `--executor ray` with 4 jobs on a 3-nod
 - wall time of the `agenttrain sweep` command against the bound the endpoint allows (requests x 0.5 s / slots);
 - requests the endpoint refused, in all and once the limit has adapted (after the first 429's burst);
 - progress spread: the slots each job was given while other jobs waited for one too, over its fair part of them
-  (OUT/ledger.json's fair_share), the least and the most across jobs (1.0: its due; a starved job is far below);
+  (OUT/ledger.json's fair_share), the least and the most across the jobs that waited with others for at least
+  CONTENDED slots' worth (1.0: its due; a starved job is far below);
 - then a budget: `--max-usd` at half the sweep's cost stops the running jobs (spend against the limit, and what
   went past it in requests, per job at most one is the target), and a rerun with a larger budget finishes them.
 Targets: <= 2% refused once adapted; the budget exceeded by at most one request's cost per job; wall time within
@@ -19,6 +20,7 @@ Targets: <= 2% refused once adapted; the budget exceeded by at most one request'
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -35,6 +37,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
 
+from agenttrain.config import BudgetConfig, LLMConfig, Price
+from agenttrain.endpoint.client import LLMClient
+from agenttrain.endpoint.shared_limits import join
+from agenttrain.endpoint.usage import UsageMeter
+from agenttrain.sweeping.ledger import Spend, SweepLedger, SweepLimits
+from agenttrain.sweeping.ledger_server import serving
 from tests.fake_openai import FakeOpenAI
 from tests.ray_nodes import local_cluster
 from tests.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_b, multiplying_agent
@@ -45,11 +53,12 @@ RETRY_AFTER_S = 0.5
 SWEEP_CONCURRENCY = 16  # what the sweep is told: too many, so its limit has to adapt
 RUNS = 12
 TRAIN, TEST = 8, 4
-# epoch 0 (one request a task), the optimizer's step, epoch 1 (two: a call to `multiply`, then the answer), then the
-# test split at epoch 0 and at the best epoch, 1
-REQUESTS_PER_RUN = TRAIN + 1 + 2 * TRAIN + TEST + 2 * TEST
+# epoch 0 (one request a task), the optimizer's step (its edit, then its TERMINATE), epoch 1 (two a task: a call to
+# `multiply`, then the answer), then the test split at epoch 0 and at the best epoch, 1
+REQUESTS_PER_RUN = TRAIN + 2 + 2 * TRAIN + TEST + 2 * TEST
 PRICE = {"input": 1000.0, "output": 2000.0}  # per million tokens: the fake's 10 + 5 tokens make $0.02 a request
 REQUEST_USD = 0.02
+CONTENDED = 10  # a job's fair share counts once it waited with others for this many slots' worth
 ADAPTING_S = 2.0  # after the first 429, the time the limit takes to settle (requests then in flight still count)
 CLI = [sys.executable, "-c", "from agenttrain.cli import main; main()"]
 
@@ -105,12 +114,14 @@ def sweep(sweep_file: Path, out: Path, *args: str, env: dict[str, str] | None = 
     return time.monotonic() - started
 
 
-def measure(setting: str, server: FakeOpenAI, first: int, refused_from: int, wall_s: float, out: Path) -> Measured:
+def measure(setting: str, server: FakeOpenAI, first: int, refused_from: int, wall_s: float, ledger: dict[str, Any]
+            ) -> Measured:
+    """The setting's figures, from the endpoint's log since request `first` (refusal `refused_from`) and the sweep's
+    ledger report."""
     arrivals, refused = server.arrivals[first:], server.refused[refused_from:]
     settled = refused[0] + ADAPTING_S if refused else 0.0
     later = sum(t > settled for t in arrivals) + sum(t > settled for t in refused)
-    ledger = json.loads((out / "ledger.json").read_text())
-    shares = [job["fair_share"] for job in ledger["jobs"].values() if job["fair_share"] is not None] or [1.0]
+    shares = [job["fair_share"] for job in ledger["jobs"].values() if job["contended_slots"] >= CONTENDED] or [1.0]
     [endpoint] = ledger["endpoints"].values()
     return Measured(setting, wall_s, len(arrivals), len(refused),
                     sum(t > settled for t in refused) / later if later else 0.0, (min(shares), max(shares)),
@@ -121,10 +132,39 @@ def run_setting(setting: str, server: FakeOpenAI, sweep_file: Path, out: Path, *
                 env: dict[str, str] | None = None) -> Measured:
     first, refused_from = len(server.requests), len(server.refused)
     wall_s = sweep(sweep_file, out, "--concurrency", str(SWEEP_CONCURRENCY), *args, env=env)
-    row = measure(setting, server, first, refused_from, wall_s, out)
-    print(f"{setting:24} {wall_s:6.1f} s, bound {row.bound_s:5.1f} s; {row.sent} sent, {row.refused} refused "
+    row = measure(setting, server, first, refused_from, wall_s, json.loads((out / "ledger.json").read_text()))
+    report(row)
+    return row
+
+
+def report(row: Measured) -> None:
+    print(f"{row.setting:24} {row.wall_s:6.1f} s, bound {row.bound_s:5.1f} s; {row.sent} sent, {row.refused} refused "
           f"({row.refused_adapted:.1%} once adapted); limit settled at {row.settled}; fair share "
           f"{row.shares[0]:.2f}-{row.shares[1]:.2f}", flush=True)
+
+
+async def chats(base_url: str, count: int) -> None:
+    settings = LLMConfig(base_url=base_url, concurrency=SWEEP_CONCURRENCY, max_retries=20)
+    client = LLMClient(settings, role="agent", meter=UsageMeter(BudgetConfig(), {"agent": Price(**PRICE)}), cache=None)
+    try:
+        await asyncio.gather(*(client.chat([{"role": "user", "content": f"What is {k} times 7?"}], model="agent")
+                               for k in range(count)))
+    finally:
+        await client.close()
+
+
+def limit_alone(server: FakeOpenAI, count: int) -> Measured:
+    """The shared limit without the runs around it (no processes to start, no sandbox, no scoring): `count` chats at
+    once from this process through a sweep's ledger. This process joins that ledger for good: run it last."""
+    first, refused_from = len(server.requests), len(server.refused)
+    ledger = SweepLedger(SweepLimits(concurrency=SWEEP_CONCURRENCY), 1, Spend())
+    with serving(ledger) as served:
+        join(served.address, "alone")
+        started = time.monotonic()
+        asyncio.run(chats(server.base_url, count))
+        wall_s = time.monotonic() - started
+    row = measure(f"the limit alone, {count} chats", server, first, refused_from, wall_s, ledger.report())
+    report(row)
     return row
 
 
@@ -163,6 +203,7 @@ def main() -> None:
             rows.append(run_setting("ray --jobs 4 (3 nodes)", server, sweep_file, root / "ray", "--jobs", "4",
                                     "--executor", "ray", env=env))
         limit, spent, stopped_s, finished_s, finished = budget(server, sweep_file, root / "budget")
+        rows.append(limit_alone(server, rows[0].sent))
     print(f"\n{'setting':24} {'wall s':>7} {'bound s':>8} {'over':>6} {'refused':>8} {'adapted':>8} "
           f"{'fair share':>11}")
     for row in rows:

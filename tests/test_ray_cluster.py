@@ -1,8 +1,8 @@
 """Ray across nodes: a real cluster of three nodes on this machine (a head and two workers, one CPU each, on the
 machine's address), reached as `executor.address: auto` and through Ray Client (`ray://`). Rollouts spread over the
 nodes and give a local run's results; a worker node killed mid-epoch costs only its rollout in flight; a GAIA task's
-attachments reach the workers through Ray when the driver's data folder is gone; a sweep's jobs on Ray share its
-request limit."""
+attachments reach the workers through Ray when the driver's data folder is gone; a sweep's jobs on Ray, and the
+workers of a local sweep's runs on Ray, share its request limit and budget."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from tests.ray_nodes import free_port, local_cluster  # noqa: E402
 from tests.scripted import is_optimizer, question  # noqa: E402
 from tests.test_ray_executor import PRODUCTS, config, epochs, parent, world  # noqa: E402
 from tests.test_sweep import invoke, responder, two_configs  # noqa: E402
+from tests.test_sweep_limits import REQUEST_USD  # noqa: E402
+from tests.test_sweep_limits import config as priced_config  # noqa: E402
 
 # tiny workers: a rollout waits on the fake endpoint, so a quarter of a CPU each lets three run on one node
 ON_CLUSTER = ["executor.kind=ray", "executor.num_cpus_per_rollout=0.25", "executor.address=auto", "llm.concurrency=3"]
@@ -211,3 +213,16 @@ def test_a_sweeps_jobs_on_ray_nodes_share_its_request_limit(cluster, write_confi
                         "--concurrency", "1", "--set", "llm.concurrency=3")
     assert all(row["status"] == "finished" and row["error"] is None for row in result["rows"])
     assert server.max_in_flight == 1
+
+
+def test_a_local_sweeps_runs_with_rollouts_on_the_cluster_share_its_limit_and_its_budget(cluster, write_config,
+                                                                                           tmp_path):
+    out = tmp_path / "out"
+    with FakeOpenAI(responder, latency_s=0.1) as server:
+        path = priced_config(write_config, server, tmp_path)
+        result = invoke("sweep", str(path), "--out", str(out), "--seeds", "0,1", "--jobs", "2", "--concurrency", "1",
+                        "--max-usd", "5", *(f"--set={setting}" for setting in ON_CLUSTER))
+    assert all(row["status"] == "finished" and row["error"] is None for row in result["rows"])
+    assert server.max_in_flight == 1  # each run's workers took their slots from the sweep, through its Ray ledger
+    spent = json.loads((out / "ledger.json").read_text())["spent"]["cost_usd"]
+    assert spent == pytest.approx(len(server.requests) * REQUEST_USD)  # the workers' replies were charged too

@@ -148,6 +148,7 @@ class JobShare:
 
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "slot_wait_s": self.waited_s / max(self.requests, 1),
+                "contended_slots": round(self.owed, 1),
                 "fair_share": self.contended / self.owed if self.owed else None}
 
 
@@ -216,7 +217,8 @@ class SweepLedger:
             "endpoints": {endpoint: {"limit": int(slots.limit), "ceiling": slots.ceiling, "requests": slots.granted,
                                      "rate_limits": slots.rate_limits}
                           for endpoint, slots in self.endpoints.items()},
-            # fair_share: slots a job was given while others waited too, over its fair part of them (1.0: its due)
+            # contended_slots: its fair part of the slots given while it waited with other jobs; fair_share: the slots
+            # it was given then, over that part (1.0: its due)
             "jobs": {job: share.to_dict() for job, share in sorted(self.shares.items())},
         }
 
