@@ -106,8 +106,8 @@ class Usage:
 
 
 class BudgetExhausted(Exception):
-    """The run reached `budget.max_usd` or `budget.max_tokens` (or its sweep the sweep's limit); no further request
-    is sent."""
+    """The run reached `budget.max_usd` or `budget.max_tokens`, or its sweep `--max-usd` or `--max-tokens`; no
+    further request is sent."""
 
 
 # Told the cost and tokens of every reply any meter of this process records, when the process spends from a budget

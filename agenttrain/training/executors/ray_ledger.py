@@ -45,10 +45,9 @@ class Ledger:
         logging.getLogger("agenttrain.endpoint.usage").setLevel(logging.ERROR)
         self.meter = UsageMeter(experiment.budget, experiment.llm.prices)
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
-        # the agent's llm.concurrency, for all workers together (the sweep's slots for all its jobs)
-        self.limiter: RequestLimiter = AdaptiveLimiter(concurrency)
-        if sweep is not None:
-            self.limiter = join(sweep.address, sweep.job).slots(sweep.endpoint, concurrency)
+        # the agent's llm.concurrency for all workers together; in a sweep, the sweep's slots for all its jobs
+        self.limiter: RequestLimiter = (AdaptiveLimiter(concurrency) if sweep is None
+                                        else join(sweep.address, sweep.job).slots(sweep.endpoint, concurrency))
         self.leases: Counter[str] = Counter()  # request slots each worker holds, given back if it dies
 
     def restore(self, by_role: dict[str, dict[str, Any]]) -> None:
