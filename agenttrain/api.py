@@ -189,17 +189,27 @@ def sweep(
     executor: str = "local",
     use_cache: bool = True,
     on_done: Callable[[JobOutcome], None] | None = None,
+    max_usd: float | None = None,
+    max_tokens: int | None = None,
+    concurrency: int | None = None,
 ) -> SweepOutcome:
     """Train and evaluate every config x seed as independent runs, then write OUT/results.md, .csv and .json.
-    A rerun reuses finished runs and evaluations and resumes unfinished runs."""
-    from agenttrain.sweeping import run_sweep
+    A rerun reuses finished runs and evaluations and resumes unfinished runs. The jobs share one request limit per
+    endpoint (`concurrency` in flight; default: what they would send apart) and the sweep's budget (`max_usd`,
+    `max_tokens`, earlier invocations counted): once it is spent, running jobs stop as `budget_exhausted` and a
+    rerun with a larger budget continues them."""
+    from agenttrain.sweeping import SweepLimits, run_sweep
 
-    return run_sweep(configs, out, seeds, overrides, parallel, executor, use_cache, on_done)
+    return run_sweep(configs, out, seeds, overrides, parallel, executor, use_cache, on_done,
+                     SweepLimits(max_usd, max_tokens, concurrency))
 
 
-def dry_run_sweep(configs: list[Path], seeds: list[int] | None = None, overrides: list[str] | None = None
-                  ) -> dict[str, Any]:
-    """Requests and cost each sweep job may spend (training, then its test evaluations). Nothing is sent."""
+def dry_run_sweep(configs: list[Path], seeds: list[int] | None = None, overrides: list[str] | None = None,
+                  max_usd: float | None = None, max_tokens: int | None = None, concurrency: int | None = None,
+                  out: Path | None = None) -> dict[str, Any]:
+    """Requests and cost each sweep job may spend (training, then its test evaluations), their total beside the
+    sweep's limits, and what the runs in `out` have spent already. Nothing is sent."""
+    from agenttrain.sweeping import SweepLimits
     from agenttrain.sweeping import dry_run_sweep as estimate_sweep
 
-    return estimate_sweep(configs, seeds, overrides)
+    return estimate_sweep(configs, seeds, overrides, SweepLimits(max_usd, max_tokens, concurrency), out)

@@ -290,26 +290,36 @@ def sweep(
                                               "split), e.g. 0,1,2; default: each config's own")] = None,
     executor: Annotated[str, typer.Option(metavar="TEXT", help="Where jobs run: local (child processes) or ray (Ray "
                                                               "tasks; RAY_ADDRESS picks the cluster)")] = "local",
+    max_usd: Annotated[float | None, typer.Option("--max-usd", metavar="DOLLARS", help="The sweep's budget, all "
+                                                  "its runs and reruns together; reached, runs stop resumable")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", metavar="INTEGER", help="The same, in "
+                                                   "tokens")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", metavar="INTEGER", help="Requests in flight "
+                                                    "per endpoint, all jobs together; default: --jobs x each run's "
+                                                    "llm.concurrency")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests and cost; send nothing.")] = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
     """Train and evaluate every config x seed as independent runs, then write DIR/results.md, .csv and .json:
     test accuracy before (epoch 0) and after (best epoch), the difference with a paired test, CIs, cost.
-    Rerunning the same command reuses finished runs and resumes unfinished ones.
+    Rerunning the same command reuses finished runs and resumes unfinished ones (with a larger --max-usd, those
+    the budget stopped).
 
-    Example: agenttrain sweep configs/paper/ablation.yaml --out results/ablation --jobs 4 --seeds 0,1,2
+    Example: agenttrain sweep configs/paper/ablation.yaml --out results/ablation --jobs 4 --seeds 0,1,2 --max-usd 40
     """
     seed_list = _parse_seeds(seeds)
     if dry_run:
-        _render_sweep_estimate(api.dry_run_sweep(configs, seed_list, overrides), as_json)
+        estimate = api.dry_run_sweep(configs, seed_list, overrides, max_usd, max_tokens, concurrency, out_dir)
+        _render_sweep_estimate(estimate, as_json)
         return
 
     def job_done(outcome: JobOutcome) -> None:
         verdict = "done" if outcome.ok else f"[red]failed[/]: {outcome.error} (log: {outcome.log})"
         err.print(f"{outcome.job.id}: {verdict}", highlight=False)
 
-    result = api.sweep(configs, out_dir, seed_list, overrides, jobs, executor, not no_cache, job_done)
+    result = api.sweep(configs, out_dir, seed_list, overrides, jobs, executor, not no_cache, job_done, max_usd,
+                       max_tokens, concurrency)
     if as_json:
         print_json({"results": [str(p) for p in result.files], "ran": result.ran,
                     "failed": [o.job.id for o in result.failed], "rows": [r.to_dict() for r in result.rows]})
@@ -336,6 +346,15 @@ def _render_sweep_estimate(estimate: dict[str, Any], as_json: bool) -> None:
         table.add_row(row["name"], str(row["requests"]), dollars(row["cost_usd"]), str(row["worst_case_requests"]),
                       dollars(row["worst_case_cost_usd"]))
     out.print(table)
+    total, spent, limits = estimate["total"], estimate["spent"], estimate["limits"]
+    if limits["max_usd"] is not None:
+        out.print(f"sweep limit ${limits['max_usd']:.2f}: estimated total ${dollars(total['cost_usd'])} (worst case "
+                  f"${dollars(total['worst_case_cost_usd'])}), ${spent['cost_usd']:.2f} spent so far", highlight=False,
+                  soft_wrap=True)
+    if limits["max_tokens"] is not None:
+        out.print(f"sweep limit {limits['max_tokens']:,} tokens: estimated total {total['tokens']:,} (worst case "
+                  f"{total['worst_case_tokens']:,}), {spent['tokens']:,} spent so far", highlight=False,
+                  soft_wrap=True)
     out.print(estimate["note"])
 
 
