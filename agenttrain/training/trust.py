@@ -104,6 +104,6 @@ def _is_trusted(where: str) -> bool:
         return True
     if where.startswith("ray://"):
         return is_local(urlsplit(where).hostname)
-    if urlsplit(where).scheme in ("", "file"):  # an MLflow store in a folder on this machine
+    if urlsplit(where).scheme in ("", "file", "sqlite"):  # an MLflow store in a file on this machine
         return True
     return is_trusted_url(where)
