@@ -15,6 +15,7 @@ from rich.table import Table
 from agenttrain.errors import UserError
 from agenttrain.lazy import lazy_import
 from agenttrain.names import DATASETS, ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
+from agenttrain.wording import plural
 
 # Loaded on first use: `--help` needs none of them. The api pulls in openai, sympy and numpy; the others, the
 # pydantic models of configs and run records.
@@ -193,7 +194,7 @@ def validate(
         return
     out.print(f"{config}: ok ({experiment.task.name} task: {sizes}; {experiment.agent.type} agent on "
               f"{experiment.agent.model}, optimizer {experiment.optimizer.model}, "
-              f"{progress.plural(experiment.optimizer.epochs, 'epoch')})", soft_wrap=True)
+              f"{plural(experiment.optimizer.epochs, 'epoch')})", soft_wrap=True)
 
 
 @app.command("eval")
@@ -232,7 +233,7 @@ def eval_command(
     if as_json:
         print_json(results[0] if epoch != "all" else {"run": str(run_path), "split": split, "evaluations": results})
         return
-    smoke = f"; only the first {progress.plural(limit, 'task')} (--limit)" if limit is not None else ""
+    smoke = f"; only the first {plural(limit, 'task')} (--limit)" if limit is not None else ""
     for result in results:
         out.print(_eval_line(result) + smoke, soft_wrap=True)
 
@@ -372,7 +373,7 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
     \b
     Example: agenttrain show runs/math-algebra-20260101-120000
     """
-    from agenttrain.readback.history import outcome_label, usage_cost, usage_sum, usage_tokens
+    from agenttrain.readback.history import optimizer_note, outcome_label, usage_cost, usage_sum, usage_tokens
 
     overview = api.show(open_run(run, run_option).path)
     if as_json:
@@ -396,6 +397,9 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
         table.add_row(*cells)
     out.print(table)
     out.print("* best epoch" + ("; tokens and cost include the reasoning" if reasoning else ""))
+    for m in overview.epochs:
+        if (note := optimizer_note(m)) is not None:
+            out.print(f"epoch {m.epoch} optimizer: {note}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()
@@ -504,7 +508,7 @@ def export_command(
         print_json({"path": str(out_path), "run": str(snapshot.path.parent), "epoch": snapshot.epoch, "format": fmt,
                     "functions": snapshot.functions.names})
         return
-    out.print(f"wrote {progress.plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
+    out.print(f"wrote {plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
 
 
 @app.command("runs")

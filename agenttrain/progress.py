@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,17 +17,13 @@ from rich.live import Live
 from rich.text import Text
 
 from agenttrain.endpoint.usage import Usage
-from agenttrain.readback.history import outcome_label
+from agenttrain.readback.history import action_outcome, outcome_label
 from agenttrain.rundir.records import Action, EpochMetrics, RolloutRecord
+from agenttrain.wording import plural
 
 LLM_LOGGER = "agenttrain.endpoint.client"  # where LLMClient logs its retries, with the wait in `retry_wait_s`
 PLAIN_UPDATE_S = 10.0  # the plain reporter's progress line, at most this often per phase
 RETRY_SUMMARY_S = 2.0  # and its retry line: a burst of failures is one line, not one per request
-
-
-def plural(count: int, noun: str, many: str | None = None) -> str:
-    """`1 function`, `2 functions`; `many` for irregular nouns (retry, retries)."""
-    return f"{count} {noun if count == 1 else many or noun + 's'}"
 
 
 def clock(seconds: float) -> str:
@@ -115,17 +110,6 @@ class RetryWatcher(logging.Handler):
         self._logger.setLevel(self._level)
 
 
-def action_outcome(actions: list[Action]) -> str:
-    """What an optimizer step did, never hiding a failure: `2 actions proposed, 1 applied; rejected: <why>`."""
-    edits = [a for a in actions if a.action != "terminate"]
-    applied = sum(1 for a in edits if a.status == "applied")
-    reasons = Counter(a.error or "no reason given" for a in actions if a.status == "rejected")
-    parts = [f"{plural(len(edits), 'action')} proposed, {applied} applied"] if edits else []
-    if reasons:
-        parts.append("rejected: " + "; ".join(f"{why} (x{n})" if n > 1 else why for why, n in reasons.items()))
-    return "; ".join(parts) or "no change proposed"
-
-
 class BaseReporter:
     """The trainer's and eval's calls, turned into `Tally` counts and lines; subclasses draw them."""
 
@@ -181,7 +165,10 @@ class BaseReporter:
 
     def epoch_done(self, metrics: EpochMetrics) -> None:
         self.phase_done()
-        self.line(f"{self.tally.epoch_label(metrics.epoch)}: train accuracy {metrics.train_accuracy:.3f}, "
+        label = self.tally.epoch_label(metrics.epoch)
+        if metrics.prompt_cuts:
+            self.line(f"{label} optimizer prompt cut to fit the model's context: {'; '.join(metrics.prompt_cuts)}")
+        self.line(f"{label}: train accuracy {metrics.train_accuracy:.3f}, "
                   f"{outcome_label(metrics.status)}, {plural(metrics.applied_actions, 'action')} applied, "
                   f"{plural(metrics.function_count, 'function')}")
         self.epoch_summarised()

@@ -151,7 +151,10 @@ def test_run_page_has_the_curve_epoch_table_evaluations_cost_and_config(story):
     marks = re.findall(r'<circle[^>]*class="mark (\w+)"', html)
     assert marks == ["baseline", "accepted", "rolled_back", "accepted", "unchanged"]
     assert "epoch 3 ★ best accepted 75.0% 80.0% 2 1" in shown
-    assert "epoch 2 rolled back 25.0% – 2 2" in shown
+    assert "epoch 2 rolled back 25.0% – 2 2 3 actions proposed, 2 applied; rejected: no function named 'cube'" \
+        in shown
+    assert "1 action proposed, 1 applied; prompt cut to fit: 2 of 4 conversations left out" in shown
+    assert "epoch 4 unchanged 75.0% – 2 0 no change proposed" in shown
     assert "test 3 80.0% 49.0% – 94.3% 8/10" in shown
     assert "optimizer 40 0 3000 0 1000 $4.0000" in shown and "total 150 0 11250 0 3750 $15.0000" in shown
     assert "of which reasoning" not in shown  # no reasoning model, no reasoning columns
@@ -177,7 +180,8 @@ def test_epoch_page_lists_functions_actions_and_filters_rollouts(story):
         wrong = page(base + "?filter=wrong")
     assert "def multiply(a, b): return a + b" in everything and "def square(x)" in everything
     assert "revise_function multiply applied 1 simplify" in everything
-    assert "remove_function multiply rejected" in everything
+    assert "remove_function cube rejected 1 – no function named 'cube'" in everything
+    assert "3 actions proposed, 2 applied; rejected: no function named 'cube'" in everything  # the step in a line
     # epoch 1 had t1 and t2 right; the rolled-back set kept t1 and broke t2
     assert re.findall(r'tasks/(t\d)"', flipped) == ["t2"] and "broken" in text_of(flipped)
     assert re.findall(r'tasks/(t\d)"', wrong) == ["t2", "t3", "t4"]

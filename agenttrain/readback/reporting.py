@@ -6,7 +6,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from agenttrain.readback.history import CallCount, RunHistory, outcome_label, usage_cost, usage_tokens
+from agenttrain.readback.history import (
+    CallCount,
+    RunHistory,
+    action_outcome,
+    outcome_label,
+    usage_cost,
+    usage_tokens,
+)
 from agenttrain.registry import plots
 from agenttrain.rundir.directory import RunDir, write_text_atomic
 
@@ -109,6 +116,20 @@ def _evaluations_section(history: RunHistory) -> str:
     return "\n\n".join(parts)
 
 
+def _optimizer_section(history: RunHistory) -> str:
+    steps = [s.metrics for s in history.snapshots if s.metrics.status != "baseline"]
+    if not steps:
+        return "## Optimizer steps\n\nNone yet: only the baseline (epoch 0) has run."
+    rows = [[m.epoch, outcome_label(m.status), action_outcome(m.actions), "; ".join(m.prompt_cuts) or None]
+            for m in steps]
+    return "\n\n".join([
+        "## Optimizer steps",
+        "What the optimizer proposed each epoch, with the reason for every rejected action (counted when the same "
+        "reason repeats), and what its prompt left out to fit the model's context.",
+        _table(["epoch", "epoch outcome", "optimizer", "prompt cut to fit"], rows),
+    ])
+
+
 def _lineage_section(history: RunHistory) -> str:
     if not history.lineage:
         return "## Function lineage\n\nThe optimizer applied no action."
@@ -198,6 +219,7 @@ def render_markdown(history: RunHistory, images: dict[str, Path | None]) -> str:
         _header(history),
         _curve_section(history, images),
         _evaluations_section(history),
+        _optimizer_section(history),
         _lineage_section(history),
         _usage_section(history, images),
         _complexity_section(history, images),

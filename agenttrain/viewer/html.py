@@ -66,9 +66,11 @@ def with_query(path: str, params: Mapping[str, Any]) -> str:
 
 
 def table(headers: Iterable[Child], rows: Iterable[Iterable[Child]], **attrs: Any) -> Markup:
+    """A table in a box of its own that scrolls sideways when the table is wider than the page: every column
+    stays reachable, and the page itself never scrolls sideways."""
     head = el("thead", el("tr", [el("th", h) for h in headers]))
     body = el("tbody", [el("tr", [el("td", cell) for cell in row]) for row in rows])
-    return el("table", head, body, **attrs)
+    return el("div", el("table", head, body, **attrs), class_="wide")
 
 
 def percent(value: float | None) -> str:

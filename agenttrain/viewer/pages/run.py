@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from agenttrain.errors import UserError
-from agenttrain.readback.history import load_evaluations, outcome_label, usage_cost, usage_sum, usage_tokens
+from agenttrain.readback.history import (
+    load_evaluations,
+    optimizer_note,
+    outcome_label,
+    usage_cost,
+    usage_sum,
+    usage_tokens,
+)
 from agenttrain.readback.listing import summarise_run
 from agenttrain.rundir.directory import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
@@ -47,9 +54,12 @@ def _epoch_rows(run: RunDir, snapshots: list[Snapshot], splits: list[str], evalu
         previous = snapshots[i - 1].epoch if i else None
         diff = link(diff_url(run, previous, s.epoch), f"{previous} → {s.epoch}") if previous is not None else "–"
         label = f"epoch {s.epoch}" + (" ★ best" if s.epoch == best else "")
+        note = optimizer_note(m)
+        rejected = any(a.status == "rejected" for a in m.actions)
         rows.append([link(epoch_url(run, s.epoch), label),
                      el("span", outcome_label(m.status), class_=f"outcome {m.status}"), percent(m.train_accuracy),
-                     *held_out, m.function_count, m.applied_actions, usage_tokens(m.usage),
+                     *held_out, m.function_count, m.applied_actions,
+                     el("div", note or "–", class_="prose error" if rejected else "prose"), usage_tokens(m.usage),
                      dollars(usage_cost(m.usage)), diff])
     return rows
 
@@ -107,7 +117,8 @@ def run_page(site: Site, name: str) -> Markup:
     points = [EpochPoint(s.epoch, s.metrics.train_accuracy, s.metrics.incumbent_accuracy, s.metrics.status)
               for s in snapshots]
     held_out = {split: [(e.epoch, e.accuracy) for e in evaluations if e.split == split] for split in splits}
-    headers = ["epoch", "outcome", "train", *splits, "functions", "actions applied", "tokens", "cost", "diff"]
+    headers = ["epoch", "outcome", "train", *splits, "functions", "actions applied", "optimizer", "tokens", "cost",
+               "diff"]
     epochs = el(
         "section", el("h2", "Epochs"),
         table(headers, _epoch_rows(run, snapshots, splits, evaluations), id="epochs"), _diff_form(run, run.epochs()),

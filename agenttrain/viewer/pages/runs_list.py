@@ -93,8 +93,8 @@ def runs_page(site: Site, query: Mapping[str, str], page: int) -> Markup:
         "Runs", [(None, str(site.directory))],
         _filter_form(query, statuses),
         el("p", f"{len(shown)} of {len(rows)} runs", class_="muted"),
-        el("table", el("thead", el("tr", [el("th", h) for h in headers])), el("tbody", body), id="runs")
-        if shown else el("p", "No run matches." if rows else f"No runs under {site.directory} yet."),
+        el("div", el("table", el("thead", el("tr", [el("th", h) for h in headers])), el("tbody", body), id="runs"),
+           class_="wide") if shown else el("p", "No run matches." if rows else f"No runs under {site.directory} yet."),
         pager("/", query, page, pages),
         el("ul", errors, class_="errors") if errors else None,
     )
