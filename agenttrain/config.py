@@ -80,6 +80,23 @@ class LocalModelConfig(Strict):
     startup_timeout_s: float = Field(120, gt=0, le=DAY_S)
 
 
+# The embedded model (`llm.base_url: local`) is a 135M model with a 4096-token context on one CPU thread: a role
+# served by it takes these settings wherever the config leaves them unset (the API defaults would overflow its
+# context and take minutes per epoch), and is named and priced as what it is.
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+EMBEDDED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "agent": {"max_turns": 4, "max_tokens": 256},
+    "optimizer": {"epochs": 2, "early_stop": 2, "max_actions": 1, "max_action_retries": 1, "max_tokens": 512},
+}
+MIN_PROMPT_TOKENS = {"agent": 512, "optimizer": 1500}  # the instructions (and the optimizer's tool schemas) alone
+FREE = Price(input=0, output=0)
+
+
+def embedded_model_name(local: LocalModelConfig) -> str:
+    """What a role on the embedded model is called when its config names no model: the GGUF file's name."""
+    return EMBEDDED_MODEL if local.model_path is None else local.model_path.stem.lower()
+
+
 class LLMConfig(Strict):
     base_url: str | None = None  # else AGENTTRAIN_BASE_URL, then OPENAI_BASE_URL, then OpenAI; `local`: embedded
     api_key_env: str = "OPENAI_API_KEY"
@@ -287,6 +304,36 @@ class Experiment(Strict):
     def _task_config(cls, value: Any) -> Any:
         return task_config(value)
 
+    @model_validator(mode="after")
+    def _fit_the_embedded_model(self) -> Experiment:
+        """A role on the embedded model takes its name and `EMBEDDED_DEFAULTS` where the config is silent, and a
+        setting that cannot fit its context is refused here, before any request."""
+        for role in ROLES:
+            if self.llm_for(role).resolved_base_url() != "local":
+                continue
+            params: AgentConfig | OptimizerConfig = getattr(self, role)
+            given = params.model_fields_set | ({"model"} if os.environ.get(ROLE_MODEL_ENV[role]) else set())
+            defaults = {**EMBEDDED_DEFAULTS[role], "model": embedded_model_name(self.llm.local)}
+            if role == "optimizer":  # the whole window but the reply: what the prompt window would allow anyway
+                reply = params.max_tokens if "max_tokens" in given else defaults["max_tokens"]
+                defaults["max_prompt_tokens"] = max(self.llm.local.context_size - (reply or 0), 2000)
+            setattr(self, role, params.model_copy(update={k: v for k, v in defaults.items() if k not in given}))
+            self._check_room(role)
+        return self
+
+    def _check_room(self, role: Literal["agent", "optimizer"]) -> None:
+        context, reply = self.llm.local.context_size, getattr(self, role).max_tokens or self.llm.local.max_tokens
+        if context - reply < MIN_PROMPT_TOKENS[role]:
+            raise ValueError(
+                f"{role}.max_tokens={reply} leaves {max(context - reply, 0)} of the embedded model's {context}-token "
+                f"context (llm.local.context_size) for the prompt, which needs at least {MIN_PROMPT_TOKENS[role]}; "
+                f"lower {role}.max_tokens or raise llm.local.context_size")
+
+    def prices(self) -> dict[str, Price]:
+        """Model -> price for this run: the embedded model's roles cost nothing, `llm.prices` wins over that."""
+        free = {getattr(self, role).model: FREE for role in ROLES if self.llm_for(role).resolved_base_url() == "local"}
+        return {**free, **self.llm.prices}
+
     def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
         """The top-level `llm` with the role's `llm` override applied."""
         override = (self.agent if role == "agent" else self.optimizer).llm
@@ -313,6 +360,10 @@ class Experiment(Strict):
         if not optimizer:
             del data["optimizer"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+ROLES: tuple[Literal["agent", "optimizer"], ...] = ("agent", "optimizer")
+ROLE_MODEL_ENV = {"agent": ENV_MODEL, "optimizer": ENV_OPTIMIZER_MODEL}
 
 
 # `optimizer.method` as the hash has always spelled it, so that runs recorded before methods were plug-ins (with
@@ -366,10 +417,10 @@ def _validation_errors(error: ValidationError) -> list[str]:
     """One `key: problem` line per bad key."""
     lines = []
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in item["loc"])
         message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else \
             item["msg"].removeprefix("Value error, ")
-        lines.append(f"{key}: {message}")
+        lines.append(f"{key}: {message}" if key else message)  # a whole-config check names its keys itself
     return lines
 
 

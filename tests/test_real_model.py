@@ -164,6 +164,22 @@ def test_each_agent_trains_an_epoch_with_the_real_model_as_agent_and_optimizer(t
 
 
 @pytest.mark.timeout(600)
+def test_a_config_that_only_says_local_trains_within_the_models_context_at_no_cost(tmp_path):
+    data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"name": "bare", "task": {"name": "math", "path": str(data), "train_size": 1,
+                                                               "test_size": 1},
+                                      "llm": {"base_url": "local", "cache": False}, "output_dir": str(tmp_path)}))
+    run = api.train(config, ["optimizer.epochs=1"]).run
+    assert run.info().status == "finished", run.info().reason
+    assert run.experiment().optimizer.model == "smollm2-135m-instruct"
+    assert sum(u["requests"] for u in (run.info().usage or {}).values()) > 0
+    assert all(u["cost_usd"] == 0 for u in (run.info().usage or {}).values())
+    errors = [a.error or "" for a in run.snapshot(1).metrics.actions]
+    assert not any("context" in error for error in errors), errors  # the defaults fit the 4096-token window
+
+
+@pytest.mark.timeout(600)
 def test_rerunning_a_finished_config_on_the_embedded_model_is_served_from_the_cache(tmp_path):
     """The server's port changes every run; the cache must still know it as the same model."""
     config = _config(tmp_path, "assistant")

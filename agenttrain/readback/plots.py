@@ -47,7 +47,7 @@ def _prices_known(history: RunHistory) -> dict[str, bool]:
     """Model -> whether it has a price (an unpriced model's cost is counted as $0)."""
     experiment = history.run.experiment()
     models = (experiment.agent.model, experiment.optimizer.model)
-    return {model: price_for(model, experiment.llm.prices) is not None for model in models}
+    return {model: price_for(model, experiment.prices()) is not None for model in models}
 
 
 def _save(fig: Figure, path: Path, history: RunHistory) -> Path:

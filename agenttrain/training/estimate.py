@@ -43,7 +43,7 @@ class Estimate:
 
 
 def _cost(experiment: Experiment, model: str, prompt: int, completion: int) -> float | None:
-    price = price_for(model, experiment.llm.prices)
+    price = price_for(model, experiment.prices())
     return None if price is None else price.cost(prompt, completion)
 
 
@@ -56,11 +56,13 @@ def _estimate(experiment: Experiment, role: str, model: str, params: ModelParams
     return Estimate(role, model, requests, prompt, completion, reasoning, _cost(experiment, model, prompt, completion))
 
 
-def _conversation_tokens(question_tokens: int, functions: int, turns: int) -> tuple[int, int]:
-    """Prompt and completion tokens of one conversation: each turn re-sends everything before it."""
+def _conversation_tokens(question_tokens: int, functions: int, turns: int, max_reply: int | None) -> tuple[int, int]:
+    """Prompt and completion tokens of one conversation: each turn re-sends everything before it. A reply is
+    `REPLY_TOKENS`, or the role's `max_tokens` when that is less."""
+    reply = min(REPLY_TOKENS, max_reply or REPLY_TOKENS)
     base = SYSTEM_TOKENS + question_tokens + functions * FUNCTION_TOKENS
-    prompt = sum(base + turn * 2 * REPLY_TOKENS for turn in range(turns))
-    return prompt, turns * REPLY_TOKENS
+    prompt = sum(base + turn * 2 * reply for turn in range(turns))
+    return prompt, turns * reply
 
 
 def _question_tokens(questions: list[str]) -> int:
@@ -75,13 +77,13 @@ def estimate_run(experiment: Experiment, train_questions: list[str], worst_case:
     plan = run_plan(optimizer, worst_case)
     evaluations, optimizer_requests, reply_tokens = plan.train_evaluations, plan.optimizer_requests, plan.reply_tokens
     functions = optimizer.max_actions * optimizer.epochs // 2  # the set grows by about half the actions
-    prompt, completion = _conversation_tokens(question_tokens, functions, turns)
+    prompt, completion = _conversation_tokens(question_tokens, functions, turns, agent.max_tokens)
     agent_requests = evaluations * tasks * turns
     agent_prompt, agent_completion = evaluations * tasks * prompt, evaluations * tasks * completion
     histories = SYSTEM_TOKENS + tasks * (question_tokens + turns * 2 * REPLY_TOKENS)
     per_call = optimizer.max_prompt_tokens if worst_case else min(histories, optimizer.max_prompt_tokens)
     optimizer_prompt = optimizer_requests * per_call
-    optimizer_completion = optimizer_requests * reply_tokens
+    optimizer_completion = optimizer_requests * min(reply_tokens, optimizer.max_tokens or reply_tokens)
     return [
         _estimate(experiment, "agent", agent.model, agent, agent_requests, agent_prompt, agent_completion),
         _estimate(experiment, "optimizer", optimizer.model, optimizer, optimizer_requests, optimizer_prompt,
@@ -94,7 +96,7 @@ def estimate_eval(experiment: Experiment, questions: list[str], evaluations: int
     agent, optimizer = experiment.agent, experiment.optimizer
     turns = agent.max_turns if worst_case else min(TYPICAL_TURNS, agent.max_turns)
     functions = optimizer.max_actions * optimizer.epochs // 2
-    prompt, completion = _conversation_tokens(_question_tokens(questions), functions, turns)
+    prompt, completion = _conversation_tokens(_question_tokens(questions), functions, turns, agent.max_tokens)
     runs = evaluations * len(questions)
     return _estimate(experiment, "agent (eval)", agent.model, agent, runs * turns, runs * prompt, runs * completion)
 
