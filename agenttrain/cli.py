@@ -8,13 +8,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
 from agenttrain.errors import UserError
 from agenttrain.lazy import lazy_import
-from agenttrain.names import DATASETS, ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
+from agenttrain.names import (
+    DATASETS,
+    ENV_BASE_URL,
+    ENV_MODEL,
+    ENV_OPTIMIZER_MODEL,
+    ENV_OUTPUT_DIR,
+    STRICT_MEANING,
+    default_output_dir,
+)
 from agenttrain.wording import plural
 
 # Loaded on first use: `--help` needs none of them. The api pulls in openai, sympy and numpy; the others, the
@@ -104,7 +113,8 @@ def train(
     config: Annotated[Path | None, typer.Argument(metavar="CONFIG", show_default=False,
                                                   help="Experiment YAML, e.g. configs/math-algebra.yaml")] = None,
     overrides: Overrides = None,
-    model: Annotated[str | None, typer.Option(metavar="TEXT", help="The agent's model (agent.model).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="TEXT",
+                                              help="The agent's model (agent.model).")] = None,
     optimizer_model: Annotated[str | None, typer.Option(metavar="TEXT", help="The optimizer's model "
                                                         "(optimizer.model).")] = None,
     limit: Limit = None,
@@ -153,19 +163,36 @@ def train(
         out.print(f"next: agenttrain eval {outcome.run.path}", soft_wrap=True)
 
 
+def figures_table(title: str, labels: list[str], figures: list[str], rows: list[list[str]]) -> Table:
+    """Label columns then right-aligned figure columns. When the terminal is too narrow, a cell folds onto a second
+    line rather than lose its end (rich's default would cut `118,272` to `118…`)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for column in labels:
+        table.add_column(column, overflow="fold")
+    for column in figures:
+        table.add_column(column, justify="right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(estimate)
         return
-    table = Table(title=f"estimate: {estimate['train_tasks']} training tasks, {estimate['epochs']} epochs")
-    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "reasoning tok", "cost $"):
-        table.add_column(column)
+    reasoning = any(row["reasoning_tokens"] for case in ("typical", "worst_case") for row in estimate[case])
+    models = ", ".join(f"{row['role']} {row['model']}" for row in estimate["typical"])
+    title = (f"estimate: {plural(estimate['train_tasks'], 'training task')}, {plural(estimate['epochs'], 'epoch')}; "
+             f"{models}")
+    cells = []
     for case in ("typical", "worst_case"):
-        for row in estimate[case]:
+        for i, row in enumerate(estimate[case]):
+            tokens = [row["prompt_tokens"], row["completion_tokens"], *([row["reasoning_tokens"]] if reasoning else [])]
             cost = "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.2f}"
-            table.add_row(case, row["role"], row["model"], str(row["requests"]), str(row["prompt_tokens"]),
-                          str(row["completion_tokens"]), str(row["reasoning_tokens"]), cost)
-    out.print(table)
+            cells.append(["" if i else case.replace("_", " "), row["role"], f"{row['requests']:,}",
+                          *(f"{n:,}" for n in tokens), cost])
+    figures = ["requests", "prompt tokens", "completion tokens", *(["reasoning tokens"] if reasoning else []), "$"]
+    out.print(figures_table(title, ["case", "role"], figures, cells))
     out.print(estimate["note"])
 
 
@@ -215,7 +242,9 @@ def eval_command(
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
-    """Evaluate a snapshot on a split; results go to RUN/evals/.
+    """Evaluate a snapshot on a split; results go to RUN/evals/. The math scorer also prints a strict accuracy:
+    Hendrycks' is_equiv string match alone, the figure MATH papers report (accuracy also counts answers
+    math-verify proves equal, such as 3.0 for 3).
 
     \b
     Example: agenttrain eval runs/math-algebra-20260101-120000 --epoch best --split test
@@ -236,6 +265,8 @@ def eval_command(
     smoke = f"; only the first {plural(limit, 'task')} (--limit)" if limit is not None else ""
     for result in results:
         out.print(_eval_line(result) + smoke, soft_wrap=True)
+    if any(result.get("accuracy_strict") is not None for result in results):
+        out.print(STRICT_MEANING, soft_wrap=True, style="dim", highlight=False)
 
 
 def _eval_line(result: dict[str, Any]) -> str:
@@ -387,7 +418,7 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
     reasoning = any(usage_sum(m.usage, "reasoning_tokens") for m in overview.epochs)  # only for reasoning models
     columns = ["epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"]
     for column in columns + (["reasoning tok", "reasoning $"] if reasoning else []):
-        table.add_column(column, justify="right" if column != "status" else "left")
+        table.add_column(column, justify="right" if column != "status" else "left", overflow="fold")
     for m in overview.epochs:
         marker = " *" if m.epoch == overview.best_epoch else ""
         cells = [f"{m.epoch}{marker}", f"{m.train_accuracy:.3f}", outcome_label(m.status), str(m.applied_actions),
@@ -421,9 +452,11 @@ def score(
         print_json(result)
         return
     line = f"{scorer}: accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']})"
-    if "accuracy_strict" in result:
-        line += f", strict (Hendrycks is_equiv) {result['accuracy_strict']:.4f}"
+    if result.get("accuracy_strict") is not None:
+        line += f", strict {result['accuracy_strict']:.4f}"
     out.print(line)
+    if result.get("accuracy_strict") is not None:
+        out.print(STRICT_MEANING, soft_wrap=True, style="dim", highlight=False)
 
 
 cache_app = typer.Typer(help="The on-disk response cache: stats and clear.\n\nExample: agenttrain cache stats",
@@ -518,7 +551,8 @@ def runs_command(
         help=f"The folder that holds run directories; default ${ENV_OUTPUT_DIR} or ./runs")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """List runs, oldest first: status, epochs, best train accuracy, evaluated test accuracy, cost.
+    """List runs, oldest first: status, epochs run after the baseline (epoch 0), best train accuracy, evaluated test
+    accuracy, cost.
 
     \b
     Example: agenttrain runs runs/ --json
@@ -532,16 +566,17 @@ def runs_command(
         out.print(f"no runs under {directory}; start one with: agenttrain train CONFIG")
         return
     table = Table(title=f"runs under {directory}")
-    table.add_column("run", overflow="fold")  # long names fold; the figures beside them never do
-    table.add_column("status", no_wrap=True)
+    table.add_column("run", overflow="fold")  # long names fold first; on a narrow terminal the figures fold too
+    table.add_column("status", overflow="fold")
     for column in ("epochs", "best train", "test", "cost $"):
-        table.add_column(column, justify="right", no_wrap=True)
+        table.add_column(column, justify="right", overflow="fold")
     for s in summaries:
         best = "–" if s.best_epoch is None else f"{s.best_train_accuracy:.3f} @{s.best_epoch}"
         test = "–" if s.test_accuracy is None else f"{s.test_accuracy:.3f}"
         if s.test_accuracy is not None and s.test_epoch != s.best_epoch:
             test += f" @{s.test_epoch}"  # only a non-best epoch was evaluated on test
-        table.add_row(Path(s.run).name, s.status or "?", str(s.epochs), best, test, f"{s.cost_usd:.4f}")
+        epochs = "–" if s.last_epoch is None else str(s.last_epoch)  # as "ran N epochs" counts: not the baseline
+        table.add_row(Path(s.run).name, s.status or "?", epochs, best, test, f"{s.cost_usd:.4f}")
     out.print(table)
     for s in summaries:
         if s.error:

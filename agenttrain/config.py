@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -399,7 +400,11 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is set both as a value and as a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({yaml_problem(exc)}); quote it, "
+                              f"e.g. --set '{key.strip()}=\"{raw}\"'") from None
     return nested
 
 
@@ -413,19 +418,53 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _validation_errors(error: ValidationError) -> list[str]:
-    """One `key: problem` line per bad key."""
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The config section class a field holds (`LLMOverride | None` holds LLMOverride), None for plain values."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _keys_at(path: tuple[Any, ...], data: Any) -> list[str]:
+    """The keys the config section at `path` takes (`task` by the task it names), for "did you mean"."""
+    model: type[BaseModel] | None = Experiment
+    for part in path:
+        field = model.model_fields.get(str(part)) if model else None
+        if field is None:
+            return []
+        data = data.get(part) if isinstance(data, dict) else None
+        task = model is Experiment and part == "task" and isinstance(data, dict) and data.get("name") in tasks.names()
+        model = getattr(tasks.get(data["name"]), "config_class", TaskConfig) if task else _model_of(field.annotation)
+    return list(model.model_fields) if model else []
+
+
+def _problem(item: Any, data: Any) -> str:
+    """What is wrong with one key: the closest known key for a misspelt one, the value given for a wrong type."""
+    *section, leaf = item["loc"] or ("",)
+    if item["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(leaf), _keys_at(tuple(section), data), n=1, cutoff=0.6)
+        return f"unknown key; did you mean `{close[0]}`?" if close else "unknown key (check the spelling)"
+    message = item["msg"].removeprefix("Value error, ")
+    value = item.get("input")
+    if item["type"] in ("missing", "value_error") or isinstance(value, dict):
+        return message  # our own checks name their values; a whole section is too long to quote
+    shown = repr(value)
+    return f"{message} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+
+
+def _validation_errors(error: ValidationError, data: Any = None) -> list[str]:
+    """One `key: problem` line per bad key; `data` is the config as given, to suggest the key meant."""
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
-        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else \
-            item["msg"].removeprefix("Value error, ")
+        message = _problem(item, data)
         lines.append(f"{key}: {message}" if key else message)  # a whole-config check names its keys itself
     return lines
 
 
-def _format_validation(error: ValidationError, source: str) -> str:
-    return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error))])
+def _format_validation(error: ValidationError, source: str, data: Any = None) -> str:
+    return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error, data))])
 
 
 class DuplicateKey(yaml.YAMLError):
@@ -447,6 +486,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as `line 3, column 5: <problem> (<context>)`, instead of PyYAML's dump that names the text
+    `"<unicode string>"`."""
+    mark = getattr(exc, "problem_mark", None)
+    problem, context = getattr(exc, "problem", None) or str(exc), getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + problem + (f" ({context})" if context else "")
+
+
 def load_yaml(text: str) -> Any:
     """Safe YAML with duplicate keys refused."""
     return yaml.load(text, Loader=_UniqueKeyLoader)
@@ -464,7 +512,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     except DuplicateKey as exc:
         raise ConfigError(f"{path}:{exc.line}: key {exc.key!r} is given twice; keep one of them") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML, {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
@@ -513,10 +561,11 @@ def _check_files(experiment: Experiment, source: str) -> None:
 def load_experiment(path: Path, overrides: list[str] | None = None) -> Experiment:
     """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
     from_file, overridden = read_yaml_mapping(path), parse_overrides(overrides or [])
+    data = _merge(from_file, overridden)
     try:
-        experiment = Experiment.model_validate(_merge(from_file, overridden))
+        experiment = Experiment.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, str(path)), _validation_errors(exc)) from None
+        raise ConfigError(_format_validation(exc, str(path), data), _validation_errors(exc, data)) from None
     experiment = _absolute_paths(experiment, from_file, overridden, path.resolve().parent)
     _check_files(experiment, str(path))
     return experiment

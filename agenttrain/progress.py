@@ -71,6 +71,7 @@ class Tally:
         self.phase: Phase | None = None
         self.rollouts = 0
         self.reused = 0
+        self.earlier = 0  # a resumed run's rollouts of the epochs it had finished: the totals are the run's
         self.retries = 0
         self.usage = Usage()
 
@@ -80,7 +81,7 @@ class Tally:
     def totals(self) -> str:
         u = self.usage
         reused = f" ({self.reused} reused)" if self.reused else ""
-        return (f"run total: {plural(self.rollouts + self.reused, 'rollout')}{reused}, "
+        return (f"run total: {plural(self.earlier + self.rollouts + self.reused, 'rollout')}{reused}, "
                 f"{u.total_tokens:,} tokens, ${u.cost_usd:.4f}, {plural(u.cache_hits, 'cache hit')}, "
                 f"{plural(self.retries, 'retry', 'retries')}")
 
@@ -127,8 +128,10 @@ class BaseReporter:
 
     # -- the Reporter protocol (trainer.Reporter) -----------------------------------------------------------
 
-    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool) -> None:
+    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool, earlier_rollouts: int = 0
+                    ) -> None:
         self.tally.epochs = epochs
+        self.tally.earlier = earlier_rollouts
         self.line(f"task: {sizes}; epochs 0-{epochs}" + (f", resuming at epoch {next_epoch}" if resumed else ""))
 
     def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0, reused_correct: int = 0) -> None:

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from agenttrain import api
 from agenttrain.cli import app
+from agenttrain.names import STRICT_MEANING
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import FORMAT_VERSION
 from agenttrain.viewer import start
@@ -120,7 +121,7 @@ def test_runs_list_shows_each_run_with_task_agent_and_test_interval(tmp_path, st
     with viewer(tmp_path / "runs") as url:
         shown = text_of(page(url + "/"))
     assert "2 of 2 runs" in shown
-    assert f"{story.path.name} finished math assistant · agent-model 5 75.0% @3 80.0% (49.0% – 94.3%)" in shown
+    assert f"{story.path.name} finished math assistant · agent-model 4 75.0% @3 80.0% (49.0% – 94.3%)" in shown
     assert "$15.7500" in shown  # training plus both evaluations
 
 
@@ -159,6 +160,24 @@ def test_run_page_has_the_curve_epoch_table_evaluations_cost_and_config(story):
     assert "optimizer 40 0 3000 0 1000 $4.0000" in shown and "total 150 0 11250 0 3750 $15.0000" in shown
     assert "of which reasoning" not in shown  # no reasoning model, no reasoning columns
     assert "config.yaml" in shown and "optimizer-model" in shown
+
+
+def test_strict_accuracy_is_shown_with_what_it_means(tmp_path):
+    run = story_run(tmp_path, evaluated=False)
+    save_eval(run, "test", 3, {"q1": True, "q2": True}, strict=0.5)
+    with viewer(run.path) as url:
+        shown = text_of(page(f"{url}/runs/{run.path.name}/"))
+        transcript = text_of(page(f"{url}/runs/{run.path.name}/epochs/1/tasks/t1"))
+    assert "correct strict cost" in shown and "2/2 50.0%" in shown and STRICT_MEANING in shown
+    assert "strict ✓ right (Hendrycks' is_equiv string match alone" in transcript
+
+
+def test_a_run_that_ended_before_its_first_epoch_does_not_ask_for_a_refresh(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    run.finish("failed", reason="the endpoint refused the key")
+    with viewer(run.path) as url:
+        shown = text_of(page(f"{url}/runs/{run.path.name}/"))
+    assert "No epoch finished: the run ended as failed." in shown and "refresh" not in shown
 
 
 def test_cost_per_role_shows_reasoning_only_for_reasoning_models(tmp_path):

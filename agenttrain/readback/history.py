@@ -97,6 +97,7 @@ class Evaluation:
     cost_usd: float
     records_path: Path
     format_version: int
+    accuracy_strict: float | None = None  # for scorers that have a strict verdict (names.STRICT_MEANING)
 
     @cached_property
     def records(self) -> list[RolloutRecord]:
@@ -118,6 +119,7 @@ def load_evaluations(run: RunDir) -> list[Evaluation]:
             split=path.stem.rsplit("-epoch-", 1)[0], epoch=result.epoch, accuracy=result.accuracy,
             correct=result.correct, n=result.n, cost_usd=usage_cost(result.usage),
             records_path=path.with_name(f"{path.stem}.rollouts.jsonl"), format_version=version,
+            accuracy_strict=result.accuracy_strict,
         ))
     return sorted(evaluations, key=lambda e: (e.split, e.epoch))
 

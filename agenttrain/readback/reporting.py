@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from agenttrain.names import STRICT_MEANING
 from agenttrain.readback.history import (
     CallCount,
     RunHistory,
@@ -99,10 +100,15 @@ def _curve_section(history: RunHistory, images: dict[str, Path | None]) -> str:
 def _evaluations_section(history: RunHistory) -> str:
     if not history.evaluations:
         return "## Held-out evaluations\n\nNone yet: run `agenttrain eval RUN --epoch 0` and `--epoch best`."
+    strict = any(e.accuracy_strict is not None for e in history.evaluations)
     rows = []
     for e in history.evaluations:
-        rows.append([e.split, e.epoch, _percent(e.accuracy), _interval(e.ci95, _percent), f"{e.correct}/{e.n}"])
-    parts = ["## Held-out evaluations", _table(["split", "epoch", "accuracy", "95% CI (Wilson)", "correct"], rows)]
+        rows.append([e.split, e.epoch, _percent(e.accuracy), _interval(e.ci95, _percent), f"{e.correct}/{e.n}",
+                     *([_percent(e.accuracy_strict)] if strict else [])])
+    headers = ["split", "epoch", "accuracy", "95% CI (Wilson)", "correct", *(["strict"] if strict else [])]
+    parts = ["## Held-out evaluations", _table(headers, rows)]
+    if strict:
+        parts.append(STRICT_MEANING[0].upper() + STRICT_MEANING[1:] + ".")
     comparisons = history.comparisons_with_baseline()
     if comparisons:
         parts.append("Against epoch 0 on the same tasks: the difference with a 95% paired bootstrap interval, and "

@@ -107,15 +107,17 @@ def save_epoch(
 
 
 def save_eval(
-    run: RunDir, split: str, epoch: int, outcomes: dict[str, bool], cost: float = 0.5, prefix: str = ""
+    run: RunDir, split: str, epoch: int, outcomes: dict[str, bool], cost: float = 0.5, prefix: str = "",
+    strict: float | None = None,
 ) -> None:
-    """An eval result in the layout `agenttrain eval` writes under RUN/evals/ (`prefix`: "transfer-<name>-")."""
+    """An eval result in the layout `agenttrain eval` writes under RUN/evals/ (`prefix`: "transfer-<name>-";
+    `strict`: the strict accuracy of a scorer that has one)."""
     records = [rollout(task, correct) for task, correct in outcomes.items()]
     correct = sum(outcomes.values())
     stem = run.evals_dir / f"{prefix}{split}-epoch-{epoch}"
     write_json_atomic(stem.with_suffix(".json"), {
         "run": str(run.path), "epoch": epoch, "split": split, "accuracy": correct / len(records),
-        "correct": correct, "n": len(records), "errors": 0,
+        "correct": correct, "n": len(records), "errors": 0, "accuracy_strict": strict,
         "usage": {"agent": usage(int(cost * 1000))["agent"]},
     })
     write_rollouts(stem.with_suffix(".rollouts.jsonl"), records)

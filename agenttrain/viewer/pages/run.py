@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agenttrain.errors import UserError
+from agenttrain.names import STRICT_MEANING
 from agenttrain.readback.history import (
     load_evaluations,
     optimizer_note,
@@ -17,7 +18,7 @@ from agenttrain.readback.listing import summarise_run
 from agenttrain.rundir.directory import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
 from agenttrain.viewer.highlight import code
-from agenttrain.viewer.html import Markup, dollars, el, layout, link, moment, percent, table
+from agenttrain.viewer.html import Markup, dollars, el, layout, link, moment, percent, render, table
 from agenttrain.viewer.site import Site, find_evaluation
 from agenttrain.viewer.urls import diff_url, epoch_url, eval_url, run_url
 
@@ -76,13 +77,16 @@ def _diff_form(run: RunDir, epochs: list[int]) -> Markup:
 def _evaluations(run: RunDir, evaluations: list[Any]) -> Markup:
     if not evaluations:
         return el("p", "No held-out evaluation yet: run ", el("code", "agenttrain eval RUN"), ".", class_="muted")
+    strict = any(e.accuracy_strict is not None for e in evaluations)
     rows = []
     for e in evaluations:
         interval = e.ci95
         rows.append([link(eval_url(run, e), e.split), e.epoch, percent(e.accuracy),
                      f"{percent(interval[0])} – {percent(interval[1])}" if interval else "–", f"{e.correct}/{e.n}",
-                     dollars(e.cost_usd)])
-    return table(["split", "epoch", "accuracy", "95% CI (Wilson)", "correct", "cost"], rows, id="evaluations")
+                     *([percent(e.accuracy_strict)] if strict else []), dollars(e.cost_usd)])
+    headers = ["split", "epoch", "accuracy", "95% CI (Wilson)", "correct", *(["strict"] if strict else []), "cost"]
+    return render([table(headers, rows, id="evaluations"),
+                   el("p", STRICT_MEANING, class_="muted") if strict else None])
 
 
 SPEND_FIELDS = ("requests", "cache_hits", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
@@ -122,7 +126,8 @@ def run_page(site: Site, name: str) -> Markup:
     epochs = el(
         "section", el("h2", "Epochs"),
         table(headers, _epoch_rows(run, snapshots, splits, evaluations), id="epochs"), _diff_form(run, run.epochs()),
-    ) if snapshots else el("p", "No epoch has finished yet; refresh to see new ones.", class_="muted")
+    ) if snapshots else el("p", "No epoch has finished yet." if run.info().status == "running" else
+                           f"No epoch finished: the run ended as {run.info().status}.", class_="muted")
     return layout(
         name, [("/", "runs"), (None, name)],
         _facts(run, snapshots),
