@@ -194,6 +194,8 @@ def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
     figures = ["requests", "prompt tokens", "completion tokens", *(["reasoning tokens"] if reasoning else []), "$"]
     out.print(figures_table(title, ["case", "role"], figures, cells))
     out.print(estimate["note"])
+    for assumed in estimate["assumed"]:
+        out.print(f"without the data: {assumed}", soft_wrap=True, highlight=False)
 
 
 @app.command(epilog=ENVIRONMENT_HELP)
@@ -341,15 +343,15 @@ def _render_sweep_estimate(estimate: dict[str, Any], as_json: bool) -> None:
         return
 
     def dollars(value: float | None) -> str:
-        return "unknown" if value is None else f"{value:.2f}"
+        return "unknown" if value is None else f"{value:,.2f}"
 
-    table = Table(title=f"estimate: {len(estimate['jobs'])} runs")
-    for column in ("run", "requests", "cost $", "worst-case requests", "worst-case $"):
-        table.add_column(column, justify="left" if column == "run" else "right", no_wrap=True)
-    for row in [*estimate["jobs"], {"name": "total", **estimate["total"]}]:
-        table.add_row(row["name"], str(row["requests"]), dollars(row["cost_usd"]), str(row["worst_case_requests"]),
-                      dollars(row["worst_case_cost_usd"]))
-    out.print(table)
+    jobs = [*estimate["jobs"], {"name": "total", **estimate["total"]}]
+    rows = [[row["name"], f"{row['requests']:,}", dollars(row["cost_usd"]), f"{row['worst_case_requests']:,}",
+             dollars(row["worst_case_cost_usd"])] for row in jobs]
+    out.print(figures_table(f"estimate: {len(estimate['jobs'])} runs", ["run"],
+                            ["requests", "$", "worst-case\nrequests", "worst-case\n$"], rows))
+    for assumed in estimate["assumed"]:
+        out.print(f"without the data: {assumed}", soft_wrap=True, highlight=False)
     out.print(estimate["note"])
 
 

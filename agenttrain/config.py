@@ -545,21 +545,33 @@ def _absolute_paths(experiment: Experiment, from_file: dict[str, Any], overrides
     return experiment
 
 
+def missing_files(task: TaskConfig) -> dict[str, Path]:
+    """The task's data paths that do not exist (yet: a paper's data set before `agenttrain data pull`), by key."""
+    paths = {field: getattr(task, field) for field in task.path_fields()}
+    return {field: path for field, path in paths.items() if path is not None and not path.exists()}
+
+
+def missing_file_error(task: TaskConfig, field: str, path: Path, source: str) -> ConfigError:
+    hint = f"; download it with: agenttrain data pull {task.name}" if task.name in DATASETS else ""
+    return ConfigError(f"{source}: task.{field}: {path} does not exist{hint}")
+
+
+def check_task_files(task: TaskConfig, source: str) -> None:
+    for field, path in missing_files(task).items():
+        raise missing_file_error(task, field, path, source)
+
+
 def _check_files(experiment: Experiment, source: str) -> None:
-    task = experiment.task
-    for field in task.path_fields():
-        value = getattr(task, field)
-        if value is not None and not value.exists():
-            hint = f"; download it with: agenttrain data pull {task.name}" if task.name in DATASETS else ""
-            raise ConfigError(f"{source}: task.{field}: {value} does not exist{hint}")
+    check_task_files(experiment.task, source)
     # the nearest existing folder of output_dir must be a folder, or no run directory can be made in it
     existing = next(p for p in (experiment.output_dir, *experiment.output_dir.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{source}: output_dir: {existing} is a file, not a folder; point output_dir at a folder")
 
 
-def load_experiment(path: Path, overrides: list[str] | None = None) -> Experiment:
-    """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
+def load_experiment(path: Path, overrides: list[str] | None = None, check_files: bool = True) -> Experiment:
+    """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file. Without
+    `check_files` the data and output folder need not exist yet (an estimate before the data is pulled)."""
     from_file, overridden = read_yaml_mapping(path), parse_overrides(overrides or [])
     data = _merge(from_file, overridden)
     try:
@@ -567,7 +579,8 @@ def load_experiment(path: Path, overrides: list[str] | None = None) -> Experimen
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, str(path), data), _validation_errors(exc, data)) from None
     experiment = _absolute_paths(experiment, from_file, overridden, path.resolve().parent)
-    _check_files(experiment, str(path))
+    if check_files:
+        _check_files(experiment, str(path))
     return experiment
 
 

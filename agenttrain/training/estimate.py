@@ -4,6 +4,8 @@ A rough model, stated in the output: an agent conversation takes `typical_turns`
 `max_turns`), each prompt re-sends the conversation so far, and every epoch's optimizer calls are filled
 up to `max_prompt_tokens`. The worst case assumes every epoch runs and every conversation uses all turns.
 A reasoning model also thinks before each reply, billed as output: `REASONING_TOKENS` per reply at its effort.
+Before a paper's data set is pulled, its questions are assumed to be as many as the config's sizes ask for, each of
+the data set's typical length (`typical_question_chars` of its task), and the estimate says so.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agenttrain.config import Experiment, ModelParams, load_experiment
+from agenttrain.config import Experiment, ModelParams, TaskConfig, load_experiment, missing_file_error, missing_files
 from agenttrain.endpoint.request_params import is_reasoning_model
 from agenttrain.endpoint.usage import price_for
 from agenttrain.optimizers import run_plan
 from agenttrain.optimizers.prompting import CHARS_PER_TOKEN
+from agenttrain.registry import tasks
 from agenttrain.tasks import load_task
 
 TYPICAL_TURNS = 3
@@ -101,13 +104,40 @@ def estimate_eval(experiment: Experiment, questions: list[str], evaluations: int
     return _estimate(experiment, "agent (eval)", agent.model, agent, runs * turns, runs * prompt, runs * completion)
 
 
+@dataclass(frozen=True)
+class Questions:
+    """A split's questions, or stand-ins of the data set's typical length when its data is not there yet."""
+
+    texts: list[str]
+    assumed: str | None = None  # what was assumed instead of the data, to say so beside the estimate
+
+
+def split_questions(task: TaskConfig, split: str, source: str) -> Questions:
+    """The questions of `split`; before a paper's data set is pulled, as many stand-ins of its typical question
+    length as the config's sizes ask for. A task without sizes or a typical length still needs its data."""
+    missing = missing_files(task)
+    if not missing:
+        return Questions([e.question for e in load_task(task).splits().get(split)])
+    field, path = next(iter(missing.items()))
+    typical = getattr(tasks.get(task.name), "typical_question_chars", None)
+    size = {"train": task.train_size, "test": task.test_size, "val": task.val_size}[split]
+    if typical is None or size is None:
+        raise missing_file_error(task, field, path, source)
+    count, chars = min(size, task.limit or size), typical(task)
+    return Questions(["x" * chars] * count, f"{path} is not there yet (agenttrain data pull {task.name}): "
+                                            f"{count} {split} questions of {chars} characters, {task.name}'s typical "
+                                            "length, assumed")
+
+
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent."""
-    experiment = load_experiment(config_path, overrides)
-    train_split = load_task(experiment.task).splits().train
-    questions = [e.question for e in train_split]
+    """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent. Works
+    before a paper's data is pulled (`split_questions`)."""
+    experiment = load_experiment(config_path, overrides, check_files=False)
+    train = split_questions(experiment.task, "train", str(config_path))
+    questions = train.texts
     return {
         "train_tasks": len(questions),
+        "assumed": [train.assumed] if train.assumed else [],
         "epochs": experiment.optimizer.epochs,
         "typical": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=False)],
         "worst_case": [e.to_dict() for e in estimate_run(experiment, questions, worst_case=True)],
