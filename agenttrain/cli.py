@@ -321,11 +321,17 @@ def sweep(
         _render_sweep_estimate(api.dry_run_sweep(configs, seed_list, overrides), as_json)
         return
 
+    from agenttrain.sweeping.watch import SweepWatch  # loaded here: a sweep's progress only
+
+    watch = SweepWatch(out_dir)
+
     def job_done(outcome: JobOutcome) -> None:
+        watch.ended(outcome)
         verdict = "done" if outcome.ok else f"[red]failed[/]: {outcome.error} (log: {outcome.log})"
         err.print(f"{outcome.job.id}: {verdict}", highlight=False)
 
-    result = api.sweep(configs, out_dir, seed_list, overrides, jobs, executor, not no_cache, job_done)
+    with progress.StatusLine(err, lambda: watch.status().line()):
+        result = api.sweep(configs, out_dir, seed_list, overrides, jobs, executor, not no_cache, job_done)
     if as_json:
         print_json({"results": [str(p) for p in result.files], "ran": result.ran,
                     "failed": [o.job.id for o in result.failed], "rows": [r.to_dict() for r in result.rows]})

@@ -8,7 +8,9 @@ Both count the same things (`Tally`), so they always agree with each other and w
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,18 +19,16 @@ from rich.live import Live
 from rich.text import Text
 
 from agenttrain.endpoint.usage import Usage
+from agenttrain.errors import UserError
 from agenttrain.readback.history import action_outcome, outcome_label
 from agenttrain.rundir.records import Action, EpochMetrics, RolloutRecord
-from agenttrain.wording import plural
+from agenttrain.wording import clock, plural
 
 LLM_LOGGER = "agenttrain.endpoint.client"  # where LLMClient logs its retries, with the wait in `retry_wait_s`
 PLAIN_UPDATE_S = 10.0  # the plain reporter's progress line, at most this often per phase
+STATUS_EVERY_S = 2.0  # how often a status line is computed (it may read files)
+PLAIN_STATUS_S = 30.0  # and printed as a plain line, when it changed
 RETRY_SUMMARY_S = 2.0  # and its retry line: a burst of failures is one line, not one per request
-
-
-def clock(seconds: float) -> str:
-    seconds = int(max(0.0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 @dataclass
@@ -275,3 +275,52 @@ class RichReporter(BaseReporter):
 
     def progressed(self) -> None:
         self._retry_note = ""  # a rollout finished: the endpoint answers again
+
+
+class StatusLine:
+    """A line that `compute` gives afresh every STATUS_EVERY_S, from a thread of its own: live at the foot of a
+    terminal, or printed as a plain line when it changed, at most every PLAIN_STATUS_S (and once more at the end).
+    Other lines printed to the console meanwhile go above it."""
+
+    def __init__(self, console: Console, compute: Callable[[], str]) -> None:
+        self.console = console
+        self.compute = compute
+        self._text = ""
+        self._printed = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="agenttrain-status", daemon=True)
+        self.live = Live(console=console, refresh_per_second=2, transient=True,
+                         get_renderable=lambda: Text(self._text, style="dim")) if console.is_terminal else None
+
+    def __enter__(self) -> StatusLine:
+        if self.live is not None:
+            self.live.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.live is not None:
+            self.live.stop()
+        self._update()
+        self._print()
+
+    def _follow(self) -> None:
+        last_print = time.monotonic()
+        while not self._stop.wait(STATUS_EVERY_S):
+            self._update()
+            if self.live is None and time.monotonic() - last_print >= PLAIN_STATUS_S:
+                self._print()
+                last_print = time.monotonic()
+
+    def _update(self) -> None:
+        try:
+            self._text = self.compute()
+        except (OSError, ValueError, UserError) as exc:  # a file replaced mid-read: the next look will do
+            logging.getLogger(__name__).debug("status line: %s", exc)
+
+    def _print(self) -> None:
+        if self._text and self._text != self._printed:
+            self.console.print(self._text, highlight=False, markup=False)
+            self._printed = self._text
