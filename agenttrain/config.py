@@ -573,15 +573,26 @@ def load_experiment(path: Path, overrides: list[str] | None = None, check_files:
     """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file. Without
     `check_files` the data and output folder need not exist yet (an estimate before the data is pulled)."""
     from_file, overridden = read_yaml_mapping(path), parse_overrides(overrides or [])
-    data = _merge(from_file, overridden)
-    try:
-        experiment = Experiment.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, str(path), data), _validation_errors(exc, data)) from None
+    experiment = _validated(_merge(from_file, overridden), str(path))
     experiment = _absolute_paths(experiment, from_file, overridden, path.resolve().parent)
     if check_files:
         _check_files(experiment, str(path))
     return experiment
+
+
+def experiment_from(data: dict[str, Any], source: str) -> Experiment:
+    """A config given as a mapping (from Python): validated, its paths taken from the current folder, its files
+    checked. `source` names it in errors."""
+    experiment = _absolute_paths(_validated(data, source), {}, data, Path.cwd())
+    _check_files(experiment, source)
+    return experiment
+
+
+def _validated(data: dict[str, Any], source: str) -> Experiment:
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source, data), _validation_errors(exc, data)) from None
 
 
 def check_api_keys(experiment: Experiment, source: str) -> None:

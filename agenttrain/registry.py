@@ -26,6 +26,7 @@ from agenttrain.errors import UserError
 
 T = TypeVar("T")
 BUILT_IN = "agenttrain (built-in)"
+HERE = "this Python process"
 
 
 class UnknownName(UserError, ValueError):
@@ -63,6 +64,15 @@ class Registry(Generic[T]):
             return value
 
         return register
+
+    def register_here(self, name: str, value: T) -> None:
+        """Register `value` for this process only (a function defined in a notebook), replacing what this process
+        registered under `name` before: a notebook cell run again redefines it."""
+        self._load()
+        known = self._entries.get(name)
+        if known is not None and known.source != HERE:
+            raise UserError(f"{self.kind} {name!r} is already registered by {known.source}; choose another name")
+        self._entries[name] = Registration(self.kind, name, value, HERE)
 
     def _add(self, name: str, value: Any, source: str) -> None:
         known = self._entries.get(name)
@@ -107,7 +117,8 @@ class Registry(Generic[T]):
 
 
 tasks: Registry[Any] = Registry(
-    "task", ("agenttrain.tasks.math", "agenttrain.tasks.jsonl", "agenttrain.tasks.tabmwp", "agenttrain.tasks.gaia"),
+    "task", ("agenttrain.tasks.math", "agenttrain.tasks.jsonl", "agenttrain.tasks.inline", "agenttrain.tasks.tabmwp",
+             "agenttrain.tasks.gaia"),
     "agenttrain.tasks",
 )
 agents: Registry[Any] = Registry(
