@@ -16,6 +16,7 @@ way in (`tasks.load_task`, `agents.make_agent`, `scorers.judge`, `optimizers.mak
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,7 +102,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load()
         if name not in self._entries:
-            raise UnknownName(f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self.names()))} "
+            close = difflib.get_close_matches(name, list(self._entries), n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            raise UnknownName(f"unknown {self.kind} {name!r}; {guess}registered: {', '.join(sorted(self.names()))} "
                               "(`agenttrain plugins` lists them)")
         value: T = self._entries[name].value
         return value

@@ -48,7 +48,7 @@ def test_set_overrides_any_key_with_yaml_typed_values(tmp_path, monkeypatch):
         (minimal(), ["optimizer.epochs=many"], "optimizer.epochs"),
         (minimal(), ["optimizer.epochz=2"], "optimizer.epochz: unknown key"),
         (minimal(), ["agent.type=planner"], "agent.type: unknown agent 'planner'; registered: assistant"),
-        (minimal(), ["task.name=trivia"], "task: unknown task 'trivia'; registered: gaia, jsonl, math"),
+        (minimal(), ["task.name=trivia"], "task: unknown task 'trivia'; registered: gaia, inline, jsonl, math"),
         (minimal(), ["task.question_field=prompt"], "task.question_field: unknown key"),
         (minimal(), ["task.name=jsonl", "task.scorer=fuzzy"], "task.scorer: unknown scorer 'fuzzy'"),
         ({"name": "exp", "task": {"name": "math", "path": "missing.jsonl"}}, [], "task.path"),
