@@ -329,13 +329,50 @@ def test_viewing_never_writes_to_the_run_and_refuses_writes(story):
 
 def test_a_run_still_training_shows_new_epochs_on_refresh(tmp_path):
     run = RunDir.create(experiment(tmp_path))
-    with viewer(run.path) as url:
+    with viewer(run.path) as url, run.lock():  # a process is training it
         assert "No epoch has finished yet" in page(f"{url}/runs/{run.path.name}/")
         save_epoch(run, 0, [], "baseline", [rollout("t1", False)], 0.0, spent=usage(100))
         assert "epoch 0" in text_of(page(f"{url}/runs/{run.path.name}/"))
         save_epoch(run, 1, [], "accepted", [rollout("t1", True)], 1.0, spent=usage(100))
         shown = text_of(page(f"{url}/runs/{run.path.name}/epochs/1?filter=flipped"))
     assert "1 of 1 rollouts" in shown and "fixed" in shown
+
+
+REFRESH = '<meta http-equiv="refresh" content="10">'
+
+
+def test_the_pages_of_a_run_still_training_reload_themselves_and_a_finished_runs_do_not(tmp_path, story):
+    running = RunDir.create(experiment(tmp_path, "live"))
+    with viewer(tmp_path / "runs") as url, running.lock():  # a process is training it
+        live, runs = page(f"{url}/runs/{running.path.name}/"), page(url + "/")
+        done = page(f"{url}/runs/{story.path.name}/")
+    assert REFRESH in live and REFRESH in runs and "reloads itself every 10 s" in text_of(live)
+    assert REFRESH not in done
+    assert "<script" not in live  # a meta refresh: the viewer still serves no script
+
+
+def test_a_runs_transcripts_are_searched_with_the_passage_around_each_hit(story):
+    with viewer(story.path.parent) as url:
+        html = page(f"{url}/runs/{story.path.name}/search?q=QUESTION+of+t3")
+        nothing = text_of(page(f"{url}/runs/{story.path.name}/search?q=no+such+words"))
+        form = page(f"{url}/runs/{story.path.name}/")
+    shown = text_of(html)
+    assert "5 rollouts hold “QUESTION of t3”, ignoring case." in shown  # one in each epoch
+    assert "epoch 0 t3 ✗ wrong 1 Question of t3? \\boxed{answer-t3} answer-t3 gold-t3" in shown
+    assert "epoch 3 t3 ✓ right" in shown
+    assert "<mark>Question of t3</mark>" in html
+    assert f'href="/runs/{story.path.name}/epochs/3/tasks/t3"' in html
+    assert "0 rollouts hold" in nothing
+    assert f'action="/runs/{story.path.name}/search"' in form
+
+
+def test_a_search_shows_model_output_as_text(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    save_epoch(run, 0, [], "baseline", [rollout("t1", False).model_copy(update=dict(
+        messages=[{"role": "assistant", "content": f"before {HOSTILE} after"}]))], 0.0)
+    with viewer(run.path) as url:
+        html = page(f"{url}/runs/{run.path.name}/search?q=document.title")
+    assert "<script>" not in html and "&lt;script&gt;<mark>document.title</mark>" in html
 
 
 def test_a_single_run_is_shown_alone(tmp_path, story):

@@ -14,17 +14,18 @@ from agenttrain.readback.history import (
     usage_sum,
     usage_tokens,
 )
-from agenttrain.readback.listing import summarise_run
+from agenttrain.readback.listing import RunSummary, summarise_run
 from agenttrain.rundir.directory import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
 from agenttrain.viewer.highlight import code
-from agenttrain.viewer.html import Markup, dollars, el, layout, link, moment, percent, render, table
+from agenttrain.viewer.html import REFRESH_S, Markup, dollars, el, layout, link, moment, percent, render, table
+from agenttrain.viewer.pages.search import search_form
 from agenttrain.viewer.site import Site, find_evaluation
-from agenttrain.viewer.urls import diff_url, epoch_url, eval_url, run_url
+from agenttrain.viewer.urls import diff_url, epoch_url, eval_url, run_url, search_url
 
 
-def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
-    info, summary = run.info(), summarise_run(run.path)
+def _facts(run: RunDir, snapshots: list[Snapshot], summary: RunSummary) -> Markup:
+    info = run.info()
     try:
         experiment = run.experiment()
         setup = (f"{experiment.task.name} task; {experiment.agent.type} agent on {experiment.agent.model}; "
@@ -34,7 +35,9 @@ def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
     reason = f" ({info.reason})" if info.reason else ""
     best = summary.best_epoch
     facts = [
-        ("status", el("span", summary.status or "?", class_=f"status {summary.status}"), reason),
+        ("status", el("span", summary.status or "?", class_=f"status {summary.status}"), reason,
+         el("span", f" (this page reloads itself every {REFRESH_S} s while the run trains)", class_="muted")
+         if summary.status == "running" else None),
         ("setup", setup),
         ("started", moment(info.started), f", finished {moment(info.finished)}"),
         ("epochs saved", len(snapshots)),
@@ -115,6 +118,7 @@ def _config(run: RunDir) -> Markup:
 
 def run_page(site: Site, name: str) -> Markup:
     run = site.run(name)
+    summary = summarise_run(run.path)
     snapshots = [run.snapshot(e) for e in run.epochs()]
     evaluations = load_evaluations(run)
     splits = sorted({e.split for e in evaluations})
@@ -126,14 +130,16 @@ def run_page(site: Site, name: str) -> Markup:
     epochs = el(
         "section", el("h2", "Epochs"),
         table(headers, _epoch_rows(run, snapshots, splits, evaluations), id="epochs"), _diff_form(run, run.epochs()),
-    ) if snapshots else el("p", "No epoch has finished yet." if run.info().status == "running" else
-                           f"No epoch finished: the run ended as {run.info().status}.", class_="muted")
+    ) if snapshots else el("p", "No epoch has finished yet." if summary.status == "running" else
+                           f"No epoch finished: the run ended as {summary.status}.", class_="muted")
     return layout(
         name, [("/", "runs"), (None, name)],
-        _facts(run, snapshots),
+        _facts(run, snapshots, summary),
+        el("section", el("h2", "Search the transcripts"), search_form(search_url(run))),
         el("section", el("h2", "Learning curve"), learning_curve(points, held_out), legend(splits)) if points else None,
         epochs,
         el("section", el("h2", "Held-out evaluations"), _evaluations(run, evaluations)),
         el("section", el("h2", "Cost per role"), _spend(run)),
         el("section", el("h2", "Config"), _config(run)),
+        live=summary.status == "running",
     )

@@ -97,4 +97,5 @@ def runs_page(site: Site, query: Mapping[str, str], page: int) -> Markup:
            class_="wide") if shown else el("p", "No run matches." if rows else f"No runs under {site.directory} yet."),
         pager("/", query, page, pages),
         el("ul", errors, class_="errors") if errors else None,
+        live=any(r.summary.status == "running" for r in rows),
     )
