@@ -155,7 +155,7 @@ def test_a_dry_run_table_shows_every_figure_whole_and_folds_rather_than_cuts_whe
     config = str(Path(__file__).parents[1] / "configs" / "own-task-api.yaml")
     estimate = invoke("train", config, "--dry-run")
     text = runner.invoke(app, ["train", config, "--dry-run"]).stdout  # a pipe: 80 columns
-    assert "estimate: 12 training tasks, 5 epochs" in text
+    assert "estimate: 16 training tasks, 5 epochs" in text
     for row in estimate["typical"] + estimate["worst_case"]:
         for figure in (f"{row['requests']:,}", f"{row['prompt_tokens']:,}", f"{row['cost_usd']:.2f}"):
             assert f" {figure} " in text, figure
