@@ -18,6 +18,7 @@ import agenttrain
 from agenttrain.cli import app
 from agenttrain.config import ConfigError
 from agenttrain.errors import UserError
+from agenttrain.registry import scorers
 from agenttrain.scorers.in_process import judge_in_thread, register_scorer
 from agenttrain.tasks.base import DataError
 from tests.support.fake_openai import FakeOpenAI
@@ -26,6 +27,13 @@ from tests.support.scripted import MULTIPLY, TERMINATE, add, is_optimizer, list_
 EXAMPLES = [{"question": f"What is {a} times {b}?", "answer": str(a * b)} for a, b in
             [(6, 7), (5, 8), (3, 9), (4, 4), (12, 11)]]
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _own_scorers(monkeypatch):
+    """The scorers these tests register in this process are gone after each: other tests list the registered ones."""
+    scorers.names()  # loaded first, so that what loading adds is kept
+    monkeypatch.setattr(scorers, "_entries", dict(scorers._entries))
 
 
 def world(body):
