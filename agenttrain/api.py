@@ -5,13 +5,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
+
 from agenttrain.endpoint.cache import cache_clear, cache_stats
 from agenttrain.errors import UserError, import_extra
+from agenttrain.progress import PlainReporter
 from agenttrain.readback.compare import diff_snapshots
 from agenttrain.readback.exporting import export_snapshot
 from agenttrain.readback.function_report import FunctionReport, function_reports
@@ -21,16 +25,20 @@ from agenttrain.registry import all_registrations
 from agenttrain.rundir.directory import RunDir, Snapshot, newest_run, resolve_snapshot, write_text_atomic
 from agenttrain.rundir.records import EpochMetrics, RunInfo
 from agenttrain.scorers import check_scorer, judge_many
+from agenttrain.scorers.in_process import UserScorer, register_scorer
 from agenttrain.tasks.datasets import pull
 from agenttrain.tasks.files import read_jsonl, require_field
 from agenttrain.training.evaluating import eval_epochs, eval_run
-from agenttrain.training.launch import TrainOutcome, prepare, resume, split_sizes, train
+from agenttrain.training.from_python import Examples, Role, train_examples
+from agenttrain.training.launch import TrainOutcome, prepare, resume, split_sizes
+from agenttrain.training.launch import train as train_config
 
 # Sweeps start processes and Ray: loaded by the functions that need them.
 if TYPE_CHECKING:
     from agenttrain.packaging import ExportedFolder
     from agenttrain.sweeping import SweepOutcome
     from agenttrain.sweeping.runners import JobOutcome
+    from agenttrain.training.trainer import Reporter
 
 __all__ = [
     "TrainOutcome",
@@ -48,6 +56,7 @@ __all__ = [
     "plugins",
     "prepare",
     "pull",
+    "register_scorer",
     "report",
     "resume",
     "score_file",
@@ -57,6 +66,46 @@ __all__ = [
     "sweep",
     "train",
 ]
+
+def train(
+    config: Path | str | None = None, overrides: list[str] | None = None, use_cache: bool = True,
+    reporter: Reporter | None = None, offline: bool = False, *, task: Examples | None = None,
+    test: Examples | None = None, agent: Role = None, optimizer: Role = None, scorer: UserScorer | str = "exact",
+    llm: Role = None, name: str = "notebook", settings: Mapping[str, Any] | None = None, progress: bool = True,
+) -> TrainOutcome:
+    """Train a function set from a config file, as `agenttrain train CONFIG` does, or from Python objects:
+
+        agenttrain.train(Path("configs/quickstart.yaml"), ["optimizer.epochs=3"])
+        agenttrain.train(task=[{"question": "What is 6 times 7?", "answer": "42"}, ...], agent="gpt-4o-mini",
+                         optimizer="gpt-4o", scorer=lambda answer, gold: float(answer) == float(gold))
+
+    In the second form `task` holds the training examples (mappings with `question` and `answer`, their other
+    keys passed to a scorer that takes a third argument, or (question, answer) pairs) and `test` the held-out
+    ones (default: 20% of `task`); `scorer` is a function `(answer, gold) -> bool` run in this process, or a
+    scorer's name; `agent` and `optimizer` a model name or their config keys; `llm` a base URL (`local`: the
+    embedded model) or its keys; `settings` any other config sections. Progress goes to stderr unless
+    `progress=False` or a `reporter` is given. Either form returns the run: its folder, status, best epoch,
+    functions and per-epoch metrics, the same folder `agenttrain train` makes."""
+    if task is None:
+        if config is None:
+            raise UserError("agenttrain.train(): give a config file, or the examples as task=[...]")
+        return train_config(Path(config), overrides, use_cache, reporter, offline)
+    if config is not None or overrides:
+        raise UserError("agenttrain.train(): give a config file or task=[...] examples, not both")
+    with _reporting(reporter, progress) as shown:
+        return train_examples(task, test, agent=agent, optimizer=optimizer, scorer=scorer, llm=llm, name=name,
+                              settings=settings, use_cache=use_cache, reporter=shown, offline=offline)
+
+
+@contextlib.contextmanager
+def _reporting(reporter: Reporter | None, progress: bool) -> Iterator[Reporter | None]:
+    """The caller's reporter, else (with `progress`) plain lines on stderr, which a notebook shows as they come."""
+    if reporter is not None or not progress:
+        yield reporter
+        return
+    with PlainReporter(Console(stderr=True)) as plain:
+        yield plain
+
 
 def dry_run(config_path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Calls, tokens and cost a training run may spend: a typical case and a worst case. Nothing is sent."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -80,6 +81,23 @@ class LocalModelConfig(Strict):
     parallel: int = Field(1, ge=1, le=64)  # requests decoded at once (each gets a slot of context_size)
     max_tokens: int = Field(1024, ge=16, le=MAX_COUNT)  # a reply's limit where the request sets none
     startup_timeout_s: float = Field(120, gt=0, le=DAY_S)
+
+
+# The embedded model (`llm.base_url: local`) is a 135M model with a 4096-token context on one CPU thread: a role
+# served by it takes these settings wherever the config leaves them unset (the API defaults would overflow its
+# context and take minutes per epoch), and is named and priced as what it is.
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+EMBEDDED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "agent": {"max_turns": 4, "max_tokens": 256},
+    "optimizer": {"epochs": 2, "early_stop": 2, "max_actions": 1, "max_action_retries": 1, "max_tokens": 512},
+}
+MIN_PROMPT_TOKENS = {"agent": 512, "optimizer": 1500}  # the instructions (and the optimizer's tool schemas) alone
+FREE = Price(input=0, output=0)
+
+
+def embedded_model_name(local: LocalModelConfig) -> str:
+    """What a role on the embedded model is called when its config names no model: the GGUF file's name."""
+    return EMBEDDED_MODEL if local.model_path is None else local.model_path.stem.lower()
 
 
 class LLMConfig(Strict):
@@ -356,6 +374,36 @@ class Experiment(Strict):
                              f"optimizer.method {self.optimizer.method}; give more, or set task.val_size")
         self.task = task.model_copy(update={"train_size": task.train_size - held, "val_size": held})
 
+    @model_validator(mode="after")
+    def _fit_the_embedded_model(self) -> Experiment:
+        """A role on the embedded model takes its name and `EMBEDDED_DEFAULTS` where the config is silent, and a
+        setting that cannot fit its context is refused here, before any request."""
+        for role in ROLES:
+            if self.llm_for(role).resolved_base_url() != "local":
+                continue
+            params: AgentConfig | OptimizerConfig = getattr(self, role)
+            given = params.model_fields_set | ({"model"} if os.environ.get(ROLE_MODEL_ENV[role]) else set())
+            defaults = {**EMBEDDED_DEFAULTS[role], "model": embedded_model_name(self.llm.local)}
+            if role == "optimizer":  # the whole window but the reply: what the prompt window would allow anyway
+                reply = params.max_tokens if "max_tokens" in given else defaults["max_tokens"]
+                defaults["max_prompt_tokens"] = max(self.llm.local.context_size - (reply or 0), 2000)
+            setattr(self, role, params.model_copy(update={k: v for k, v in defaults.items() if k not in given}))
+            self._check_room(role)
+        return self
+
+    def _check_room(self, role: Literal["agent", "optimizer"]) -> None:
+        context, reply = self.llm.local.context_size, getattr(self, role).max_tokens or self.llm.local.max_tokens
+        if context - reply < MIN_PROMPT_TOKENS[role]:
+            raise ValueError(
+                f"{role}.max_tokens={reply} leaves {max(context - reply, 0)} of the embedded model's {context}-token "
+                f"context (llm.local.context_size) for the prompt, which needs at least {MIN_PROMPT_TOKENS[role]}; "
+                f"lower {role}.max_tokens or raise llm.local.context_size")
+
+    def prices(self) -> dict[str, Price]:
+        """Model -> price for this run: the embedded model's roles cost nothing, `llm.prices` wins over that."""
+        free = {getattr(self, role).model: FREE for role in ROLES if self.llm_for(role).resolved_base_url() == "local"}
+        return {**free, **self.llm.prices}
+
     def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
         """The top-level `llm` with the role's `llm` override applied."""
         override = (self.agent if role == "agent" else self.optimizer).llm
@@ -382,6 +430,10 @@ class Experiment(Strict):
         if not optimizer:
             del data["optimizer"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+ROLES: tuple[Literal["agent", "optimizer"], ...] = ("agent", "optimizer")
+ROLE_MODEL_ENV = {"agent": ENV_MODEL, "optimizer": ENV_OPTIMIZER_MODEL}
 
 
 # `optimizer.method` as the hash has always spelled it, so that runs recorded before methods were plug-ins (with
@@ -419,8 +471,11 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"--set {item!r}: {part!r} is set both as a value and as a section")
         try:
             node[leaf] = load_yaml(raw) if raw.strip() else None
+        except YamlRefused as exc:  # not a typo to quote: a value built to be too large or too deep
+            raise ConfigError(f"--set {key.strip()}: refused: {exc}".replace("\n", " ")) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key.strip()}: {exc}".replace("\n", " ")) from None
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({yaml_problem(exc)}); quote it, "
+                              f"e.g. --set '{key.strip()}=\"{raw}\"'") from None
     return nested
 
 
@@ -434,19 +489,53 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _validation_errors(error: ValidationError) -> list[str]:
-    """One `key: problem` line per bad key."""
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The config section class a field holds (`LLMOverride | None` holds LLMOverride), None for plain values."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _keys_at(path: tuple[Any, ...], data: Any) -> list[str]:
+    """The keys the config section at `path` takes (`task` by the task it names), for "did you mean"."""
+    model: type[BaseModel] | None = Experiment
+    for part in path:
+        field = model.model_fields.get(str(part)) if model else None
+        if field is None:
+            return []
+        data = data.get(part) if isinstance(data, dict) else None
+        task = model is Experiment and part == "task" and isinstance(data, dict) and data.get("name") in tasks.names()
+        model = getattr(tasks.get(data["name"]), "config_class", TaskConfig) if task else _model_of(field.annotation)
+    return list(model.model_fields) if model else []
+
+
+def _problem(item: Any, data: Any) -> str:
+    """What is wrong with one key: the closest known key for a misspelt one, the value given for a wrong type."""
+    *section, leaf = item["loc"] or ("",)
+    if item["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(leaf), _keys_at(tuple(section), data), n=1, cutoff=0.6)
+        return f"unknown key; did you mean `{close[0]}`?" if close else "unknown key (check the spelling)"
+    message = item["msg"].removeprefix("Value error, ")
+    value = item.get("input")
+    if item["type"] in ("missing", "value_error") or isinstance(value, dict):
+        return message  # our own checks name their values; a whole section is too long to quote
+    shown = repr(value)
+    return f"{message} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+
+
+def _validation_errors(error: ValidationError, data: Any = None) -> list[str]:
+    """One `key: problem` line per bad key; `data` is the config as given, to suggest the key meant."""
     lines = []
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else \
-            item["msg"].removeprefix("Value error, ")
-        lines.append(f"{key}: {message}")
+        key = ".".join(str(p) for p in item["loc"])
+        message = _problem(item, data)
+        lines.append(f"{key}: {message}" if key else message)  # a whole-config check names its keys itself
     return lines
 
 
-def _format_validation(error: ValidationError, source: str) -> str:
-    return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error))])
+def _format_validation(error: ValidationError, source: str, data: Any = None) -> str:
+    return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error, data))])
 
 
 class DuplicateKey(yaml.YAMLError):
@@ -477,6 +566,15 @@ MAX_YAML_VALUES = 100_000
 
 class YamlRefused(yaml.YAMLError):
     """YAML that is valid but refused: too large once expanded, too deep, self-referring, or not valid Unicode."""
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as `line 3, column 5: <problem> (<context>)`, instead of PyYAML's dump that names the text
+    `"<unicode string>"`."""
+    mark = getattr(exc, "problem_mark", None)
+    problem, context = getattr(exc, "problem", None) or str(exc), getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + problem + (f" ({context})" if context else "")
 
 
 def load_yaml(text: str) -> Any:
@@ -556,7 +654,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     except YamlRefused as exc:
         raise ConfigError(f"{path}: refused: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML, {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
@@ -589,29 +687,54 @@ def _absolute_paths(experiment: Experiment, from_file: dict[str, Any], overrides
     return experiment
 
 
+def missing_files(task: TaskConfig) -> dict[str, Path]:
+    """The task's data paths that do not exist (yet: a paper's data set before `agenttrain data pull`), by key."""
+    paths = {field: getattr(task, field) for field in task.path_fields()}
+    return {field: path for field, path in paths.items() if path is not None and not path.exists()}
+
+
+def missing_file_error(task: TaskConfig, field: str, path: Path, source: str) -> ConfigError:
+    hint = f"; download it with: agenttrain data pull {task.name}" if task.name in DATASETS else ""
+    return ConfigError(f"{source}: task.{field}: {path} does not exist{hint}")
+
+
+def check_task_files(task: TaskConfig, source: str) -> None:
+    for field, path in missing_files(task).items():
+        raise missing_file_error(task, field, path, source)
+
+
 def _check_files(experiment: Experiment, source: str) -> None:
-    task = experiment.task
-    for field in task.path_fields():
-        value = getattr(task, field)
-        if value is not None and not value.exists():
-            hint = f"; download it with: agenttrain data pull {task.name}" if task.name in DATASETS else ""
-            raise ConfigError(f"{source}: task.{field}: {value} does not exist{hint}")
+    check_task_files(experiment.task, source)
     # the nearest existing folder of output_dir must be a folder, or no run directory can be made in it
     existing = next(p for p in (experiment.output_dir, *experiment.output_dir.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{source}: output_dir: {existing} is a file, not a folder; point output_dir at a folder")
 
 
-def load_experiment(path: Path, overrides: list[str] | None = None) -> Experiment:
-    """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
+def load_experiment(path: Path, overrides: list[str] | None = None, check_files: bool = True) -> Experiment:
+    """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file. Without
+    `check_files` the data and output folder need not exist yet (an estimate before the data is pulled)."""
     from_file, overridden = read_yaml_mapping(path), parse_overrides(overrides or [])
-    try:
-        experiment = Experiment.model_validate(_merge(from_file, overridden))
-    except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, str(path)), _validation_errors(exc)) from None
+    experiment = _validated(_merge(from_file, overridden), str(path))
     experiment = _absolute_paths(experiment, from_file, overridden, path.resolve().parent)
-    _check_files(experiment, str(path))
+    if check_files:
+        _check_files(experiment, str(path))
     return experiment
+
+
+def experiment_from(data: dict[str, Any], source: str) -> Experiment:
+    """A config given as a mapping (from Python): validated, its paths taken from the current folder, its files
+    checked. `source` names it in errors."""
+    experiment = _absolute_paths(_validated(data, source), {}, data, Path.cwd())
+    _check_files(experiment, source)
+    return experiment
+
+
+def _validated(data: dict[str, Any], source: str) -> Experiment:
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source, data), _validation_errors(exc, data)) from None
 
 
 def check_api_keys(experiment: Experiment, source: str) -> None:

@@ -21,3 +21,7 @@ FOLDER_FORMATS = ("mcp", "package")  # `export --format` values that write a fol
 def default_output_dir() -> Path:
     """Where runs go when the config does not say: $AGENTTRAIN_OUTPUT_DIR, else ./runs."""
     return Path(os.environ.get(ENV_OUTPUT_DIR) or "runs")
+
+# What "strict" means wherever a strict accuracy is shown (eval, score, the report, the viewer).
+STRICT_MEANING = ("strict: Hendrycks' is_equiv string match alone, the figure MATH papers report; accuracy also counts "
+                  "answers math-verify proves equal, such as 3.0 for 3 (math scorer only)")

@@ -96,8 +96,8 @@ def test_the_dry_run_prints_the_sweeps_total_next_to_its_limit(write_config, tmp
                                     "--max-usd", "0.5", "--dry-run"])
     assert estimate["limits"]["max_usd"] == 0.5 and estimate["spent"] == {"tokens": 0, "cost_usd": 0.0}
     assert estimate["total"]["cost_usd"] == pytest.approx(sum(job["cost_usd"] for job in estimate["jobs"]))
-    assert (f"sweep limit $0.50: estimated total ${estimate['total']['cost_usd']:.2f} (worst case "
-            f"${estimate['total']['worst_case_cost_usd']:.2f}), $0.00 spent so far") in table.stdout
+    assert (f"sweep limit $0.50: estimated total ${estimate['total']['cost_usd']:,.2f} (worst case "
+            f"${estimate['total']['worst_case_cost_usd']:,.2f}), $0.00 spent so far") in table.stdout
 
 
 @pytest.mark.parametrize("option", ["--max-usd", "--max-tokens", "--concurrency"])

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agenttrain.config import load_experiment
+from agenttrain.config import load_experiment, missing_files
 from agenttrain.errors import UserError
 from agenttrain.rundir.directory import write_json_atomic
 from agenttrain.sweeping.job import DONE, EVALUATED_EPOCHS, job_spend
@@ -21,9 +21,8 @@ from agenttrain.sweeping.ledger import Spend, SweepLedger, SweepLimits
 from agenttrain.sweeping.plan import SweepJob, plan_sweep
 from agenttrain.sweeping.results import ResultRow, job_rows, write_results
 from agenttrain.sweeping.runners import JobOutcome, JobRunner, LocalJobs
-from agenttrain.tasks import load_task
 from agenttrain.tracking import sweep_parent
-from agenttrain.training.estimate import dry_run, estimate_eval
+from agenttrain.training.estimate import dry_run, estimate_eval, split_questions
 
 __all__ = ["JOB_RUNNERS", "SweepLimits", "SweepOutcome", "dry_run_sweep", "plan_sweep", "run_sweep"]
 
@@ -90,12 +89,11 @@ def spent(jobs: list[SweepJob]) -> Spend:
 
 
 def _job_estimate(job: SweepJob, worst_case: bool, training: dict[str, Any]) -> dict[str, Any]:
-    experiment = job.experiment()
-    tasks = [experiment.task, *(load_experiment(Path(path)).task for path in job.transfer)]
-    tests = [load_task(task).splits().test for task in tasks]
+    experiment = job.experiment(check_files=False)
+    tasks = [experiment.task, *(load_experiment(Path(path), check_files=False).task for path in job.transfer)]
+    tests = [split_questions(task, "test", job.config).texts for task in tasks]
     estimates = training["worst_case" if worst_case else "typical"]
-    evals = [estimate_eval(experiment, [e.question for e in test], len(EVALUATED_EPOCHS), worst_case).to_dict()
-             for test in tests if test]
+    evals = [estimate_eval(experiment, test, len(EVALUATED_EPOCHS), worst_case).to_dict() for test in tests if test]
     rows = [*estimates, *evals]
     costs = [row["cost_usd"] for row in rows]
     return {"requests": sum(row["requests"] for row in rows),
@@ -103,27 +101,41 @@ def _job_estimate(job: SweepJob, worst_case: bool, training: dict[str, Any]) -> 
             "cost_usd": None if None in costs else sum(costs)}
 
 
+def assumed_data(jobs: list[SweepJob]) -> list[str]:
+    """For each data set not pulled yet, what its estimates assume instead (once per task, not per job)."""
+    notes = {}
+    for job in jobs:
+        task = job.experiment(check_files=False).task
+        if missing_files(task):
+            notes[task.name] = (f"{task.name}: not pulled yet (agenttrain data pull {task.name}); estimated from "
+                                f"the configs' sizes and {task.name}'s typical question length")
+    return list(notes.values())
+
+
 def dry_run_sweep(configs: list[Path], seeds: list[int] | None = None, overrides: list[str] | None = None,
                   limits: SweepLimits | None = None, out: Path | None = None) -> dict[str, Any]:
     """Requests, tokens and dollars each job may cost (training, then the test evaluations), typical and worst
     case; their total beside the sweep's `limits` and what the runs in `out` have spent already."""
-    jobs = plan_sweep(configs, out or Path("sweep-dry-run"), seeds, overrides or [])
+    jobs = plan_sweep(configs, out or Path("sweep-dry-run"), seeds, overrides or [], check_files=False)
     rows = []
     for job in jobs:
         training = dry_run(Path(job.config), job.overrides)
         typical, worst = _job_estimate(job, False, training), _job_estimate(job, True, training)
         rows.append({"name": job.id, "requests": typical["requests"], "tokens": typical["tokens"],
                      "cost_usd": typical["cost_usd"], "worst_case_requests": worst["requests"],
-                     "worst_case_tokens": worst["tokens"], "worst_case_cost_usd": worst["cost_usd"]})
+                     "worst_case_tokens": worst["tokens"], "worst_case_cost_usd": worst["cost_usd"],
+                     "data_assumed": bool(training["assumed"])})
 
     def total(key: str) -> float | None:
         values = [row[key] for row in rows]
         return None if None in values else sum(values)
 
     done = spent(jobs) if out is not None else Spend()
-    return {"jobs": rows, "total": {key: total(key) for key in rows[0] if key != "name"},
+    return {"jobs": rows, "total": {key: total(key) for key in ("requests", "tokens", "cost_usd", "worst_case_requests",
+                                                                "worst_case_tokens", "worst_case_cost_usd")},
             "spent": {"tokens": done.tokens, "cost_usd": done.usd},
             "limits": asdict(limits or SweepLimits()),
+            "assumed": assumed_data(jobs),
             "note": "training as `train --dry-run` estimates it, plus epoch 0 and the best epoch on each test split; "
                     "no cache hits assumed; null cost: a model without a known price (set llm.prices); spent: by "
                     "the sweep's runs so far, which its budget (limits) counts too"}

@@ -33,7 +33,8 @@ from agenttrain.training.runtime import Runtime
 class Reporter(Protocol):
     """Progress display; the CLI draws it, tests pass None."""
 
-    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool) -> None: ...
+    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool, earlier_rollouts: int = 0
+                    ) -> None: ...
     def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0, reused_correct: int = 0) -> None: ...
     def rollout_done(self, record: RolloutRecord, usage: Usage) -> None: ...
     def optimizer_started(self, epoch: int, max_actions: int) -> None: ...
@@ -139,7 +140,8 @@ class Trainer:
         last_epoch = self.method.last_epoch()
         if self.reporter:
             resumed = bool(self.progress.next_epoch or self.journal.rollouts or self.journal.proposals)
-            self.reporter.run_started(last_epoch, self.progress.next_epoch, self._splits.describe(), resumed)
+            self.reporter.run_started(last_epoch, self.progress.next_epoch, self._splits.describe(), resumed,
+                                      self._saved_rollouts)
         if self.progress.best_reason:  # a process killed between a snapshot and best.json left it behind
             self._set_best()
         try:

@@ -30,6 +30,7 @@ from agenttrain.viewer.pages.evaluation import evaluation_page
 from agenttrain.viewer.pages.rollout import compare_page, epoch_rollout_page, eval_rollout_page
 from agenttrain.viewer.pages.run import run_page
 from agenttrain.viewer.pages.runs_list import runs_page
+from agenttrain.viewer.pages.search import search_page
 from agenttrain.viewer.site import NotFound, Site
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ ROUTES: list[tuple[re.Pattern[str], Page, tuple[str, ...]]] = [
     (re.compile(r"/runs/([^/]+)/evals/([^/]+)/tasks/([^/]+)"), eval_rollout_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/diff"), diff_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/compare/([^/]+)"), compare_page, ("query", "page")),
+    (re.compile(r"/runs/([^/]+)/search"), search_page, ("query", "page")),
 ]
 
 

@@ -1,7 +1,7 @@
 """What the viewer serves: the runs under one folder (or one run alone), opened by name from a URL.
 
 Everything is read from disk on each request, through the project's run readers, so a run that is still
-training shows its new epochs on refresh; nothing here writes.
+training shows its new epochs on refresh (its pages reload themselves meanwhile); nothing here writes.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class Ledger:
                  ) -> None:
         # this process is the ledger's alone; the workers' meters already warn about a model without a price
         logging.getLogger("agenttrain.endpoint.usage").setLevel(logging.ERROR)
-        self.meter = UsageMeter(experiment.budget, experiment.llm.prices)
+        self.meter = UsageMeter(experiment.budget, experiment.prices())
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         # the agent's llm.concurrency for all workers together; in a sweep, the sweep's slots for all its jobs
         self.limiter: RequestLimiter = (AdaptiveLimiter(concurrency) if sweep is None
@@ -160,7 +160,7 @@ class SharedMeter(UsageMeter):
     which keeps the budget (this meter has none of its own)."""
 
     def __init__(self, ledger: ray.actor.ActorHandle, experiment: Experiment) -> None:
-        super().__init__(BudgetConfig(), experiment.llm.prices)
+        super().__init__(BudgetConfig(), experiment.prices())
         self.ledger = ledger
         self._taken: dict[str, Usage] = {}
 

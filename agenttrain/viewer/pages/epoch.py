@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from agenttrain.functions import Function
 from agenttrain.readback.function_report import function_reports
-from agenttrain.readback.history import outcome_label, usage_cost, usage_tokens
+from agenttrain.readback.history import action_outcome, outcome_label, usage_cost, usage_tokens
 from agenttrain.rundir.directory import RunDir, Snapshot
 from agenttrain.viewer.highlight import code
 from agenttrain.viewer.html import Markup, dollars, el, joined, layout, link, percent, render, table
@@ -47,14 +47,22 @@ def function_block(function: Function) -> Markup:
 
 
 def _actions(snap: Snapshot) -> Markup:
-    actions = snap.metrics.actions
-    if not actions:
-        return el("p", "No optimizer action made this set (the baseline, or a run without an optimizer step).",
+    m = snap.metrics
+    if m.status == "baseline":
+        return el("p", "No optimizer step: epoch 0 is the baseline, the agent without learned functions.",
                   class_="muted")
+    rejected = any(a.status == "rejected" for a in m.actions)
+    cuts = el("p", "The prompt was cut to fit the model's context: ", "; ".join(m.prompt_cuts), ".",
+              class_="cuts") if m.prompt_cuts else None
     rows = [[a.action, a.name or "–", el("span", a.status, class_=f"action {a.status}"), a.attempts,
-             el("div", a.reason or "–", class_="prose"), el("div", a.error, class_="error") if a.error else "–"]
-            for a in actions]
-    return table(["action", "function", "status", "attempt", "optimizer's reason", "error"], rows, id="actions")
+             el("div", a.reason or "–", class_="prose"), el("div", a.error, class_="error prose") if a.error else "–"]
+            for a in m.actions]
+    return render([
+        el("p", action_outcome(m.actions), class_="outcome-line error" if rejected else "outcome-line", id="outcome"),
+        cuts,
+        table(["action", "function", "status", "attempt", "optimizer's reason", "error"], rows, id="actions")
+        if rows else None,
+    ])
 
 
 def _effects(run: RunDir, snap: Snapshot) -> Markup:
