@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import urllib.request
 
 import pytest
@@ -14,8 +13,8 @@ from typer.testing import CliRunner
 
 from agenttrain.cli import app
 from agenttrain.rundir.directory import RunDir
-from agenttrain.viewer import start
 from tests.support.files import REPO
+from tests.support.viewing import viewer
 
 EXAMPLE = REPO / "docs" / "example-run"
 runner = CliRunner()
@@ -54,16 +53,11 @@ def test_show_diff_export_and_runs_open_the_example(example):
 
 
 def test_the_viewer_opens_the_example(example):
-    server = start(EXAMPLE, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
-    try:
+    with viewer(EXAMPLE) as url:
         for page in ("/", f"/runs/{example.path.name}/", f"/runs/{example.path.name}/epochs/2",
                      f"/runs/{example.path.name}/epochs/2/tasks/d01", f"/runs/{example.path.name}/diff?a=1&b=2"):
-            with urllib.request.urlopen(server.url + page, timeout=10) as response:
+            with urllib.request.urlopen(url + page, timeout=10) as response:
                 assert response.status == 200, page
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.slow

@@ -10,10 +10,7 @@ import os
 import shutil
 import socket
 import sqlite3
-import threading
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,11 +24,11 @@ from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir, WriteError, read_journal_lines, read_run_json
 from agenttrain.training.trust import is_trusted_url, named_alike
-from agenttrain.viewer import start
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.files import write_problems
 from tests.support.run_factory import MULTIPLY, rollout, save_epoch, story_run
 from tests.support.scripted import multiplying_agent
+from tests.support.viewing import viewer
 
 PRECIOUS = "precious\n"
 
@@ -279,18 +276,6 @@ def test_the_local_models_cache_identity_is_its_content_and_the_settings_that_ch
 
 
 # -- the viewer: only files inside the runs folder, and a 4xx page for every malformed query ----------------------
-
-
-@contextmanager
-def viewer(path: Path) -> Iterator[str]:
-    server = start(path, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def raw_get(url: str, target: bytes) -> tuple[int, bytes]:

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,6 @@ from agenttrain.cli import app
 from agenttrain.names import STRICT_MEANING
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import FORMAT_VERSION
-from agenttrain.viewer import start
 from agenttrain.viewer.html import segment
 from agenttrain.viewer.rollout_index import rollout_index
 from agenttrain.viewer.transcript import conversation
@@ -43,24 +41,12 @@ from tests.support.scripted import (
     offered_tools,
     tool_results,
 )
+from tests.support.viewing import viewer
 
 HOSTILE = "<script>document.title='pwned'</script>"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@contextmanager
-def viewer(path: Path, host: str = "127.0.0.1") -> Iterator[str]:
-    """The viewer over `path` on a free loopback port, served from a thread; yields its base URL."""
-    server = start(path, host, 0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
