@@ -559,8 +559,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# A config holds a few hundred values; a YAML alias repeats a whole subtree, so a few lines can stand for billions of
-# values ("billion laughs"), which validation and hashing would walk one by one.
+# A config holds a few hundred values (an inline task's examples, as many as it has); a YAML alias repeats a whole
+# subtree, so a few lines can stand for billions of values ("billion laughs"), which validation and hashing would walk
+# one by one. Aliases may add this many values to those the text itself holds.
 MAX_YAML_VALUES = 100_000
 
 
@@ -610,7 +611,9 @@ def _bracket_depth(text: str) -> int:
 
 def _check_expansion(root: yaml.Node) -> None:
     """Count the values and levels `root` stands for with every alias expanded, without expanding anything: each
-    node is counted once, from its children's counts (a depth-first walk on a stack, for any depth)."""
+    node is counted once, from its children's counts (a depth-first walk on a stack, for any depth). Refused: more
+    than MAX_YAML_VALUES beyond the nodes the text holds, which only aliases make."""
+    limit = MAX_YAML_VALUES + _node_count(root)
     values: dict[int, int] = {}
     depth: dict[int, int] = {}
     open_nodes: set[int] = set()  # on the current path: meeting one again is a cycle
@@ -620,9 +623,9 @@ def _check_expansion(root: yaml.Node) -> None:
         children = _children(node)
         if children_done:
             open_nodes.discard(id(node))
-            values[id(node)] = min(1 + sum(values[id(c)] for c in children), MAX_YAML_VALUES + 1)
+            values[id(node)] = min(1 + sum(values[id(c)] for c in children), limit + 1)
             depth[id(node)] = 1 + max((depth[id(c)] for c in children), default=0)
-            if values[id(node)] > MAX_YAML_VALUES:
+            if values[id(node)] > limit:
                 raise YamlRefused(f"its aliases expand to more than {MAX_YAML_VALUES:,} values; write them out")
             if depth[id(node)] > MAX_DEPTH:
                 raise YamlRefused(f"it is nested deeper than {MAX_DEPTH} levels")
@@ -632,6 +635,18 @@ def _check_expansion(root: yaml.Node) -> None:
             open_nodes.add(id(node))
             stack.append((node, True))
             stack.extend((child, False) for child in children)
+
+
+def _node_count(root: yaml.Node) -> int:
+    """The distinct nodes of the document: what its text holds, each alias's target once."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(_children(node))
+    return len(seen)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

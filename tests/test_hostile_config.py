@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agenttrain import api
-from agenttrain.config import ConfigError, load_yaml, parse_overrides
+from agenttrain.config import MAX_YAML_VALUES, ConfigError, load_experiment, load_yaml, parse_overrides
 from agenttrain.errors import UserError
 from agenttrain.rundir.directory import RunDir
 from agenttrain.sweeping.plan import plan_sweep
@@ -87,3 +88,13 @@ def test_validate_and_train_exit_2_with_one_line_and_make_no_run_folder(tmp_path
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "aliases expand to more than" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow  # PyYAML reads the 100,000 values past the limit in seconds
+def test_a_config_that_writes_many_values_out_is_read_only_aliases_are_limited(tmp_path):
+    # an inline task's examples (agenttrain.train(task=[...])) sit in config.yaml: eval and resume read them back
+    examples = [{"question": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(MAX_YAML_VALUES // 4)]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"name": "big", "task": {"name": "inline", "train": examples},
+                                    "agent": {"model": "m"}, "optimizer": {"model": "m"}}))
+    assert len(load_experiment(path).task.train) == len(examples)
