@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from agenttrain.config import SandboxConfig
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir
+from agenttrain.untrusted import loads
 
 FUNCTIONS_FILE = "functions.json"
 SANDBOX_FILE = "sandbox.json"  # the run's `sandbox` section, so an exported server enforces the training limits
@@ -42,8 +42,9 @@ def load_served(path: Path, epoch: str = "best") -> Served:
 
 def _load_exported(folder: Path) -> Served:
     try:
-        functions = FunctionSet.from_json(json.loads((folder / FUNCTIONS_FILE).read_text(encoding="utf-8")))
-        settings = json.loads((folder / SANDBOX_FILE).read_text(encoding="utf-8"))
+        # a folder someone handed over, read as untrusted: nesting past a sane depth is an error like any other
+        functions = FunctionSet.from_json(loads((folder / FUNCTIONS_FILE).read_bytes()))
+        settings = loads((folder / SANDBOX_FILE).read_bytes())
         sandbox = SandboxConfig.model_validate(settings.get("sandbox", settings))
         name, origin = str(settings.get("name", folder.name)), str(settings.get("origin", folder))
     except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:

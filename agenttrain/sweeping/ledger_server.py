@@ -18,6 +18,7 @@ from typing import Any
 
 from agenttrain.endpoint.shared_limits import LedgerAddress
 from agenttrain.sweeping.ledger import Seat, SweepLedger
+from agenttrain.untrusted import loads
 
 STOP_TIMEOUT_S = 10.0
 
@@ -61,18 +62,18 @@ class LedgerServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            hello = json.loads(await reader.readline() or b"{}")
+            hello = loads(await reader.readline() or b"{}")  # anyone who reaches the TCP port may send this line
         except (OSError, ValueError):
             hello = {}
-        if not hmac.compare_digest(str(hello.get("token", "")), self.token):
+        if not isinstance(hello, dict) or not hmac.compare_digest(str(hello.get("token", "")), self.token):
             writer.close()
             return
         seat = Seat(str(hello.get("job", "?")), lambda message: writer.write(json.dumps(message).encode() + b"\n"))
         self._connections.add(writer)
         try:
             async for line in reader:
-                self._handle(seat, json.loads(line))
-        except (OSError, ValueError, KeyError):
+                self._handle(seat, loads(line))
+        except (OSError, ValueError, KeyError, TypeError):
             pass  # a job that died mid-message, or sent nonsense: it is dropped like one that exited
         finally:
             self._connections.discard(writer)
