@@ -198,8 +198,8 @@ def test_a_gaia_tasks_attachments_reach_a_worker_that_cannot_see_the_drivers_dat
         run = api.train(path, [*ON_CLUSTER, "llm.concurrency=1"]).run
     assert not data.exists() and moved.exists()
     records = run.snapshot(0).rollouts()
-    assert sorted(r["extracted"] for r in records) == sorted(SECRETS.values())
-    assert all(r["correct"] for r in records)
+    assert sorted(r.extracted for r in records) == sorted(SECRETS.values())
+    assert all(r.correct for r in records)
     shutil.rmtree(moved)
 
 
