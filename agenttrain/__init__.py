@@ -2,7 +2,12 @@
 
     import agenttrain
     outcome = agenttrain.train(Path("configs/quickstart.yaml"))
-    result = agenttrain.evaluate(outcome.run.path, split="test")
+    result = agenttrain.evaluate(outcome.path, split="test")
+
+    # or from Python objects, as in a notebook:
+    outcome = agenttrain.train(task=[{"question": "What is 6 times 7?", "answer": "42"}, ...],
+                               agent="gpt-4o-mini", optimizer="gpt-4o", scorer=my_check)
+    outcome.functions, outcome.metrics, outcome.path
 
 The functions live in `agenttrain.api`; they are imported on first use, so `import agenttrain` stays fast.
 """
@@ -15,16 +20,20 @@ if TYPE_CHECKING:
     from agenttrain.api import (
         cache_clear,
         cache_stats,
+        describe_functions,
         diff,
         dry_run,
         dry_run_sweep,
         export,
+        export_folder,
         list_runs,
         plugins,
         pull,
+        register_scorer,
         report,
         resume,
         score_file,
+        serve,
         show,
         sweep,
         train,
@@ -39,10 +48,13 @@ _API = {
     "export": "export", "show": "show", "list_runs": "list_runs", "dry_run": "dry_run", "validate": "prepare",
     "score_file": "score_file", "plugins": "plugins", "cache_stats": "cache_stats", "cache_clear": "cache_clear",
     "pull": "pull", "evaluate_epochs": "eval_epochs", "sweep": "sweep", "dry_run_sweep": "dry_run_sweep",
+    "export_folder": "export_folder", "describe_functions": "describe_functions", "serve": "serve",
+    "register_scorer": "register_scorer",
 }
 __all__ = [
-    "cache_clear", "cache_stats", "diff", "dry_run", "dry_run_sweep", "evaluate", "evaluate_epochs", "export",
-    "list_runs", "plugins", "pull", "report", "resume", "score_file", "show", "sweep", "train", "validate",
+    "cache_clear", "cache_stats", "describe_functions", "diff", "dry_run", "dry_run_sweep", "evaluate",
+    "evaluate_epochs", "export", "export_folder", "list_runs", "plugins", "pull", "register_scorer", "report",
+    "resume", "score_file", "serve", "show", "sweep", "train", "validate",
 ]
 
 

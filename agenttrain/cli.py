@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
@@ -15,7 +16,18 @@ from rich.table import Table
 
 from agenttrain.errors import UserError
 from agenttrain.lazy import lazy_import
-from agenttrain.names import DATASETS, ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, ENV_OUTPUT_DIR, default_output_dir
+from agenttrain.names import (
+    DATASETS,
+    ENV_BASE_URL,
+    ENV_MCP_TOKEN,
+    ENV_MODEL,
+    ENV_OPTIMIZER_MODEL,
+    ENV_OUTPUT_DIR,
+    FOLDER_FORMATS,
+    STRICT_MEANING,
+    default_output_dir,
+)
+from agenttrain.wording import plural
 
 # Loaded on first use: `--help` needs none of them. The api pulls in openai, sympy and numpy; the others, the
 # pydantic models of configs and run records.
@@ -73,6 +85,8 @@ Overrides = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Bypass the response cache (every request is sent).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
 Offline = Annotated[bool, typer.Option("--offline", help="Skip the check that each endpoint answers.")]
+TrustEndpoint = Annotated[bool, typer.Option("--trust-endpoint", help="Send requests (and your API key) to the "
+                                             "endpoints of a run folder you did not make here.")]
 Limit = Annotated[int | None, typer.Option(min=1, metavar="INTEGER",
                                            help="Only the first N tasks of each split: a quick smoke run.")]
 RunArgument = Annotated[Path | None, typer.Argument(
@@ -104,7 +118,8 @@ def train(
     config: Annotated[Path | None, typer.Argument(metavar="CONFIG", show_default=False,
                                                   help="Experiment YAML, e.g. configs/math-algebra.yaml")] = None,
     overrides: Overrides = None,
-    model: Annotated[str | None, typer.Option(metavar="TEXT", help="The agent's model (agent.model).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="TEXT",
+                                              help="The agent's model (agent.model).")] = None,
     optimizer_model: Annotated[str | None, typer.Option(metavar="TEXT", help="The optimizer's model "
                                                         "(optimizer.model).")] = None,
     limit: Limit = None,
@@ -112,6 +127,7 @@ def train(
                                                 "finished one with --set optimizer.epochs=N.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate calls, tokens and cost; send nothing.")] = False,
     offline: Offline = False,
+    trust_endpoint: TrustEndpoint = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
@@ -136,7 +152,8 @@ def train(
         return
     with reporter_for(err) as reporter:
         if resume is not None:
-            outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
+            outcome = api.resume(resume, overrides, use_cache=not no_cache, reporter=reporter, offline=offline,
+                                 trust_endpoint=trust_endpoint)
         else:
             outcome = api.train(config_path, overrides, use_cache=not no_cache, reporter=reporter, offline=offline)
     info, best = outcome.run.info(), outcome.run.best_if_any()
@@ -153,24 +170,43 @@ def train(
         out.print(f"next: agenttrain eval {outcome.run.path}", soft_wrap=True)
 
 
+def figures_table(title: str, labels: list[str], figures: list[str], rows: list[list[str]]) -> Table:
+    """Label columns then right-aligned figure columns. When the terminal is too narrow, a cell folds onto a second
+    line rather than lose its end (rich's default would cut `118,272` to `118…`)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for column in labels:
+        table.add_column(column, overflow="fold")
+    for column in figures:
+        table.add_column(column, justify="right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def _render_estimate(estimate: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(estimate)
         return
-    table = Table(title=f"estimate: {estimate['train_tasks']} training tasks, {estimate['epochs']} epochs")
-    for column in ("case", "role", "model", "requests", "prompt tok", "completion tok", "reasoning tok", "cost $"):
-        table.add_column(column)
+    reasoning = any(row["reasoning_tokens"] for case in ("typical", "worst_case") for row in estimate[case])
+    models = ", ".join(f"{row['role']} {row['model']}" for row in estimate["typical"])
+    title = (f"estimate: {plural(estimate['train_tasks'], 'training task')}, {plural(estimate['epochs'], 'epoch')}; "
+             f"{models}")
+    cells = []
     for case in ("typical", "worst_case"):
-        for row in estimate[case]:
+        for i, row in enumerate(estimate[case]):
+            tokens = [row["prompt_tokens"], row["completion_tokens"], *([row["reasoning_tokens"]] if reasoning else [])]
             cost = "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.2f}"
-            table.add_row(case, row["role"], row["model"], str(row["requests"]), str(row["prompt_tokens"]),
-                          str(row["completion_tokens"]), str(row["reasoning_tokens"]), cost)
-    out.print(table)
+            cells.append(["" if i else case.replace("_", " "), row["role"], f"{row['requests']:,}",
+                          *(f"{n:,}" for n in tokens), cost])
+    figures = ["requests", "prompt tokens", "completion tokens", *(["reasoning tokens"] if reasoning else []), "$"]
+    out.print(figures_table(title, ["case", "role"], figures, cells))
     if budget := estimate.get("budget"):
         out.print(f"optimizer.budget affords about {budget['proposals']} proposals (limited by {budget['limited_by']})")
         if budget["warning"]:
             out.print(f"[yellow]warning:[/] {budget['warning']}", highlight=False)
     out.print(estimate["note"])
+    for assumed in estimate["assumed"]:
+        out.print(f"without the data: {assumed}", soft_wrap=True, highlight=False)
 
 
 @app.command(epilog=ENVIRONMENT_HELP)
@@ -198,7 +234,7 @@ def validate(
         return
     out.print(f"{config}: ok ({experiment.task.name} task: {sizes}; {experiment.agent.type} agent on "
               f"{experiment.agent.model}, optimizer {experiment.optimizer.model}, "
-              f"{progress.plural(experiment.optimizer.epochs, 'epoch')})", soft_wrap=True)
+              f"{plural(experiment.optimizer.epochs, 'epoch')})", soft_wrap=True)
 
 
 @app.command("eval")
@@ -216,10 +252,13 @@ def eval_command(
         "or --set llm.concurrency=4")] = None,
     limit: Limit = None,
     offline: Offline = False,
+    trust_endpoint: TrustEndpoint = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
-    """Evaluate a snapshot on a split; results go to RUN/evals/.
+    """Evaluate a snapshot on a split; results go to RUN/evals/. The math scorer also prints a strict accuracy:
+    Hendrycks' is_equiv string match alone, the figure MATH papers report (accuracy also counts answers
+    math-verify proves equal, such as 3.0 for 3).
 
     \b
     Example: agenttrain eval runs/math-algebra-20260101-120000 --epoch best --split test
@@ -228,7 +267,7 @@ def eval_command(
     """
     run_path = open_run(run, run_option).path
     options = {"use_cache": not no_cache, "task_config": task, "overrides": overrides, "limit": limit,
-               "offline": offline}
+               "offline": offline, "trust_endpoint": trust_endpoint}
     with reporter_for(err) as reporter:
         if epoch == "all":
             results = api.eval_epochs(run_path, None, split, reporter=reporter, **options)
@@ -237,9 +276,11 @@ def eval_command(
     if as_json:
         print_json(results[0] if epoch != "all" else {"run": str(run_path), "split": split, "evaluations": results})
         return
-    smoke = f"; only the first {progress.plural(limit, 'task')} (--limit)" if limit is not None else ""
+    smoke = f"; only the first {plural(limit, 'task')} (--limit)" if limit is not None else ""
     for result in results:
         out.print(_eval_line(result) + smoke, soft_wrap=True)
+    if any(result.get("accuracy_strict") is not None for result in results):
+        out.print(STRICT_MEANING, soft_wrap=True, style="dim", highlight=False)
 
 
 def _eval_line(result: dict[str, Any]) -> str:
@@ -277,26 +318,42 @@ def sweep(
                                               "split), e.g. 0,1,2; default: each config's own")] = None,
     executor: Annotated[str, typer.Option(metavar="TEXT", help="Where jobs run: local (child processes) or ray (Ray "
                                                               "tasks; RAY_ADDRESS picks the cluster)")] = "local",
+    max_usd: Annotated[float | None, typer.Option("--max-usd", metavar="DOLLARS", help="The sweep's budget, all "
+                                                  "its runs and reruns together; reached, runs stop resumable")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", metavar="INTEGER", help="The same, in "
+                                                   "tokens")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", metavar="INTEGER", help="Requests in flight "
+                                                    "per endpoint, all jobs together; default: --jobs x each run's "
+                                                    "llm.concurrency")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Estimate requests and cost; send nothing.")] = False,
     no_cache: NoCache = False,
     as_json: AsJson = False,
 ) -> None:
     """Train and evaluate every config x seed as independent runs, then write DIR/results.md, .csv and .json:
     test accuracy before (epoch 0) and after (best epoch), the difference with a paired test, CIs, cost.
-    Rerunning the same command reuses finished runs and resumes unfinished ones.
+    Rerunning the same command reuses finished runs and resumes unfinished ones (with a larger --max-usd, those
+    the budget stopped).
 
-    Example: agenttrain sweep configs/paper/ablation.yaml --out results/ablation --jobs 4 --seeds 0,1,2
+    Example: agenttrain sweep configs/paper/ablation.yaml --out results/ablation --jobs 4 --seeds 0,1,2 --max-usd 40
     """
     seed_list = _parse_seeds(seeds)
     if dry_run:
-        _render_sweep_estimate(api.dry_run_sweep(configs, seed_list, overrides), as_json)
+        estimate = api.dry_run_sweep(configs, seed_list, overrides, max_usd, max_tokens, concurrency, out_dir)
+        _render_sweep_estimate(estimate, as_json)
         return
 
+    from agenttrain.sweeping.watch import SweepWatch  # loaded here: a sweep's progress only
+
+    watch = SweepWatch(out_dir)
+
     def job_done(outcome: JobOutcome) -> None:
+        watch.ended(outcome)
         verdict = "done" if outcome.ok else f"[red]failed[/]: {outcome.error} (log: {outcome.log})"
         err.print(f"{outcome.job.id}: {verdict}", highlight=False)
 
-    result = api.sweep(configs, out_dir, seed_list, overrides, jobs, executor, not no_cache, job_done)
+    with progress.StatusLine(err, lambda: watch.status().line()):
+        result = api.sweep(configs, out_dir, seed_list, overrides, jobs, executor, not no_cache, job_done, max_usd,
+                           max_tokens, concurrency)
     if as_json:
         print_json({"results": [str(p) for p in result.files], "ran": result.ran,
                     "failed": [o.job.id for o in result.failed], "rows": [r.to_dict() for r in result.rows]})
@@ -314,15 +371,24 @@ def _render_sweep_estimate(estimate: dict[str, Any], as_json: bool) -> None:
         return
 
     def dollars(value: float | None) -> str:
-        return "unknown" if value is None else f"{value:.2f}"
+        return "unknown" if value is None else f"{value:,.2f}"
 
-    table = Table(title=f"estimate: {len(estimate['jobs'])} runs")
-    for column in ("run", "requests", "cost $", "worst-case requests", "worst-case $"):
-        table.add_column(column, justify="left" if column == "run" else "right", no_wrap=True)
-    for row in [*estimate["jobs"], {"name": "total", **estimate["total"]}]:
-        table.add_row(row["name"], str(row["requests"]), dollars(row["cost_usd"]), str(row["worst_case_requests"]),
-                      dollars(row["worst_case_cost_usd"]))
-    out.print(table)
+    jobs = [*estimate["jobs"], {"name": "total", **estimate["total"]}]
+    rows = [[row["name"], f"{row['requests']:,}", dollars(row["cost_usd"]), f"{row['worst_case_requests']:,}",
+             dollars(row["worst_case_cost_usd"])] for row in jobs]
+    out.print(figures_table(f"estimate: {len(estimate['jobs'])} runs", ["run"],
+                            ["requests", "$", "worst-case\nrequests", "worst-case\n$"], rows))
+    for assumed in estimate["assumed"]:
+        out.print(f"without the data: {assumed}", soft_wrap=True, highlight=False)
+    total, spent, limits = estimate["total"], estimate["spent"], estimate["limits"]
+    if limits["max_usd"] is not None:
+        out.print(f"sweep limit ${limits['max_usd']:.2f}: estimated total ${dollars(total['cost_usd'])} (worst case "
+                  f"${dollars(total['worst_case_cost_usd'])}), ${spent['cost_usd']:.2f} spent so far", highlight=False,
+                  soft_wrap=True)
+    if limits["max_tokens"] is not None:
+        out.print(f"sweep limit {limits['max_tokens']:,} tokens: estimated total {total['tokens']:,} (worst case "
+                  f"{total['worst_case_tokens']:,}), {spent['tokens']:,} spent so far", highlight=False,
+                  soft_wrap=True)
     out.print(estimate["note"])
 
 
@@ -385,7 +451,7 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
     \b
     Example: agenttrain show runs/math-algebra-20260101-120000
     """
-    from agenttrain.readback.history import outcome_label, usage_cost, usage_sum, usage_tokens
+    from agenttrain.readback.history import optimizer_note, outcome_label, usage_cost, usage_sum, usage_tokens
 
     overview = api.show(open_run(run, run_option).path)
     if as_json:
@@ -399,7 +465,7 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
     reasoning = any(usage_sum(m.usage, "reasoning_tokens") for m in overview.epochs)  # only for reasoning models
     columns = ["epoch", "train acc", "status", "actions", "functions", "tokens", "cost $"]
     for column in columns + (["reasoning tok", "reasoning $"] if reasoning else []):
-        table.add_column(column, justify="right" if column != "status" else "left")
+        table.add_column(column, justify="right" if column != "status" else "left", overflow="fold")
     for m in overview.epochs:
         marker = " *" if m.epoch == overview.best_epoch else ""
         cells = [f"{m.epoch}{marker}", f"{m.train_accuracy:.3f}", outcome_label(m.status), str(m.applied_actions),
@@ -409,6 +475,9 @@ def show(run: RunArgument = None, run_option: RunOption = None, as_json: AsJson 
         table.add_row(*cells)
     out.print(table)
     out.print("* best epoch" + ("; tokens and cost include the reasoning" if reasoning else ""))
+    for m in overview.epochs:
+        if (note := optimizer_note(m)) is not None:
+            out.print(f"epoch {m.epoch} optimizer: {note}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()
@@ -430,9 +499,11 @@ def score(
         print_json(result)
         return
     line = f"{scorer}: accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']})"
-    if "accuracy_strict" in result:
-        line += f", strict (Hendrycks is_equiv) {result['accuracy_strict']:.4f}"
+    if result.get("accuracy_strict") is not None:
+        line += f", strict {result['accuracy_strict']:.4f}"
     out.print(line)
+    if result.get("accuracy_strict") is not None:
+        out.print(STRICT_MEANING, soft_wrap=True, style="dim", highlight=False)
 
 
 cache_app = typer.Typer(help="The on-disk response cache: stats and clear.\n\nExample: agenttrain cache stats",
@@ -496,17 +567,23 @@ def export_command(
     run_option: RunOption = None,
     epoch: Epoch = "best",
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT",
-                                     help="python (an importable module), openai-tools (the `tools` list) or json "
-                                     "(functions.json)")] = "python",
-    out_path: Annotated[Path | None, typer.Option("--out", metavar="FILE",
-                                                  help="File to write; default: print to stdout")] = None,
+                                     help="python (an importable module), openai-tools (the `tools` list), json "
+                                     "(functions.json), or a folder pip installs: mcp (an MCP server) or package "
+                                     "(a package with regression tests from training)")] = "python",
+    out_path: Annotated[Path | None, typer.Option("--out", metavar="FILE|DIR",
+                                                  help="File to write (a new folder for mcp and package); "
+                                                  "default: print to stdout")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Export an epoch's learned functions for use outside agenttrain.
 
     \b
     Example: agenttrain export runs/math-algebra-20260101-120000 --epoch best --format python --out functions.py
+    An MCP server: agenttrain export runs/math-algebra-20260101-120000 --format mcp --out math-tools/
     """
+    if fmt in FOLDER_FORMATS:
+        _export_folder(open_run(run, run_option).path, epoch, fmt, out_path, as_json)
+        return
     if as_json and out_path is None:
         raise UserError("--json describes the file written with --out; without --out the export itself is printed")
     snapshot, text = api.export(open_run(run, run_option).path, epoch, fmt, out_path)
@@ -517,7 +594,87 @@ def export_command(
         print_json({"path": str(out_path), "run": str(snapshot.path.parent), "epoch": snapshot.epoch, "format": fmt,
                     "functions": snapshot.functions.names})
         return
-    out.print(f"wrote {progress.plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
+    out.print(f"wrote {plural(len(snapshot.functions), 'function')} of epoch {snapshot.epoch} to {out_path}")
+
+
+def _export_folder(run_path: Path, epoch: str, fmt: str, out_path: Path | None, as_json: bool) -> None:
+    if out_path is None:
+        raise UserError(f"--format {fmt} writes a folder: give it with --out DIR")
+    folder = api.export_folder(run_path, out_path, epoch, fmt)
+    if as_json:
+        print_json({"path": str(folder.path), "run": str(folder.snapshot.path.parent), "epoch": folder.snapshot.epoch,
+                    "format": fmt, "distribution": folder.dist, "module": folder.module, "script": folder.script,
+                    "functions": folder.snapshot.functions.names, "cases": folder.cases, "notes": folder.notes})
+        return
+    count = plural(len(folder.snapshot.functions), "function")
+    lines = [f"wrote {folder.path}: {count} of epoch {folder.snapshot.epoch} as {folder.dist}"]
+    if folder.cases is not None:
+        lines += [" ".join([f"{plural(folder.cases, 'regression case')}.", *folder.notes]),
+                  f"next: cd {folder.path} && pip install '.[test]' && pytest"]
+    else:
+        lines.append(f"next: pip install {folder.path}, then start {folder.script} (see {folder.path / 'README.md'})")
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("functions")
+def functions_command(run: RunArgument = None, run_option: RunOption = None, epoch: Epoch = "best",
+                      as_json: AsJson = False) -> None:
+    """Per function of an epoch: calls, tasks where it was called and how they ended, the epoch it appeared, its
+    revisions, and the tasks it fixed or broke against the set the epoch was judged against.
+
+    \b
+    Example: agenttrain functions runs/math-algebra-20260101-120000 --epoch best
+    """
+    run_path = open_run(run, run_option).path
+    number, reports = api.describe_functions(run_path, epoch)
+    if as_json:
+        print_json({"run": str(run_path), "epoch": number, "functions": [r.to_json() for r in reports]})
+        return
+    if not reports:
+        out.print(f"epoch {number} has no functions: the agent works unaided")
+        return
+    table = Table(title=f"{run_path.name}  epoch {number}", caption="tasks: where it was called, right: of those, "
+                  "added and revised: in epoch, fixed and broken: against the set the epoch was judged against")
+    table.add_column("function", no_wrap=True)
+    for column in ("calls", "failed", "tasks", "right", "added"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("revised", "fixed", "broken"):
+        table.add_column(column, overflow="fold")
+    for r in reports:
+        e = r.effect
+        table.add_row(e.name, str(e.calls), str(e.failed_calls), str(len(e.tasks)), str(e.right), str(r.appeared),
+                      ", ".join(str(v.epoch) for v in r.revisions[1:]) or "–", ", ".join(e.fixed) or "–",
+                      ", ".join(e.broken) or "–")
+    out.print(table)
+
+
+@app.command("serve")
+def serve_command(
+    path: Annotated[Path | None, typer.Argument(metavar="RUN", show_default=False, help="A run, or a folder from "
+                                                "export --format mcp; default: the newest run")] = None,
+    epoch: Epoch = "best",
+    transport: Annotated[str, typer.Option(metavar="TRANSPORT", help="stdio (the client starts this command) or "
+                                           "http (streamable HTTP at /mcp)")] = "stdio",
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="http: the address to listen on; anything but "
+                                      "loopback needs a token")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="INTEGER", help="http: the port; 0 picks a free one")] = 8000,
+    token: Annotated[str | None, typer.Option(metavar="TEXT", envvar=ENV_MCP_TOKEN, show_envvar=False,
+                                              help=f"http: the bearer token clients must send (or ${ENV_MCP_TOKEN}, "
+                                              "which keeps it out of the process list)")] = None,
+) -> None:
+    """Serve an epoch's functions as MCP tools; each call runs in the sandbox with the run's limits.
+
+    \b
+    Example: agenttrain serve runs/math-algebra-20260101-120000 --epoch best
+    Over HTTP: agenttrain serve runs/math-algebra-20260101-120000 --transport http --port 8000
+    """
+    source = path or open_run(None, None).path
+
+    def ready(url: str) -> None:
+        err.print(f"agenttrain serve: {url} (Ctrl-C to stop)", highlight=False)
+
+    api.serve(source, epoch, transport, host, port, token, ready)
 
 
 @app.command("runs")
@@ -527,7 +684,8 @@ def runs_command(
         help=f"The folder that holds run directories; default ${ENV_OUTPUT_DIR} or ./runs")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """List runs, oldest first: status, epochs, best train accuracy, evaluated test accuracy, cost.
+    """List runs, oldest first: status, epochs run after the baseline (epoch 0), best train accuracy, evaluated test
+    accuracy, cost.
 
     \b
     Example: agenttrain runs runs/ --json
@@ -541,16 +699,17 @@ def runs_command(
         out.print(f"no runs under {directory}; start one with: agenttrain train CONFIG")
         return
     table = Table(title=f"runs under {directory}")
-    table.add_column("run", overflow="fold")  # long names fold; the figures beside them never do
-    table.add_column("status", no_wrap=True)
+    table.add_column("run", overflow="fold")  # long names fold first; on a narrow terminal the figures fold too
+    table.add_column("status", overflow="fold")
     for column in ("epochs", "best train", "test", "cost $"):
-        table.add_column(column, justify="right", no_wrap=True)
+        table.add_column(column, justify="right", overflow="fold")
     for s in summaries:
         best = "–" if s.best_epoch is None else f"{s.best_train_accuracy:.3f} @{s.best_epoch}"
         test = "–" if s.test_accuracy is None else f"{s.test_accuracy:.3f}"
         if s.test_accuracy is not None and s.test_epoch != s.best_epoch:
             test += f" @{s.test_epoch}"  # only a non-best epoch was evaluated on test
-        table.add_row(Path(s.run).name, s.status or "?", str(s.epochs), best, test, f"{s.cost_usd:.4f}")
+        epochs = "–" if s.last_epoch is None else str(s.last_epoch)  # as "ran N epochs" counts: not the baseline
+        table.add_row(Path(s.run).name, s.status or "?", epochs, best, test, f"{s.cost_usd:.4f}")
     out.print(table)
     for s in summaries:
         if s.error:

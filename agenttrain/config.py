@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from agenttrain.errors import UserError
 from agenttrain.names import DATASETS, ENV_BASE_URL, ENV_MODEL, ENV_OPTIMIZER_MODEL, default_output_dir
 from agenttrain.registry import agents, optimizers, tasks
+from agenttrain.untrusted import MAX_DEPTH, holds_surrogate
 
 
 class ConfigError(UserError):
@@ -78,6 +81,23 @@ class LocalModelConfig(Strict):
     parallel: int = Field(1, ge=1, le=64)  # requests decoded at once (each gets a slot of context_size)
     max_tokens: int = Field(1024, ge=16, le=MAX_COUNT)  # a reply's limit where the request sets none
     startup_timeout_s: float = Field(120, gt=0, le=DAY_S)
+
+
+# The embedded model (`llm.base_url: local`) is a 135M model with a 4096-token context on one CPU thread: a role
+# served by it takes these settings wherever the config leaves them unset (the API defaults would overflow its
+# context and take minutes per epoch), and is named and priced as what it is.
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+EMBEDDED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "agent": {"max_turns": 4, "max_tokens": 256},
+    "optimizer": {"epochs": 2, "early_stop": 2, "max_actions": 1, "max_action_retries": 1, "max_tokens": 512},
+}
+MIN_PROMPT_TOKENS = {"agent": 512, "optimizer": 1500}  # the instructions (and the optimizer's tool schemas) alone
+FREE = Price(input=0, output=0)
+
+
+def embedded_model_name(local: LocalModelConfig) -> str:
+    """What a role on the embedded model is called when its config names no model: the GGUF file's name."""
+    return EMBEDDED_MODEL if local.model_path is None else local.model_path.stem.lower()
 
 
 class LLMConfig(Strict):
@@ -292,6 +312,20 @@ class ExecutorConfig(Strict):
     rollouts_per_worker: int = Field(1, ge=1)  # rollouts one worker process runs at once, sharing its sandbox pool
 
 
+class MlflowConfig(Strict):
+    """Log the run to MLflow (the `agenttrain[mlflow]` extra): config as parameters, epochs as step metrics, each
+    epoch's functions and the report as artifacts, evaluations as metrics."""
+
+    tracking_uri: str | None = None  # else $AGENTTRAIN_MLFLOW_URI, else MLflow's own ($MLFLOW_TRACKING_URI)
+    experiment: str | None = None  # the MLflow experiment; default: the config's `name`
+
+
+class TrackingConfig(Strict):
+    """Where runs are also logged; tracking never changes results, and its failures only warn."""
+
+    mlflow: MlflowConfig | None = None  # `mlflow: {}` logs with the defaults; $AGENTTRAIN_MLFLOW_URI turns it on too
+
+
 class BudgetConfig(Strict):
     max_usd: float | None = Field(None, gt=0, le=1_000_000)
     max_tokens: int | None = Field(None, gt=0, le=10**12)
@@ -306,6 +340,7 @@ class Experiment(Strict):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     output_dir: Path = Field(default_factory=default_output_dir)
 
     @field_validator("task", mode="before")
@@ -339,6 +374,36 @@ class Experiment(Strict):
                              f"optimizer.method {self.optimizer.method}; give more, or set task.val_size")
         self.task = task.model_copy(update={"train_size": task.train_size - held, "val_size": held})
 
+    @model_validator(mode="after")
+    def _fit_the_embedded_model(self) -> Experiment:
+        """A role on the embedded model takes its name and `EMBEDDED_DEFAULTS` where the config is silent, and a
+        setting that cannot fit its context is refused here, before any request."""
+        for role in ROLES:
+            if self.llm_for(role).resolved_base_url() != "local":
+                continue
+            params: AgentConfig | OptimizerConfig = getattr(self, role)
+            given = params.model_fields_set | ({"model"} if os.environ.get(ROLE_MODEL_ENV[role]) else set())
+            defaults = {**EMBEDDED_DEFAULTS[role], "model": embedded_model_name(self.llm.local)}
+            if role == "optimizer":  # the whole window but the reply: what the prompt window would allow anyway
+                reply = params.max_tokens if "max_tokens" in given else defaults["max_tokens"]
+                defaults["max_prompt_tokens"] = max(self.llm.local.context_size - (reply or 0), 2000)
+            setattr(self, role, params.model_copy(update={k: v for k, v in defaults.items() if k not in given}))
+            self._check_room(role)
+        return self
+
+    def _check_room(self, role: Literal["agent", "optimizer"]) -> None:
+        context, reply = self.llm.local.context_size, getattr(self, role).max_tokens or self.llm.local.max_tokens
+        if context - reply < MIN_PROMPT_TOKENS[role]:
+            raise ValueError(
+                f"{role}.max_tokens={reply} leaves {max(context - reply, 0)} of the embedded model's {context}-token "
+                f"context (llm.local.context_size) for the prompt, which needs at least {MIN_PROMPT_TOKENS[role]}; "
+                f"lower {role}.max_tokens or raise llm.local.context_size")
+
+    def prices(self) -> dict[str, Price]:
+        """Model -> price for this run: the embedded model's roles cost nothing, `llm.prices` wins over that."""
+        free = {getattr(self, role).model: FREE for role in ROLES if self.llm_for(role).resolved_base_url() == "local"}
+        return {**free, **self.llm.prices}
+
     def llm_for(self, role: Literal["agent", "optimizer"]) -> LLMConfig:
         """The top-level `llm` with the role's `llm` override applied."""
         override = (self.agent if role == "agent" else self.optimizer).llm
@@ -351,10 +416,10 @@ class Experiment(Strict):
 
     def content_hash(self) -> str:
         """Hash of what decides results. Where the endpoint is, how to reach it, prices, budgets, where rollouts
-        run and the output folder do not: a resumed run may change those (`RESUMABLE_KEYS`). Keys left at their
-        defaults are left out, so a key added in a later version (with a default that keeps today's behaviour)
+        run, tracking and the output folder do not: a resumed run may change those (`RESUMABLE_KEYS`). Keys left at
+        their defaults are left out, so a key added in a later version (with a default that keeps today's behaviour)
         keeps recorded runs resumable."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm", "executor"},
+        data = self.model_dump(mode="json", exclude={"output_dir", "budget", "llm", "executor", "tracking"},
                                exclude_defaults=True)
         data["task"]["name"] = self.task.name  # the task's name has a default in some task classes
         for role in ("agent", "optimizer"):
@@ -367,11 +432,15 @@ class Experiment(Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+ROLES: tuple[Literal["agent", "optimizer"], ...] = ("agent", "optimizer")
+ROLE_MODEL_ENV = {"agent": ENV_MODEL, "optimizer": ENV_OPTIMIZER_MODEL}
+
+
 # `optimizer.method` as the hash has always spelled it, so that runs recorded before methods were plug-ins (with
 # `mode`, and the paper's method as the default) keep their hashes and stay resumable whatever the default is.
 HASHED_METHOD: dict[str, dict[str, str]] = {"progressive": {}, "all_at_once": {"mode": "all_at_once"}}
 
-RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.*, executor.* and output_dir"
+RESUMABLE_KEYS = "llm.*, agent.llm.*, optimizer.llm.*, budget.*, executor.*, tracking.* and output_dir"
 # A run can be extended: more epochs or a later early stop continue it where it ended (`extension_of`).
 EXTENSION_KEYS = ("epochs", "early_stop", "budget")
 
@@ -400,7 +469,13 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is set both as a value and as a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[leaf] = load_yaml(raw) if raw.strip() else None
+        except YamlRefused as exc:  # not a typo to quote: a value built to be too large or too deep
+            raise ConfigError(f"--set {key.strip()}: refused: {exc}".replace("\n", " ")) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({yaml_problem(exc)}); quote it, "
+                              f"e.g. --set '{key.strip()}=\"{raw}\"'") from None
     return nested
 
 
@@ -414,19 +489,53 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _validation_errors(error: ValidationError) -> list[str]:
-    """One `key: problem` line per bad key."""
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The config section class a field holds (`LLMOverride | None` holds LLMOverride), None for plain values."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _keys_at(path: tuple[Any, ...], data: Any) -> list[str]:
+    """The keys the config section at `path` takes (`task` by the task it names), for "did you mean"."""
+    model: type[BaseModel] | None = Experiment
+    for part in path:
+        field = model.model_fields.get(str(part)) if model else None
+        if field is None:
+            return []
+        data = data.get(part) if isinstance(data, dict) else None
+        task = model is Experiment and part == "task" and isinstance(data, dict) and data.get("name") in tasks.names()
+        model = getattr(tasks.get(data["name"]), "config_class", TaskConfig) if task else _model_of(field.annotation)
+    return list(model.model_fields) if model else []
+
+
+def _problem(item: Any, data: Any) -> str:
+    """What is wrong with one key: the closest known key for a misspelt one, the value given for a wrong type."""
+    *section, leaf = item["loc"] or ("",)
+    if item["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(leaf), _keys_at(tuple(section), data), n=1, cutoff=0.6)
+        return f"unknown key; did you mean `{close[0]}`?" if close else "unknown key (check the spelling)"
+    message = item["msg"].removeprefix("Value error, ")
+    value = item.get("input")
+    if item["type"] in ("missing", "value_error") or isinstance(value, dict):
+        return message  # our own checks name their values; a whole section is too long to quote
+    shown = repr(value)
+    return f"{message} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+
+
+def _validation_errors(error: ValidationError, data: Any = None) -> list[str]:
+    """One `key: problem` line per bad key; `data` is the config as given, to suggest the key meant."""
     lines = []
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key (check the spelling)" if item["type"] == "extra_forbidden" else \
-            item["msg"].removeprefix("Value error, ")
-        lines.append(f"{key}: {message}")
+        key = ".".join(str(p) for p in item["loc"])
+        message = _problem(item, data)
+        lines.append(f"{key}: {message}" if key else message)  # a whole-config check names its keys itself
     return lines
 
 
-def _format_validation(error: ValidationError, source: str) -> str:
-    return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error))])
+def _format_validation(error: ValidationError, source: str, data: Any = None) -> str:
+    return "\n".join([f"{source}: invalid config", *(f"  {line}" for line in _validation_errors(error, data))])
 
 
 class DuplicateKey(yaml.YAMLError):
@@ -441,6 +550,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden here
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise DuplicateKey(key, key_node.start_mark.line + 1)
@@ -448,9 +559,100 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# A config holds a few hundred values (an inline task's examples, as many as it has); a YAML alias repeats a whole
+# subtree, so a few lines can stand for billions of values ("billion laughs"), which validation and hashing would walk
+# one by one. Aliases may add this many values to those the text itself holds.
+MAX_YAML_VALUES = 100_000
+
+
+class YamlRefused(yaml.YAMLError):
+    """YAML that is valid but refused: too large once expanded, too deep, self-referring, or not valid Unicode."""
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as `line 3, column 5: <problem> (<context>)`, instead of PyYAML's dump that names the text
+    `"<unicode string>"`."""
+    mark = getattr(exc, "problem_mark", None)
+    problem, context = getattr(exc, "problem", None) or str(exc), getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + problem + (f" ({context})" if context else "")
+
+
 def load_yaml(text: str) -> Any:
-    """Safe YAML with duplicate keys refused."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+    """Safe YAML with duplicate keys refused, and what `YamlRefused` says refused before anything is built from it."""
+    if _bracket_depth(text) > 4 * MAX_DEPTH:  # the parser takes seconds over thousands of nested [ or {
+        raise YamlRefused(f"it is nested deeper than {MAX_DEPTH} levels")
+    loader = _UniqueKeyLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:  # the composer recurses once per level
+            raise YamlRefused(f"it is nested deeper than {MAX_DEPTH} levels") from None
+        if node is None:
+            return None
+        _check_expansion(node)
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    if holds_surrogate(data):
+        raise YamlRefused("it holds text that is not valid Unicode (a lone surrogate escape such as \\ud800)")
+    return data
+
+
+def _bracket_depth(text: str) -> int:
+    """How deeply `[` and `{` nest, counting those in strings too: an upper bound of the flow nesting, four times
+    MAX_DEPTH of which no config reaches."""
+    depth = deepest = 0
+    for bracket in re.findall(r"[][{}]", text):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the values and levels `root` stands for with every alias expanded, without expanding anything: each
+    node is counted once, from its children's counts (a depth-first walk on a stack, for any depth). Refused: more
+    than MAX_YAML_VALUES beyond the nodes the text holds, which only aliases make."""
+    limit = MAX_YAML_VALUES + _node_count(root)
+    values: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the current path: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            values[id(node)] = min(1 + sum(values[id(c)] for c in children), limit + 1)
+            depth[id(node)] = 1 + max((depth[id(c)] for c in children), default=0)
+            if values[id(node)] > limit:
+                raise YamlRefused(f"its aliases expand to more than {MAX_YAML_VALUES:,} values; write them out")
+            if depth[id(node)] > MAX_DEPTH:
+                raise YamlRefused(f"it is nested deeper than {MAX_DEPTH} levels")
+        elif id(node) in open_nodes:
+            raise YamlRefused("an alias refers to itself (a value that contains itself)")
+        elif id(node) not in values:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+
+
+def _node_count(root: yaml.Node) -> int:
+    """The distinct nodes of the document: what its text holds, each alias's target once."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(_children(node))
+    return len(seen)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -464,8 +666,10 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
     except DuplicateKey as exc:
         raise ConfigError(f"{path}:{exc.line}: key {exc.key!r} is given twice; keep one of them") from None
+    except YamlRefused as exc:
+        raise ConfigError(f"{path}: refused: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML, {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
@@ -498,29 +702,54 @@ def _absolute_paths(experiment: Experiment, from_file: dict[str, Any], overrides
     return experiment
 
 
+def missing_files(task: TaskConfig) -> dict[str, Path]:
+    """The task's data paths that do not exist (yet: a paper's data set before `agenttrain data pull`), by key."""
+    paths = {field: getattr(task, field) for field in task.path_fields()}
+    return {field: path for field, path in paths.items() if path is not None and not path.exists()}
+
+
+def missing_file_error(task: TaskConfig, field: str, path: Path, source: str) -> ConfigError:
+    hint = f"; download it with: agenttrain data pull {task.name}" if task.name in DATASETS else ""
+    return ConfigError(f"{source}: task.{field}: {path} does not exist{hint}")
+
+
+def check_task_files(task: TaskConfig, source: str) -> None:
+    for field, path in missing_files(task).items():
+        raise missing_file_error(task, field, path, source)
+
+
 def _check_files(experiment: Experiment, source: str) -> None:
-    task = experiment.task
-    for field in task.path_fields():
-        value = getattr(task, field)
-        if value is not None and not value.exists():
-            hint = f"; download it with: agenttrain data pull {task.name}" if task.name in DATASETS else ""
-            raise ConfigError(f"{source}: task.{field}: {value} does not exist{hint}")
+    check_task_files(experiment.task, source)
     # the nearest existing folder of output_dir must be a folder, or no run directory can be made in it
     existing = next(p for p in (experiment.output_dir, *experiment.output_dir.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{source}: output_dir: {existing} is a file, not a folder; point output_dir at a folder")
 
 
-def load_experiment(path: Path, overrides: list[str] | None = None) -> Experiment:
-    """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file."""
+def load_experiment(path: Path, overrides: list[str] | None = None, check_files: bool = True) -> Experiment:
+    """Read, override, validate and resolve a config. Raises ConfigError naming the key and the file. Without
+    `check_files` the data and output folder need not exist yet (an estimate before the data is pulled)."""
     from_file, overridden = read_yaml_mapping(path), parse_overrides(overrides or [])
-    try:
-        experiment = Experiment.model_validate(_merge(from_file, overridden))
-    except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, str(path)), _validation_errors(exc)) from None
+    experiment = _validated(_merge(from_file, overridden), str(path))
     experiment = _absolute_paths(experiment, from_file, overridden, path.resolve().parent)
-    _check_files(experiment, str(path))
+    if check_files:
+        _check_files(experiment, str(path))
     return experiment
+
+
+def experiment_from(data: dict[str, Any], source: str) -> Experiment:
+    """A config given as a mapping (from Python): validated, its paths taken from the current folder, its files
+    checked. `source` names it in errors."""
+    experiment = _absolute_paths(_validated(data, source), {}, data, Path.cwd())
+    _check_files(experiment, source)
+    return experiment
+
+
+def _validated(data: dict[str, Any], source: str) -> Experiment:
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source, data), _validation_errors(exc, data)) from None
 
 
 def check_api_keys(experiment: Experiment, source: str) -> None:

@@ -8,8 +8,9 @@ Both count the same things (`Tally`), so they always agree with each other and w
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,22 +19,16 @@ from rich.live import Live
 from rich.text import Text
 
 from agenttrain.endpoint.usage import Usage
-from agenttrain.readback.history import outcome_label
+from agenttrain.errors import UserError
+from agenttrain.readback.history import action_outcome, outcome_label
 from agenttrain.rundir.records import Action, EpochMetrics, RolloutRecord
+from agenttrain.wording import clock, plural
 
 LLM_LOGGER = "agenttrain.endpoint.client"  # where LLMClient logs its retries, with the wait in `retry_wait_s`
 PLAIN_UPDATE_S = 10.0  # the plain reporter's progress line, at most this often per phase
+STATUS_EVERY_S = 2.0  # how often a status line is computed (it may read files)
+PLAIN_STATUS_S = 30.0  # and printed as a plain line, when it changed
 RETRY_SUMMARY_S = 2.0  # and its retry line: a burst of failures is one line, not one per request
-
-
-def plural(count: int, noun: str, many: str | None = None) -> str:
-    """`1 function`, `2 functions`; `many` for irregular nouns (retry, retries)."""
-    return f"{count} {noun if count == 1 else many or noun + 's'}"
-
-
-def clock(seconds: float) -> str:
-    seconds = int(max(0.0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 @dataclass
@@ -76,6 +71,7 @@ class Tally:
         self.phase: Phase | None = None
         self.rollouts = 0
         self.reused = 0
+        self.earlier = 0  # a resumed run's rollouts of the epochs it had finished: the totals are the run's
         self.retries = 0
         self.usage = Usage()
 
@@ -85,7 +81,7 @@ class Tally:
     def totals(self) -> str:
         u = self.usage
         reused = f" ({self.reused} reused)" if self.reused else ""
-        return (f"run total: {plural(self.rollouts + self.reused, 'rollout')}{reused}, "
+        return (f"run total: {plural(self.earlier + self.rollouts + self.reused, 'rollout')}{reused}, "
                 f"{u.total_tokens:,} tokens, ${u.cost_usd:.4f}, {plural(u.cache_hits, 'cache hit')}, "
                 f"{plural(self.retries, 'retry', 'retries')}")
 
@@ -115,17 +111,6 @@ class RetryWatcher(logging.Handler):
         self._logger.setLevel(self._level)
 
 
-def action_outcome(actions: list[Action]) -> str:
-    """What an optimizer step did, never hiding a failure: `2 actions proposed, 1 applied; rejected: <why>`."""
-    edits = [a for a in actions if a.action != "terminate"]
-    applied = sum(1 for a in edits if a.status == "applied")
-    reasons = Counter(a.error or "no reason given" for a in actions if a.status == "rejected")
-    parts = [f"{plural(len(edits), 'action')} proposed, {applied} applied"] if edits else []
-    if reasons:
-        parts.append("rejected: " + "; ".join(f"{why} (x{n})" if n > 1 else why for why, n in reasons.items()))
-    return "; ".join(parts) or "no change proposed"
-
-
 class BaseReporter:
     """The trainer's and eval's calls, turned into `Tally` counts and lines; subclasses draw them."""
 
@@ -143,8 +128,10 @@ class BaseReporter:
 
     # -- the Reporter protocol (trainer.Reporter) -----------------------------------------------------------
 
-    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool) -> None:
+    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool, earlier_rollouts: int = 0
+                    ) -> None:
         self.tally.epochs = epochs
+        self.tally.earlier = earlier_rollouts
         self.line(f"task: {sizes}; epochs 0-{epochs}" + (f", resuming at epoch {next_epoch}" if resumed else ""))
 
     def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0, reused_correct: int = 0) -> None:
@@ -181,7 +168,10 @@ class BaseReporter:
 
     def epoch_done(self, metrics: EpochMetrics) -> None:
         self.phase_done()
-        self.line(f"{self.tally.epoch_label(metrics.epoch)}: train accuracy {metrics.train_accuracy:.3f}, "
+        label = self.tally.epoch_label(metrics.epoch)
+        if metrics.prompt_cuts:
+            self.line(f"{label} optimizer prompt cut to fit the model's context: {'; '.join(metrics.prompt_cuts)}")
+        self.line(f"{label}: train accuracy {metrics.train_accuracy:.3f}, "
                   f"{outcome_label(metrics.status)}, {plural(metrics.applied_actions, 'action')} applied, "
                   f"{plural(metrics.function_count, 'function')}")
         self.epoch_summarised()
@@ -285,3 +275,52 @@ class RichReporter(BaseReporter):
 
     def progressed(self) -> None:
         self._retry_note = ""  # a rollout finished: the endpoint answers again
+
+
+class StatusLine:
+    """A line that `compute` gives afresh every STATUS_EVERY_S, from a thread of its own: live at the foot of a
+    terminal, or printed as a plain line when it changed, at most every PLAIN_STATUS_S (and once more at the end).
+    Other lines printed to the console meanwhile go above it."""
+
+    def __init__(self, console: Console, compute: Callable[[], str]) -> None:
+        self.console = console
+        self.compute = compute
+        self._text = ""
+        self._printed = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="agenttrain-status", daemon=True)
+        self.live = Live(console=console, refresh_per_second=2, transient=True,
+                         get_renderable=lambda: Text(self._text, style="dim")) if console.is_terminal else None
+
+    def __enter__(self) -> StatusLine:
+        if self.live is not None:
+            self.live.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.live is not None:
+            self.live.stop()
+        self._update()
+        self._print()
+
+    def _follow(self) -> None:
+        last_print = time.monotonic()
+        while not self._stop.wait(STATUS_EVERY_S):
+            self._update()
+            if self.live is None and time.monotonic() - last_print >= PLAIN_STATUS_S:
+                self._print()
+                last_print = time.monotonic()
+
+    def _update(self) -> None:
+        try:
+            self._text = self.compute()
+        except (OSError, ValueError, UserError) as exc:  # a file replaced mid-read: the next look will do
+            logging.getLogger(__name__).debug("status line: %s", exc)
+
+    def _print(self) -> None:
+        if self._text and self._text != self._printed:
+            self.console.print(self._text, highlight=False, markup=False)
+            self._printed = self._text

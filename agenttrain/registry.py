@@ -16,6 +16,7 @@ way in (`tasks.load_task`, `agents.make_agent`, `scorers.judge`, `optimizers.mak
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from agenttrain.errors import UserError
 
 T = TypeVar("T")
 BUILT_IN = "agenttrain (built-in)"
+HERE = "this Python process"
 
 
 class UnknownName(UserError, ValueError):
@@ -64,6 +66,15 @@ class Registry(Generic[T]):
 
         return register
 
+    def register_here(self, name: str, value: T) -> None:
+        """Register `value` for this process only (a function defined in a notebook), replacing what this process
+        registered under `name` before: a notebook cell run again redefines it."""
+        self._load()
+        known = self._entries.get(name)
+        if known is not None and known.source != HERE:
+            raise UserError(f"{self.kind} {name!r} is already registered by {known.source}; choose another name")
+        self._entries[name] = Registration(self.kind, name, value, HERE)
+
     def _add(self, name: str, value: Any, source: str) -> None:
         known = self._entries.get(name)
         if known is not None and known.value is not value:
@@ -91,7 +102,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load()
         if name not in self._entries:
-            raise UnknownName(f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self.names()))} "
+            close = difflib.get_close_matches(name, list(self._entries), n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            raise UnknownName(f"unknown {self.kind} {name!r}; {guess}registered: {', '.join(sorted(self.names()))} "
                               "(`agenttrain plugins` lists them)")
         value: T = self._entries[name].value
         return value
@@ -107,7 +120,8 @@ class Registry(Generic[T]):
 
 
 tasks: Registry[Any] = Registry(
-    "task", ("agenttrain.tasks.math", "agenttrain.tasks.jsonl", "agenttrain.tasks.tabmwp", "agenttrain.tasks.gaia"),
+    "task", ("agenttrain.tasks.math", "agenttrain.tasks.jsonl", "agenttrain.tasks.inline", "agenttrain.tasks.tabmwp",
+             "agenttrain.tasks.gaia"),
     "agenttrain.tasks",
 )
 agents: Registry[Any] = Registry(

@@ -19,6 +19,13 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+@pytest.fixture(autouse=True)
+def _session_config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key that signs run folders as this user's (agenttrain/rundir/ownership.py) is the test session's own, not
+    in the real ~/.config; a test that plays another user points XDG_CONFIG_HOME elsewhere."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "config"))
+
+
 @pytest.fixture
 def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ConfigWriter:
     """Write an experiment YAML into tmp_path; runs and the cache stay inside tmp_path too."""

@@ -166,8 +166,8 @@ def test_user_errors_print_one_clear_line_and_no_traceback(tmp_path, args, messa
 
 
 def test_help_shows_an_example_for_every_command():
-    commands = ["", "train", "validate", "eval", "diff", "show", "score", "report", "export", "runs",
-                "cache", "cache stats", "cache clear", "data", "data pull"]
+    commands = ["", "train", "validate", "eval", "diff", "show", "score", "report", "export", "functions", "serve",
+                "runs", "cache", "cache stats", "cache clear", "data", "data pull"]
     for command in commands:
         result = runner.invoke(app, [*command.split(), "--help"])
         assert result.exit_code == 0 and "Example: agenttrain" in result.stdout, command

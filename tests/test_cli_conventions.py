@@ -49,7 +49,8 @@ def test_version_and_short_help():
 
 
 def test_help_shows_value_hints_not_python_types():
-    for command in ("train", "eval", "diff", "show", "score", "export", "report", "validate", "sweep", "view"):
+    for command in ("train", "eval", "diff", "show", "score", "export", "functions", "serve", "report", "validate",
+                    "sweep", "view"):
         text = runner.invoke(app, [command, "--help"]).stdout
         options = text.split("Options:", 1)[1]
         for python_type in ("<bool>", "<list[str]>", "{run}", "<int>", "<str>", "<path>"):
@@ -97,7 +98,7 @@ def test_eval_json_lists_each_task_and_limit_runs_the_first_n(world):
 @pytest.mark.slow
 def test_train_shortcuts_for_models_and_limit(world):
     server, config = world
-    run = RunDir(Path(invoke("train", str(config), "--model", "small-agent", "--optimizer-model", "big-opt",
+    run = RunDir(Path(invoke("train", str(config), "-m", "small-agent", "--optimizer-model", "big-opt",
                              "--limit", "2")["run"]))
     experiment = run.experiment()
     assert (experiment.agent.model, experiment.optimizer.model, experiment.task.limit) == ("small-agent", "big-opt", 2)
@@ -126,7 +127,7 @@ def test_validate_json_reports_a_bad_config_as_data(tmp_path):
     result = runner.invoke(app, ["validate", str(bad), "--json", "--offline"])
     assert result.exit_code == 2
     assert json.loads(result.stdout) == {"config": str(bad), "ok": False,
-                                         "errors": ["optimizer.epochz: unknown key (check the spelling)"]}
+                                         "errors": ["optimizer.epochz: unknown key; did you mean `epochs`?"]}
 
 
 def test_score_takes_a_scorer(tmp_path):
@@ -145,3 +146,20 @@ def test_human_output_words(world, tmp_path):
     assert "rolled_back" not in shown and "baseline" in shown
     exported = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "f.py")]).stdout
     assert "wrote 1 function of epoch 1" in exported
+    assert "(ran 1 epoch)" in text  # not "1 epochs"
+    listed = runner.invoke(app, ["runs", str(run.parent)], terminal_width=120).stdout
+    assert " │      1 │ " in listed  # the epochs column counts as "ran 1 epoch" does, not the baseline too
+
+
+def test_a_dry_run_table_shows_every_figure_whole_and_folds_rather_than_cuts_when_narrow(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    config = str(Path(__file__).parents[1] / "configs" / "own-task-api.yaml")
+    estimate = invoke("train", config, "--dry-run")
+    text = runner.invoke(app, ["train", config, "--dry-run"]).stdout  # a pipe: 80 columns
+    assert "estimate: 16 training tasks, 5 epochs" in text
+    for row in estimate["typical"] + estimate["worst_case"]:
+        for figure in (f"{row['requests']:,}", f"{row['prompt_tokens']:,}", f"{row['cost_usd']:.2f}"):
+            assert f" {figure} " in text, figure
+    monkeypatch.setenv("COLUMNS", "50")
+    narrow = runner.invoke(app, ["train", config, "--dry-run"]).stdout
+    assert "…" not in narrow and max(len(line) for line in narrow.splitlines()) <= 50

@@ -48,7 +48,7 @@ def test_set_overrides_any_key_with_yaml_typed_values(tmp_path, monkeypatch):
         (minimal(), ["optimizer.epochs=many"], "optimizer.epochs"),
         (minimal(), ["optimizer.epochz=2"], "optimizer.epochz: unknown key"),
         (minimal(), ["agent.type=planner"], "agent.type: unknown agent 'planner'; registered: assistant"),
-        (minimal(), ["task.name=trivia"], "task: unknown task 'trivia'; registered: gaia, jsonl, math"),
+        (minimal(), ["task.name=trivia"], "task: unknown task 'trivia'; registered: gaia, inline, jsonl, math"),
         (minimal(), ["task.question_field=prompt"], "task.question_field: unknown key"),
         (minimal(), ["task.name=jsonl", "task.scorer=fuzzy"], "task.scorer: unknown scorer 'fuzzy'"),
         ({"name": "exp", "task": {"name": "math", "path": "missing.jsonl"}}, [], "task.path"),
@@ -256,8 +256,8 @@ def test_validation_errors_are_listed_one_per_key(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as caught:
         load_experiment(write(tmp_path, minimal(optimizer={"epochz": 1, "max_actions": 0})))
-    assert sorted(caught.value.errors) == ["optimizer.epochz: unknown key (check the spelling)",
-                                           "optimizer.max_actions: Input should be greater than or equal to 1"]
+    assert sorted(caught.value.errors) == ["optimizer.epochz: unknown key; did you mean `epochs`?",
+                                           "optimizer.max_actions: Input should be greater than or equal to 1 (got 0)"]
 
 
 def test_an_optimizer_method_is_a_registered_name_and_old_mode_settings_still_read(tmp_path, monkeypatch):
@@ -269,6 +269,45 @@ def test_an_optimizer_method_is_a_registered_name_and_old_mode_settings_still_re
     assert Experiment.model_validate({**base, "optimizer": old}).optimizer.method == "all_at_once"
     assert Experiment.model_validate({**base, "optimizer": {"method": "agent_optimizer"}}).optimizer.method == \
         "progressive"
-    with pytest.raises(ConfigError, match=r"optimizer.method: unknown optimizer method 'serch'; registered: "
-                                          r"all_at_once, .*progressive, .*tool_creation"):
+    with pytest.raises(ConfigError, match=r"optimizer.method: unknown optimizer method 'serch'; did you mean "
+                                          r"'search'\? registered: all_at_once, .*progressive, .*tool_creation"):
         load_experiment(write(tmp_path, minimal(optimizer={"method": "serch"})))
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (minimal(optimiser={"epochs": 2}), "optimiser: unknown key; did you mean `optimizer`?"),
+    (minimal(optimizer={"max_actoins": 2}), "optimizer.max_actoins: unknown key; did you mean `max_actions`?"),
+    (minimal(agent={"llm": {"base_ur": "http://x/v1"}}), "agent.llm.base_ur: unknown key; did you mean `base_url`?"),
+    ({"name": "exp", "task": {"name": "math", "path": "data.jsonl", "typse": ["Algebra"]}},
+     "task.typse: unknown key; did you mean `types`?"),  # the keys of the task the config names
+    (minimal(optimizer={"zzz": 1}), "optimizer.zzz: unknown key (check the spelling)"),
+])
+def test_an_unknown_key_names_the_closest_known_one(tmp_path, monkeypatch, data, expected):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(write(tmp_path, data))
+    assert expected in str(caught.value)
+
+
+def test_a_value_of_the_wrong_type_is_quoted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(write(tmp_path, minimal(optimizer={"epochs": "many", "max_tokens": [1]})))
+    assert "optimizer.epochs: Input should be a valid integer, unable to parse string as an integer (got 'many')" \
+        in str(caught.value)
+    assert "optimizer.max_tokens: Input should be a valid integer (got [1])" in str(caught.value)
+
+
+def test_broken_yaml_names_the_file_line_and_column(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: exp\ntask: {name: math, path: [data.jsonl\n")
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not valid YAML, line 3, column 1: ")
+    assert "<unicode string>" not in message
+
+
+def test_a_set_value_that_is_not_yaml_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"--set 'task.types=\[Algebra': the value is not valid YAML"):
+        parse_overrides(["task.types=[Algebra"])

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agenttrain.cli import app
+from agenttrain.names import STRICT_MEANING
 from agenttrain.rundir.directory import RunDir
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.files import write_problems
@@ -79,4 +80,5 @@ def test_the_human_output_names_the_interval_and_the_reuse(write_config, tmp_pat
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "epoch 0 on test: accuracy 0.000 (0/1), 95% CI 0.000-0.793 (Wilson score), strict 0.000"
+    assert lines[-1] == STRICT_MEANING  # what "strict" means, where it is printed
     assert lines[1].endswith("(same functions as epoch 0: not run again)")

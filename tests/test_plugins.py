@@ -116,7 +116,8 @@ def test_a_config_naming_a_task_no_package_registers_lists_the_registered_ones(t
     result = agenttrain("validate", "bad.yaml", cwd=tmp_path)
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
-    assert "task: unknown task 'prodcts'; registered: gaia, jsonl, math, products, tabmwp" in message
+    assert "task: unknown task 'prodcts'; did you mean 'products'? registered: gaia, inline, jsonl, math, products, " \
+        "tabmwp" in message
 
 
 def test_a_plugin_that_cannot_be_imported_is_named_with_the_fix(tmp_path, monkeypatch):

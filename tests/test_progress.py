@@ -133,6 +133,19 @@ def test_each_phase_gets_a_line_and_run_totals_only_grow(write_config, tmp_path)
     assert "run total: 6 rollouts" in totals[-1] and "0 retries" in totals[-1]
 
 
+def test_an_extended_run_counts_the_rollouts_of_its_earlier_epochs_in_its_totals(write_config, tmp_path):
+    with FakeOpenAI(respond) as server:
+        config = write_config(server.base_url, write_problems(tmp_path / "problems.jsonl", PRODUCTS),
+                              optimizer={"epochs": 1}, task={"train_size": 3, "test_size": 0})
+        first = cli("train", str(config), cwd=tmp_path)
+        [run] = (tmp_path / "runs").iterdir()
+        extended = cli("train", "--resume", str(run), "--set", "optimizer.epochs=2", cwd=tmp_path)
+    assert "ran 1 epoch)" in first.stdout and extended.returncode == 0, extended.stderr
+    assert "epoch 2/2 optimizer: no change proposed" in extended.stderr  # nothing new was run in this session
+    assert [line for line in extended.stderr.splitlines() if line.startswith("run total:")][-1].startswith(
+        "run total: 6 rollouts")  # the run's own, as its tokens and cost are
+
+
 def test_retries_show_while_they_happen(write_config, tmp_path):
     failures = {"left": 2}
 

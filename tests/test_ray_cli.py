@@ -19,6 +19,12 @@ from tests.test_resume import CLI
 pytestmark = pytest.mark.ray
 
 pytest.importorskip("ray")
+import ray  # noqa: E402
+
+from agenttrain.errors import UserError  # noqa: E402
+from agenttrain.training.executors.ray_cluster import ray_session  # noqa: E402
+from tests.support.ray_nodes import free_port  # noqa: E402
+
 PRODUCTS = [(f"What is {a} times 7?", str(a * 7)) for a in range(2, 6)]
 
 
@@ -51,3 +57,14 @@ def test_a_run_on_ray_without_an_address_starts_a_ray_of_its_own_and_stops_it(wr
     while session_processes(command.pid) and time.monotonic() < deadline:  # Ray's servers take a moment to exit
         time.sleep(0.5)
     assert session_processes(command.pid) == []
+
+
+@pytest.mark.slow  # Ray's client gives up on an address nobody serves after about 30 s
+@pytest.mark.timeout(300)
+def test_after_a_ray_address_nobody_serves_a_run_in_the_same_process_still_starts_its_own_ray(tmp_path):
+    """A notebook that pointed executor.address at a cluster that was not there can train on a local Ray next."""
+    with pytest.raises(UserError, match=r"cannot connect to the Ray cluster at ray://127\.0\.0\.1"), \
+            ray_session(f"ray://127.0.0.1:{free_port()}"):
+        pass
+    with ray_session(None):
+        assert ray.cluster_resources().get("CPU", 0) >= 1

@@ -200,7 +200,8 @@ def test_a_learned_function_is_called_and_its_result_comes_back_as_the_observati
     rollout, _ = solve(model)
     assert rollout.stop_reason == "answered" and rollout.turns == 2
     assert rollout.messages[3] == {"role": "user", "content": "Observation: 42"}
-    assert rollout.function_calls == [FunctionCallRecord(name="multiply", ok=True)]
+    assert rollout.function_calls == [FunctionCallRecord(name="multiply", ok=True, arguments={"a": 6, "b": 7},
+                                                         result="42")]
     assert rollout.prediction == "\\boxed{42}"
     assert judge("math", rollout.prediction, QUESTION.answer).correct
 
@@ -271,7 +272,7 @@ def test_a_tool_that_does_not_exist_is_reported_with_the_tools_that_do():
     observation = tool_outputs(rollout.messages)[0]
     assert "no tool named 'divide'" in observation and "python, multiply" in observation
     error = observation.removeprefix("Error: ")
-    assert rollout.function_calls == [FunctionCallRecord(name="divide", ok=False, error=error)]
+    assert rollout.function_calls == [FunctionCallRecord(name="divide", ok=False, error=error, result=observation)]
 
 
 @pytest.mark.slow

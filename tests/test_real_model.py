@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from functools import partial
 from importlib.metadata import PackageNotFoundError, distribution
 from importlib.util import find_spec
 from pathlib import Path
@@ -23,12 +24,15 @@ import pytest
 import yaml
 
 from agenttrain import api
-from agenttrain.config import BudgetConfig, LLMConfig, LocalModelConfig, ModelParams
+from agenttrain.config import BudgetConfig, LLMConfig, LocalModelConfig, ModelParams, OptimizerConfig
 from agenttrain.endpoint.client import ContextOverflow, LLMClient
 from agenttrain.endpoint.local_model import local_server
 from agenttrain.endpoint.usage import UsageMeter
 from agenttrain.errors import UserError
+from agenttrain.functions import FunctionSet
+from agenttrain.optimizers.prompting import PromptWindow, build_prompt
 from tests.support.files import REPO, write_problems
+from tests.support.records import scored
 
 
 def _missing() -> str | None:
@@ -90,6 +94,28 @@ def test_a_request_longer_than_the_real_servers_context_is_a_context_overflow(tm
         asyncio.run(_client_on_local(LocalModelConfig(context_size=512), tmp_path / "server.log", use))
 
 
+def test_an_optimizer_request_the_real_server_finds_too_long_is_resent_shorter_until_it_fits(tmp_path):
+    """Digits cost about two tokens per four characters, twice what the window's estimate assumes, so the first
+    request overflows the 1024-token window; llama.cpp's error gives the sizes and the resent prompt fits."""
+    digits = " ".join(str(i % 10) for i in range(3000))
+    records = [scored(f"t{i}", False, messages=[{"role": "user", "content": digits}]) for i in range(3)]
+    config = OptimizerConfig(model="smollm2", max_prompt_tokens=60000, max_tokens=16)
+
+    async def use(client: LLMClient) -> Any:
+        window = PromptWindow(client, config)
+        before = await window.limit()
+        build = partial(build_prompt, FunctionSet(), 0.0, FunctionSet(), [], records, closing="Reply TERMINATE.")
+        reply, cuts = await window.ask("You maintain a list of functions.", build, [], index=0)
+        return before, await window.limit(), reply, cuts
+
+    (before, after, reply, cuts), _ = asyncio.run(_client_on_local(LocalModelConfig(context_size=1024),
+                                                                  tmp_path / "server.log", use))
+    assert before == 1024 - 16  # the server's window less the reply's room, not max_prompt_tokens
+    assert after < before  # an overflow was answered, and its sizes taught the window a lower limit
+    assert reply["role"] == "assistant"  # the shortened request fitted and was answered
+    assert any("left out" in cut or "shortened" in cut for cut in cuts)
+
+
 def test_a_reply_without_max_tokens_is_cut_at_the_servers_limit(tmp_path):
     async def use(client: LLMClient) -> Any:
         story = [{"role": "user", "content": "Write a long story about a dragon, in ten chapters."}]
@@ -142,6 +168,22 @@ def test_each_agent_trains_with_the_real_model_as_agent_and_optimizer(tmp_path, 
     else:
         assert run.snapshot(1).metrics.actions  # the optimizer's turn is recorded, whatever the model said
     assert (run.path / "local-server.log").stat().st_size > 0
+
+
+@pytest.mark.timeout(600)
+def test_a_config_that_only_says_local_trains_within_the_models_context_at_no_cost(tmp_path):
+    data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"name": "bare", "task": {"name": "math", "path": str(data), "train_size": 1,
+                                                               "test_size": 1},
+                                      "llm": {"base_url": "local", "cache": False}, "output_dir": str(tmp_path)}))
+    run = api.train(config, ["optimizer.epochs=1"]).run
+    assert run.info().status == "finished", run.info().reason
+    assert run.experiment().optimizer.model == "smollm2-135m-instruct"
+    assert sum(u["requests"] for u in (run.info().usage or {}).values()) > 0
+    assert all(u["cost_usd"] == 0 for u in (run.info().usage or {}).values())
+    errors = [a.error or "" for a in run.snapshot(1).metrics.actions]
+    assert not any("context" in error for error in errors), errors  # the defaults fit the 4096-token window
 
 
 @pytest.mark.timeout(600)

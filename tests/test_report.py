@@ -13,7 +13,7 @@ from agenttrain.errors import UserError
 from agenttrain.functions import Function
 from agenttrain.readback.complexity import cyclomatic_complexity
 from agenttrain.readback.history import CallCount, LineageEvent, RunHistory
-from agenttrain.readback.reporting import write_report
+from agenttrain.readback.reporting import render_markdown, write_report
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import Best
 from agenttrain.stats import paired_difference_ci
@@ -255,3 +255,12 @@ def test_report_md_is_as_readable_as_its_plots(tmp_path):
     paths = write_report(story_run(tmp_path))
     modes = {p.name: p.stat().st_mode & 0o777 for p in paths}
     assert modes["report.md"] == modes["learning_curve.png"], modes
+
+
+def test_a_strict_accuracy_in_the_report_says_what_strict_means(tmp_path):
+    run = story_run(tmp_path, evaluated=False)
+    save_eval(run, "test", 3, {"q1": True, "q2": True}, strict=0.5)
+    markdown = render_markdown(RunHistory(run), images={})
+    rows = table_rows(markdown, "| split | epoch | accuracy | 95% CI (Wilson) | correct | strict |")
+    assert rows[0][-1] == "50.0%"
+    assert "Strict: Hendrycks' is_equiv string match alone" in markdown

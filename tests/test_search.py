@@ -10,7 +10,6 @@ import random
 import re
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from agenttrain.config import ConfigError, load_experiment
 from agenttrain.functions import FunctionSet, build_function
 from agenttrain.optimizers.pool import Member, Pool
 from agenttrain.rundir.directory import RunDir, find_runs
-from agenttrain.viewer.server import start
 from tests.support.fake_openai import FakeOpenAI, tool_call
 from tests.support.files import write_problems
 from tests.support.kills import KILL_AT_EVERY_WRITE, comparable, leftovers
@@ -39,6 +37,7 @@ from tests.support.scripted import (
     question,
     tool_results,
 )
+from tests.support.viewing import viewer
 
 ADD = "def add(a, b):\n    return a + b\n"
 MULTIPLY = "def multiply(a, b):\n    return a * b\n"
@@ -203,14 +202,8 @@ def test_search_unites_functions_found_in_different_sets_and_selects_on_the_vali
 
 def viewed(run: RunDir, page: str) -> str:
     """The text of one of the viewer's pages about `run`, tags stripped."""
-    server = start(run.path, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
-    try:
-        with urllib.request.urlopen(f"{server.url}/runs/{run.path.name}/{page}", timeout=10) as response:
-            return html.unescape(re.sub(r"<[^>]+>", "", response.read().decode()))
-    finally:
-        server.shutdown()
-        server.server_close()
+    with viewer(run.path) as url, urllib.request.urlopen(f"{url}/runs/{run.path.name}/{page}", timeout=10) as got:
+        return html.unescape(re.sub(r"<[^>]+>", "", got.read().decode()))
 
 
 @pytest.mark.slow
@@ -262,7 +255,7 @@ def test_a_kill_at_every_write_of_a_search_then_resume_gives_the_uninterrupted_r
         config = search_config(tmp_path, server.base_url, epochs=2, minibatch=2)
         config.write_text(config.read_text().replace("train_size: 10", "train_size: 5").replace(
             "warm_workers: 1", "warm_workers: 0"))
-        expected = comparable(api.train(config, ["output_dir=reference"], offline=True).run)
+        expected = comparable(api.train(config, [f"output_dir={tmp_path / 'reference'}"], offline=True).run)
         assert expected["status"] == "finished" and len(expected["epochs"]) == 3
         driver = subprocess.run([sys.executable, "-c", KILL_AT_EVERY_WRITE, str(config), str(tmp_path / "killed"),
                                  "3"], capture_output=True, text=True, timeout=850)

@@ -14,7 +14,7 @@ from tests.support.run_factory import story_run
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("openai", "sympy", "math_verify", "numpy", "matplotlib", "ray")
+HEAVY = ("openai", "sympy", "math_verify", "numpy", "matplotlib", "ray", "mcp", "mlflow", "uvicorn")
 # Runs the command in-process, then prints which of `watched` it had loaded (at exit, whatever the outcome).
 PROBE = (
     "import atexit, json, sys\n"

@@ -60,6 +60,20 @@ def statuses(run: RunDir) -> list[str]:
     return [run.snapshot(e).metrics.status for e in run.epochs()]
 
 
+def test_every_call_is_recorded_with_its_arguments_and_the_text_the_agent_saw(write_config, tmp_path):
+    talkative = "def multiply(a, b):\n    print('multiplying')\n    return a * b\n"
+
+    def optimizer(body):
+        return TERMINATE if "multiply" in list_b(body) else add("multiply", talkative)
+
+    with world(optimizer) as server:
+        run = train(write_config, server, tmp_path, optimizer={"epochs": 1})
+    records = sorted(run.snapshot(1).rollouts(), key=lambda r: r.question)
+    assert [(c.arguments, c.result) for r in records for c in r.function_calls] == [
+        ({"a": 5, "b": 8}, "multiplying\n40"), ({"a": 6, "b": 7}, "multiplying\n42")]
+    assert [tool_outputs(r.messages) for r in records] == [["multiplying\n40"], ["multiplying\n42"]]
+
+
 def test_a_helpful_function_is_accepted_and_terminate_changes_nothing(write_config, tmp_path):
     def optimizer(body):
         return TERMINATE if "multiply" in list_b(body) else add("multiply", MULTIPLY)

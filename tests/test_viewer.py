@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,9 +21,9 @@ from typer.testing import CliRunner
 
 from agenttrain import api
 from agenttrain.cli import app
+from agenttrain.names import STRICT_MEANING
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import FORMAT_VERSION
-from agenttrain.viewer import start
 from agenttrain.viewer.html import segment
 from agenttrain.viewer.rollout_index import rollout_index
 from agenttrain.viewer.transcript import conversation
@@ -42,24 +41,12 @@ from tests.support.scripted import (
     offered_tools,
     tool_results,
 )
+from tests.support.viewing import viewer
 
 HOSTILE = "<script>document.title='pwned'</script>"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@contextmanager
-def viewer(path: Path, host: str = "127.0.0.1") -> Iterator[str]:
-    """The viewer over `path` on a free loopback port, served from a thread; yields its base URL."""
-    server = start(path, host, 0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -120,7 +107,7 @@ def test_runs_list_shows_each_run_with_task_agent_and_test_interval(tmp_path, st
     with viewer(tmp_path / "runs") as url:
         shown = text_of(page(url + "/"))
     assert "2 of 2 runs" in shown
-    assert f"{story.path.name} finished math assistant · agent-model 5 75.0% @3 80.0% (49.0% – 94.3%)" in shown
+    assert f"{story.path.name} finished math assistant · agent-model 4 75.0% @3 80.0% (49.0% – 94.3%)" in shown
     assert "$15.7500" in shown  # training plus both evaluations
 
 
@@ -151,11 +138,32 @@ def test_run_page_has_the_curve_epoch_table_evaluations_cost_and_config(story):
     marks = re.findall(r'<circle[^>]*class="mark (\w+)"', html)
     assert marks == ["baseline", "accepted", "rolled_back", "accepted", "unchanged"]
     assert "epoch 3 ★ best accepted 75.0% 80.0% 2 1" in shown
-    assert "epoch 2 rolled back 25.0% – 2 2" in shown
+    assert "epoch 2 rolled back 25.0% – 2 2 3 actions proposed, 2 applied; rejected: no function named 'cube'" \
+        in shown
+    assert "1 action proposed, 1 applied; prompt cut to fit: 2 of 4 conversations left out" in shown
+    assert "epoch 4 unchanged 75.0% – 2 0 no change proposed" in shown
     assert "test 3 80.0% 49.0% – 94.3% 8/10" in shown
     assert "optimizer 40 0 3000 0 1000 $4.0000" in shown and "total 150 0 11250 0 3750 $15.0000" in shown
     assert "of which reasoning" not in shown  # no reasoning model, no reasoning columns
     assert "config.yaml" in shown and "optimizer-model" in shown
+
+
+def test_strict_accuracy_is_shown_with_what_it_means(tmp_path):
+    run = story_run(tmp_path, evaluated=False)
+    save_eval(run, "test", 3, {"q1": True, "q2": True}, strict=0.5)
+    with viewer(run.path) as url:
+        shown = text_of(page(f"{url}/runs/{run.path.name}/"))
+        transcript = text_of(page(f"{url}/runs/{run.path.name}/epochs/1/tasks/t1"))
+    assert "correct strict cost" in shown and "2/2 50.0%" in shown and STRICT_MEANING in shown
+    assert "strict ✓ right (Hendrycks' is_equiv string match alone" in transcript
+
+
+def test_a_run_that_ended_before_its_first_epoch_does_not_ask_for_a_refresh(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    run.finish("failed", reason="the endpoint refused the key")
+    with viewer(run.path) as url:
+        shown = text_of(page(f"{url}/runs/{run.path.name}/"))
+    assert "No epoch finished: the run ended as failed." in shown and "refresh" not in shown
 
 
 def test_cost_per_role_shows_reasoning_only_for_reasoning_models(tmp_path):
@@ -177,10 +185,21 @@ def test_epoch_page_lists_functions_actions_and_filters_rollouts(story):
         wrong = page(base + "?filter=wrong")
     assert "def multiply(a, b): return a + b" in everything and "def square(x)" in everything
     assert "revise_function multiply applied 1 simplify" in everything
-    assert "remove_function multiply rejected" in everything
+    assert "remove_function cube rejected 1 – no function named 'cube'" in everything
+    assert "3 actions proposed, 2 applied; rejected: no function named 'cube'" in everything  # the step in a line
     # epoch 1 had t1 and t2 right; the rolled-back set kept t1 and broke t2
+    flipped, wrong = (html.split("<h2>Rollouts</h2>")[1] for html in (flipped, wrong))
     assert re.findall(r'tasks/(t\d)"', flipped) == ["t2"] and "broken" in text_of(flipped)
     assert re.findall(r'tasks/(t\d)"', wrong) == ["t2", "t3", "t4"]
+
+
+def test_epoch_page_says_what_each_function_did_and_links_its_tasks(story):
+    with viewer(story.path.parent) as url:
+        html = page(f"{url}/runs/{story.path.name}/epochs/3")
+    shown = text_of(html)
+    assert "What each function did" in shown
+    assert "multiply 2 0 t1, t2 2 1 – – –" in shown and "divide 2 0 t3, t4 1 3 – t3 –" in shown
+    assert f'href="/runs/{story.path.name}/epochs/3/tasks/t4"' in html
 
 
 def test_rollout_page_shows_answer_gold_and_calls_and_links_other_epochs(story):
@@ -281,7 +300,7 @@ def test_an_unexpected_file_fails_its_page_only(story):
     (story.path / "epoch-1" / "functions.json").write_text('[{"name": "multiply"}]')  # hand-edited, fields lost
     with viewer(story.path.parent) as url:
         status, body = get(f"{url}/runs/{story.path.name}/epochs/1")
-        assert status == 500 and "KeyError" in body and "details in the terminal" in body
+        assert status == 422 and "functions.json: not a function set agenttrain wrote" in body
         assert get(f"{url}/runs/{story.path.name}/epochs/0")[0] == 200
 
 
@@ -306,13 +325,50 @@ def test_viewing_never_writes_to_the_run_and_refuses_writes(story):
 
 def test_a_run_still_training_shows_new_epochs_on_refresh(tmp_path):
     run = RunDir.create(experiment(tmp_path))
-    with viewer(run.path) as url:
+    with viewer(run.path) as url, run.lock():  # a process is training it
         assert "No epoch has finished yet" in page(f"{url}/runs/{run.path.name}/")
         save_epoch(run, 0, [], "baseline", [rollout("t1", False)], 0.0, spent=usage(100))
         assert "epoch 0" in text_of(page(f"{url}/runs/{run.path.name}/"))
         save_epoch(run, 1, [], "accepted", [rollout("t1", True)], 1.0, spent=usage(100))
         shown = text_of(page(f"{url}/runs/{run.path.name}/epochs/1?filter=flipped"))
     assert "1 of 1 rollouts" in shown and "fixed" in shown
+
+
+REFRESH = '<meta http-equiv="refresh" content="10">'
+
+
+def test_the_pages_of_a_run_still_training_reload_themselves_and_a_finished_runs_do_not(tmp_path, story):
+    running = RunDir.create(experiment(tmp_path, "live"))
+    with viewer(tmp_path / "runs") as url, running.lock():  # a process is training it
+        live, runs = page(f"{url}/runs/{running.path.name}/"), page(url + "/")
+        done = page(f"{url}/runs/{story.path.name}/")
+    assert REFRESH in live and REFRESH in runs and "reloads itself every 10 s" in text_of(live)
+    assert REFRESH not in done
+    assert "<script" not in live  # a meta refresh: the viewer still serves no script
+
+
+def test_a_runs_transcripts_are_searched_with_the_passage_around_each_hit(story):
+    with viewer(story.path.parent) as url:
+        html = page(f"{url}/runs/{story.path.name}/search?q=QUESTION+of+t3")
+        nothing = text_of(page(f"{url}/runs/{story.path.name}/search?q=no+such+words"))
+        form = page(f"{url}/runs/{story.path.name}/")
+    shown = text_of(html)
+    assert "5 rollouts hold “QUESTION of t3”, ignoring case." in shown  # one in each epoch
+    assert "epoch 0 t3 ✗ wrong 1 Question of t3? \\boxed{answer-t3} answer-t3 gold-t3" in shown
+    assert "epoch 3 t3 ✓ right" in shown
+    assert "<mark>Question of t3</mark>" in html
+    assert f'href="/runs/{story.path.name}/epochs/3/tasks/t3"' in html
+    assert "0 rollouts hold" in nothing
+    assert f'action="/runs/{story.path.name}/search"' in form
+
+
+def test_a_search_shows_model_output_as_text(tmp_path):
+    run = RunDir.create(experiment(tmp_path))
+    save_epoch(run, 0, [], "baseline", [rollout("t1", False).model_copy(update=dict(
+        messages=[{"role": "assistant", "content": f"before {HOSTILE} after"}]))], 0.0)
+    with viewer(run.path) as url:
+        html = page(f"{url}/runs/{run.path.name}/search?q=document.title")
+    assert "<script>" not in html and "&lt;script&gt;<mark>document.title</mark>" in html
 
 
 def test_a_single_run_is_shown_alone(tmp_path, story):

@@ -4,15 +4,23 @@
 from __future__ import annotations
 
 import json
+import logging
 from abc import ABC, abstractmethod
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from agenttrain.config import AgentConfig
-from agenttrain.endpoint.client import ChatReply, ContextOverflow, LLMClient, LLMError
+from agenttrain.endpoint.client import ChatReply, ContextOverflow, LLMClient, LLMError, RequestRefused
+from agenttrain.endpoint.usage import BudgetExhausted
+from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.records import FunctionCallRecord, Rollout
-from agenttrain.sandbox import CodeSandbox, CodeSession
+from agenttrain.sandbox import CodeSandbox, CodeSession, ExecResult
 from agenttrain.tasks.base import AnswerFormat, Example
+from agenttrain.untrusted import loads, scrub
+
+logger = logging.getLogger(__name__)
 
 
 class Agent(Protocol):
@@ -22,7 +30,9 @@ class Agent(Protocol):
 class SandboxAgent(ABC):
     """What both agents do around their conversation loop: one sandbox session per task, the system
     prompt and the task as the first messages, an endpoint failure recorded as "llm_error", a conversation
-    that outgrew the model's context as "context_length" (the model's limit, not the endpoint's failure)."""
+    that outgrew the model's context as "context_length" (the model's limit, not the endpoint's failure), one
+    the endpoint refused for what it holds as "request_refused", and any other error as "internal_error": what
+    a model writes costs at most its rollout (a cached reply would otherwise end every resume the same way)."""
 
     def __init__(
         self, client: LLMClient, config: AgentConfig, sandbox: CodeSandbox, answer_format: AnswerFormat
@@ -40,11 +50,18 @@ class SandboxAgent(ABC):
         rollout = Rollout(id=example.id, messages=messages, prediction=None, stop_reason="max_turns")
         async with self.sandbox.session(functions, files=example.files) as session:
             try:
-                await self.converse(rollout, functions, session)
+                await self.converse(rollout, functions, ValidText(session))
             except ContextOverflow:  # the conversation ends where it stands and is scored; not an error
                 rollout.stop_reason = "context_length"
+            except RequestRefused as exc:  # the conversation or the functions hold what the endpoint refuses
+                rollout.stop_reason, rollout.error = "request_refused", str(exc)
             except LLMError as exc:
                 rollout.stop_reason, rollout.error = "llm_error", str(exc)
+            except (UserError, BudgetExhausted):
+                raise  # the run stops: the endpoint is gone, the budget spent, the sandbox cannot run
+            except Exception as exc:  # a reply no handler foresaw: recorded, with the traceback in the log
+                logger.exception("rollout %s ended by an unexpected error", example.id)
+                rollout.stop_reason, rollout.error = "internal_error", f"internal error: {exc!r}"
         rollout.prediction = self.prediction(rollout.messages)
         return rollout
 
@@ -64,18 +81,42 @@ class SandboxAgent(ABC):
         """The text the scorer reads the answer from."""
 
 
+class ValidText:
+    """A session whose results are valid Unicode: code output and exception messages are the model's code's text, and
+    a lone surrogate in them could not be encoded into the next request, the journal or a web page."""
+
+    def __init__(self, session: CodeSession) -> None:
+        self.session = session
+        self.workdir: Path = session.workdir
+
+    async def run_code(self, code: str) -> ExecResult:
+        return scrubbed(await self.session.run_code(code))
+
+    async def call_function(self, name: str, arguments: dict[str, Any]) -> ExecResult:
+        return scrubbed(await self.session.call_function(name, arguments))
+
+
+def scrubbed(result: ExecResult) -> ExecResult:
+    error, value = result.error, result.value
+    return replace(result, output=scrub(result.output), error=error if error is None else scrub(error),
+                   value=value if value is None else scrub(value))
+
+
 async def call_function(rollout: Rollout, session: CodeSession, name: str, arguments: dict[str, Any]) -> str:
     """Run a learned function in the task's session, record the call, and return what the model sees."""
     result = await session.call_function(name, arguments)
-    rollout.function_calls.append(FunctionCallRecord(name=name, ok=result.ok, error=result.error))
-    return result.as_observation()
+    observation = result.as_observation()
+    rollout.function_calls.append(FunctionCallRecord(name=name, ok=result.ok, error=result.error,
+                                                     arguments=arguments, result=observation))
+    return observation
 
 
 def reject_call(rollout: Rollout, name: str, problem: str) -> str:
     """Record a function call that could not be made (unknown name, unreadable arguments); returns the
     error the model sees."""
-    rollout.function_calls.append(FunctionCallRecord(name=name, ok=False, error=problem))
-    return f"Error: {problem}"
+    observation = f"Error: {problem}"
+    rollout.function_calls.append(FunctionCallRecord(name=name, ok=False, error=problem, result=observation))
+    return observation
 
 
 async def run_code(rollout: Rollout, session: CodeSession, code: str) -> str:
@@ -125,7 +166,7 @@ def transcript(messages: list[dict[str, Any]]) -> str:
 def parse_tool_arguments(raw: str | None) -> dict[str, Any]:
     """A tool call's JSON arguments; raises ValueError with a reason the model can act on."""
     try:
-        arguments = json.loads(raw or "{}")
+        arguments = loads(raw or "{}")
     except json.JSONDecodeError as exc:
         raise ValueError(f"the arguments are not valid JSON ({exc.msg})") from None
     if not isinstance(arguments, dict):

@@ -8,11 +8,12 @@ message is shown to the model as the observation, so the model can correct itsel
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from agenttrain.untrusted import literal, loads
 
 # A keyword at the start of a line, optionally bold (`**Action:**`) and numbered (`Action 2:`, `Action 2 Input:`).
 _KEYWORD = r"^[ \t]*[*_]*{word}[*_]*[ \t]*:[*_]*[ \t]*"
@@ -102,13 +103,13 @@ def read_literal(text: str) -> Any:
     Never evaluates code: `ast.literal_eval` accepts literals only. Raises ValueError with JSON's reason.
     """
     try:
-        return json.loads(text, strict=False)  # strict=False: raw newlines inside strings, as in code
+        return loads(text, strict=False)  # strict=False: raw newlines inside strings, as in code
     except json.JSONDecodeError as exc:
         reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
     python_spelling = _STRING_OR_JSON_WORD.sub(lambda m: _PYTHON_WORDS.get(m[1], m[0]) if m[1] else m[0], text)
     try:
-        return ast.literal_eval(python_spelling)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return literal(python_spelling)
+    except ValueError:
         raise ValueError(reason) from None
 
 

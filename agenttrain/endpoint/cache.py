@@ -19,6 +19,7 @@ import platformdirs
 
 from agenttrain.config import LLMConfig
 from agenttrain.errors import UserError
+from agenttrain.untrusted import loads, scrub
 
 FILE_NAME = "responses.sqlite3"
 SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is the cache before it carried a version
@@ -53,7 +54,8 @@ def request_key(endpoint: str, body: dict[str, Any], sample_index: int) -> str:
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    # surrogatepass: the same bytes as before for all valid text, and a key (not a crash) for a lone surrogate
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class ReplyStore(Protocol):
@@ -80,6 +82,7 @@ class ResponseCache:
             ) from None
         self._lock = threading.Lock()  # one connection, possibly used from worker threads
         self.writable = True
+        self.warned_unreadable = False  # a damaged file or entry is said once, then each read of it is a miss
         self.hits = 0
         self.misses = 0
 
@@ -102,21 +105,30 @@ class ResponseCache:
         return Path(platformdirs.user_cache_dir("agenttrain"))
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The stored value, or None: also for a damaged file or entry (truncated, not JSON), which is a miss and the
+        request is sent again."""
         with self._lock:
             try:
                 row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
-            except sqlite3.Error as exc:  # a damaged cache file: a miss, the request is sent
-                logger.warning("cannot read the response cache %s (%s)", self.path, exc)
-                row = None
-            if row is None:
+                value = None if row is None else loads(row[0])
+            except (sqlite3.Error, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+                self._unreadable(exc)
+                row = value = None
+            if not isinstance(value, dict):
                 self.misses += 1
                 return None
             self.hits += 1
-        return json.loads(row[0])
+        return value
+
+    def _unreadable(self, exc: Exception) -> None:
+        if not self.warned_unreadable:
+            self.warned_unreadable = True
+            logger.warning("cannot read part of the response cache %s (%s): those requests are sent again",
+                           self.path, exc)
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store a reply. A cache that cannot be written (full disk) is a warning once, never a failed run."""
-        data = json.dumps(value, ensure_ascii=False)
+        data = scrub(json.dumps(value, ensure_ascii=False))  # SQLite takes only valid UTF-8 text
         with self._lock:
             if not self.writable:
                 return

@@ -9,11 +9,13 @@ exactly once. A request that fails for good raises LLMError; the caller retries 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -27,6 +29,7 @@ from agenttrain.endpoint.context_window import is_context_error
 from agenttrain.endpoint.request_params import refused_parameter, request_body
 from agenttrain.endpoint.usage import UsageMeter
 from agenttrain.errors import UserError
+from agenttrain.untrusted import scrub_json
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,12 @@ class LLMError(Exception):
 
 class ContextOverflow(LLMError):
     """The request does not fit the model's context window (HTTP 400); a shorter one may."""
+
+
+class RequestRefused(LLMError):
+    """The endpoint refused this request for what it holds (HTTP 400/422 to a request carrying model-written text or
+    learned functions' schemas): the model's doing, not an outage. It costs the rollout or the action, never the run,
+    and is not retried, since the same request would be refused again."""
 
 
 class EndpointDown(UserError):
@@ -65,8 +74,30 @@ class ChatReply:
         return {key: value for key, value in asdict(self).items() if key != "cached"}
 
     @classmethod
-    def from_cache(cls, data: dict[str, Any]) -> ChatReply:
-        return cls(**data, cached=True)
+    def from_cache(cls, data: Any) -> ChatReply | None:
+        """The stored reply, or None for an entry this version did not write (damaged, or a newer version's)."""
+        names = {f.name for f in fields(cls)} - {"cached"}
+        if not isinstance(data, dict) or not set(data) <= names or not _is_message(data.get("message")):
+            return None
+        counts = [data.get(name, 0) for name in names if name.endswith("_tokens")]
+        if not all(isinstance(count, int) and not isinstance(count, bool) for count in counts):
+            return None
+        try:
+            return cls(**data, cached=True)
+        except TypeError:  # a required field missing
+            return None
+
+
+def _is_message(message: Any) -> bool:
+    """An assistant message as `reply_from_completion` makes it: text or None, and tool calls with ids and names."""
+    if not isinstance(message, dict) or not isinstance(message.get("content"), str | None):
+        return False
+    calls = message.get("tool_calls", [])
+    return isinstance(calls, list) and all(
+        isinstance(call, dict) and isinstance(call.get("id"), str) and isinstance(call.get("function"), dict)
+        and isinstance(call["function"].get("name"), str) and isinstance(call["function"].get("arguments"), str)
+        for call in calls
+    )
 
 
 def reply_from_completion(completion: ChatCompletion) -> ChatReply:
@@ -85,16 +116,18 @@ def _reply(completion: ChatCompletion) -> ChatReply:
     choice = choices[0]
     if getattr(choice, "message", None) is None:
         raise MalformedResponse("the response's choice has no message")
-    message: dict[str, Any] = {"role": "assistant", "content": choice.message.content}
+    content = choice.message.content
+    message: dict[str, Any] = {"role": "assistant", "content": None if content is None else str(content)}
     calls = [call for call in choice.message.tool_calls or () if call.type == "function"]
     if calls:
+        # a small model's call may lack a name or arguments: kept as empty text, the agent tells the model so
         message["tool_calls"] = [
             {
-                "id": call.id,
+                "id": str(call.id or f"call_{i}"),
                 "type": "function",
-                "function": {"name": call.function.name, "arguments": call.function.arguments},
+                "function": {"name": str(call.function.name or ""), "arguments": _text(call.function.arguments)},
             }
-            for call in calls
+            for i, call in enumerate(calls)
         ]
     usage = completion.usage
     counts = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
@@ -103,7 +136,7 @@ def _reply(completion: ChatCompletion) -> ChatReply:
     completion_details = getattr(usage, "completion_tokens_details", None)
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     return ChatReply(
-        message=message,
+        message=scrub_json(message),  # lone surrogates would make the next request unencodable
         finish_reason=choice.finish_reason,
         prompt_tokens=counts[0],
         completion_tokens=counts[1],
@@ -111,6 +144,13 @@ def _reply(completion: ChatCompletion) -> ChatReply:
         reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
         cached_prompt_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
     )
+
+
+def _text(arguments: Any) -> str:
+    """A tool call's arguments as the JSON text the API specifies; some servers send an object, or nothing."""
+    if arguments is None or isinstance(arguments, str):
+        return arguments or ""
+    return json.dumps(arguments, ensure_ascii=False)
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -137,7 +177,8 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 class RequestLimiter(Protocol):
-    """Bounds requests in flight: `AdaptiveLimiter` for one client, or one shared by all of a run's Ray workers."""
+    """Bounds requests in flight: `AdaptiveLimiter` for one client, or one shared by all of a run's Ray workers or
+    by all the jobs of a sweep."""
 
     async def __aenter__(self) -> int: ...  # waits for a slot; returns the generation the request is sent in
     async def __aexit__(self, *exc: object) -> None: ...
@@ -145,16 +186,39 @@ class RequestLimiter(Protocol):
     def on_rate_limit(self, generation: int) -> None: ...
 
 
-class AdaptiveLimiter:
-    """At most `limit` requests in flight. A rate limit halves the limit; each success regains 1/limit of a
-    slot, so a full slot comes back per window of successes (additive increase, multiplicative decrease)."""
+class AIMDLimit:
+    """How many requests may be in flight, at most `ceiling`. A rate limit halves the limit (multiplicative decrease);
+    successes win it back, a slot each up to just below the limit the rate limit struck at, then a slot per 2·limit²
+    successes beyond it (additive increase). So the limit settles just under what the endpoint takes and probes past
+    it rarely: a refused probe costs about one request in 2·limit² (0.8% at 8 in flight), where a slot per window of
+    successes would cost one in limit²/2."""
 
     def __init__(self, ceiling: int) -> None:
         self.ceiling = ceiling
         self.limit = float(ceiling)
-        self.in_flight = 0
+        self.struck = float(ceiling)  # the limit at the last rate limit
         # bumped on each halving: a 429 for a request sent before the last halving was already answered
         self.generation = 0
+
+    def on_success(self) -> None:
+        if self.limit < self.struck - 1:
+            self.limit = min(self.limit + 1, self.struck - 1)
+        else:
+            self.limit = min(float(self.ceiling), self.limit + 1 / (2 * self.limit**2))
+
+    def on_rate_limit(self, generation: int) -> None:
+        if generation == self.generation:
+            self.struck = self.limit
+            self.limit = max(1.0, self.limit / 2)
+            self.generation += 1
+
+
+class AdaptiveLimiter(AIMDLimit):
+    """At most `limit` requests of this process in flight."""
+
+    def __init__(self, ceiling: int) -> None:
+        super().__init__(ceiling)
+        self.in_flight = 0
         self._slot_freed = asyncio.Condition()
 
     async def __aenter__(self) -> int:
@@ -169,13 +233,16 @@ class AdaptiveLimiter:
             self.in_flight -= 1
             self._slot_freed.notify_all()
 
-    def on_success(self) -> None:
-        self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
 
-    def on_rate_limit(self, generation: int) -> None:
-        if generation == self.generation:
-            self.limit = max(1.0, self.limit / 2)
-            self.generation += 1
+# The limiter of every client made from here on, when this process shares its request limits with others (a sweep's
+# job joins the sweep's ledger: agenttrain.endpoint.shared_limits); None: each client limits itself.
+SharedLimiters = Callable[[LLMConfig], RequestLimiter]
+_shared_limiters: SharedLimiters | None = None
+
+
+def share_request_limits(limiters: SharedLimiters | None) -> None:
+    global _shared_limiters
+    _shared_limiters = limiters
 
 
 class LLMClient:
@@ -213,7 +280,9 @@ class LLMClient:
         self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
         # what the cache calls this endpoint: the URL, unless it changes from run to run (the local server's port)
         self.cache_endpoint = cache_endpoint or self.endpoint
-        self.limiter: RequestLimiter = limiter or AdaptiveLimiter(settings.concurrency)
+        shared = _shared_limiters(settings) if _shared_limiters else None
+        self.limiter: RequestLimiter = limiter or shared or AdaptiveLimiter(settings.concurrency)
+        self._warned_unreadable = False
 
     async def chat(
         self,
@@ -230,17 +299,25 @@ class LLMClient:
         gets a fresh answer that a rerun replays.
         Raises LLMError (this request failed), EndpointDown (stop the run), BudgetExhausted (stop the run).
         """
-        body = request_body(model, messages, params or ModelParams(), tools=tools, stop=stop)
+        # text that is not valid Unicode (a lone surrogate from a tool's output) could not be sent as UTF-8
+        body = scrub_json(request_body(model, messages, params or ModelParams(), tools=tools, stop=stop))
         key = request_key(self.cache_endpoint, body, sample_index)
         if self.cache and (hit := await self.cache.lookup(key)) is not None:
-            reply = ChatReply.from_cache(hit)
-            self._meter(model, reply)
-            return reply
+            if (reply := ChatReply.from_cache(hit)) is not None:
+                self._meter(model, reply)
+                return reply
+            self._unreadable_entry()
         reply = await self._send(body)
-        self._meter(model, reply)
         if self.cache:
             await self.cache.store(key, reply.to_cache())
         return reply
+
+    def _unreadable_entry(self) -> None:
+        """A cached entry this version cannot read is a miss, and the request is sent; said once per client."""
+        if not self._warned_unreadable:
+            self._warned_unreadable = True
+            logger.warning("the response cache holds replies this version cannot read (damaged, or written by a "
+                           "newer agenttrain); sending those requests again")
 
     def _meter(self, model: str, reply: ChatReply) -> None:
         self.meter.record(self.role, model, reply.prompt_tokens, reply.completion_tokens, cached=reply.cached,
@@ -253,12 +330,18 @@ class LLMClient:
             try:
                 async with self.limiter as generation:
                     self.meter.check_budget()  # after waiting for a slot, so spending elsewhere is seen
-                    reply = reply_from_completion(await self._client.chat.completions.create(**body))
+                    # a reply is metered, a rate limit told, before the slot is freed: a limiter shared with other
+                    # processes has counted the cost, and lowered the limit, before it admits the next request
+                    try:
+                        reply = reply_from_completion(await self._client.chat.completions.create(**body))
+                    except openai.RateLimitError:
+                        self.limiter.on_rate_limit(generation)
+                        raise
+                    self._meter(body["model"], reply)
             except openai.APIStatusError as exc:
                 if not _is_transient(exc):
-                    raise self._refused(exc, body) or self._rejected(exc, body["model"], attempt + 1) from None
+                    raise self._refused(exc, body) or self._rejected(exc, body, attempt + 1) from None
                 if exc.status_code == 429:
-                    self.limiter.on_rate_limit(generation)
                     server_wait = retry_after_seconds(exc.response.headers)
                 failure = f"HTTP {exc.status_code}: {_error_message(exc)}"
             except openai.APITimeoutError:
@@ -294,9 +377,10 @@ class LLMClient:
         fix = refused_parameter(self.role, body, exc.param, _error_message(exc))
         return EndpointDown(fix) if fix else None
 
-    def _rejected(self, exc: openai.APIStatusError, model: str, attempts: int) -> Exception:
-        """An error that retrying cannot fix: a wrong key or model, or no credit, stops the run at once."""
-        status, detail = exc.status_code, _error_message(exc)
+    def _rejected(self, exc: openai.APIStatusError, body: dict[str, Any], attempts: int) -> Exception:
+        """An error that retrying cannot fix: a wrong key or model, or no credit, stops the run at once; a request
+        refused for the model-written text or tools it carries costs only that request's work."""
+        status, detail, model = exc.status_code, _error_message(exc), body["model"]
         if exc.code == INSUFFICIENT_QUOTA:
             return EndpointDown(f"{self.endpoint}: the account has no credit left (HTTP {status}: {detail})")
         if status in (401, 403):
@@ -312,6 +396,8 @@ class LLMClient:
                 f"{self.endpoint} does not serve model {model!r} (HTTP 404: {detail}). Check the {self.role}'s "
                 f"model name and llm.base_url."
             )
+        if status in (400, 413, 422) and model_caused(body, exc.param, detail):
+            return RequestRefused(f"{self.role} request refused by {self.endpoint} (HTTP {status}: {detail})")
         return self._gave_up(f"HTTP {status}: {detail}", attempts)
 
     async def close(self) -> None:
@@ -349,6 +435,20 @@ def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return str(exc) or type(exc).__name__
+
+
+TOOL_WORDING = re.compile(r"\b(tools?|functions?|schema|parameters)\b", re.IGNORECASE)
+
+
+def model_caused(body: dict[str, Any], param: str | None, detail: str) -> bool:
+    """Whether a refused request was refused for what a model wrote: a conversation past its first turn (it holds
+    replies and tool output), or tools the refusal names (learned functions' schemas). A refusal of a first turn
+    that does not name the tools is the endpoint's or the config's problem, and stops the run as before."""
+    if any(m.get("role") in ("assistant", "tool") for m in body["messages"]):
+        return True
+    names_tools = (param or "").startswith("tools") or TOOL_WORDING.search(detail) is not None
+    return bool(body.get("tools")) and names_tools
+
 
 
 def _is_transient(exc: openai.APIStatusError) -> bool:

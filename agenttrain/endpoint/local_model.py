@@ -9,6 +9,7 @@ every way out, and the operating system does so when the parent dies, even by SI
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -18,10 +19,11 @@ import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from agenttrain.config import LLMConfig, LocalModelConfig
 from agenttrain.errors import UserError
+from agenttrain.rundir.directory import write_error
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +120,40 @@ def model_file(settings: LocalModelConfig) -> Path:
 
 
 def cache_identity(settings: LocalModelConfig) -> str:
-    """The endpoint name the response cache uses for the embedded server: its port changes every run, the model
-    file (and so the replies) does not."""
+    """The endpoint name the response cache uses for the embedded server. Not its URL (the port changes every run) but
+    what decides its replies: the model file's content, the settings that change a reply (the context a request has,
+    the reply length where the request sets none), the chat template and the server's version. `threads` and
+    `parallel` change only the speed (each slot keeps `context_size` tokens)."""
     path = model_file(settings)
-    return f"local:{path.name}:{path.stat().st_size}"
+    ours = settings.model_path is None  # the bundled model is served with our tool template, another with its own
+    template = hashlib.sha256(TOOL_CHAT_TEMPLATE.encode()).hexdigest()[:16] if ours else "gguf"
+    return (f"local:{path.name}:sha256={file_digest(path)}:context={settings.context_size}:"
+            f"max_tokens={settings.max_tokens}:template={template}:server={_server_version()}")
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file, read once per path, size and modification time (a model file is hundreds of MB)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def _server_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xllamacpp")
+    except PackageNotFoundError:
+        return "none"
 
 
 def check_installed() -> None:
@@ -157,6 +189,14 @@ async def _wait_healthy(address: str, process: asyncio.subprocess.Process, deadl
     raise TimeoutError
 
 
+def open_log(path: Path) -> BinaryIO:
+    """The server's log, appended to; a link in its place (in a run folder someone else made) is not followed."""
+    try:
+        return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), "ab")
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
 class LocalServer:
     """One embedded server process; `start` returns its OpenAI base URL, `stop` ends it."""
 
@@ -174,7 +214,7 @@ class LocalServer:
             "tool_template": self.settings.model_path is None,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
+        with open_log(self.log_path) as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agenttrain.endpoint.local_model", json.dumps(options),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
@@ -124,7 +124,19 @@ def lane_usage() -> Iterator[dict[str, Usage]]:
 
 
 class BudgetExhausted(Exception):
-    """The run reached `budget.max_usd` or `budget.max_tokens`; no further request is sent."""
+    """The run reached `budget.max_usd` or `budget.max_tokens`, or its sweep `--max-usd` or `--max-tokens`; no
+    further request is sent."""
+
+
+# Told the cost and tokens of every reply any meter of this process records, when the process spends from a budget
+# shared with others (a sweep's job: agenttrain.endpoint.shared_limits); None: nobody else is told.
+SpendingListener = Callable[[float, int], None]
+_spending_listener: SpendingListener | None = None
+
+
+def report_spending(listener: SpendingListener | None) -> None:
+    global _spending_listener
+    _spending_listener = listener
 
 
 class UsageMeter:
@@ -158,6 +170,8 @@ class UsageMeter:
             usage.cost_usd = price.cost(prompt_tokens, completion_tokens, cached_prompt_tokens)
             usage.reasoning_cost_usd = price.cost(0, reasoning_tokens)
         self.add({role: usage})
+        if _spending_listener:
+            _spending_listener(usage.cost_usd, prompt_tokens + completion_tokens)
 
     def _price(self, model: str) -> Price | None:
         price = price_for(model, self.prices)

@@ -3,14 +3,21 @@ and checking that a function's declared packages can be imported where the agent
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+from agenttrain.endpoint.usage import BudgetExhausted
 from agenttrain.errors import UserError
 from agenttrain.functions import Function, FunctionSet, InvalidFunction, build_function
 from agenttrain.optimizers.prompting import FUNCTION_FIELDS
 from agenttrain.rundir.records import Action
 from agenttrain.sandbox import CodeSandbox
+
+logger = logging.getLogger(__name__)
+
+# what applying an action may raise that stops the run rather than rejecting the action
+STOPS_THE_RUN = (UserError, BudgetExhausted)
 
 
 def _tool(name: str, description: str, fields: Sequence[str]) -> dict[str, Any]:
@@ -64,6 +71,16 @@ async def check_packages(sandbox: CodeSandbox, function: Function) -> None:
         raise InvalidFunction(str(exc)) from None
     if missing:
         raise InvalidFunction(sandbox.refusal(missing))
+
+
+def rejection(exc: Exception) -> str:
+    """Why an action is rejected: an invalid action's reason, or an error no check foresaw (logged with its
+    traceback). Either way the action pays for what the optimizer wrote, not the run: the reply is in the response
+    cache, and a run ended by it would end the same way on every resume."""
+    if isinstance(exc, ValueError):  # InvalidFunction, unreadable arguments
+        return str(exc)
+    logger.error("an optimizer action failed unexpectedly", exc_info=exc)
+    return f"internal error: {exc!r}"
 
 
 def list_changes(old: FunctionSet, new: FunctionSet, attempts: int = 1, reason: str | None = None) -> list[Action]:

@@ -28,6 +28,7 @@ from agenttrain.rundir.attribution import attribute, compare
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import Comparison, RolloutRecord, summarise
 from agenttrain.tasks.base import Example
+from agenttrain.wording import plural
 
 
 class IncumbentMethod:
@@ -55,7 +56,7 @@ class IncumbentMethod:
         return self.config.epochs
 
     def finished(self) -> str:
-        return f"ran {self.config.epochs} epochs"
+        return f"ran {plural(self.config.epochs, 'epoch')}"
 
     def restore(self, run: RunDir) -> None:
         """The incumbent is the last kept set; `rejected` what was rolled back after it."""

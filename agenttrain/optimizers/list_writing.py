@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agenttrain.agents.base import call_arguments
-from agenttrain.endpoint.client import ContextOverflow
+from agenttrain.endpoint.client import ContextOverflow, RequestRefused
 from agenttrain.functions import FunctionSet, InvalidFunction
-from agenttrain.optimizers.actions import check_packages, function_from
+from agenttrain.optimizers.actions import STOPS_THE_RUN, check_packages, function_from, rejection
 from agenttrain.optimizers.base import MethodParts, Proposal
 from agenttrain.optimizers.prompting import FUNCTION_FIELDS, PromptBuilder, PromptWindow, sample_index
 from agenttrain.rundir.records import Action
@@ -64,7 +64,7 @@ class ListWriter:
         for attempt in range(1, attempts + 1):
             try:
                 message, cuts = await self.window.ask(system, prompt, [tool], sample_index(epoch, 0, attempt), messages)
-            except ContextOverflow as exc:
+            except (ContextOverflow, RequestRefused) as exc:
                 return Proposal(keep, [Action(action=tool_name, status="rejected", error=str(exc), attempts=attempt)])
             calls = message.get("tool_calls") or []
             reason = (message.get("content") or "").strip() or None
@@ -80,8 +80,10 @@ class ListWriter:
                 proposal = await accept(call_arguments(calls[0]), attempt, reason)
                 proposal.prompt_cuts = cuts
                 return proposal
-            except (InvalidFunction, ValueError) as exc:
-                error = str(exc)
+            except STOPS_THE_RUN:
+                raise
+            except Exception as exc:
+                error = rejection(exc)
             messages += [message] + [
                 {"role": "tool", "tool_call_id": call["id"],
                  "content": f"Rejected: {error}. Fix it and call {tool_name} again." if i == 0 else "Ignored."}

@@ -9,9 +9,9 @@ from functools import partial
 from typing import Any
 
 from agenttrain.agents.base import call_arguments
-from agenttrain.endpoint.client import ContextOverflow
-from agenttrain.functions import FunctionSet, InvalidFunction
-from agenttrain.optimizers.actions import EDIT_TOOLS, apply_action, check_packages
+from agenttrain.endpoint.client import ContextOverflow, RequestRefused
+from agenttrain.functions import FunctionSet
+from agenttrain.optimizers.actions import EDIT_TOOLS, STOPS_THE_RUN, apply_action, check_packages, rejection
 from agenttrain.optimizers.base import MethodParts, Proposal
 from agenttrain.optimizers.incumbent import IncumbentMethod
 from agenttrain.optimizers.prompting import (
@@ -81,7 +81,7 @@ class ProgressiveProposer:
             index = sample_index(epoch, len(result.actions), attempt, self.lane)
             try:
                 message, cuts = await self.window.ask(SYSTEM_PROMPT, prompt, EDIT_TOOLS, index, messages)
-            except ContextOverflow as exc:
+            except (ContextOverflow, RequestRefused) as exc:
                 result.actions.append(Action(action="terminate", status="rejected", error=str(exc), attempts=attempt))
                 return False
             result.prompt_cuts = cuts
@@ -116,10 +116,12 @@ class ProgressiveProposer:
                 edited, name = apply_action(result.functions, tool, arguments)
                 if (function := edited.get(name)) is not None:
                     await check_packages(self.sandbox, function)
-            except (InvalidFunction, ValueError) as exc:
-                outcomes[call["id"]] = str(exc)
+            except STOPS_THE_RUN:
+                raise
+            except Exception as exc:
+                outcomes[call["id"]] = problem = rejection(exc)
                 if attempt > self.config.max_action_retries:
-                    result.actions.append(Action(action=tool, status="rejected", error=str(exc), attempts=attempt,
+                    result.actions.append(Action(action=tool, status="rejected", error=problem, attempts=attempt,
                                                  reason=reason))
                 continue
             outcomes[call["id"]] = None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 
+from agenttrain.untrusted import parse_python
+
 _ONE_BRANCH = (ast.If, ast.IfExp, ast.For, ast.AsyncFor, ast.While, ast.ExceptHandler, ast.match_case)
 
 
@@ -23,5 +25,5 @@ def _decision_points(node: ast.AST) -> int:
 
 
 def cyclomatic_complexity(code: str) -> int:
-    """Raises SyntaxError when `code` does not parse."""
-    return 1 + sum(_decision_points(node) for node in ast.walk(ast.parse(code)))
+    """Raises SyntaxError when `code` does not parse (nested too deeply included)."""
+    return 1 + sum(_decision_points(node) for node in ast.walk(parse_python(code)))

@@ -7,7 +7,9 @@ import json
 
 from agenttrain.errors import UserError
 from agenttrain.functions import FunctionSet
+from agenttrain.names import FOLDER_FORMATS
 from agenttrain.rundir.directory import Snapshot
+from agenttrain.untrusted import parse_python
 
 EXPORT_FORMATS = ("python", "openai-tools", "json")
 INDENT_STEP = "    "
@@ -40,7 +42,7 @@ def add_docstring(code: str, name: str, text: str) -> str:
     Works on the source lines rather than unparsing the tree, so the author's comments and layout survive.
     """
     text = text.strip()
-    node = _top_level_def(ast.parse(code), name)
+    node = _top_level_def(parse_python(code), name)
     if not text or node is None or ast.get_docstring(node) is not None:
         return code
     lines = code.splitlines(keepends=True)
@@ -60,7 +62,7 @@ def add_docstring(code: str, name: str, text: str) -> str:
 
 def _top_level_definitions(code: str) -> dict[str, str]:
     """Names that a function's code binds at module level (imports aside), with the source that binds them."""
-    tree = ast.parse(code)
+    tree = parse_python(code)
     found = {}
     for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom):
@@ -113,9 +115,13 @@ def snapshot_origin(snapshot: Snapshot) -> str:
 def export_snapshot(snapshot: Snapshot, fmt: str) -> str:
     """The text of one export in one of EXPORT_FORMATS; JSON ends with a newline like the files a run writes."""
     if fmt == "python":
-        return python_module(snapshot.functions, snapshot_origin(snapshot))
+        try:
+            return python_module(snapshot.functions, snapshot_origin(snapshot))
+        except SyntaxError as exc:  # a functions.json agenttrain did not write: its code was checked when saved
+            raise UserError(f"{snapshot.path / 'functions.json'}: a function's code does not parse ({exc.msg}); "
+                            "export with --format json instead") from None
     if fmt == "openai-tools":
         return json.dumps(snapshot.functions.to_openai_tools(), indent=2, ensure_ascii=False) + "\n"
     if fmt == "json":
         return json.dumps(snapshot.functions.to_json(), indent=2, ensure_ascii=False) + "\n"
-    raise UserError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    raise UserError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS + FOLDER_FORMATS)}")

@@ -6,7 +6,8 @@ is still training, was interrupted, or was copied from another machine.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 from agenttrain.errors import UserError
 from agenttrain.readback.complexity import cyclomatic_complexity
 from agenttrain.rundir.directory import RunDir, Snapshot, read_rollouts, read_run_json
-from agenttrain.rundir.records import EvalResult, RolloutRecord
+from agenttrain.rundir.records import Action, EpochMetrics, EvalResult, RolloutRecord
 from agenttrain.stats import PairedComparison, compare_outcomes, wilson_interval
+from agenttrain.wording import plural
 
 # How each epoch outcome is drawn and named: (label, marker, colour).
 OUTCOMES = {
@@ -26,7 +28,6 @@ OUTCOMES = {
     "unchanged": ("unchanged", "s", "tab:gray"),
 }
 ACTION_VERBS = {"add_function": "added", "revise_function": "revised", "remove_function": "removed"}
-
 
 
 # -- reading usage blocks ({role: {prompt_tokens, completion_tokens, cost_usd, ...}}) ---------------------------
@@ -57,6 +58,30 @@ def outcome_label(status: str) -> str:
     return OUTCOMES[status][0] if status in OUTCOMES else status
 
 
+# -- what the optimizer did ---------------------------------------------------------------------------------
+
+
+def action_outcome(actions: Sequence[Action]) -> str:
+    """What an optimizer step did, never hiding a failure: `2 actions proposed, 1 applied; rejected: <why> (x2)`.
+    "no change proposed" only when the model itself said TERMINATE."""
+    edits = [a for a in actions if a.action != "terminate"]
+    applied = sum(1 for a in edits if a.status == "applied")
+    reasons = Counter(a.error or "no reason given" for a in actions if a.status == "rejected")
+    parts = [f"{plural(len(edits), 'action')} proposed, {applied} applied"] if edits else []
+    if reasons:
+        parts.append("rejected: " + "; ".join(f"{why} (x{n})" if n > 1 else why for why, n in reasons.items()))
+    return "; ".join(parts) or "no change proposed"
+
+
+def optimizer_note(metrics: EpochMetrics) -> str | None:
+    """One epoch's optimizer step in a line: its outcome, and what its prompt left out to fit the model's context
+    (None for the baseline, which has no step)."""
+    if metrics.status == "baseline":
+        return None
+    cuts = f"; prompt cut to fit: {'; '.join(metrics.prompt_cuts)}" if metrics.prompt_cuts else ""
+    return action_outcome(metrics.actions) + cuts
+
+
 # -- what the run holds -------------------------------------------------------------------------------------
 
 
@@ -72,6 +97,7 @@ class Evaluation:
     cost_usd: float
     records_path: Path
     format_version: int
+    accuracy_strict: float | None = None  # for scorers that have a strict verdict (names.STRICT_MEANING)
 
     @cached_property
     def records(self) -> list[RolloutRecord]:
@@ -93,6 +119,7 @@ def load_evaluations(run: RunDir) -> list[Evaluation]:
             split=path.stem.rsplit("-epoch-", 1)[0], epoch=result.epoch, accuracy=result.accuracy,
             correct=result.correct, n=result.n, cost_usd=usage_cost(result.usage),
             records_path=path.with_name(f"{path.stem}.rollouts.jsonl"), format_version=version,
+            accuracy_strict=result.accuracy_strict,
         ))
     return sorted(evaluations, key=lambda e: (e.split, e.epoch))
 

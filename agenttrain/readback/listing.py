@@ -18,7 +18,8 @@ class RunSummary:
     name: str | None = None
     status: str | None = None
     started: str | None = None
-    epochs: int = 0
+    epochs: int = 0  # epoch folders saved, the baseline (epoch 0) included
+    last_epoch: int | None = None  # the last one saved: a run that "ran 2 epochs" after its baseline shows 2
     best_epoch: int | None = None
     best_train_accuracy: float | None = None
     test_epoch: int | None = None  # which evaluated epoch `test_accuracy` belongs to
@@ -38,15 +39,15 @@ def _status(run: RunDir, info: RunInfo) -> str:
 
 def summarise_run(path: Path) -> RunSummary:
     run = RunDir.open(path)
-    info = run.info()
+    info, epochs = run.info(), run.epochs()
     best_epoch = run.best_if_any()
     evaluations = load_evaluations(run)
     tests = [e for e in evaluations if e.split == "test"]
     # the best epoch's test result when it was evaluated, else the latest evaluated epoch's
     test = next((e for e in tests if e.epoch == best_epoch), tests[-1] if tests else None)
     return RunSummary(
-        run=str(run.path), name=info.name, status=_status(run, info), started=info.started, epochs=len(run.epochs()),
-        best_epoch=best_epoch,
+        run=str(run.path), name=info.name, status=_status(run, info), started=info.started, epochs=len(epochs),
+        last_epoch=epochs[-1] if epochs else None, best_epoch=best_epoch,
         best_train_accuracy=None if best_epoch is None else run.snapshot(best_epoch).metrics.train_accuracy,
         test_epoch=test.epoch if test else None, test_accuracy=test.accuracy if test else None,
         cost_usd=usage_cost(info.usage or {}) + sum(e.cost_usd for e in evaluations),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,17 +38,26 @@ def _integer_epochs(ax: Axes, epochs: list[int]) -> None:
     ax.set_xlabel("epoch")
 
 
+TITLE_CHARS_PER_INCH = 9  # at fontsize 10: a title wrapped at this many characters per inch of its axes fits them
+
+
 def _run_title(history: RunHistory) -> str:
     """Which run a plot is from, so that a PNG shown on its own still says so."""
     experiment = history.run.experiment()
     return f"{history.run.path.name}: agent {experiment.agent.model}, optimizer {experiment.optimizer.model}"
 
 
+def _fitted(title: str, inches: float) -> str:
+    """`title` wrapped to lines that fit `inches` of width, so that a long run name is never cropped."""
+    width = int(inches * TITLE_CHARS_PER_INCH)
+    return "\n".join(textwrap.fill(line, width, break_long_words=True) for line in title.splitlines())
+
+
 def _prices_known(history: RunHistory) -> dict[str, bool]:
     """Model -> whether it has a price (an unpriced model's cost is counted as $0)."""
     experiment = history.run.experiment()
     models = (experiment.agent.model, experiment.optimizer.model)
-    return {model: price_for(model, experiment.llm.prices) is not None for model in models}
+    return {model: price_for(model, experiment.prices()) is not None for model in models}
 
 
 def _save(fig: Figure, path: Path, history: RunHistory) -> Path:
@@ -78,7 +88,7 @@ def plot_learning_curve(history: RunHistory, path: Path) -> Path:
     _integer_epochs(ax, history.epochs)
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Learning curve\n{_run_title(history)}", fontsize=10)
+    ax.set_title(_fitted(f"Learning curve\n{_run_title(history)}", 6), fontsize=10)  # 2 of 8 inches: the legend
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return _save(fig, path, history)
@@ -154,7 +164,7 @@ def plot_spend(history: RunHistory, path: Path) -> Path:
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     note = f"; cost: price unknown for {', '.join(unpriced)} (set llm.prices)" if unpriced else ""
-    fig.suptitle(_run_title(history) + note, fontsize=10)
+    fig.suptitle(_fitted(_run_title(history) + note, (10 if priced else 6) - 1.5), fontsize=10)  # less the legend
     if roles:
         fig.legend(*axes[0].get_legend_handles_labels(), title="role", loc="outside right upper", frameon=False)
     return _save(fig, path, history)

@@ -6,7 +6,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from agenttrain.readback.history import CallCount, RunHistory, outcome_label, usage_cost, usage_tokens
+from agenttrain.names import STRICT_MEANING
+from agenttrain.readback.history import (
+    CallCount,
+    RunHistory,
+    action_outcome,
+    outcome_label,
+    usage_cost,
+    usage_tokens,
+)
 from agenttrain.registry import plots
 from agenttrain.rundir.directory import RunDir, write_text_atomic
 
@@ -92,10 +100,15 @@ def _curve_section(history: RunHistory, images: dict[str, Path | None]) -> str:
 def _evaluations_section(history: RunHistory) -> str:
     if not history.evaluations:
         return "## Held-out evaluations\n\nNone yet: run `agenttrain eval RUN --epoch 0` and `--epoch best`."
+    strict = any(e.accuracy_strict is not None for e in history.evaluations)
     rows = []
     for e in history.evaluations:
-        rows.append([e.split, e.epoch, _percent(e.accuracy), _interval(e.ci95, _percent), f"{e.correct}/{e.n}"])
-    parts = ["## Held-out evaluations", _table(["split", "epoch", "accuracy", "95% CI (Wilson)", "correct"], rows)]
+        rows.append([e.split, e.epoch, _percent(e.accuracy), _interval(e.ci95, _percent), f"{e.correct}/{e.n}",
+                     *([_percent(e.accuracy_strict)] if strict else [])])
+    headers = ["split", "epoch", "accuracy", "95% CI (Wilson)", "correct", *(["strict"] if strict else [])]
+    parts = ["## Held-out evaluations", _table(headers, rows)]
+    if strict:
+        parts.append(STRICT_MEANING[0].upper() + STRICT_MEANING[1:] + ".")
     comparisons = history.comparisons_with_baseline()
     if comparisons:
         parts.append("Against epoch 0 on the same tasks: the difference with a 95% paired bootstrap interval, and "
@@ -107,6 +120,20 @@ def _evaluations_section(history: RunHistory) -> str:
               c.broken, f"{c.p_value:.3g}"] for e, c in comparisons],
         ))
     return "\n\n".join(parts)
+
+
+def _optimizer_section(history: RunHistory) -> str:
+    steps = [s.metrics for s in history.snapshots if s.metrics.status != "baseline"]
+    if not steps:
+        return "## Optimizer steps\n\nNone yet: only the baseline (epoch 0) has run."
+    rows = [[m.epoch, outcome_label(m.status), action_outcome(m.actions), "; ".join(m.prompt_cuts) or None]
+            for m in steps]
+    return "\n\n".join([
+        "## Optimizer steps",
+        "What the optimizer proposed each epoch, with the reason for every rejected action (counted when the same "
+        "reason repeats), and what its prompt left out to fit the model's context.",
+        _table(["epoch", "epoch outcome", "optimizer", "prompt cut to fit"], rows),
+    ])
 
 
 def _lineage_section(history: RunHistory) -> str:
@@ -198,6 +225,7 @@ def render_markdown(history: RunHistory, images: dict[str, Path | None]) -> str:
         _header(history),
         _curve_section(history, images),
         _evaluations_section(history),
+        _optimizer_section(history),
         _lineage_section(history),
         _usage_section(history, images),
         _complexity_section(history, images),
@@ -210,10 +238,11 @@ def render_markdown(history: RunHistory, images: dict[str, Path | None]) -> str:
 def write_report(run: RunDir, out_dir: Path | None = None) -> list[Path]:
     """Write report.md and its plots (default: RUN/report/); returns the paths written, report.md first."""
     history = RunHistory(run)
-    out_dir = out_dir or run.path / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    images = {r.name: r.value(history, out_dir / f"{r.name}.png") for r in plots.registrations()}
-    report = out_dir / "report.md"
+    # inside the run, never through a link someone left there: the plots are written in place
+    target = (lambda name: out_dir / name) if out_dir else (lambda name: run.writable("report", name))
+    target("").mkdir(parents=True, exist_ok=True)
+    images = {r.name: r.value(history, target(f"{r.name}.png")) for r in plots.registrations()}
+    report = target("report.md")
     write_text_atomic(report, render_markdown(history, images))
     return [report, *(path for path in images.values() if path)]
 

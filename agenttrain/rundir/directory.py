@@ -22,10 +22,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from agenttrain.config import Experiment
+from agenttrain.config import Experiment, load_yaml
 from agenttrain.errors import UserError
-from agenttrain.functions import FunctionSet
+from agenttrain.functions import FunctionSet, InvalidFunction
+from agenttrain.rundir.ownership import signature, signed_here
 from agenttrain.rundir.records import FIRST_FORMAT, Best, EpochMetrics, RolloutRecord, RunInfo, run_format
+from agenttrain.untrusted import loads, scrub
 
 EPOCH_PREFIX = "epoch-"
 RECORDED_PACKAGES = ("agenttrain", "openai", "math-verify", "sympy", "pydantic")
@@ -41,8 +43,26 @@ class WriteError(UserError):
 
 
 def write_error(path: Path, exc: OSError) -> WriteError:
+    if exc.errno == errno.ELOOP:  # opened with O_NOFOLLOW
+        return WriteError(f"cannot write {path}: it is a symbolic link, and agenttrain never writes through a link in "
+                          "a run folder; replace it with the file it points to")
     return WriteError(f"cannot write {path}: {exc.strerror or exc}; free some disk space (or make the folder "
                       "writable)")
+
+
+NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def real_path_inside(root: Path, path: Path) -> Path:
+    """`path`, below `root`, when none of its parts below `root` is a symbolic link: what agenttrain writes into a run
+    folder goes into its own files and folders, so a folder someone else made cannot point a write elsewhere."""
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            raise WriteError(f"cannot write {path}: {current} is a symbolic link, and agenttrain never writes through "
+                             "a link in a run folder; replace it with the file or folder it points to")
+    return path
 
 
 def _umask() -> int:
@@ -56,14 +76,15 @@ NEW_FILE_MODE = 0o666 & ~_umask()
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one; a failed write leaves no temp file."""
+    """Readers see the old file or the new one, never half of one; a failed write leaves no temp file. Text that is
+    not valid Unicode (a lone surrogate from a model or a tool's output) is written with U+FFFD in its place."""
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         os.fchmod(fd, NEW_FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write(scrub(text))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -77,8 +98,8 @@ def overwrite_in_place(path: Path, text: str) -> None:
     """Rewrite an existing file in its own blocks. Not atomic: only for when a full disk has no room for the
     temp copy that `write_text_atomic` needs."""
     try:
-        with open(path, "r+", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(os.open(path, os.O_RDWR | NO_FOLLOW), "r+", encoding="utf-8") as handle:
+            handle.write(scrub(text))
             handle.truncate()
             handle.flush()
             os.fsync(handle.fileno())
@@ -96,9 +117,11 @@ def write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
 
 def read_run_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads(path.read_bytes())
     except FileNotFoundError:
         raise UserError(f"{path}: not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: damaged JSON ({exc.msg}, line {exc.lineno})") from None
 
@@ -106,9 +129,9 @@ def read_run_json(path: Path) -> Any:
 def append_line(path: Path, line: str) -> None:
     """Append one line in a single write. A failed write is cut off again, and a line torn by an earlier crash
     is ended first, so no complete line is ever glued to a torn one."""
-    data = (line + "\n").encode()
+    data = (scrub(line) + "\n").encode()
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NO_FOLLOW, 0o644)
     except OSError as exc:
         raise write_error(path, exc) from None
     try:
@@ -126,16 +149,35 @@ def append_line(path: Path, line: str) -> None:
 
 
 def read_journal_lines(path: Path) -> list[dict[str, Any]]:
-    """Every complete line; a torn last line (a crash mid-write) is ignored."""
+    """Every complete line that holds a JSON object; a torn last line (a crash mid-write) and any other line that is
+    not one (damaged bytes, nesting past a sane depth) are ignored."""
     if not path.exists():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            records.append(json.loads(line))
+            record = loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
+
+
+def _is_usage(value: Any) -> bool:
+    """Per-role counts, as `UsageMeter` journals them (a line of another shape is not trusted with the budget)."""
+    def counts(role: Any) -> bool:
+        return isinstance(role, dict) and all(isinstance(n, int | float) for n in role.values())
+
+    return isinstance(value, dict) and all(counts(role) for role in value.values())
+
+
+def remove(path: Path) -> None:
+    """Delete a file, a link (never what it points to) or a folder tree, if there is one."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _now() -> str:
@@ -204,7 +246,10 @@ def load_snapshot(path: Path, version: int | None = None) -> Snapshot:
         raise UserError(f"{path}: not an epoch snapshot (no functions.json)")
     version = folder_format(path.parent) if version is None else version
     metrics = EpochMetrics.read(read_run_json(path / "metrics.json"), version, path / "metrics.json")
-    functions = FunctionSet.from_json(read_run_json(path / "functions.json"))
+    try:
+        functions = FunctionSet.from_json(read_run_json(path / "functions.json"))
+    except InvalidFunction as exc:
+        raise UserError(f"{path / 'functions.json'}: not a function set agenttrain wrote ({exc})") from None
     return Snapshot(metrics.epoch, path, functions, metrics, version)
 
 
@@ -226,10 +271,12 @@ class RunDir:
             path.mkdir(parents=True)
         except OSError as exc:
             raise write_error(path, exc) from None
+        config = experiment.to_yaml()
         info = RunInfo(status="running", name=experiment.name, config_hash=experiment.content_hash(),
-                       seed=experiment.task.seed, started=_now(), **environment_record(), **(extra or {}))
+                       seed=experiment.task.seed, started=_now(), config_signature=signature(config),
+                       **environment_record(), **(extra or {}))
         try:
-            write_text_atomic(path / "config.yaml", experiment.to_yaml())
+            write_text_atomic(path / "config.yaml", config)
             write_json_atomic(path / "run.json", info.to_json())
         except WriteError:
             shutil.rmtree(path, ignore_errors=True)  # a run that never started leaves nothing behind
@@ -244,9 +291,23 @@ class RunDir:
 
     def experiment(self) -> Experiment:
         try:
-            return Experiment.model_validate(yaml.safe_load((self.path / "config.yaml").read_text()))
-        except (OSError, yaml.YAMLError, ValidationError) as exc:
+            return Experiment.model_validate(load_yaml((self.path / "config.yaml").read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
             raise UserError(f"{self.path / 'config.yaml'}: cannot read the run's config: {exc}") from None
+
+    def write_config(self, experiment: Experiment) -> None:
+        """Rewrite config.yaml (a resume that moved the endpoint or raised the budget), signed as this user's."""
+        config = experiment.to_yaml()
+        write_text_atomic(self.path / "config.yaml", config)
+        self.update_info(config_signature=signature(config))
+
+    def made_here(self) -> bool:
+        """Whether this user made (or adopted) the run on this machine: its config.yaml carries their signature."""
+        try:
+            config = (self.path / "config.yaml").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+        return signed_here(config, self.info().config_signature)
 
     # -- the lock: one training process per run ---------------------------------------------------------
 
@@ -258,7 +319,10 @@ class RunDir:
         is no stale lock to clean up, and the file is never deleted, so two processes cannot each lock a copy.
         """
         path = self.path / ".lock"
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 -- kept open while the lock is held
+        if path.is_symlink():  # never followed: the link itself is replaced (it holds nothing but a process id)
+            path.unlink()
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NO_FOLLOW, NEW_FILE_MODE)
+        handle = open(fd, "a+", encoding="utf-8")  # noqa: SIM115 -- kept open while the lock is held
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -320,7 +384,7 @@ class RunDir:
 
     def spent(self) -> dict[str, dict[str, Any]]:
         """Usage per role as last journaled (it includes requests of an epoch that never finished)."""
-        journaled = [e["usage"] for e in self.events() if "usage" in e]
+        journaled = [e["usage"] for e in self.events() if _is_usage(e.get("usage"))]
         return journaled[-1] if journaled else self.info().usage or {}
 
     # -- snapshots ------------------------------------------------------------------------------------
@@ -331,20 +395,20 @@ class RunDir:
     ) -> Path:
         """Write the epoch folder under a temporary name, then rename it: a snapshot that exists is complete."""
         final = self.path / f"{EPOCH_PREFIX}{metrics.epoch}"
-        if final.exists():
+        if os.path.lexists(final):
             raise UserError(f"{final} already exists; a snapshot is never overwritten")
         tmp = self.path / f".{final.name}{TEMP_SUFFIX}"
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed while writing it
+        remove(tmp)  # left by a process killed while writing it
         try:
-            (tmp / "functions").mkdir(parents=True)
+            (tmp / "functions").mkdir(parents=True)  # a new folder: nothing in it can be a link
             for function in functions:
-                (tmp / "functions" / f"{function.name}.py").write_text(function.code, encoding="utf-8")
+                (tmp / "functions" / f"{function.name}.py").write_text(scrub(function.code), encoding="utf-8")
             (tmp / "functions.json").write_text(json.dumps(functions.to_json(), indent=2) + "\n", encoding="utf-8")
             (tmp / "metrics.json").write_text(json.dumps(metrics.to_json(), indent=2) + "\n", encoding="utf-8")
             for name, records in (("rollouts.jsonl", rollouts), (VAL_ROLLOUTS, val_rollouts)):
                 if records is not None:
                     with open(tmp / name, "w", encoding="utf-8") as handle:
-                        handle.writelines(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)
+                        handle.writelines(scrub(json.dumps(r.to_json(), ensure_ascii=False)) + "\n" for r in records)
             os.rename(tmp, final)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -353,11 +417,9 @@ class RunDir:
 
     def remove_leftovers(self) -> None:
         """Delete the temp files and snapshot folders a killed process left half-written."""
-        for leftover in [*self.path.glob(f".*{TEMP_SUFFIX}"), *self.evals_dir.glob(f".*{TEMP_SUFFIX}")]:
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+        evals = [] if self.evals_dir.is_symlink() else self.evals_dir.glob(f".*{TEMP_SUFFIX}")
+        for leftover in [*self.path.glob(f".*{TEMP_SUFFIX}"), *evals]:
+            remove(leftover)
 
     def epochs(self) -> list[int]:
         numbers = []
@@ -402,12 +464,17 @@ class RunDir:
     def evals_dir(self) -> Path:
         return self.path / "evals"
 
+    def writable(self, *parts: str) -> Path:
+        """The path of a file or folder to write inside the run; refused (WriteError) where a link would lead the
+        write out of it."""
+        return real_path_inside(self.path, self.path.joinpath(*parts))
+
 
 def _started(path: Path) -> str:
     """When a run started; for a damaged run.json, when its folder last changed."""
     try:
-        return str(json.loads((path / "run.json").read_text(encoding="utf-8"))["started"])
-    except (OSError, ValueError, KeyError):
+        return str(loads((path / "run.json").read_bytes())["started"])
+    except (OSError, ValueError, KeyError, TypeError):
         return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
 
 

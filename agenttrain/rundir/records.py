@@ -83,8 +83,14 @@ class RunInfo(Record):
     task_requires_network: bool | None = Field(None, description="whether the task's tools need the network")
     usage: UsageByRole | None = Field(None, description=f"spent so far, {USAGE_HELP}")
     epochs_done: int | None = Field(None, description="epochs saved so far (epoch 0 counts)")
+    tracking: dict[str, Any] | None = Field(None, description="where the run is also logged: {mlflow: "
+                                                              "{tracking_uri, experiment_id, run_id}} (null: nowhere)")
     finished: str | None = Field(None, description="ISO 8601 time the run stopped, UTC")
     reason: str | None = Field(None, description="why the run stopped, and what to do next")
+    config_signature: str | None = Field(None, description="HMAC-SHA256 of config.yaml with the key of the user who "
+                                         "made the run (~/.config/agenttrain/run-signing.key): `eval` and `--resume` "
+                                         "send that user's API key to the endpoints of a config.yaml it matches "
+                                         "without asking (null: not signed)")
 
 
 class Action(BaseModel):
@@ -205,6 +211,10 @@ class FunctionCallRecord(BaseModel):
     name: str = Field(description="the function the agent called (possibly one that does not exist)")
     ok: bool = Field(description="whether the call returned without an error")
     error: str | None = Field(None, description="the error's type or message")
+    arguments: dict[str, Any] | None = Field(None, description="the arguments it was called with (null: unreadable "
+                                                               "ones, or a run from before they were kept)")
+    result: str | None = Field(None, description="the text the agent saw back: output, returned value and error, "
+                                                 "capped at sandbox.max_output_chars (null: a run from before)")
 
 
 class Rollout(BaseModel):
@@ -215,7 +225,9 @@ class Rollout(BaseModel):
     prediction: str | None = Field(description="the text the answer was extracted from")
     messages: list[dict[str, Any]] = Field(default_factory=list, description="the whole conversation, "
                                                                              "OpenAI chat format")
-    stop_reason: str = Field(description="answered, terminate, max_turns, context_length or llm_error")
+    stop_reason: str = Field(description="answered, terminate, max_turns, context_length, llm_error (the endpoint "
+                                         "failed; retried), request_refused (the endpoint refused what the "
+                                         "conversation or the functions hold) or internal_error")
     turns: int = Field(0, description="model replies in the conversation")
     function_calls: list[FunctionCallRecord] = Field(default_factory=list, description="learned functions called")
     code_runs: int = Field(0, description="code blocks the agent ran")

@@ -38,6 +38,8 @@ runs/<name>-<stamp>/
   evals/
     STEM.json          EvalResult
     STEM.rollouts.jsonl  RolloutRecord per line
+  report/              what `agenttrain report` writes: report.md and its plots
+  local-server.log     the embedded model server's log (llm.base_url: local only)
 ```"""
 
 NESTED: tuple[type[BaseModel], ...] = (Action, Candidate, Comparison, FunctionEffect, FunctionCallRecord)

@@ -22,7 +22,8 @@ _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
 _FRACTION = re.compile(r"([+-]?\d+)\s*/\s*(\d+)")
 
 
-def _extract(prediction: str | None) -> str | None:
+def extract_answer(prediction: str | None) -> str | None:
+    """The answer behind `FINAL ANSWER:`, else in the last box, else the whole reply, stripped."""
     if prediction is None:
         return None
     marked = marked_answer(prediction)
@@ -46,7 +47,7 @@ def parse_number(text: str) -> float | None:
 
 @scorers.register("exact")
 def judge_exact(prediction: str | None, answer: str, fields: Mapping[str, Any]) -> Verdict:
-    extracted = _extract(prediction)
+    extracted = extract_answer(prediction)
     return Verdict(correct=extracted is not None and extracted == answer.strip(), extracted=extracted)
 
 
@@ -56,7 +57,7 @@ def judge_numeric(prediction: str | None, answer: str, fields: Mapping[str, Any]
     if gold is None:
         verdict = judge_exact(prediction, answer, fields)
         return Verdict(verdict.correct, verdict.extracted, note="gold answer is not a number; compared as text")
-    extracted = _extract(prediction)
+    extracted = extract_answer(prediction)
     value = parse_number(extracted) if extracted is not None else None
     correct = value is not None and math.isclose(value, gold, rel_tol=RELATIVE_TOLERANCE)
     return Verdict(correct=correct, extracted=extracted)

@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from agenttrain.forking import ForkServer, ForkServerError
+from agenttrain.scorers.in_process import judge_in_thread, runs_in_process
 from agenttrain.scorers.judging import ROLLOUT_FIELD, check_scorer, wants_rollout
 from agenttrain.scorers.verdict import Verdict
 
@@ -213,7 +214,10 @@ async def judge_async(
     rollout: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """`judge` in a worker process; past `timeout_s` the item is wrong with a note. Never hangs. `rollout` (the
-    whole `Rollout` as JSON) reaches a scorer that reads it."""
+    whole `Rollout` as JSON) reaches a scorer that reads it. A scorer given as a Python function runs in this
+    process instead (in_process.py says why)."""
+    if runs_in_process(scorer):
+        return await judge_in_thread(scorer, prediction, answer, dict(fields or {}), timeout_s)
     return await _shared_pool().judge_async(_job(scorer, prediction, answer, fields, rollout), timeout_s)
 
 

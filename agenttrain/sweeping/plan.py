@@ -57,8 +57,8 @@ class SweepJob:
     def from_dict(cls, data: dict[str, Any]) -> SweepJob:
         return cls(**data)
 
-    def experiment(self) -> Experiment:
-        return load_experiment(Path(self.config), self.overrides)
+    def experiment(self, check_files: bool = True) -> Experiment:
+        return load_experiment(Path(self.config), self.overrides, check_files)
 
 
 def _entries(path: Path) -> list[SweepEntry]:
@@ -78,16 +78,18 @@ def _entries(path: Path) -> list[SweepEntry]:
 
 
 def plan_sweep(
-    configs: list[Path], out: Path, seeds: list[int] | None, overrides: list[str], use_cache: bool = True
+    configs: list[Path], out: Path, seeds: list[int] | None, overrides: list[str], use_cache: bool = True,
+    check_files: bool = True,
 ) -> list[SweepJob]:
-    """Every entry times every seed (None: each config's own `task.seed`), validated before anything runs."""
+    """Every entry times every seed (None: each config's own `task.seed`), validated before anything runs
+    (without `check_files`, an estimate's plan: the data need not be pulled yet)."""
     if not configs:
         raise ConfigError("give at least one CONFIG (an experiment YAML or a sweep file from configs/paper/)")
     runs_dir = (out / RUNS_FOLDER).resolve()
     jobs: dict[str, SweepJob] = {}
     for path in configs:
         for entry in _entries(path):
-            base = load_experiment(entry.config, [*entry.set, *overrides])
+            base = load_experiment(entry.config, [*entry.set, *overrides], check_files)
             for seed in seeds if seeds is not None else [base.task.seed]:
                 job_id = f"{entry.name or base.name}-s{seed}"
                 job = SweepJob(job_id, str(entry.config),
@@ -96,6 +98,6 @@ def plan_sweep(
                                str(runs_dir), [str(t) for t in entry.transfer], use_cache)
                 if job_id in jobs:
                     raise ConfigError(f"{path}: two runs are named {job_id!r}; give the entries distinct `name`s")
-                job.experiment()  # the full config must be valid too (e.g. a seed the split accepts)
+                job.experiment(check_files)  # the full config must be valid too (e.g. a seed the split accepts)
                 jobs[job_id] = job
     return list(jobs.values())

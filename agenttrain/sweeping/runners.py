@@ -1,10 +1,12 @@
 """Where sweep jobs run. A `JobRunner` takes the jobs and runs each one somewhere, at most `parallel` at a time,
-reporting every job as it ends. `LocalJobs` runs each job as a child process of this machine; `RayJobs`
-(ray_jobs.py) as a Ray task. `sweep --executor NAME` picks one from `sweeping.JOB_RUNNERS`."""
+reporting every job as it ends, and serves them the sweep's ledger (ledger.py) where they can reach it. `LocalJobs`
+runs each job as a child process of this machine; `RayJobs` (ray_jobs.py) as a Ray task. `sweep --executor NAME`
+picks one from `sweeping.JOB_RUNNERS`. Once the sweep's budget is spent, jobs not started yet are not started."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from agenttrain.endpoint.shared_limits import LEDGER_ENV, LedgerAddress
+from agenttrain.sweeping.ledger import SweepLedger
+from agenttrain.sweeping.ledger_server import LedgerServer, serving
 from agenttrain.sweeping.plan import SweepJob
 
 POLL_S = 0.2
@@ -30,9 +35,17 @@ JobDone = Callable[[JobOutcome], None]
 
 
 class JobRunner(Protocol):
-    def run(self, jobs: Sequence[SweepJob], parallel: int, logs: Path, on_done: JobDone) -> list[JobOutcome]:
-        """Run every job (each is independent), at most `parallel` at once; call `on_done` as each one ends."""
+    def run(self, jobs: Sequence[SweepJob], parallel: int, logs: Path, on_done: JobDone, ledger: SweepLedger
+            ) -> list[JobOutcome]:
+        """Run every job (each is independent), at most `parallel` at once, each spending from `ledger`; call
+        `on_done` as each one ends."""
         ...
+
+
+def unaffordable(job: SweepJob, server: LedgerServer) -> JobOutcome | None:
+    """The job's outcome when the sweep's budget is spent before it starts: not started, saying why."""
+    spent = server.budget_spent()
+    return None if spent is None else JobOutcome(job, False, spent)
 
 
 def last_error(log: Path, offset: int) -> str:
@@ -49,17 +62,27 @@ class LocalJobs:
     """One child process per job (`python -m agenttrain.sweeping.worker`), its output in LOGS/<job id>.log. On
     Ctrl-C the children, in the same process group, stop too: their runs are left resumable."""
 
-    def run(self, jobs: Sequence[SweepJob], parallel: int, logs: Path, on_done: JobDone) -> list[JobOutcome]:
+    def run(self, jobs: Sequence[SweepJob], parallel: int, logs: Path, on_done: JobDone, ledger: SweepLedger
+            ) -> list[JobOutcome]:
         logs.mkdir(parents=True, exist_ok=True)
+        with serving(ledger) as server:
+            return self._run(jobs, parallel, logs, on_done, server)
+
+    def _run(self, jobs: Sequence[SweepJob], parallel: int, logs: Path, on_done: JobDone, server: LedgerServer
+             ) -> list[JobOutcome]:
         waiting, outcomes = list(jobs), []
         running: dict[str, tuple[SweepJob, subprocess.Popen[bytes], int]] = {}  # id -> job, process, log offset
         try:
             while waiting or running:
                 while waiting and len(running) < parallel:
                     job = waiting.pop(0)
+                    if skipped := unaffordable(job, server):
+                        outcomes.append(skipped)
+                        on_done(skipped)
+                        continue
                     log = logs / f"{job.id}.log"
                     offset = log.stat().st_size if log.exists() else 0
-                    running[job.id] = (job, self.start(job, log), offset)
+                    running[job.id] = (job, self.start(job, log, server.address), offset)
                 for job_id, (job, process, offset) in list(running.items()):
                     if process.poll() is None:
                         continue
@@ -79,8 +102,9 @@ class LocalJobs:
         return outcomes
 
     @staticmethod
-    def start(job: SweepJob, log: Path) -> subprocess.Popen[bytes]:
+    def start(job: SweepJob, log: Path, ledger: LedgerAddress) -> subprocess.Popen[bytes]:
         """The job's worker process, appending its output to `log` (RayJobs starts jobs the same way)."""
         with open(log, "ab") as handle:
             return subprocess.Popen([sys.executable, "-m", "agenttrain.sweeping.worker", json.dumps(job.to_dict())],
-                                    stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                    stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, LEDGER_ENV: str(ledger)})

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
+from agenttrain.endpoint.shared_limits import LEDGER_ENV, join
 from agenttrain.errors import UserError
 from agenttrain.sweeping.job import run_job
 from agenttrain.sweeping.plan import SweepJob
 
 
 def main() -> None:
-    """Prints the run directory; on a user error, one `error:` line (the sweep shows it) and exit status 1."""
+    """Prints the run directory; on a user error, one `error:` line (the sweep shows it) and exit status 1. The
+    sweep's ledger (its request limits and budget) is at $AGENTTRAIN_SWEEP_LEDGER."""
     job = SweepJob.from_dict(json.loads(sys.argv[1]))
     try:
+        if address := os.environ.get(LEDGER_ENV):
+            join(address, job.id)
         print(run_job(job), flush=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

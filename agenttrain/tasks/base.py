@@ -124,6 +124,13 @@ class PathTask:
     scorer: ClassVar[str]
     answer_format: ClassVar[AnswerFormat]
     path_hint: ClassVar[str]  # what `task.path` should point at, for the error when it is missing
+    # the typical length of a question as the agent sees it: `--dry-run` assumes it before the data is pulled
+    question_chars: ClassVar[int]
+
+    @classmethod
+    def typical_question_chars(cls, config: TaskConfig) -> int:
+        """Characters of a typical question under `config`'s filters (a measured mean, or a stated guess)."""
+        return cls.question_chars
 
     def __init__(self, config: TaskConfig) -> None:
         if config.path is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agenttrain.tasks.base import DataError
+from agenttrain.untrusted import loads
 
 TEXT_ENCODING = "utf-8-sig"  # UTF-8, tolerating the byte-order mark some editors write
 
@@ -22,7 +23,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads(line)  # a lone surrogate escape becomes U+FFFD; nesting past a sane depth is an error
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or delete that line") from None
         if not isinstance(record, dict):
@@ -32,7 +33,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding=TEXT_ENCODING))
+        return loads(path.read_text(encoding=TEXT_ENCODING))
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     except json.JSONDecodeError as exc:

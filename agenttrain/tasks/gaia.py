@@ -111,6 +111,7 @@ class GAIATask(PathTask):
     answer_format = "final_answer"
     requires_network = True  # web search and page fetching: the run must set sandbox.network: true
     path_hint = "the folder that `agenttrain data pull gaia` filled"
+    question_chars = 450  # a guess, not a measurement: the data is gated and may not be copied here
 
     def examples(self) -> list[Example]:
         folder = split_folder(self.path, self.config.gaia_split)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,6 +11,7 @@ from pydantic import field_validator, model_validator
 
 from agenttrain.config import TaskConfig
 from agenttrain.registry import scorers, tasks
+from agenttrain.scorers.in_process import PREFIX
 from agenttrain.tasks.base import AnswerFormat, DataError, Example, Splits, check_unique_ids, split_examples
 from agenttrain.tasks.files import read_jsonl, require_field
 
@@ -30,6 +32,10 @@ class JsonlConfig(TaskConfig):
     @field_validator("scorer")
     @classmethod
     def _registered(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith(PREFIX) and value not in scorers.names():
+            raise ValueError(f"{value!r} is a Python function that agenttrain.train() was given in another process; "
+                             f"register it again in this one, agenttrain.register_scorer(function), then evaluate "
+                             f"from Python (the command line cannot call it)")
         if value is not None:
             scorers.get(value)
         return value
@@ -50,7 +56,7 @@ class JsonlConfig(TaskConfig):
 
 @tasks.register("jsonl")
 class JsonlTask:
-    config_class = JsonlConfig
+    config_class: type[JsonlConfig] = JsonlConfig
     name = "jsonl"
 
     def __init__(self, config: JsonlConfig) -> None:
@@ -59,13 +65,19 @@ class JsonlTask:
         self.answer_format: AnswerFormat = "boxed" if self.scorer in BOXED_SCORERS else "final_answer"
 
     def read(self, path: Path) -> list[Example]:
+        return self.examples_of(read_jsonl(path), str(path))
+
+    def examples_of(self, records: Iterable[tuple[int, dict[str, Any]]], source: str, unnamed: str = "line"
+                    ) -> list[Example]:
+        """Examples from numbered records (a file's lines, or a list given in the config); errors name
+        `source:number`, and a record without an id is `unnamed-number`."""
         c = self.config
         examples = []
-        for number, record in read_jsonl(path):
-            where = f"{path}:{number}"
+        for number, record in records:
+            where = f"{source}:{number}"
             examples.append(
                 Example(
-                    id=str(record.get(c.id_field) or f"line-{number}"),
+                    id=str(record.get(c.id_field) or f"{unnamed}-{number}"),
                     question=str(require_field(record, c.question_field, where)),
                     answer=str(require_field(record, c.answer_field, where)),
                     fields={k: v for k, v in record.items() if k not in (c.question_field, c.answer_field)},
@@ -73,7 +85,7 @@ class JsonlTask:
                 )
             )
         if not examples:
-            raise DataError(f"{path}: no records")
+            raise DataError(f"{source}: no records")
         check_unique_ids(examples)
         return examples
 
@@ -83,27 +95,33 @@ class JsonlTask:
     def _splits(self) -> Splits:
         c = self.config
         if c.path is not None:
-            return self._split_one_file(c.path)
+            return self.split_one(self.read(c.path), c.path.name, str(c.path))
         if c.train_path is None or c.test_path is None:
             raise DataError("task: a jsonl task needs `path`, or both `train_path` and `test_path`")
         self._check_distinct_files()
-        train_pool, test_pool = self.read(c.train_path), self.read(c.test_path)
-        val_file = self.read(c.val_path) if c.val_path else []
-        # a task in two files would be trained on and then scored as unseen: test leakage
-        check_unique_ids([*train_pool, *test_pool, *val_file], "two of the train, test and val files")
-        # without a val file, `val_size` examples come out of the training file
-        carved = split_examples(train_pool, c.train_size, 0, 0 if c.val_path else c.val_size, c.seed,
-                                str(c.train_path))
-        test = split_examples(test_pool, 0, c.test_size, 0, c.seed, str(c.test_path)).test
-        return Splits(train=carved.train, test=test, val=val_file or carved.val)
+        val = self.read(c.val_path) if c.val_path else []
+        return self.split_given(self.read(c.train_path), self.read(c.test_path), val, str(c.train_path),
+                                str(c.test_path))
 
-    def _split_one_file(self, path: Path) -> Splits:
-        c, examples = self.config, self.read(path)
+    def split_given(self, train_pool: list[Example], test_pool: list[Example], val: list[Example],
+                    train_source: str, test_source: str, kind: str = "files") -> Splits:
+        """Examples already split: every one of each (`train_size`, `test_size`: fewer); without a val set,
+        `val_size` examples come out of the training ones."""
+        c = self.config
+        # a task in two of them would be trained on and then scored as unseen: test leakage
+        check_unique_ids([*train_pool, *test_pool, *val], f"two of the train, test and val {kind}")
+        carved = split_examples(train_pool, c.train_size, 0, 0 if val else c.val_size, c.seed, train_source)
+        test = split_examples(test_pool, 0, c.test_size, 0, c.seed, test_source).test
+        return Splits(train=carved.train, test=test, val=val or carved.val)
+
+    def split_one(self, examples: list[Example], name: str, source: str) -> Splits:
+        """One pool split by the sizes; without sizes, `DEFAULT_TEST_SHARE` held out for test."""
+        c = self.config
         if c.train_size is not None or c.test_size is not None:
-            return split_examples(examples, c.train_size, c.test_size, c.val_size, c.seed, str(path))
+            return split_examples(examples, c.train_size, c.test_size, c.val_size, c.seed, source)
         held_out = max(1, round(DEFAULT_TEST_SHARE * (len(examples) - c.val_size))) if len(examples) > 1 else 0
-        splits = split_examples(examples, None, held_out, c.val_size, c.seed, str(path))
-        rule = f"no sizes set: {DEFAULT_TEST_SHARE:.0%} of {path.name} held out for test, the rest for training"
+        splits = split_examples(examples, None, held_out, c.val_size, c.seed, source)
+        rule = f"no sizes set: {DEFAULT_TEST_SHARE:.0%} of {name} held out for test, the rest for training"
         return replace(splits, rule=rule)
 
     def _check_distinct_files(self) -> None:

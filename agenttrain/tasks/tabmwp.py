@@ -79,6 +79,7 @@ class TabMWPTask(PathTask):
     scorer = "tabmwp"
     answer_format = "final_answer"
     path_hint = f"a PromptPG {DEFAULT_FILE} file or its folder"
+    question_chars = 279  # mean of the rendered question (table, question, options) over 1,000 test problems
 
     def examples(self) -> list[Example]:
         file = _problems_file(self.path)

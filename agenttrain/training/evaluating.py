@@ -13,7 +13,9 @@ from agenttrain.rundir.directory import RunDir, read_rollouts, read_run_json, wr
 from agenttrain.rundir.naming import EvalName, eval_split
 from agenttrain.rundir.records import EvalResult, RolloutRecord
 from agenttrain.stats import wilson_interval
+from agenttrain.tracking import log_evaluations
 from agenttrain.training.launch import check_endpoints, run_experiment
+from agenttrain.training.trust import check_trust
 
 if TYPE_CHECKING:
     from agenttrain.functions import FunctionSet
@@ -97,6 +99,7 @@ def eval_run(
     overrides: list[str] | None = None,
     limit: int | None = None,
     offline: bool = False,
+    trust_endpoint: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one snapshot on a split; the result is written under RUN/evals/ and returned with `items`,
     the per-task verdicts (id, correct, extracted).
@@ -104,10 +107,11 @@ def eval_run(
     `task_config` (transfer, paper Fig. 3): another experiment YAML whose `task` replaces the run's own,
     so functions trained on one domain are measured on another with the same agent and endpoint.
     `limit`: only the split's first N tasks (a smoke run); the file name says so.
+    `trust_endpoint`: send requests to the endpoints of a run folder someone else made (`training.trust`).
     """
     run = RunDir.open(run_path)
     return _eval_epochs(run, [run.resolve_epoch(epoch)], split, use_cache, reporter, task_config, overrides,
-                        reuse=False, limit=limit, offline=offline)[0]
+                        reuse=False, limit=limit, offline=offline, trust_endpoint=trust_endpoint)[0]
 
 
 def eval_epochs(
@@ -120,6 +124,7 @@ def eval_epochs(
     overrides: list[str] | None = None,
     limit: int | None = None,
     offline: bool = False,
+    trust_endpoint: bool = False,
 ) -> list[dict[str, Any]]:
     """Evaluate several snapshots (`best`, `N` or `epoch-N`; None: every one, the test learning curve). An epoch
     whose function set was evaluated before, by an earlier call or another epoch (unchanged and repeated sets),
@@ -127,15 +132,16 @@ def eval_epochs(
     run = RunDir.open(run_path)
     numbers = run.epochs() if epochs is None else sorted({run.resolve_epoch(e) for e in epochs})
     return _eval_epochs(run, numbers, split, use_cache, reporter, task_config, overrides, reuse=True, limit=limit,
-                        offline=offline)
+                        offline=offline, trust_endpoint=trust_endpoint)
 
 
 def _eval_epochs(
     run: RunDir, epochs: list[int], split: str, use_cache: bool, reporter: Reporter | None,
     task_config: Path | None, overrides: list[str] | None, reuse: bool, limit: int | None = None,
-    offline: bool = False,
+    offline: bool = False, trust_endpoint: bool = False,
 ) -> list[dict[str, Any]]:
     experiment = run_experiment(run, overrides)
+    check_trust(run, experiment, trust_endpoint)
     transfer = None
     if task_config is not None:
         other = load_experiment(task_config)
@@ -146,13 +152,15 @@ def _eval_epochs(
     if not offline:
         check_endpoints(experiment)
     saved = _saved_evaluations(run, named, experiment) if reuse else {}
+    evals = run.writable("evals")  # never through a link someone left in the run folder: refused before any work
     results = asyncio.run(_eval(run, experiment, epochs, split, use_cache, reporter, saved))
     for result, records in results:
         if result.epoch in saved and saved[result.epoch][0].functions_hash == result.functions_hash:
             continue  # its own earlier file, with what it cost then
         name = EvalName(named, result.epoch)
-        write_json_atomic(name.result(run.evals_dir), result.to_json())
-        write_rollouts(name.rollouts(run.evals_dir), records)
+        write_json_atomic(name.result(evals), result.to_json())
+        write_rollouts(name.rollouts(evals), records)
+    log_evaluations(experiment, run, named, [result for result, _ in results])
     return [{**result.to_json(), "items": [{"id": r.id, "correct": r.correct, "extracted": r.extracted}
                                            for r in records]} for result, records in results]
 

@@ -20,9 +20,13 @@ from agenttrain.config import (
 )
 from agenttrain.endpoint.local_model import check_local
 from agenttrain.errors import Interrupted, UserError
-from agenttrain.rundir.directory import RunDir, WriteError, write_text_atomic
+from agenttrain.functions import FunctionSet
+from agenttrain.rundir.directory import RunDir, WriteError
+from agenttrain.rundir.records import EpochMetrics
 from agenttrain.tasks import load_task
+from agenttrain.tracking import check_tracking, tracked
 from agenttrain.training.executors import check_executor
+from agenttrain.training.trust import check_trust
 
 # Training imports openai and the agents: loaded by the functions that need them, so that `--help` starts fast.
 if TYPE_CHECKING:
@@ -32,26 +36,53 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrainOutcome:
+    """A training run: its folder and how it ended, and what it learned, read from the folder."""
+
     run: RunDir
     status: str
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.run.best_if_any()
+
+    @property
+    def functions(self) -> FunctionSet:
+        """The best epoch's function set (empty when no epoch finished)."""
+        best = self.best_epoch
+        return FunctionSet() if best is None else self.run.snapshot(best).functions
+
+    @property
+    def metrics(self) -> list[EpochMetrics]:
+        """Every saved epoch's metrics, epoch 0 first."""
+        return [self.run.snapshot(epoch).metrics for epoch in self.run.epochs()]
 
 
 def prepare(config_path: Path, overrides: list[str] | None = None, offline: bool = False) -> Experiment:
     """Everything that can be checked before a run directory exists: the config, the data and its split,
     the task's need for network access, the API keys, and (unless `offline`) that each endpoint answers."""
     experiment = load_experiment(config_path, overrides)
+    check_experiment(experiment, str(config_path), offline)
+    return experiment
+
+
+def check_experiment(experiment: Experiment, source: str, offline: bool = False) -> None:
+    """`prepare`'s checks of a config already read (`source` names it in errors)."""
     from agenttrain.training.runtime import check_network
 
     task = load_task(experiment.task)
     check_network(experiment, task)
     if not task.splits().train:
-        raise ConfigError(f"{config_path}: task.train_size: the training split is empty; nothing to train on")
-    check_api_keys(experiment, str(config_path))
-    check_executor(experiment, str(config_path))
+        raise ConfigError(f"{source}: task.train_size: the training split is empty; nothing to train on")
+    check_api_keys(experiment, source)
+    check_executor(experiment, source)
+    check_tracking(experiment)
     if not offline:
         check_endpoints(experiment)
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
-    return experiment
 
 
 def split_sizes(experiment: Experiment) -> str:
@@ -106,9 +137,14 @@ def train(
     config_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None,
     offline: bool = False,
 ) -> TrainOutcome:
-    experiment = prepare(config_path, overrides, offline)
+    return train_experiment(prepare(config_path, overrides, offline), use_cache, reporter)
+
+
+def train_experiment(experiment: Experiment, use_cache: bool = True, reporter: Reporter | None = None
+                     ) -> TrainOutcome:
+    """Train a checked config (`prepare`, `check_experiment`) in a new run folder."""
     run = RunDir.create(experiment)
-    with run.lock():
+    with run.lock(), tracked(experiment, run, reporter) as reporter:
         return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
 
 
@@ -135,24 +171,27 @@ def run_experiment(run: RunDir, overrides: list[str] | None = None, extend: bool
                           "change for an existing run. Start a new run for anything else")
     check_api_keys(experiment, str(config_path))
     check_executor(experiment, str(config_path))
+    check_tracking(experiment)
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
     return experiment
 
 
 def resume(
     run_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None,
-    offline: bool = False,
+    offline: bool = False, trust_endpoint: bool = False,
 ) -> TrainOutcome:
     """Continue an interrupted run with the config it was started with, or extend a finished one. `overrides`
     may move the endpoint or raise the budget (RESUMABLE_KEYS), add epochs or delay the early stop
-    (EXTENSION_KEYS), never change what the results depend on."""
+    (EXTENSION_KEYS), never change what the results depend on. A run folder someone else made sends requests to
+    its endpoints only as `training.trust` allows (`trust_endpoint`: --trust-endpoint, which adopts the run)."""
     run = RunDir.open(run_path)
     experiment = run_experiment(run, overrides, extend=True)
+    check_trust(run, experiment, trust_endpoint)
     if not offline:
         check_endpoints(experiment)
-    with run.lock():
-        if overrides:
-            write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
+    with run.lock(), tracked(experiment, run, reporter) as reporter:
+        if overrides or trust_endpoint:
+            run.write_config(experiment)
         run.remove_leftovers()
         run.update_info(status="running", config_hash=experiment.content_hash())
         run.log("resume", overrides=overrides or [])

@@ -73,7 +73,7 @@ async def open_runtime(experiment: Experiment, log_dir: Path, use_cache: bool = 
 async def _open_clients(
     experiment: Experiment, task: Task, settings: dict[str, LLMConfig], use_cache: bool
 ) -> AsyncIterator[Runtime]:
-    meter = UsageMeter(experiment.budget, experiment.llm.prices)
+    meter = UsageMeter(experiment.budget, experiment.prices())
     cache = open_cache(experiment.llm, enabled=use_cache)
     agent_client, optimizer_client = (
         LLMClient(settings[role], role=role, meter=meter, cache=cache, cache_endpoint=cache_endpoint(experiment, role))

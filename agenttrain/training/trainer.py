@@ -11,12 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from agenttrain.endpoint.client import EndpointDown, LLMError
 from agenttrain.endpoint.outage import OutageTimer
 from agenttrain.endpoint.usage import BudgetExhausted, Usage
-from agenttrain.functions import FunctionSet
+from agenttrain.errors import UserError
+from agenttrain.functions import FunctionSet, InvalidFunction
 from agenttrain.optimizers import make_optimizer
 from agenttrain.optimizers.base import EpochOutcome, MethodParts, Proposal, Spent
 from agenttrain.rundir.directory import RunDir
@@ -29,7 +33,8 @@ from agenttrain.training.runtime import Runtime
 class Reporter(Protocol):
     """Progress display; the CLI draws it, tests pass None."""
 
-    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool) -> None: ...
+    def run_started(self, epochs: int, next_epoch: int, sizes: str, resumed: bool, earlier_rollouts: int = 0
+                    ) -> None: ...
     def epoch_started(self, epoch: int, phase: str, tasks: int, reused: int = 0, reused_correct: int = 0) -> None: ...
     def rollout_done(self, record: RolloutRecord, usage: Usage) -> None: ...
     def optimizer_started(self, epoch: int, max_actions: int) -> None: ...
@@ -70,16 +75,17 @@ class Journal:
     @classmethod
     def of(cls, run: RunDir, first_epoch: int) -> Journal:
         journal = cls({}, {})
+        where = run.path / "events.jsonl"
         for event in run.events():
             epoch = event.get("epoch")
             if not isinstance(epoch, int) or epoch < first_epoch:
                 continue
-            if event["event"] == "rollout":
-                record = RolloutRecord.read(event["record"], run.format_version, run.path / "events.jsonl")
+            if event.get("event") == "rollout" and isinstance(event.get("phase"), str):
+                record = RolloutRecord.read(event.get("record"), run.format_version, where)
                 if not record.endpoint_failed:
                     journal.rollouts.setdefault((epoch, event["phase"]), {})[record.id] = record
-            elif event["event"] == "candidate":
-                journal.proposals[epoch, event.get("key", "step")] = Proposal.from_json(event)
+            elif event.get("event") == "candidate":
+                journal.proposals[epoch, str(event.get("key", "step"))] = _proposal(event, where)
         return journal
 
     def forget(self, epoch: int) -> None:
@@ -97,6 +103,14 @@ def saved_rollouts(metrics: EpochMetrics) -> int:
 def score(outcome: EpochOutcome) -> float:
     """What an epoch is ranked by: validation accuracy where it ran there, else training accuracy."""
     return summarise(outcome.val_records if outcome.val_records is not None else outcome.records).accuracy
+
+
+def _proposal(event: dict[str, Any], where: Path) -> Proposal:
+    try:
+        return Proposal.from_json(event)
+    except (InvalidFunction, ValidationError, KeyError, TypeError) as exc:
+        raise UserError(f"{where}: a journaled proposal agenttrain did not write ({exc!r}); remove that line to "
+                        "ask the optimizer again") from None
 
 
 class Trainer:
@@ -126,7 +140,8 @@ class Trainer:
         last_epoch = self.method.last_epoch()
         if self.reporter:
             resumed = bool(self.progress.next_epoch or self.journal.rollouts or self.journal.proposals)
-            self.reporter.run_started(last_epoch, self.progress.next_epoch, self._splits.describe(), resumed)
+            self.reporter.run_started(last_epoch, self.progress.next_epoch, self._splits.describe(), resumed,
+                                      self._saved_rollouts)
         if self.progress.best_reason:  # a process killed between a snapshot and best.json left it behind
             self._set_best()
         try:

@@ -66,9 +66,11 @@ def with_query(path: str, params: Mapping[str, Any]) -> str:
 
 
 def table(headers: Iterable[Child], rows: Iterable[Iterable[Child]], **attrs: Any) -> Markup:
+    """A table in a box of its own that scrolls sideways when the table is wider than the page: every column
+    stays reachable, and the page itself never scrolls sideways."""
     head = el("thead", el("tr", [el("th", h) for h in headers]))
     body = el("tbody", [el("tr", [el("td", cell) for cell in row]) for row in rows])
-    return el("table", head, body, **attrs)
+    return el("div", el("table", head, body, **attrs), class_="wide")
 
 
 def percent(value: float | None) -> str:
@@ -119,13 +121,18 @@ def page_slice(items: list[Any], page: int, size: int) -> tuple[list[Any], int, 
     return items[(page - 1) * size : page * size], page, pages
 
 
-def layout(title: str, crumbs: Iterable[tuple[str | None, str]], *body: Child) -> Markup:
-    """A whole page: the breadcrumb trail (href None for the current page), then the body."""
+REFRESH_S = 10  # a page of a run still training loads itself again this often
+
+
+def layout(title: str, crumbs: Iterable[tuple[str | None, str]], *body: Child, live: bool = False) -> Markup:
+    """A whole page: the breadcrumb trail (href None for the current page), then the body. A `live` page (of a run
+    still training) reloads itself every REFRESH_S seconds: a meta refresh, since the viewer runs no script."""
     trail = [link(href, label) if href else el("span", label) for href, label in crumbs]
     nav = el("nav", joined(trail, " / "), class_="crumbs")
     return Markup("<!doctype html>" + el(
         "html",
         el("head", el("meta", charset="utf-8"), el("meta", name="viewport", content="width=device-width"),
+           el("meta", http_equiv="refresh", content=str(REFRESH_S)) if live else None,
            el("title", f"{title} · agenttrain view"), el("link", rel="stylesheet", href="/static/style.css"),
            el("link", rel="stylesheet", href="/static/highlight.css")),
         el("body", el("header", nav), el("main", el("h1", title), *body)),

@@ -15,6 +15,7 @@ from typing import Any
 
 from agenttrain.errors import UserError
 from agenttrain.rundir.records import RolloutRecord
+from agenttrain.untrusted import loads
 from agenttrain.viewer.file_cache import FileCache
 
 
@@ -57,8 +58,8 @@ class RolloutIndex:
             offset = 0
             for raw in handle:
                 try:
-                    data = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                    data = loads(raw)
+                except json.JSONDecodeError:
                     data = None
                 if data is not None:
                     self.rows.append(summarise_record(len(self.rows), offset, self._read(data)))
@@ -77,7 +78,7 @@ class RolloutIndex:
         """The whole line of one rollout, messages included, in the current format."""
         with open(self.path, "rb") as handle:
             handle.seek(row.offset)
-            return self._read(json.loads(handle.readline()))
+            return self._read(loads(handle.readline()))
 
 
 _INDEXES: FileCache[RolloutIndex] = FileCache()

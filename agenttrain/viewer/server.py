@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from agenttrain.errors import UserError
+from agenttrain.untrusted import scrub
 from agenttrain.viewer.highlight import stylesheet
 from agenttrain.viewer.html import Markup, el, layout
 from agenttrain.viewer.pages.candidates import candidates_page
@@ -30,6 +31,7 @@ from agenttrain.viewer.pages.evaluation import evaluation_page
 from agenttrain.viewer.pages.rollout import compare_page, epoch_rollout_page, eval_rollout_page
 from agenttrain.viewer.pages.run import run_page
 from agenttrain.viewer.pages.runs_list import runs_page
+from agenttrain.viewer.pages.search import search_page
 from agenttrain.viewer.site import NotFound, Site
 
 log = logging.getLogger(__name__)
@@ -48,13 +50,14 @@ ROUTES: list[tuple[re.Pattern[str], Page, tuple[str, ...]]] = [
     # (path pattern, page, the keyword arguments the page takes besides the site and the path parts)
     (re.compile(r"/"), runs_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/?"), run_page, ()),
-    (re.compile(r"/runs/([^/]+)/epochs/(\d+)/?"), epoch_page, ("query", "page")),
-    (re.compile(r"/runs/([^/]+)/epochs/(\d+)/tasks/([^/]+)"), epoch_rollout_page, ("query", "page")),
+    (re.compile(r"/runs/([^/]+)/epochs/([0-9]+)/?"), epoch_page, ("query", "page")),
+    (re.compile(r"/runs/([^/]+)/epochs/([0-9]+)/tasks/([^/]+)"), epoch_rollout_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/evals/([^/]+)"), evaluation_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/evals/([^/]+)/tasks/([^/]+)"), eval_rollout_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/diff"), diff_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/compare/([^/]+)"), compare_page, ("query", "page")),
     (re.compile(r"/runs/([^/]+)/candidates"), candidates_page, ()),
+    (re.compile(r"/runs/([^/]+)/search"), search_page, ("query", "page")),
 ]
 
 
@@ -68,6 +71,22 @@ def static_file(name: str) -> tuple[bytes, str] | None:
 
 def error_page(title: str, message: str) -> Markup:
     return layout(title, [("/", "runs"), (None, title)], el("p", message, class_="error"))
+
+
+class BadRequest(Exception):
+    """A query no page can answer (a page number that is not one); shown as a 400 page with the message."""
+
+
+def page_number(query: dict[str, str]) -> int:
+    value = query.get("page") or "1"
+    if not re.fullmatch(r"[0-9]{1,9}", value):
+        raise BadRequest(f"page {value!r}: give a page number, such as page=2")
+    return max(int(value), 1)
+
+
+def utf8(html: str) -> bytes:
+    """A page as UTF-8; a lone surrogate from a run folder someone else wrote is shown as U+FFFD."""
+    return scrub(html).encode()
 
 
 class ViewerServer(ThreadingHTTPServer):
@@ -115,6 +134,21 @@ class ViewerHandler(BaseHTTPRequestHandler):
         return host in allowed
 
     def _route(self) -> tuple[HTTPStatus, bytes, str]:
+        """The answer to the request: a page, or an error page for whatever the request or the folder holds."""
+        try:
+            return self._page()
+        except (BadRequest, ValueError) as exc:  # ValueError: a path urlsplit cannot read
+            return HTTPStatus.BAD_REQUEST, utf8(error_page("Bad request", str(exc))), HTML
+        except NotFound as exc:
+            return HTTPStatus.NOT_FOUND, utf8(error_page("Not found", str(exc))), HTML
+        except UserError as exc:  # a damaged file in a run: say which, keep serving the rest
+            return HTTPStatus.UNPROCESSABLE_ENTITY, utf8(error_page("Cannot read this run", str(exc))), HTML
+        except Exception as exc:  # a file this code did not expect: one failed page, never a dead server
+            log.exception("viewer: %s failed", self.path)
+            message = f"{type(exc).__name__}: {exc} (details in the terminal that runs agenttrain view)"
+            return HTTPStatus.INTERNAL_SERVER_ERROR, utf8(error_page("This page failed", message)), HTML
+
+    def _page(self) -> tuple[HTTPStatus, bytes, str]:
         url = urlsplit(self.path)
         if url.path.startswith("/static/"):
             found = static_file(url.path.removeprefix("/static/"))
@@ -122,25 +156,14 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 return HTTPStatus.NOT_FOUND, b"no such file\n", "text/plain"
             return HTTPStatus.OK, *found
         query = dict(parse_qsl(url.query))
-        page_number = int(query["page"]) if query.get("page", "").isdigit() else 1
         for pattern, page, wants in ROUTES:
             match = pattern.fullmatch(url.path)
             if match is None:
                 continue
-            extras = {"query": query, "page": page_number}
-            try:
-                html = page(self.server.site, *(unquote(g) for g in match.groups()), **{k: extras[k] for k in wants})
-            except NotFound as exc:
-                return HTTPStatus.NOT_FOUND, error_page("Not found", str(exc)).encode(), HTML
-            except UserError as exc:  # a damaged file in a run: say which, keep serving the rest
-                return (HTTPStatus.UNPROCESSABLE_ENTITY, error_page("Cannot read this run", str(exc)).encode(),
-                        HTML)
-            except Exception as exc:  # a file this code did not expect: one failed page, never a dead server
-                log.exception("viewer: %s failed", url.path)
-                message = f"{type(exc).__name__}: {exc} (details in the terminal that runs agenttrain view)"
-                return HTTPStatus.INTERNAL_SERVER_ERROR, error_page("This page failed", message).encode(), HTML
-            return HTTPStatus.OK, html.encode(), HTML
-        return HTTPStatus.NOT_FOUND, error_page("Not found", f"no page at {url.path}").encode(), HTML
+            extras = {"query": query, "page": page_number(query) if "page" in wants else 1}
+            html = page(self.server.site, *(unquote(g) for g in match.groups()), **{k: extras[k] for k in wants})
+            return HTTPStatus.OK, utf8(html), HTML
+        raise NotFound(f"no page at {url.path}")
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str, with_body: bool) -> None:
         try:

@@ -1,18 +1,20 @@
 """What the viewer serves: the runs under one folder (or one run alone), opened by name from a URL.
 
 Everything is read from disk on each request, through the project's run readers, so a run that is still
-training shows its new epochs on refresh; nothing here writes.
+training shows its new epochs on refresh (its pages reload themselves meanwhile); nothing here writes.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agenttrain.errors import UserError
 from agenttrain.readback.history import Evaluation, load_evaluations
-from agenttrain.readback.listing import RunSummary, list_runs, summarise_run
-from agenttrain.rundir.directory import EPOCH_PREFIX, RunDir, Snapshot
+from agenttrain.readback.listing import RunSummary, summarise_run
+from agenttrain.rundir.directory import EPOCH_PREFIX, RunDir, Snapshot, find_runs
 from agenttrain.viewer.html import segment
 from agenttrain.viewer.rollout_index import RolloutIndex, rollout_index
 from agenttrain.viewer.urls import epoch_url, eval_name, eval_url, task_url
@@ -57,18 +59,41 @@ class Site:
         if ("/" in name or "\0" in name or name in ("", ".", "..") or (self.only and name != self.only)
                 or not (path / "run.json").is_file()):
             raise NotFound(f"no run named {name!r} under {self.directory}")
+        if (leak := link_out_of(path, self.directory)) is not None:
+            raise NotFound(f"{name}: {leak.relative_to(self.directory)} leads outside {self.directory}; the viewer "
+                           "shows only files inside the runs folder")
         return RunDir(path)
 
     def rows(self) -> list[RunRow]:
-        summaries = [_summary_or_error(self.directory / self.only)] if self.only else list_runs(self.directory)
-        return [_row(s) for s in summaries]
+        paths = [self.directory / self.only] if self.only else find_runs(self.directory)
+        return [_row(self._summary(path)) for path in paths]
+
+    def _summary(self, path: Path) -> RunSummary:
+        """`agenttrain runs`' summary of a run, read only when all of it is inside the runs folder."""
+        if link_out_of(path, self.directory) is not None:
+            return RunSummary(run=str(path), status="unreadable", error="links outside the runs folder")
+        try:
+            return summarise_run(path)
+        except UserError as exc:
+            return RunSummary(run=str(path), status="unreadable", error=str(exc))
 
 
-def _summary_or_error(path: Path) -> RunSummary:
-    try:
-        return summarise_run(path)
-    except UserError as exc:
-        return RunSummary(run=str(path), status="unreadable", error=str(exc))
+def link_out_of(run: Path, root: Path) -> Path | None:
+    """The first file or folder of `run` (itself included) that resolves outside `root` through a symbolic link, or
+    None: a run folder someone else made must not make the viewer serve what lies outside the runs folder."""
+    seen: set[Path] = set()
+    for folder, folders, files in os.walk(run, followlinks=True):
+        real = Path(folder).resolve()
+        if real in seen:  # a link back up the tree: walked already
+            folders.clear()
+            continue
+        seen.add(real)
+        if not real.is_relative_to(root):
+            return Path(folder)
+        for name in files:
+            if not (Path(folder) / name).resolve().is_relative_to(root):
+                return Path(folder) / name
+    return None
 
 
 def _row(summary: RunSummary) -> RunRow:
@@ -91,7 +116,7 @@ def find_evaluation(evaluations: list[Evaluation], split: str, epoch: int | None
 
 
 def snapshot(run: RunDir, epoch: str) -> Snapshot:
-    if not epoch.isdigit() or int(epoch) not in run.epochs():
+    if not re.fullmatch(r"[0-9]{1,9}", epoch) or int(epoch) not in run.epochs():
         raise NotFound(f"{run.path.name} has no epoch {epoch}; its epochs are {run.epochs()}")
     return run.snapshot(int(epoch))
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from agenttrain.agents.assistant import extract_code_blocks
 from agenttrain.agents.react_parse import OBSERVATION
+from agenttrain.untrusted import loads
 
 # A fenced block; an unclosed one (a reply cut by max_tokens) runs to the end of the text.
 FENCE = re.compile(r"```([\w+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -70,7 +71,7 @@ def tool_call(call: dict[str, Any]) -> ToolCall:
         function = {}  # a malformed call is shown with what it has, not as a failed page
     raw = function.get("arguments")
     try:
-        parsed = json.loads(raw) if isinstance(raw, str) else raw
+        parsed = loads(raw) if isinstance(raw, str) else raw
         arguments, language = json.dumps(parsed, ensure_ascii=False, indent=2), "json"
     except (json.JSONDecodeError, TypeError):
         arguments, language = str(raw), "text"

@@ -45,3 +45,8 @@ def compare_path(run: RunDir, task: str) -> str:
 
 def compare_url(run: RunDir, task: str, a: int, b: int) -> str:
     return f"{compare_path(run, task)}?a={a}&b={b}"
+
+
+def search_url(run: RunDir) -> str:
+    """The search page of a run's transcripts, before its query (?q=WORDS)."""
+    return f"{run_url(run)}search"

@@ -2,7 +2,9 @@
 
 A test gives a `responder(request_body) -> reply`. Replies are decided from the request's content
 (never from arrival order), so concurrent rollouts get deterministic answers. With `reasoning_rules=True`
-the server refuses what OpenAI refuses for its reasoning models, with OpenAI's error bodies.
+the server refuses what OpenAI refuses for its reasoning models, with OpenAI's error bodies. With `rate_limit=N`
+it answers 429 (with Retry-After) at once to a request that arrives while N are in flight, as a provider's
+concurrency limit does.
 """
 
 from __future__ import annotations
@@ -152,18 +154,25 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAI:
     """Use as a context manager; `base_url` goes into the config, `requests` records every body.
 
-    `max_in_flight` is the most requests the server was handling at the same time. `GET /models` (the
-    preflight) answers `models_status`, counted in `model_lists`.
+    `max_in_flight` is the most requests the server was handling at the same time; `arrivals` the time.monotonic()
+    at which each of `requests` arrived, `ports` the client's port it came from; `refused` the arrival times of
+    requests refused by the rate limit (not in `requests`). `GET /models` (the preflight) answers `models_status`,
+    counted in `model_lists`.
     """
 
     def __init__(self, responder: Responder, latency_s: float = 0.0, reasoning_rules: bool = False,
-                 models_status: int = 200) -> None:
+                 models_status: int = 200, rate_limit: int | None = None, retry_after_s: float = 1.0) -> None:
         self.responder = responder
         self.latency_s = latency_s
         self.reasoning_rules = reasoning_rules
         self.models_status = models_status
+        self.rate_limit = rate_limit
+        self.retry_after_s = retry_after_s
         self.model_lists = 0
         self.requests: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []
+        self.ports: list[int] = []
+        self.refused: list[float] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -184,11 +193,18 @@ class FakeOpenAI:
         self._server.shutdown()
         self._server.server_close()
 
-    def _record(self, body: dict[str, Any]) -> None:
+    def _record(self, body: dict[str, Any], port: int) -> bool:
+        """Count the request in, or False when the rate limit refuses it."""
         with self._lock:
+            if self.rate_limit is not None and self.in_flight >= self.rate_limit:
+                self.refused.append(time.monotonic())
+                return False
             self.requests.append(body)
+            self.arrivals.append(time.monotonic())
+            self.ports.append(port)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return True
 
     def _done(self) -> None:
         with self._lock:
@@ -207,7 +223,10 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                fake._record(body)
+                if not fake._record(body, self.client_address[1]):
+                    self._send(*_fault_response(Fault(429, retry_after=fake.retry_after_s, code="rate_limit_exceeded",
+                                                      message="too many requests in flight")))
+                    return
                 try:
                     response = self._respond(body)
                 finally:

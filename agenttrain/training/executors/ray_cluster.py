@@ -28,6 +28,7 @@ def ray_session(address: str | None) -> Iterator[None]:
         else:
             ray.init(address=address, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        ray.shutdown()  # a ray:// connection that failed leaves Ray in client mode, where no later session could start
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise UserError(f"cannot connect to {where}: {exc}. Start it (`ray start --head` on the head node), "
                         "fix the address, or run locally (executor.kind: local; sweep --executor local)") from None

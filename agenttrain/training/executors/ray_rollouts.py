@@ -4,8 +4,9 @@ keeps the journal, snapshots, optimizer, progress and the run's usage.
 Each worker process keeps one LLM client and one sandbox pool across rollouts and runs up to
 `executor.rollouts_per_worker` at once. The run's limits are not per worker: the request limit, the budget and
 the response cache live in one ledger actor (ray_ledger.py), and the driver starts at most `llm.concurrency`
-rollouts at a time. A worker that dies takes only its rollouts in flight with it: the driver starts a
-replacement and runs them again.
+rollouts at a time. The workers are spread over the cluster's nodes; a task's attachments reach them through the
+object store (ray_attachments.py). A worker that dies, alone or with its node, takes only its rollouts in flight
+with it: the driver starts a replacement and runs them again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from agenttrain.scorers import judge_async
 from agenttrain.tasks.base import AnswerFormat, Example, Task
 from agenttrain.training.agent_setup import cache_endpoint, open_agent
 from agenttrain.training.executors.base import RecordCallback
+from agenttrain.training.executors.ray_attachments import Attachment, Inbox, Outbox
 from agenttrain.training.executors.ray_cluster import cluster_cpus, ray_session
 from agenttrain.training.executors.ray_ledger import (
     SharedCache,
@@ -63,6 +65,7 @@ class RolloutWorker:
         self.answer_format = answer_format
         self.scorer = scorer
         self.resources = AsyncExitStack()
+        self.inbox = Inbox()
 
     async def start(self) -> None:
         """Start the sandbox pool and the scorer's processes (an actor's constructor cannot await), so that the
@@ -71,14 +74,17 @@ class RolloutWorker:
             open_agent(self.experiment, self.client, self.answer_format))
         await judge_async(self.scorer, None, "")
 
-    async def solve(self, example: Example, functions: FunctionSet) -> tuple[RolloutRecord, dict[str, Usage]]:
+    async def solve(self, example: Example, functions: FunctionSet, attachments: tuple[Attachment, ...]
+                    ) -> tuple[RolloutRecord, dict[str, Usage]]:
         """The scored record, and the usage this worker metered since its last answer."""
-        record = await solve_and_score(self.agent, self.scorer, example, functions)
+        here = await self.inbox.receive(example, attachments)
+        record = await solve_and_score(self.agent, self.scorer, here, functions)
         return record, self.meter.take()
 
     async def close(self) -> None:
         await self.resources.aclose()
         await self.client.close()
+        self.inbox.close()
 
 
 def forwarded_environment(endpoint: LLMConfig) -> dict[str, str]:
@@ -96,7 +102,9 @@ class WorkerPool:
         settings = experiment.executor
         self.slots_per_worker = settings.rollouts_per_worker
         cpus = settings.num_cpus_per_rollout * self.slots_per_worker
-        self.actor = ray.remote(RolloutWorker).options(num_cpus=cpus, max_concurrency=self.slots_per_worker + 1)
+        # spread over the nodes: the cluster's CPUs all serve, and a lost node takes few rollouts with it
+        self.actor = ray.remote(RolloutWorker).options(num_cpus=cpus, max_concurrency=self.slots_per_worker + 1,
+                                                       scheduling_strategy="SPREAD")
         self.arguments = (experiment, endpoint, task.answer_format, task.scorer, ledger)
         self.use_cache = use_cache
         self.environment = forwarded_environment(endpoint)
@@ -117,22 +125,28 @@ class WorkerPool:
             self.free.put_nowait(index)
 
     async def _spawn(self, index: int) -> None:
-        self.spawned += 1
-        name = f"worker-{self.spawned}"
-        worker: Any = self.actor.remote(*self.arguments, name, self.use_cache, self.environment)
-        self.workers[index], self.names[index] = worker, name
-        try:
-            await remote_result(worker.start.remote())
-        except ray.exceptions.RayActorError as exc:
-            raise UserError(f"a Ray worker died while starting ({exc.__class__.__name__}); see the Ray logs "
-                            f"({LOGS}) and the worker node's requirements in the README") from None
+        for attempt in range(1, ATTEMPTS + 1):
+            self.spawned += 1
+            name = f"worker-{self.spawned}"
+            worker: Any = self.actor.remote(*self.arguments, name, self.use_cache, self.environment)
+            self.workers[index], self.names[index] = worker, name
+            try:
+                await remote_result(worker.start.remote())
+                return
+            except ray.exceptions.RayActorError as exc:
+                # a node lost a moment ago may still be offered to the next worker: that one dies at once too
+                if attempt == ATTEMPTS:
+                    raise UserError(f"a Ray worker died while starting ({exc.__class__.__name__}), {ATTEMPTS} times; "
+                                    f"see the Ray logs ({LOGS}) and the worker node's requirements in the README"
+                                    ) from None
 
-    async def solve(self, example: Example, functions: ray.ObjectRef) -> tuple[RolloutRecord, dict[str, Usage]]:
+    async def solve(self, example: Example, functions: ray.ObjectRef, attachments: tuple[Attachment, ...]
+                    ) -> tuple[RolloutRecord, dict[str, Usage]]:
         for _ in range(ATTEMPTS):
             index = await self.free.get()
             worker = self.workers[index]
             try:
-                return await remote_result(worker.solve.remote(example, functions))
+                return await remote_result(worker.solve.remote(example, functions, attachments))
             except ray.exceptions.RayActorError:
                 await self._replace(index, worker)
             finally:
@@ -181,6 +195,7 @@ class RayExecutor:
         self.pool = pool
         self.ledger = ledger
         self.meter = meter
+        self.outbox = Outbox()
 
     async def run(
         self,
@@ -194,11 +209,12 @@ class RayExecutor:
         spent = {role: usage.to_dict() for role, usage in self.meter.by_role().items()}
         await remote_result(self.ledger.restore.remote(spent))
         shared = ray.put(functions)
+        attachments = {e.id: self.outbox.ship(e) for e in examples if e.id not in done}
 
         async def one(example: Example) -> RolloutRecord:
             if example.id in done:
                 return done[example.id]
-            record, usage = await self.pool.solve(example, shared)
+            record, usage = await self.pool.solve(example, shared, attachments[example.id])
             self.meter.add(usage)
             if on_record:
                 on_record(record)
@@ -221,7 +237,7 @@ async def open_ray_executor(
     """`endpoint`: the agent's, as the driver resolved it (an embedded local server is reachable from workers on
     this machine only)."""
     with ray_session(experiment.executor.address):
-        ledger = start_ledger(experiment, endpoint.concurrency, cache_folder(experiment, use_cache))
+        ledger = start_ledger(experiment, endpoint, cache_folder(experiment, use_cache))
         pool = WorkerPool(experiment, endpoint, task, ledger, use_cache)
         try:
             await pool.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agenttrain.names import STRICT_MEANING
 from agenttrain.viewer.html import Markup, dollars, el, layout, link, percent
 from agenttrain.viewer.pages.rollouts_table import rollouts_table
 from agenttrain.viewer.site import Site, evaluation_named
@@ -19,6 +20,8 @@ def evaluation_page(site: Site, name: str, evaluation: str, query: Mapping[str, 
         ("functions of", link(epoch_url(run, found.epoch), f"epoch {found.epoch}")),
         ("accuracy", f"{percent(found.accuracy)} ({found.correct}/{found.n})"),
         ("95% CI (Wilson)", f"{percent(interval[0])} – {percent(interval[1])}" if interval else "–"),
+        *([("strict accuracy", f"{percent(found.accuracy_strict)} ({STRICT_MEANING.removeprefix('strict: ')})")]
+          if found.accuracy_strict is not None else []),
         ("cost", dollars(found.cost_usd)),
     ]
     return layout(

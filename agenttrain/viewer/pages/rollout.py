@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agenttrain.names import STRICT_MEANING
 from agenttrain.rundir.directory import RunDir
 from agenttrain.rundir.records import RolloutRecord
 from agenttrain.viewer.highlight import code
@@ -61,7 +62,8 @@ def _facts(record: RolloutRecord) -> Markup:
         ("result", verdict(record.correct)),
         ("answer", el("code", str(record.extracted)), el("span", " (extracted)", class_="muted")),
         ("gold", el("code", record.gold)),
-        ("strict", verdict(record.strict) if record.strict is not None else "–"),
+        ("strict", *((verdict(record.strict), el("span", f" ({STRICT_MEANING.removeprefix('strict: ')})",
+                                                  class_="muted")) if record.strict is not None else ("–",))),
         ("scorer's note", record.score_note or "–"),
         ("stop reason", record.stop_reason or "–"),
         ("turns", record.turns),

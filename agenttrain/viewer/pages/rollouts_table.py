@@ -28,7 +28,8 @@ def _cells(rollouts: Rollouts, row: RolloutSummary, before: dict[str, bool]) -> 
     code_runs = f"{row.code_runs}" + (f" ({row.code_errors} failed)" if row.code_errors else "")
     return [link(rollouts.task_url(row.id), row.id), verdict(row.correct),
             el("span", change, class_=f"flip {change}"), row.stop_reason or "–", row.turns, calls, code_runs,
-            el("span", short(row.error), class_="error") if row.error else "–", short(row.extracted), short(row.gold)]
+            el("span", short(row.error), class_="error wrap") if row.error else "–",
+            el("span", short(row.extracted), class_="wrap"), el("span", short(row.gold), class_="wrap")]
 
 
 def _filters(rollouts: Rollouts, before: dict[str, bool]) -> dict[str, tuple[str, Callable[[RolloutSummary], bool]]]:

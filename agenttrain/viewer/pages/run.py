@@ -5,19 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from agenttrain.errors import UserError
-from agenttrain.readback.history import load_evaluations, outcome_label, usage_cost, usage_sum, usage_tokens
-from agenttrain.readback.listing import summarise_run
+from agenttrain.names import STRICT_MEANING
+from agenttrain.readback.history import (
+    load_evaluations,
+    optimizer_note,
+    outcome_label,
+    usage_cost,
+    usage_sum,
+    usage_tokens,
+)
+from agenttrain.readback.listing import RunSummary, summarise_run
 from agenttrain.rundir.directory import RunDir, Snapshot
 from agenttrain.viewer.curve import EpochPoint, learning_curve, legend
 from agenttrain.viewer.highlight import code
-from agenttrain.viewer.html import Markup, dollars, el, layout, link, moment, percent, table
+from agenttrain.viewer.html import REFRESH_S, Markup, dollars, el, layout, link, moment, percent, render, table
 from agenttrain.viewer.pages.candidates import is_search
+from agenttrain.viewer.pages.search import search_form
 from agenttrain.viewer.site import Site, find_evaluation
-from agenttrain.viewer.urls import candidates_url, diff_url, epoch_url, eval_url, run_url
+from agenttrain.viewer.urls import candidates_url, diff_url, epoch_url, eval_url, run_url, search_url
 
 
-def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
-    info, summary = run.info(), summarise_run(run.path)
+def _facts(run: RunDir, snapshots: list[Snapshot], summary: RunSummary) -> Markup:
+    info = run.info()
     try:
         experiment = run.experiment()
         setup = (f"{experiment.task.name} task; {experiment.agent.type} agent on {experiment.agent.model}; "
@@ -27,7 +36,9 @@ def _facts(run: RunDir, snapshots: list[Snapshot]) -> Markup:
     reason = f" ({info.reason})" if info.reason else ""
     best = summary.best_epoch
     facts = [
-        ("status", el("span", summary.status or "?", class_=f"status {summary.status}"), reason),
+        ("status", el("span", summary.status or "?", class_=f"status {summary.status}"), reason,
+         el("span", f" (this page reloads itself every {REFRESH_S} s while the run trains)", class_="muted")
+         if summary.status == "running" else None),
         ("setup", setup),
         ("started", moment(info.started), f", finished {moment(info.finished)}"),
         ("epochs saved", len(snapshots)),
@@ -48,9 +59,12 @@ def _epoch_rows(run: RunDir, snapshots: list[Snapshot], splits: list[str], evalu
         previous = snapshots[i - 1].epoch if i else None
         diff = link(diff_url(run, previous, s.epoch), f"{previous} → {s.epoch}") if previous is not None else "–"
         label = f"epoch {s.epoch}" + (" ★ best" if s.epoch == best else "")
+        note = optimizer_note(m)
+        rejected = any(a.status == "rejected" for a in m.actions)
         rows.append([link(epoch_url(run, s.epoch), label),
                      el("span", outcome_label(m.status), class_=f"outcome {m.status}"), percent(m.train_accuracy),
-                     *held_out, m.function_count, m.applied_actions, usage_tokens(m.usage),
+                     *held_out, m.function_count, m.applied_actions,
+                     el("div", note or "–", class_="prose error" if rejected else "prose"), usage_tokens(m.usage),
                      dollars(usage_cost(m.usage)), diff])
     return rows
 
@@ -67,13 +81,16 @@ def _diff_form(run: RunDir, epochs: list[int]) -> Markup:
 def _evaluations(run: RunDir, evaluations: list[Any]) -> Markup:
     if not evaluations:
         return el("p", "No held-out evaluation yet: run ", el("code", "agenttrain eval RUN"), ".", class_="muted")
+    strict = any(e.accuracy_strict is not None for e in evaluations)
     rows = []
     for e in evaluations:
         interval = e.ci95
         rows.append([link(eval_url(run, e), e.split), e.epoch, percent(e.accuracy),
                      f"{percent(interval[0])} – {percent(interval[1])}" if interval else "–", f"{e.correct}/{e.n}",
-                     dollars(e.cost_usd)])
-    return table(["split", "epoch", "accuracy", "95% CI (Wilson)", "correct", "cost"], rows, id="evaluations")
+                     *([percent(e.accuracy_strict)] if strict else []), dollars(e.cost_usd)])
+    headers = ["split", "epoch", "accuracy", "95% CI (Wilson)", "correct", *(["strict"] if strict else []), "cost"]
+    return render([table(headers, rows, id="evaluations"),
+                   el("p", STRICT_MEANING, class_="muted") if strict else None])
 
 
 SPEND_FIELDS = ("requests", "cache_hits", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
@@ -102,25 +119,30 @@ def _config(run: RunDir) -> Markup:
 
 def run_page(site: Site, name: str) -> Markup:
     run = site.run(name)
+    summary = summarise_run(run.path)
     snapshots = [run.snapshot(e) for e in run.epochs()]
     evaluations = load_evaluations(run)
     splits = sorted({e.split for e in evaluations})
     points = [EpochPoint(s.epoch, s.metrics.train_accuracy, s.metrics.incumbent_accuracy, s.metrics.status)
               for s in snapshots]
     held_out = {split: [(e.epoch, e.accuracy) for e in evaluations if e.split == split] for split in splits}
-    headers = ["epoch", "outcome", "train", *splits, "functions", "actions applied", "tokens", "cost", "diff"]
+    headers = ["epoch", "outcome", "train", *splits, "functions", "actions applied", "optimizer", "tokens", "cost",
+               "diff"]
     epochs = el(
         "section", el("h2", "Epochs"),
         table(headers, _epoch_rows(run, snapshots, splits, evaluations), id="epochs"), _diff_form(run, run.epochs()),
         el("p", link(candidates_url(run), "The search's candidates: lineage and front")) if is_search(snapshots)
         else None,
-    ) if snapshots else el("p", "No epoch has finished yet; refresh to see new ones.", class_="muted")
+    ) if snapshots else el("p", "No epoch has finished yet." if summary.status == "running" else
+                           f"No epoch finished: the run ended as {summary.status}.", class_="muted")
     return layout(
         name, [("/", "runs"), (None, name)],
-        _facts(run, snapshots),
+        _facts(run, snapshots, summary),
+        el("section", el("h2", "Search the transcripts"), search_form(search_url(run))),
         el("section", el("h2", "Learning curve"), learning_curve(points, held_out), legend(splits)) if points else None,
         epochs,
         el("section", el("h2", "Held-out evaluations"), _evaluations(run, evaluations)),
         el("section", el("h2", "Cost per role"), _spend(run)),
         el("section", el("h2", "Config"), _config(run)),
+        live=summary.status == "running",
     )

@@ -27,7 +27,7 @@ COLUMNS: list[tuple[str, str, Callable[[RunRow], Any]]] = [
     ("status", "status", lambda r: r.summary.status),
     ("task", "task", lambda r: r.task),
     ("agent", "agent", lambda r: r.agent),
-    ("epochs", "epochs", lambda r: r.summary.epochs),
+    ("epochs", "epochs", lambda r: r.summary.last_epoch),  # epochs run after the baseline, as "ran N epochs" says
     ("best train", "best", lambda r: r.summary.best_train_accuracy),
     ("test (95% CI)", "test", lambda r: r.summary.test_accuracy),
     ("cost", "cost", lambda r: r.summary.cost_usd),
@@ -63,7 +63,7 @@ def _cells(row: RunRow) -> list[Any]:
         test += f" @{s.test_epoch}"
     name = link(f"/runs/{segment(row.name)}/", row.name) if s.error is None else el("span", row.name, title=s.error)
     return [name, el("span", s.status or "?", class_=f"status {s.status}"), row.task or "–", row.agent or "–",
-            s.epochs, best, test, dollars(s.cost_usd), moment(s.started)]
+            "–" if s.last_epoch is None else s.last_epoch, best, test, dollars(s.cost_usd), moment(s.started)]
 
 
 def _filter_form(query: Mapping[str, str], statuses: list[str]) -> Markup:
@@ -93,8 +93,9 @@ def runs_page(site: Site, query: Mapping[str, str], page: int) -> Markup:
         "Runs", [(None, str(site.directory))],
         _filter_form(query, statuses),
         el("p", f"{len(shown)} of {len(rows)} runs", class_="muted"),
-        el("table", el("thead", el("tr", [el("th", h) for h in headers])), el("tbody", body), id="runs")
-        if shown else el("p", "No run matches." if rows else f"No runs under {site.directory} yet."),
+        el("div", el("table", el("thead", el("tr", [el("th", h) for h in headers])), el("tbody", body), id="runs"),
+           class_="wide") if shown else el("p", "No run matches." if rows else f"No runs under {site.directory} yet."),
         pager("/", query, page, pages),
         el("ul", errors, class_="errors") if errors else None,
+        live=any(r.summary.status == "running" for r in rows),
     )
