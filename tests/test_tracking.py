@@ -63,7 +63,7 @@ def test_a_tracked_run_logs_its_config_epochs_functions_report_and_evaluations(w
 
 
 def test_a_search_run_logs_its_validation_accuracy_at_every_candidate(write_config, tmp_path, store):
-    problems = PRODUCTS + [("What is 4 times 7?", "28"), ("What is 2 times 9?", "18"), ("What is 8 times 3?", "24")]
+    problems = [*PRODUCTS, ("What is 4 times 7?", "28"), ("What is 2 times 9?", "18"), ("What is 8 times 3?", "24")]
     with world() as server:
         path = write_config(server.base_url, write_problems(tmp_path / "problems.jsonl", problems),
                             task={"train_size": 2, "val_size": 2, "test_size": 1},
