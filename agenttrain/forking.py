@@ -38,9 +38,20 @@ class ForkServerError(Exception):
 class ForkServer:
     """The trainer's handle on a template process."""
 
-    def __init__(self, process: subprocess.Popen[bytes], control: socket.socket) -> None:
-        self._process = process
+    def __init__(self, process: subprocess.Popen[bytes] | None, control: socket.socket) -> None:
+        self._process = process  # None: a template our parent process started (`inherited`)
         self._control = control
+
+    @classmethod
+    def inherited(cls, control_fd: int) -> ForkServer:
+        """The template whose control socket our parent process handed down as `control_fd` (its `control_fd`):
+        children are asked for as from our own; `close` lets go of this handle only, the parent stops the template."""
+        return cls(None, socket.socket(fileno=os.dup(control_fd)))
+
+    @property
+    def control_fd(self) -> int:
+        """The control socket, for a child process to inherit (`inherited`): its templates come from this one."""
+        return self._control.fileno()
 
     @classmethod
     def start(
@@ -72,7 +83,8 @@ class ForkServer:
 
     @property
     def alive(self) -> bool:
-        return self._process.poll() is None
+        """Whether the template runs (an inherited one is taken to: a request to a dead one fails)."""
+        return self._process is None or self._process.poll() is None
 
     def fork(self, message: Mapping[str, Any], channel: socket.socket) -> None:
         """Ask for a child that talks over `channel` (the child's end; ours may close it after)."""
@@ -83,12 +95,15 @@ class ForkServer:
 
     def close(self) -> None:
         self._control.close()
+        if self._process is None:
+            return
         if self.alive:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)
         self._process.wait()
 
     def _exit_text(self) -> str:
+        assert self._process is not None  # only our own template is waited for
         with contextlib.suppress(subprocess.TimeoutExpired):
             return f"exit status {self._process.wait(1)}"
         return "still running"

@@ -185,16 +185,17 @@ def test_concurrency_limit_is_respected():
 def test_a_rate_limit_halves_concurrency_and_successes_win_it_back_at_once_then_slowly():
     async def scenario(client: LLMClient) -> list[int]:
         limits = []
-        for i in range(41):
+        for i in range(121):
             await ask(client, f"q{i}")
             limits.append(int(client.limiter.limit))
         return limits
 
     with FakeOpenAI(failing_first(1, Fault(429, retry_after=0))) as server:
         limits = run(scenario, server.base_url, concurrency=4)
-    # struck at 4, halved to 2; the retry's success gives back a slot at once (up to just below 4), then 4 itself
-    # takes about 2 x 3² more successes: a probe past where the endpoint refused
-    assert (limits[0], limits[15], limits[40]) == (3, 3, 4)
+    # struck at 4 (one request out: not a limit on requests in flight, so at the limit), halved to 2; the retry's
+    # success gives back a slot at once (up to just below 4), then 4 itself takes about 8 x 3.5² more successes: a
+    # probe past where the endpoint refused
+    assert (limits[0], limits[60], limits[120]) == (3, 3, 4)
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +15,7 @@ import pytest
 from agenttrain.errors import UserError
 from agenttrain.registry import scorers
 from agenttrain.scorers import JudgePool, judge, judge_async, judge_many
+from agenttrain.scorers.runner import TEMPLATE_ENV, start_template
 from tests.support.files import child_processes
 
 # sympy tries to evaluate this tower of powers and never finishes: a real hostile answer, no fake needed
@@ -73,6 +76,32 @@ def test_workers_share_one_template_which_is_replaced_when_killed():
         (replacement,) = scorer_templates() - others
         assert replacement != template
     assert scorer_templates() == others  # closing the pool stops its template
+
+
+CHILD_JUDGES = """
+import asyncio, os, sys
+from agenttrain.scorers.runner import TEMPLATE_ENV, _shared_pool, adopt_template, judge_async
+adopt_template(int(os.environ[TEMPLATE_ENV]))
+verdict = asyncio.run(judge_async("math", "\\\\boxed{3.0}", "3"))
+print(verdict.correct, _shared_pool()._template._process is None)  # no template of its own
+"""
+
+
+@pytest.mark.slow
+def test_a_child_process_forks_its_workers_from_the_template_its_parent_hands_down():
+    """A sweep starts one scorer template for all its jobs: a job then starts none of its own."""
+    others = scorer_templates()
+    template = start_template("math")
+    try:
+        (pid,) = scorer_templates() - others
+        child = subprocess.run([sys.executable, "-c", CHILD_JUDGES], capture_output=True, text=True, check=True,
+                               env={**os.environ, TEMPLATE_ENV: str(template.control_fd)},
+                               pass_fds=(template.control_fd,))
+        assert child.stdout.split() == ["True", "True"]
+        assert scorer_templates() - others == {pid}  # the child's workers came from it; it still serves
+    finally:
+        template.close()
+    assert scorer_templates() == others
 
 
 @pytest.mark.slow

@@ -137,13 +137,44 @@ def test_a_rate_limit_met_by_one_job_halves_the_endpoints_limit_for_every_job_on
     for request in range(4):
         ledger.acquire(a, request, "url", 2)  # unset --concurrency: two jobs of llm.concurrency 2 -> 4
     generation = answers[-1]["generation"]
-    ledger.rate_limited("url", generation)
-    ledger.rate_limited("url", generation)  # a burst of 429s for requests sent together halves once
+    ledger.rate_limited("url", generation, None)
+    ledger.rate_limited("url", generation, None)  # a burst of 429s for requests sent together halves once
     for _ in range(4):
         ledger.release(a, "url")
     for request in range(4):
         ledger.acquire(b, request, "url", 2)
     assert len(answers) == 4 + 2 and answers[-1]["generation"] == generation + 1
+
+
+def test_after_a_burst_of_grants_the_limit_comes_back_to_what_the_endpoint_took_not_to_where_it_had_climbed():
+    ledger = SweepLedger(SweepLimits(concurrency=16), jobs_at_once=4, spent=Spend())
+    answers: list[dict[str, Any]] = []
+    jobs = [seat(f"j{k}", answers) for k in range(4)]
+    for request in range(32):
+        ledger.acquire(jobs[request % 4], request, "url", 8)
+    assert len(answers) == 16  # all of the limit at once; the endpoint takes 8 and refuses the rest
+    generation = answers[0]["generation"]
+    for k in range(8):  # each refusal is told, then its slot given back; the first halves the limit (to 8)
+        ledger.rate_limited("url", generation, None)
+        ledger.release(jobs[k % 4], "url")
+    assert len(answers) == 16  # the 8 still out fill the halved limit
+    for k in range(8, 16):  # those 8 succeed: the limit regains a slot each, but only up to the 8 the endpoint took
+        ledger.succeeded("url")
+        ledger.release(jobs[k % 4], "url")
+    assert len(answers) == 16 + 8 and ledger.endpoints["url"].in_flight == 8
+
+
+def test_a_retry_after_holds_every_jobs_requests():
+    ledger = SweepLedger(SweepLimits(concurrency=4), jobs_at_once=2, spent=Spend())
+    answers: list[dict[str, Any]] = []
+    a, b = seat("a", answers), seat("b", answers)
+    for request in range(4):
+        ledger.acquire(a, request, "url", 4)
+    held = ledger.rate_limited("url", answers[-1]["generation"], 60.0)
+    for _ in range(4):
+        ledger.release(a, "url")
+    ledger.acquire(b, 0, "url", 4)
+    assert 59 < held <= 60 and len(answers) == 4  # b's request waits although the halved limit has room
 
 
 def test_the_budget_admits_what_fits_with_the_dearest_reply_reserved_for_each_request_in_flight():

@@ -9,11 +9,13 @@ exactly once. A request that fails for good raises LLMError; the caller retries 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
@@ -183,34 +185,59 @@ class RequestLimiter(Protocol):
     async def __aenter__(self) -> int: ...  # waits for a slot; returns the generation the request is sent in
     async def __aexit__(self, *exc: object) -> None: ...
     def on_success(self) -> None: ...
-    def on_rate_limit(self, generation: int) -> None: ...
+    # a 429 for a request sent in `generation`; `retry_after_s`: the endpoint's Retry-After, which holds every request
+    def on_rate_limit(self, generation: int, retry_after_s: float | None = None) -> None: ...
+
+
+PROBE_SUCCESSES = 8  # past the level a rate limit struck at, a slot per PROBE_SUCCESSES·limit² successes
 
 
 class AIMDLimit:
     """How many requests may be in flight, at most `ceiling`. A rate limit halves the limit (multiplicative decrease);
-    successes win it back, a slot each up to just below the limit the rate limit struck at, then a slot per 2·limit²
-    successes beyond it (additive increase). So the limit settles just under what the endpoint takes and probes past
-    it rarely: a refused probe costs about one request in 2·limit² (0.8% at 8 in flight), where a slot per window of
-    successes would cost one in limit²/2."""
+    successes win it back, a slot each up to just below the level the rate limit struck at, then a slot per
+    8·limit² successes beyond it (additive increase). So the limit settles just under what the endpoint takes and
+    probes past it rarely: a refused probe costs about one request in 8·limit² (0.2% at 8 in flight).
+
+    The level struck at: when the limit was full, the requests the endpoint took, plus one. A burst of grants (a wave
+    of replies frees many slots at once) can put many more requests in flight than the endpoint takes before the first
+    429 comes back; each further 429 of that burst says the endpoint took one fewer of them, so the level comes down
+    to where the endpoint refused, not where the limit had climbed. When the limit was not full, the 429 is not about
+    requests in flight (a limit on requests per minute, say), and the level is the limit.
+
+    A Retry-After holds every request, not only the refused one's retry: new requests wait until it has passed."""
 
     def __init__(self, ceiling: int) -> None:
         self.ceiling = ceiling
         self.limit = float(ceiling)
-        self.struck = float(ceiling)  # the limit at the last rate limit
+        self.struck = float(ceiling)  # the level of the last rate limit
         # bumped on each halving: a 429 for a request sent before the last halving was already answered
         self.generation = 0
+        self.held_until = 0.0  # time.monotonic() before which no request is sent (Retry-After)
+        self._counting = False  # the 429s of the last halving's burst bring `struck` down
 
     def on_success(self) -> None:
         if self.limit < self.struck - 1:
             self.limit = min(self.limit + 1, self.struck - 1)
         else:
-            self.limit = min(float(self.ceiling), self.limit + 1 / (2 * self.limit**2))
+            self.limit = min(float(self.ceiling), self.limit + 1 / (PROBE_SUCCESSES * self.limit**2))
 
-    def on_rate_limit(self, generation: int) -> None:
+    def rate_limited(self, generation: int, in_flight: int, retry_after_s: float | None) -> None:
+        """A 429 for a request sent in `generation`, heard with `in_flight` requests out (the refused one included)."""
         if generation == self.generation:
-            self.struck = self.limit
+            self._counting = in_flight >= int(self.limit)
+            self.struck = float(in_flight) if self._counting else self.limit
             self.limit = max(1.0, self.limit / 2)
             self.generation += 1
+        elif generation == self.generation - 1 and self._counting:
+            self.struck = max(2.0, self.struck - 1)
+        else:
+            return  # an older burst's: already answered
+        if retry_after_s:
+            self.held_until = max(self.held_until, time.monotonic() + retry_after_s)
+
+    def held_for(self) -> float:
+        """Seconds until the endpoint's Retry-After has passed (0: not held)."""
+        return max(0.0, self.held_until - time.monotonic())
 
 
 class AdaptiveLimiter(AIMDLimit):
@@ -224,7 +251,9 @@ class AdaptiveLimiter(AIMDLimit):
     async def __aenter__(self) -> int:
         """Waits for a slot; returns the generation the request is sent in."""
         async with self._slot_freed:
-            await self._slot_freed.wait_for(lambda: self.in_flight < int(self.limit))
+            while self.in_flight >= int(self.limit) or self.held_for():
+                with contextlib.suppress(TimeoutError):  # the hold has passed
+                    await asyncio.wait_for(self._slot_freed.wait(), self.held_for() or None)
             self.in_flight += 1
         return self.generation
 
@@ -232,6 +261,9 @@ class AdaptiveLimiter(AIMDLimit):
         async with self._slot_freed:
             self.in_flight -= 1
             self._slot_freed.notify_all()
+
+    def on_rate_limit(self, generation: int, retry_after_s: float | None = None) -> None:
+        self.rate_limited(generation, self.in_flight, retry_after_s)
 
 
 # The limiter of every client made from here on, when this process shares its request limits with others (a sweep's
@@ -334,8 +366,9 @@ class LLMClient:
                     # processes has counted the cost, and lowered the limit, before it admits the next request
                     try:
                         reply = reply_from_completion(await self._client.chat.completions.create(**body))
-                    except openai.RateLimitError:
-                        self.limiter.on_rate_limit(generation)
+                    except openai.RateLimitError as exc:
+                        asked = retry_after_seconds(exc.response.headers)  # it holds the limiter's other requests
+                        self.limiter.on_rate_limit(generation, None if asked is None else self._wait(attempt, asked))
                         raise
                     self._meter(body["model"], reply)
             except openai.APIStatusError as exc:

@@ -159,8 +159,9 @@ class SharedSlots:
     def on_success(self) -> None:
         self.link.tell({"op": "succeeded", "endpoint": self.endpoint})
 
-    def on_rate_limit(self, generation: int) -> None:
-        self.link.tell({"op": "rate_limited", "endpoint": self.endpoint, "generation": generation})
+    def on_rate_limit(self, generation: int, retry_after_s: float | None = None) -> None:
+        self.link.tell({"op": "rate_limited", "endpoint": self.endpoint, "generation": generation,
+                        "retry_after_s": retry_after_s})
 
 
 _joined: LedgerLink | None = None

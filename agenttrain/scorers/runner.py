@@ -36,6 +36,7 @@ Job = tuple[str, str | None, str, dict[str, Any]]  # scorer, prediction, answer,
 READY = "ready"  # what a worker sends once it can take jobs
 FIELD_KEYS = ("choices", "unit")  # the per-example extras a scorer may read
 STARTUP_TIMEOUT_S = 60.0
+TEMPLATE_ENV = "AGENTTRAIN_SCORER_TEMPLATE"  # the control socket of a template a parent process hands down
 
 
 class ScorerWorkerError(RuntimeError):
@@ -137,6 +138,18 @@ class JudgePool:
                 worker.stop()
             self._idle.put(worker if healthy else None)
 
+    def adopt(self, template: ForkServer) -> None:
+        """Fork the workers from `template` (one a parent process started), not from one of our own."""
+        with self._template_lock:
+            self._template = template
+
+    def warm(self, scorer: str) -> None:
+        """Start the template now, on a thread of its own, warmed with `scorer`: the first item scored then finds it
+        ready instead of waiting seconds for its imports (which a run's first requests to the endpoint leave time
+        for)."""
+        threading.Thread(target=self._running_template, args=(scorer,), name="agenttrain-scorer-warm",
+                         daemon=True).start()
+
     async def judge_async(self, job: Job, timeout_s: float) -> Verdict:
         return await asyncio.get_running_loop().run_in_executor(self._threads, self.judge, job, timeout_s)
 
@@ -165,12 +178,8 @@ class JudgePool:
                 self._template.close()
                 self._template = None
             if self._template is None and not self._template_failed:
-                statement = "from agenttrain.scorers.worker import serve_template; serve_template()"
                 try:
-                    # in our folder, with our environment: a plugin's scorer may be importable only from there
-                    self._template = ForkServer.start(
-                        sys.executable, os.environ, statement, {"warm": scorer}, STARTUP_TIMEOUT_S, cwd=os.getcwd()
-                    )
+                    self._template = start_template(scorer)
                 except ForkServerError:
                     self._template_failed = True
             return self._template
@@ -180,6 +189,21 @@ class JudgePool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def start_template(scorer: str) -> ForkServer:
+    """A template process that has imported the scorers and judged an item with `scorer`; blocking. A process that
+    starts others that score (a sweep, its jobs) may hand theirs down: `adopt_template`."""
+    statement = "from agenttrain.scorers.worker import serve_template; serve_template()"
+    # in our folder, with our environment: a plugin's scorer may be importable only from there
+    return ForkServer.start(sys.executable, os.environ, statement, {"warm": scorer}, STARTUP_TIMEOUT_S,
+                            cwd=os.getcwd())
+
+
+def adopt_template(control_fd: int) -> None:
+    """This process's scorer workers are forked from the template our parent handed down (`ForkServer.control_fd`),
+    so this process pays for no scorer imports of its own."""
+    _shared_pool().adopt(ForkServer.inherited(control_fd))
 
 
 _shared: JudgePool | None = None
@@ -203,6 +227,12 @@ def _job(scorer: str, prediction: str | None, answer: str, fields: Mapping[str, 
     if rollout is not None and wants_rollout(scorer):
         extras[ROLLOUT_FIELD] = dict(rollout)
     return scorer, prediction, answer, extras
+
+
+def warm(scorer: str) -> None:
+    """Get the scorer processes ready for `scorer` in the background, before the first item comes to be judged."""
+    if not runs_in_process(scorer):
+        _shared_pool().warm(scorer)
 
 
 async def judge_async(

@@ -4,8 +4,9 @@ agenttrain.endpoint.shared_limits.
 
 Slots. Per endpoint, one AIMD limit for the whole sweep: `--concurrency`, or when unset the jobs' own
 `llm.concurrency` times the jobs run at once (what they would send apart). A rate limit that any job meets halves it
-once; successes regain it. A free slot goes to the waiting job that holds the fewest slots of that endpoint (the
-earliest request among equals), so the jobs progress at the same rate and none starves behind a busier one.
+once, and its Retry-After holds every job's requests; successes regain it (endpoint.client.AIMDLimit). A free slot
+goes to the waiting job that holds the fewest slots of that endpoint (the earliest request among equals), so the jobs
+progress at the same rate and none starves behind a busier one.
 
 Budget. A request is admitted only if the sweep's spend, plus the dearest reply so far for each request in flight
 and for this one, stays within the limits; otherwise it waits for those in flight, and is refused once nothing is in
@@ -110,7 +111,7 @@ class EndpointSlots(AIMDLimit):
         return sum(self.held.values())
 
     def free(self) -> bool:
-        return self.in_flight < int(self.limit)
+        return self.in_flight < int(self.limit) and not self.held_for()
 
     def widen(self, ceiling: int) -> None:
         """A job that would send more at once joined: the default limit follows it."""
@@ -174,7 +175,7 @@ class SweepLedger:
         elif self.limits.concurrency is None:
             self.endpoints[endpoint].widen(ceiling)
         self.waiting.append(Waiting(next(self._arrivals), seat, request, endpoint))
-        self._grant()
+        self.grant()
 
     def cancel(self, seat: Seat, request: int) -> None:
         self.waiting = [w for w in self.waiting if not (w.seat is seat and w.id == request)]
@@ -183,19 +184,22 @@ class SweepLedger:
         if seat.held[endpoint] > 0:
             seat.held[endpoint] -= 1
             self.endpoints[endpoint].held[seat.job] -= 1
-            self._grant()
+            self.grant()
 
     def charge(self, usd: float, tokens: int) -> None:
         self.budget.charge(usd, tokens)
 
     def succeeded(self, endpoint: str) -> None:
         self.endpoints[endpoint].on_success()
-        self._grant()  # the limit may have grown by a slot
+        self.grant()  # the limit may have grown by a slot
 
-    def rate_limited(self, endpoint: str, generation: int) -> None:
+    def rate_limited(self, endpoint: str, generation: int, retry_after_s: float | None) -> float:
+        """A job's request met a rate limit; returns how long the endpoint's Retry-After holds every request (then
+        call `grant`)."""
         slots = self.endpoints[endpoint]
         slots.rate_limits += generation == slots.generation
-        slots.on_rate_limit(generation)
+        slots.rate_limited(generation, slots.in_flight, retry_after_s)
+        return slots.held_for()
 
     def leave(self, seat: Seat) -> None:
         """The process is gone: its waiting requests are dropped and its slots freed."""
@@ -203,7 +207,7 @@ class SweepLedger:
         for endpoint, count in seat.held.items():
             self.endpoints[endpoint].held[seat.job] -= count
         seat.held.clear()
-        self._grant()
+        self.grant()
 
     def budget_refusal(self) -> str | None:
         """Why no further request can be admitted at all, or None."""
@@ -222,7 +226,8 @@ class SweepLedger:
             "jobs": {job: share.to_dict() for job, share in sorted(self.shares.items())},
         }
 
-    def _grant(self) -> None:
+    def grant(self) -> None:
+        """Give free slots to the waiting requests, as far as the limits and the budget allow."""
         while True:
             ready = [w for w in self.waiting if self.endpoints[w.endpoint].free()]
             if not ready:

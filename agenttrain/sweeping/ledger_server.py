@@ -94,7 +94,10 @@ class LedgerServer:
             case "succeeded":
                 ledger.succeeded(message["endpoint"])
             case "rate_limited":
-                ledger.rate_limited(message["endpoint"], int(message["generation"]))
+                retry_after = message.get("retry_after_s")
+                if held := ledger.rate_limited(message["endpoint"], int(message["generation"]),
+                                               None if retry_after is None else float(retry_after)):
+                    self.loop.call_later(held, ledger.grant)
 
     async def _stop(self) -> None:
         self._server.close()

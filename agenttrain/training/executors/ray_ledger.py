@@ -87,8 +87,8 @@ class Ledger:
     def succeeded(self) -> None:
         self.limiter.on_success()
 
-    def rate_limited(self, generation: int) -> None:
-        self.limiter.on_rate_limit(generation)
+    def rate_limited(self, generation: int, retry_after_s: float | None) -> None:
+        self.limiter.on_rate_limit(generation, retry_after_s)
 
     def close(self) -> None:
         if self.cache:
@@ -151,8 +151,8 @@ class SharedLimiter:
     def on_success(self) -> None:
         self.ledger.succeeded.remote()
 
-    def on_rate_limit(self, generation: int) -> None:
-        self.ledger.rate_limited.remote(generation)
+    def on_rate_limit(self, generation: int, retry_after_s: float | None = None) -> None:
+        self.ledger.rate_limited.remote(generation, retry_after_s)
 
 
 class SharedMeter(UsageMeter):
