@@ -406,6 +406,18 @@ def test_an_mlflow_server_named_by_a_foreign_run_folder_needs_the_flag(story, tm
         api.eval_run(run.path, offline=True)
 
 
+def test_a_foreign_run_folder_that_hands_your_variables_to_its_code_needs_the_flag(story, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    run = foreign_run(story, tmp_path, monkeypatch, sandbox={"env_allow": ["OPENAI_API_KEY", "UNSET_HERE"]})
+    # its maker wrote run.json too: the recorded hash is that of the config as it is
+    run.update_info(config_hash=load_experiment(run.path / "config.yaml").content_hash())
+    for attempt in (lambda: api.eval_run(run.path, offline=True), lambda: api.resume(run.path, offline=True)):
+        with pytest.raises(UserError, match=r"sends your \$OPENAI_API_KEY to its functions' code \(sandbox\.env_allow\)"
+                                            r".*--trust-endpoint"):
+            attempt()
+    assert run.info().status == "finished"  # nothing was touched
+
+
 def test_a_sweep_trusts_a_run_folders_endpoints_where_its_own_config_names_the_same(story, tmp_path, monkeypatch):
     run = foreign_run(story, tmp_path, monkeypatch, llm={"base_url": "http://203.0.113.9:8000/v1"})
     given = load_experiment(run.path / "config.yaml")  # the sweep's config file names the same endpoint

@@ -25,9 +25,10 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from agenttrain.config import SandboxConfig
-from agenttrain.functions import build_function
+from agenttrain.functions import FunctionSet, build_function
 from agenttrain.rundir.directory import RunDir
 from agenttrain.sandbox import Sandbox
+from agenttrain.serving.source import load_served
 from tests.support.run_factory import MULTIPLY, experiment, rollout, save_epoch
 
 pytestmark = pytest.mark.slow
@@ -188,3 +189,16 @@ def test_bad_serve_options_get_one_line_before_anything_starts(tmp_path: Path, m
     result = subprocess.run([AGENTTRAIN, "serve", str(run.path), *arguments], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_serving_a_run_that_hands_environment_variables_to_its_code_says_which(tmp_path: Path, caplog,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    handing = experiment(tmp_path)
+    handing = handing.model_copy(update={"sandbox": SandboxConfig(env_allow=["OPENAI_API_KEY", "UNSET_HERE"],
+                                                                  network=True)})
+    run = RunDir.create(handing)
+    save_epoch(run, 0, FunctionSet(), "baseline", [rollout("t1", True)], 1.0)
+    load_served(run.path)
+    assert "the functions' code gets $OPENAI_API_KEY from this environment (sandbox.env_allow), with network" \
+        in caplog.text and "UNSET_HERE" not in caplog.text

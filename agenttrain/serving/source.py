@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir
 from agenttrain.untrusted import loads
 
+logger = logging.getLogger(__name__)
 FUNCTIONS_FILE = "functions.json"
 SANDBOX_FILE = "sandbox.json"  # the run's `sandbox` section, so an exported server enforces the training limits
 
@@ -32,8 +35,16 @@ def is_exported(path: Path) -> bool:
 
 def load_served(path: Path, epoch: str = "best") -> Served:
     """An exported folder as it is, else the run at `path` at `epoch` (best, N or epoch-N)."""
-    if is_exported(path):
-        return _load_exported(path)
+    served = _load_exported(path) if is_exported(path) else _load_run(path, epoch)
+    if handed := [name for name in served.sandbox.env_allow if name in os.environ]:
+        # the folder's settings decide; the user should know before a client calls anything
+        logger.warning("%s: the functions' code gets %s from this environment (sandbox.env_allow)%s", served.origin,
+                       ", ".join(f"${name}" for name in handed), ", with network access" if served.sandbox.network
+                       else "")
+    return served
+
+
+def _load_run(path: Path, epoch: str) -> Served:
     run = RunDir.open(path)
     snapshot = run.snapshot(run.resolve_epoch(epoch))
     experiment = run.experiment()

@@ -8,7 +8,8 @@ choice. A run you made (or adopted) on this machine is trusted whole: its config
 machine (loopback) or at a well-known provider over HTTPS is used, with one line saying which; any other endpoint,
 a remote Ray cluster (`executor.address`, which receives the key for its workers) and a remote MLflow server
 (`tracking.mlflow.tracking_uri`, which receives your MLflow credentials and the run's results) need --trust-endpoint
-or --set (llm.base_url=URL, tracking.mlflow.tracking_uri=URL). A resume with either adopts the run: its
+or --set (llm.base_url=URL, tracking.mlflow.tracking_uri=URL); so do variables of your environment that the folder
+hands to model-written code (`sandbox.env_allow`). A resume with either adopts the run: its
 config.yaml is then signed as yours.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -83,6 +85,13 @@ def named_alike(run: RunDir, experiment: Experiment) -> bool:
     return [where for _, where in saved] == [where for _, where in _destinations(experiment)]
 
 
+def handed_variables(run: RunDir, experiment: Experiment) -> list[str]:
+    """The variables set in this environment that the run's config.yaml, as it is on disk, passes to model-written
+    code (`sandbox.env_allow`): with `sandbox.network` on, a function could send your key anywhere."""
+    saved = set(load_experiment(run.path / "config.yaml").sandbox.env_allow)
+    return [name for name in experiment.sandbox.env_allow if name in saved and name in os.environ]
+
+
 def check_trust(run: RunDir, experiment: Experiment, trusted: bool) -> None:
     """Before `eval` or `--resume` sends anything: raise UserError for an endpoint from someone else's run folder that
     is neither on this machine nor a well-known provider, unless `trusted` (--trust-endpoint); say which endpoint a
@@ -90,11 +99,12 @@ def check_trust(run: RunDir, experiment: Experiment, trusted: bool) -> None:
     if trusted or run.made_here():
         return
     endpoints = folder_endpoints(run, experiment)
-    unknown = [(what, url) for what, url in endpoints if not _is_trusted(url)]
-    if unknown:
-        sends = "; ".join(f"{what} to {url}" for what, url in unknown)
-        raise UserError(f"{run.path} was not made by you on this machine, and its config.yaml sends {sends}. Pass "
-                        "--trust-endpoint if you trust it, or --set llm.base_url=URL for your own endpoint")
+    sends = [f"{what} to {url}" for what, url in endpoints if not _is_trusted(url)]
+    if handed := handed_variables(run, experiment):
+        sends.append(f"your {', '.join(f'${name}' for name in handed)} to its functions' code (sandbox.env_allow)")
+    if sends:
+        raise UserError(f"{run.path} was not made by you on this machine, and its config.yaml sends {'; '.join(sends)}."
+                        " Pass --trust-endpoint if you trust it, or --set llm.base_url=URL for your own endpoint")
     for what, url in endpoints:
         logger.warning("%s was not made by you on this machine; sending %s to %s", run.path.name, what, url)
 
