@@ -150,7 +150,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeOpenAI:
-    """Use as a context manager; `base_url` goes into the config, `requests` records every body.
+    """Use as a context manager; `base_url` goes into the config, `requests` records every body and `arrivals`
+    when it arrived (`time.time()`, so that another process's clock can be compared).
 
     `max_in_flight` is the most requests the server was handling at the same time. `GET /models` (the
     preflight) answers `models_status`, counted in `model_lists`.
@@ -164,6 +165,7 @@ class FakeOpenAI:
         self.models_status = models_status
         self.model_lists = 0
         self.requests: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -187,6 +189,7 @@ class FakeOpenAI:
     def _record(self, body: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(body)
+            self.arrivals.append(time.time())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
