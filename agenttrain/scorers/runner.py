@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ Job = tuple[str, str | None, str, dict[str, Any]]  # scorer, prediction, answer,
 READY = "ready"  # what a worker sends once it can take jobs
 FIELD_KEYS = ("choices", "unit")  # the per-example extras a scorer may read
 STARTUP_TIMEOUT_S = 60.0
+KILL_WAIT_S = 5.0  # for the kernel to end a killed worker
 
 
 class ScorerWorkerError(RuntimeError):
@@ -101,6 +103,7 @@ class _Worker:
         elif self._pidfd is not None:  # the template reaps its children
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            select.select([self._pidfd], [], [], KILL_WAIT_S)  # readable once it is gone: none outlives the pool
             os.close(self._pidfd)
             self._pidfd = None
         self._connection.close()
@@ -118,6 +121,20 @@ class JudgePool:
         self._template: ForkServer | None = None
         self._template_failed = False  # then every worker is spawned
         self._template_lock = threading.Lock()
+
+    def warm(self, scorer: str) -> None:
+        """Start the template (warmed with `scorer`) and the workers on one of the pool's threads, so that the first
+        items need not wait for the scorers' imports: they overlap the caller's own start-up and first requests."""
+        self._threads.submit(self._warm, scorer)
+
+    def _warm(self, scorer: str) -> None:
+        template = self._running_template(scorer)
+        for _ in range(self.size):
+            worker = self._idle.get()
+            if worker is None:
+                with contextlib.suppress(ScorerWorkerError):  # then an item starts one, and reports the failure
+                    worker = _Worker(template)
+            self._idle.put(worker)
 
     def judge(self, job: Job, timeout_s: float) -> Verdict:
         worker = self._idle.get()
@@ -202,6 +219,11 @@ def _job(scorer: str, prediction: str | None, answer: str, fields: Mapping[str, 
     if rollout is not None and wants_rollout(scorer):
         extras[ROLLOUT_FIELD] = dict(rollout)
     return scorer, prediction, answer, extras
+
+
+def warm_judges(scorer: str) -> None:
+    """Start the shared pool's scorer processes in the background; see `JudgePool.warm`."""
+    _shared_pool().warm(scorer)
 
 
 async def judge_async(

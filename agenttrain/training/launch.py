@@ -21,6 +21,8 @@ from agenttrain.config import (
 from agenttrain.endpoint.local_model import check_local
 from agenttrain.errors import Interrupted, UserError
 from agenttrain.rundir.directory import RunDir, WriteError, write_text_atomic
+from agenttrain.sandbox import Sandbox
+from agenttrain.scorers import warm_judges
 from agenttrain.tasks import load_task
 from agenttrain.training.executors import check_executor
 
@@ -40,6 +42,12 @@ def prepare(config_path: Path, overrides: list[str] | None = None, offline: bool
     """Everything that can be checked before a run directory exists: the config, the data and its split,
     the task's need for network access, the API keys, and (unless `offline`) that each endpoint answers."""
     experiment = load_experiment(config_path, overrides)
+    check_experiment(experiment, config_path, offline)
+    return experiment
+
+
+def check_experiment(experiment: Experiment, config_path: Path, offline: bool) -> None:
+    """`prepare`'s checks of a loaded experiment."""
     from agenttrain.training.runtime import check_network
 
     task = load_task(experiment.task)
@@ -51,7 +59,17 @@ def prepare(config_path: Path, overrides: list[str] | None = None, offline: bool
     if not offline:
         check_endpoints(experiment)
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
-    return experiment
+
+
+def launch_early(experiment: Experiment) -> Sandbox:
+    """Start the processes the first rollouts wait for, without waiting for them: the sandbox's template and the
+    scorers'. Their imports take the other core while this process imports the rest of itself and checks the
+    endpoint. The sandbox returned is the run's (`open_runtime` closes it); close it if the run never starts."""
+    sandbox = Sandbox(experiment.sandbox)
+    sandbox.launch()
+    if experiment.executor.kind == "local":  # else the Ray workers score
+        warm_judges(load_task(experiment.task).scorer)
+    return sandbox
 
 
 def split_sizes(experiment: Experiment) -> str:
@@ -85,12 +103,14 @@ async def _record_sandbox(runtime: Runtime, run: RunDir) -> None:
                     task_requires_network=getattr(runtime.task, "requires_network", False))
 
 
-async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
+async def _fit(
+    experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None, sandbox: Sandbox
+) -> str:
     from agenttrain.gather import run_all
     from agenttrain.training.runtime import open_runtime
     from agenttrain.training.trainer import Trainer
 
-    async with open_runtime(experiment, run.path, use_cache=use_cache) as runtime:
+    async with open_runtime(experiment, run.path, use_cache=use_cache, sandbox=sandbox) as runtime:
         runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
         trainer = Trainer(runtime, run, reporter)
         try:
@@ -106,10 +126,16 @@ def train(
     config_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None,
     offline: bool = False,
 ) -> TrainOutcome:
-    experiment = prepare(config_path, overrides, offline)
-    run = RunDir.create(experiment)
+    experiment = load_experiment(config_path, overrides)
+    sandbox = launch_early(experiment)
+    try:
+        check_experiment(experiment, config_path, offline)
+        run = RunDir.create(experiment)
+    except BaseException:
+        asyncio.run(sandbox.close())
+        raise
     with run.lock():
-        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
+        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter, sandbox), run))
 
 
 def recorded_config_hash(run: RunDir) -> str:
@@ -148,15 +174,20 @@ def resume(
     (EXTENSION_KEYS), never change what the results depend on."""
     run = RunDir.open(run_path)
     experiment = run_experiment(run, overrides, extend=True)
-    if not offline:
-        check_endpoints(experiment)
+    sandbox = launch_early(experiment)
+    try:
+        if not offline:
+            check_endpoints(experiment)
+    except BaseException:
+        asyncio.run(sandbox.close())
+        raise
     with run.lock():
         if overrides:
             write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
         run.remove_leftovers()
         run.update_info(status="running", config_hash=experiment.content_hash())
         run.log("resume", overrides=overrides or [])
-        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
+        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter, sandbox), run))
 
 
 def _run_interruptible(coroutine: Any, run: RunDir) -> str:
