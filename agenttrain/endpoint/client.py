@@ -183,7 +183,8 @@ class LLMClient:
 
     `backoff_s` is the first retry's wait (doubling, with jitter, up to `max_backoff_s`, which also caps a
     server's Retry-After). `limiter` bounds requests in flight: `settings.concurrency` for this client alone
-    by default; the Ray executor passes one that all its workers share.
+    by default; the Ray executor passes one that all its workers share. `share_with`: a client of the same event
+    loop whose connection pool this one uses too (a pool's TLS context alone costs ~60 ms of CPU to build).
     """
 
     def __init__(
@@ -197,6 +198,7 @@ class LLMClient:
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         limiter: RequestLimiter | None = None,
+        share_with: LLMClient | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
@@ -204,11 +206,15 @@ class LLMClient:
         self.cache = cache
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self._http: openai.DefaultAsyncHttpxClient = (
+            share_with._http if share_with else openai.DefaultAsyncHttpxClient()
+        )
         self._client = openai.AsyncOpenAI(
             base_url=settings.resolved_base_url(),
             api_key=os.environ.get(settings.api_key_env) or "not-needed",
             max_retries=0,
             timeout=settings.timeout_s,
+            http_client=self._http,
         )
         self.endpoint = str(self._client.base_url).rstrip("/") + "/chat/completions"
         # what the cache calls this endpoint: the URL, unless it changes from run to run (the local server's port)
@@ -253,7 +259,7 @@ class LLMClient:
             try:
                 async with self.limiter as generation:
                     self.meter.check_budget()  # after waiting for a slot, so spending elsewhere is seen
-                    reply = reply_from_completion(await self._client.chat.completions.create(**body))
+                    reply = reply_from_completion(await self._post(body))
             except openai.APIStatusError as exc:
                 if not _is_transient(exc):
                     raise self._refused(exc, body) or self._rejected(exc, body["model"], attempt + 1) from None
@@ -277,6 +283,13 @@ class LLMClient:
                             extra={"retry_wait_s": wait, "role": self.role})
                 await asyncio.sleep(wait)
         raise self._gave_up(failure, self.settings.max_retries + 1)
+
+    async def _post(self, body: dict[str, Any]) -> ChatCompletion:
+        """`chat.completions.create(**body)` without its walk over the body's types (~2 ms of CPU per request for a
+        body that is plain JSON already), with `extra_body` merged in as `create` does."""
+        extra = body.get("extra_body") or {}
+        json_body = {**{key: value for key, value in body.items() if key != "extra_body"}, **extra}
+        return await self._client.post("/chat/completions", body=json_body, cast_to=ChatCompletion)
 
     def _wait(self, attempt: int, server_wait: float | None) -> float:
         if server_wait is not None:

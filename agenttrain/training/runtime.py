@@ -82,10 +82,10 @@ async def _open_clients(
 ) -> AsyncIterator[Runtime]:
     meter = UsageMeter(experiment.budget, experiment.llm.prices)
     cache = open_cache(experiment.llm, enabled=use_cache)
-    agent_client, optimizer_client = (
-        LLMClient(settings[role], role=role, meter=meter, cache=cache, cache_endpoint=cache_endpoint(experiment, role))
-        for role in ("agent", "optimizer")
-    )
+    agent_client = LLMClient(settings["agent"], role="agent", meter=meter, cache=cache,
+                             cache_endpoint=cache_endpoint(experiment, "agent"))
+    optimizer_client = LLMClient(settings["optimizer"], role="optimizer", meter=meter, cache=cache,
+                                 cache_endpoint=cache_endpoint(experiment, "optimizer"), share_with=agent_client)
     try:
         async with open_agent(experiment, agent_client, task.answer_format, sandbox) as (agent, sandbox), \
                 open_executor(experiment, task, agent, settings["agent"], meter, use_cache) as executor:
