@@ -16,10 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
-
-import openai
-from openai.types.chat import ChatCompletion
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agenttrain.config import LLMConfig, ModelParams
 from agenttrain.endpoint.cache import ReplyStore, request_key
@@ -27,6 +24,15 @@ from agenttrain.endpoint.context_window import is_context_error
 from agenttrain.endpoint.request_params import refused_parameter, request_body
 from agenttrain.endpoint.usage import UsageMeter
 from agenttrain.errors import UserError
+from agenttrain.lazy import lazy_import
+
+# openai takes ~0.5 s of CPU to import: loaded by the first client, so that loading a config (which imports the
+# agents and optimizers, and so this module) does not, and the sandbox's and scorers' processes start before it.
+if TYPE_CHECKING:
+    import openai
+    from openai.types.chat import ChatCompletion
+else:
+    openai = lazy_import("openai")
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +295,8 @@ class LLMClient:
         body that is plain JSON already), with `extra_body` merged in as `create` does."""
         extra = body.get("extra_body") or {}
         json_body = {**{key: value for key, value in body.items() if key != "extra_body"}, **extra}
+        from openai.types.chat import ChatCompletion
+
         return await self._client.post("/chat/completions", body=json_body, cast_to=ChatCompletion)
 
     def _wait(self, attempt: int, server_wait: float | None) -> float:
