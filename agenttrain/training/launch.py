@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -61,15 +62,20 @@ def check_experiment(experiment: Experiment, config_path: Path, offline: bool) -
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
 
 
-def launch_early(experiment: Experiment) -> Sandbox:
+@contextlib.contextmanager
+def launched_early(experiment: Experiment) -> Iterator[Sandbox]:
     """Start the processes the first rollouts wait for, without waiting for them: the sandbox's template and the
     scorers'. Their imports take the other core while this process imports the rest of itself and checks the
-    endpoint. The sandbox returned is the run's (`open_runtime` closes it); close it if the run never starts."""
+    endpoint. The sandbox is the run's: `open_runtime` closes it with the rest; if the run never gets that far
+    (a failed check, a locked run), it is closed here."""
     sandbox = Sandbox(experiment.sandbox)
     sandbox.launch()
     if experiment.executor.kind == "local":  # else the Ray workers score
         warm_judges(load_task(experiment.task).scorer)
-    return sandbox
+    try:
+        yield sandbox
+    finally:
+        asyncio.run(sandbox.close())  # idempotent: nothing left to do once the runtime closed it
 
 
 def split_sizes(experiment: Experiment) -> str:
@@ -127,15 +133,11 @@ def train(
     offline: bool = False,
 ) -> TrainOutcome:
     experiment = load_experiment(config_path, overrides)
-    sandbox = launch_early(experiment)
-    try:
+    with launched_early(experiment) as sandbox:
         check_experiment(experiment, config_path, offline)
         run = RunDir.create(experiment)
-    except BaseException:
-        asyncio.run(sandbox.close())
-        raise
-    with run.lock():
-        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter, sandbox), run))
+        with run.lock():
+            return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter, sandbox), run))
 
 
 def recorded_config_hash(run: RunDir) -> str:
@@ -174,20 +176,16 @@ def resume(
     (EXTENSION_KEYS), never change what the results depend on."""
     run = RunDir.open(run_path)
     experiment = run_experiment(run, overrides, extend=True)
-    sandbox = launch_early(experiment)
-    try:
+    with launched_early(experiment) as sandbox:
         if not offline:
             check_endpoints(experiment)
-    except BaseException:
-        asyncio.run(sandbox.close())
-        raise
-    with run.lock():
-        if overrides:
-            write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
-        run.remove_leftovers()
-        run.update_info(status="running", config_hash=experiment.content_hash())
-        run.log("resume", overrides=overrides or [])
-        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter, sandbox), run))
+        with run.lock():
+            if overrides:
+                write_text_atomic(run.path / "config.yaml", experiment.to_yaml())
+            run.remove_leftovers()
+            run.update_info(status="running", config_hash=experiment.content_hash())
+            run.log("resume", overrides=overrides or [])
+            return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter, sandbox), run))
 
 
 def _run_interruptible(coroutine: Any, run: RunDir) -> str:

@@ -64,7 +64,7 @@ async def open_runtime(
     experiment: Experiment, log_dir: Path, use_cache: bool = True, sandbox: Sandbox | None = None
 ) -> AsyncIterator[Runtime]:
     """`log_dir` (the run directory) receives the local model server's log, when one is started. `sandbox`: one
-    the caller launched early (launch.launch_early), the run's from here on: closed with the rest."""
+    the caller launched early (launch.launched_early), the run's from here on: closed with the rest."""
     try:
         task = load_task(experiment.task)
         check_network(experiment, task)
