@@ -122,14 +122,15 @@ class JudgePool:
         self._template_failed = False  # then every worker is spawned
         self._template_lock = threading.Lock()
 
-    def warm(self, scorer: str) -> None:
-        """Start the template (warmed with `scorer`) and the workers on one of the pool's threads, so that the first
-        items need not wait for the scorers' imports: they overlap the caller's own start-up and first requests."""
-        self._threads.submit(self._warm, scorer)
+    def warm(self, scorer: str, workers: int) -> None:
+        """Start the template (warmed with `scorer`) and up to `workers` workers (the items the caller may send at
+        once) on one of the pool's threads, so that the first items need not wait for the scorers' imports: they
+        overlap the caller's own start-up and first requests."""
+        self._threads.submit(self._warm, scorer, min(workers, self.size))
 
-    def _warm(self, scorer: str) -> None:
+    def _warm(self, scorer: str, workers: int) -> None:
         template = self._running_template(scorer)
-        for _ in range(self.size):
+        for _ in range(workers):
             worker = self._idle.get()
             if worker is None:
                 with contextlib.suppress(ScorerWorkerError):  # then an item starts one, and reports the failure
@@ -221,9 +222,9 @@ def _job(scorer: str, prediction: str | None, answer: str, fields: Mapping[str, 
     return scorer, prediction, answer, extras
 
 
-def warm_judges(scorer: str) -> None:
+def warm_judges(scorer: str, workers: int) -> None:
     """Start the shared pool's scorer processes in the background; see `JudgePool.warm`."""
-    _shared_pool().warm(scorer)
+    _shared_pool().warm(scorer, workers)
 
 
 async def judge_async(

@@ -71,7 +71,7 @@ def launched_early(experiment: Experiment) -> Iterator[Sandbox]:
     sandbox = Sandbox(experiment.sandbox)
     sandbox.launch()
     if experiment.executor.kind == "local":  # else the Ray workers score
-        warm_judges(load_task(experiment.task).scorer)
+        warm_judges(load_task(experiment.task).scorer, experiment.llm_for("agent").concurrency)
     try:
         yield sandbox
     finally:
