@@ -11,7 +11,8 @@ every rollout uses it:
 
 1. each workload, `--runs` times (5 by default): the whole command's wall time against the sequential LLM time
    (requests x 200 ms), and where it goes: the spans from the process's start to its exit, next to the LLM's
-   critical path in each (an epoch's optimizer requests, then its agent requests in waves of 16). The spans
+   critical path in each (an epoch's optimizer requests, then its agent requests in waves of 16: a lower bound,
+   as every wave is full only where the turns each rollout takes are known in advance). The spans
    come from one clock: the server's arrival times and the run folder's file times;
 2. CPU time of every process the command starts (trainer, fork servers, sandbox sessions, scorer workers) per
    rollout, from a cgroup (see cpu_cgroup.py);
