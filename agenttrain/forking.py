@@ -97,11 +97,13 @@ class ForkServer:
             raise ForkServerError(f"the template process stopped answering: {exc}") from None
 
     def close(self) -> None:
-        self._control.close()
+        # Killed before its control socket closes: a template still starting would otherwise find the socket
+        # closed when it says ready, and print that error on the user's terminal.
         if self.alive:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)
         self._process.wait()
+        self._control.close()
 
     def _exit_text(self) -> str:
         with contextlib.suppress(subprocess.TimeoutExpired):

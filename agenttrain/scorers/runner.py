@@ -121,6 +121,7 @@ class JudgePool:
         self._template: ForkServer | None = None
         self._template_failed = False  # then every worker is spawned
         self._template_lock = threading.Lock()
+        self._launching: ForkServer | None = None  # a template still importing, which `close` need not wait for
 
     def warm(self, scorer: str, workers: int) -> None:
         """Start the template (warmed with `scorer`) and up to `workers` workers (the items the caller may send at
@@ -130,6 +131,8 @@ class JudgePool:
 
     def _warm(self, scorer: str, workers: int) -> None:
         template = self._running_template(scorer)
+        if template is None:  # no template (or the pool closed while it started): items start what they need
+            return
         for _ in range(workers):
             worker = self._idle.get()
             if worker is None:
@@ -161,6 +164,8 @@ class JudgePool:
         return list(self._threads.map(lambda job: self.judge(job, timeout_s), jobs))
 
     def close(self) -> None:
+        if (launching := self._launching) is not None:
+            launching.close()  # its start fails at once: a run refused early does not wait for the scorers' imports
         self._threads.shutdown(wait=True)
         while True:
             try:
@@ -185,11 +190,15 @@ class JudgePool:
                 statement = "from agenttrain.scorers.worker import serve_template; serve_template()"
                 try:
                     # in our folder, with our environment: a plugin's scorer may be importable only from there
-                    self._template = ForkServer.start(
-                        sys.executable, os.environ, statement, {"warm": scorer}, STARTUP_TIMEOUT_S, cwd=os.getcwd()
+                    self._launching = ForkServer.launch(
+                        sys.executable, os.environ, statement, {"warm": scorer}, cwd=os.getcwd()
                     )
+                    self._launching.wait_ready(STARTUP_TIMEOUT_S)
+                    self._template = self._launching
                 except ForkServerError:
                     self._template_failed = True
+                finally:
+                    self._launching = None
             return self._template
 
     def __enter__(self) -> JudgePool:
