@@ -35,6 +35,7 @@ import math
 import multiprocessing
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -251,9 +252,9 @@ def bench_workload(
 
 
 def _range(values: list[float], unit: str = "", digits: int = 2) -> str:
-    low, high = min(values), max(values)
-    return f"{low:.{digits}f}{unit}" if f"{low:.{digits}f}" == f"{high:.{digits}f}" else \
-        f"{low:.{digits}f}-{high:.{digits}f}{unit}"
+    """`low-high ~median`: on a shared machine one run can stall, which the median shows apart."""
+    low, high, middle = (f"{v:.{digits}f}" for v in (min(values), max(values), statistics.median(values)))
+    return f"{low}{unit}" if low == high else f"{low}-{high}{unit} ~{middle}"
 
 
 def print_spans(workload: Workload, timed: dict[str, list[TimedRun]]) -> None:
@@ -264,9 +265,9 @@ def print_spans(workload: Workload, timed: dict[str, list[TimedRun]]) -> None:
           f"{first.requests} requests x {LATENCY_S * 1000:.0f} ms = {first.sequential_llm_s:.1f} s sequential, "
           f"concurrency {CONCURRENT}, cache off; seconds, ranges over {len(runs)} runs")
     labels = list(timed)
-    print(f"   {'span':32} {'LLM path':>9}" + "".join(f" {label:>16}" for label in labels))
+    print(f"   {'span':32} {'LLM path':>9}" + "".join(f" {label:>22}" for label in labels))
     for span, path_s in first.llm_path.items():
-        cells = "".join(f" {_range([r.spans.get(span, math.nan) for r in timed[label]]):>16}" for label in labels)
+        cells = "".join(f" {_range([r.spans.get(span, math.nan) for r in timed[label]]):>22}" for label in labels)
         print(f"   {span:32} {path_s:>9.2f}{cells}")
     total_path = sum(first.llm_path.values())
     rows = [
@@ -277,7 +278,7 @@ def print_spans(workload: Workload, timed: dict[str, list[TimedRun]]) -> None:
         ("left running after exit", "0", lambda runs: str(max(r.left_running for r in runs))),
     ]  # fmt: skip
     for name, bound, cell in rows:
-        print(f"   {name:32} {bound:>9}" + "".join(f" {cell(timed[label]):>16}" for label in labels))
+        print(f"   {name:32} {bound:>9}" + "".join(f" {cell(timed[label]):>22}" for label in labels))
 
 
 def bench_cached_rerun(root: Path, server: ServerProcess) -> int:
@@ -347,9 +348,9 @@ def main() -> None:
         ("requests repeated after SIGKILL + resume", str(repeated), "0"),
         ("rollouts in flight at the kill", str(in_flight), f"<= {RESUME_CONCURRENCY}"),
     ]  # fmt: skip
-    print(f"\n{'summary':78} {'measured':>10}  target")
+    print(f"\n{'summary':78} {'measured':>18}  target")
     for name, value, target in rows:
-        print(f"{name:78} {value:>10}  {target}".rstrip())
+        print(f"{name:78} {value:>18}  {target}".rstrip())
 
 
 if __name__ == "__main__":

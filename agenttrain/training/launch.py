@@ -66,8 +66,8 @@ def check_experiment(experiment: Experiment, config_path: Path, offline: bool) -
 def launched_early(experiment: Experiment) -> Iterator[Sandbox]:
     """Start the processes the first rollouts wait for, without waiting for them: the sandbox's template and the
     scorers'. Their imports take the other core while this process imports the rest of itself and checks the
-    endpoint. The sandbox is the run's: `open_runtime` closes it with the rest; if the run never gets that far
-    (a failed check, a locked run), it is closed here."""
+    endpoint. The sandbox is the run's: the runtime closes it with the agent, in the run's event loop; if the
+    run never gets that far (a failed check, a locked run), it is closed here."""
     sandbox = Sandbox(experiment.sandbox)
     sandbox.launch()
     if experiment.executor.kind == "local":  # else the Ray workers score

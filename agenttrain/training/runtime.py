@@ -64,16 +64,12 @@ async def open_runtime(
     experiment: Experiment, log_dir: Path, use_cache: bool = True, sandbox: Sandbox | None = None
 ) -> AsyncIterator[Runtime]:
     """`log_dir` (the run directory) receives the local model server's log, when one is started. `sandbox`: one
-    the caller launched early (launch.launched_early), the run's from here on: closed with the rest."""
-    try:
-        task = load_task(experiment.task)
-        check_network(experiment, task)
-        async with role_endpoints(experiment, log_dir) as settings, \
-                _open_clients(experiment, task, settings, use_cache, sandbox) as runtime:
-            yield runtime
-    finally:
-        if sandbox is not None:
-            await sandbox.close()
+    the caller launched early (launch.launched_early), closed with the agent (agent_setup.open_agent)."""
+    task = load_task(experiment.task)
+    check_network(experiment, task)
+    async with role_endpoints(experiment, log_dir) as settings, \
+            _open_clients(experiment, task, settings, use_cache, sandbox) as runtime:
+        yield runtime
 
 
 @asynccontextmanager
