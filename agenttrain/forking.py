@@ -60,6 +60,16 @@ class ForkServer:
     ) -> ForkServer:
         """Run `statement` (a template program that calls `template_settings` and `serve_requests`) in `cwd` and
         wait up to `timeout_s` until it is ready. Blocking: call it off the event loop."""
+        server = cls.launch(python, env, statement, settings, cwd)
+        server.wait_ready(timeout_s)
+        return server
+
+    @classmethod
+    def launch(
+        cls, python: str, env: Mapping[str, str], statement: str, settings: Mapping[str, Any], cwd: str = "/"
+    ) -> ForkServer:
+        """`start` without the wait: the template's imports run while the caller goes on; `wait_ready` before the
+        first `fork`."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         arguments = json.dumps({**settings, "control_fd": theirs.fileno()})
         try:
@@ -67,19 +77,24 @@ class ForkServer:
                 [python, "-c", python_entry(statement), arguments], env=dict(env), cwd=cwd, pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
+        except OSError as exc:
+            ours.close()
+            raise ForkServerError(f"the template process did not start: {exc}") from None
         finally:
             theirs.close()
-        server = cls(process, ours)
-        ours.settimeout(timeout_s)
+        return cls(process, ours)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` until the template says it is ready; closes it if it does not. Blocking."""
+        self._control.settimeout(timeout_s)
         try:
-            if ours.recv(len(READY)) != READY:
-                raise ForkServerError(f"the template process ended ({server._exit_text()})")
+            if self._control.recv(len(READY)) != READY:
+                raise ForkServerError(f"the template process ended ({self._exit_text()})")
         except BaseException as exc:
-            server.close()
+            self.close()
             if isinstance(exc, OSError):
                 raise ForkServerError(f"the template process did not start: {exc}") from None
             raise
-        return server
 
     @property
     def alive(self) -> bool:
@@ -94,13 +109,16 @@ class ForkServer:
             raise ForkServerError(f"the template process stopped answering: {exc}") from None
 
     def close(self) -> None:
-        self._control.close()
-        if self._process is None:
+        if self._process is None:  # inherited: let go of our handle, the parent stops the template
+            self._control.close()
             return
+        # Killed before its control socket closes: a template still starting would otherwise find the socket
+        # closed when it says ready, and print that error on the user's terminal.
         if self.alive:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)
         self._process.wait()
+        self._control.close()
 
     def _exit_text(self) -> str:
         assert self._process is not None  # only our own template is waited for

@@ -9,9 +9,11 @@ whose names are the names a config uses and whose values are the registered obje
     trivia = "my_package.tasks:TriviaTask"
 
 Nothing is imported until a registry is first asked (built-in tasks pull in sympy and math-verify), so
-`import agenttrain` and `agenttrain --help` stay fast. This module sits on the ground floor, below the kinds it
-lists: it names their modules as strings and holds their objects untyped; each kind's package gives the typed
-way in (`tasks.load_task`, `agents.make_agent`, `scorers.judge`, `optimizers.make_optimizer`).
+`import agenttrain` and `agenttrain --help` stay fast; asked for one name, a registry imports the built-ins and
+only the plugins of that name, so that a scorer process does not import a plugin's optimizer (and openai).
+This module sits on the ground floor, below the kinds it lists: it names their modules as strings and holds
+their objects untyped; each kind's package gives the typed way in (`tasks.load_task`, `agents.make_agent`,
+`scorers.judge`, `optimizers.make_optimizer`).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class Registry(Generic[T]):
         self.builtin_modules = builtin_modules
         self.group = group  # the entry point group, None for kinds only agenttrain itself provides
         self._entries: dict[str, Registration] = {}
-        self._loaded = False
+        self._loaded = False  # the built-ins
+        self._plugins_asked: set[str | None] = set()  # names whose plugins are loaded; None: every plugin
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering a built-in under `name`."""
@@ -82,13 +85,18 @@ class Registry(Generic[T]):
                             f"uninstall one of them")
         self._entries[name] = Registration(self.kind, name, value, source)
 
-    def _load(self) -> None:
-        if self._loaded:
+    def _load(self, name: str | None = None) -> None:
+        """The built-ins, and the plugins registering `name` (None: all of them)."""
+        if not self._loaded:
+            self._loaded = True  # set first: a built-in module importing another registry does not loop
+            for module in self.builtin_modules:
+                importlib.import_module(module)
+        if None in self._plugins_asked or name in self._plugins_asked:
             return
-        self._loaded = True  # set first: a built-in module importing another registry does not loop
-        for module in self.builtin_modules:
-            importlib.import_module(module)
+        self._plugins_asked.add(name)
         for entry_point in metadata.entry_points(group=self.group) if self.group else ():
+            if name is not None and entry_point.name != name:
+                continue
             dist = entry_point.dist
             source = f"{dist.name} {dist.version}" if dist else "an entry point"
             source += f" (entry point {self.group}: {entry_point.name})"
@@ -100,7 +108,7 @@ class Registry(Generic[T]):
             self._add(entry_point.name, value, source)
 
     def get(self, name: str) -> T:
-        self._load()
+        self._load(name)
         if name not in self._entries:
             close = difflib.get_close_matches(name, list(self._entries), n=1)
             guess = f"did you mean {close[0]!r}? " if close else ""

@@ -47,6 +47,12 @@ class CpuCgroup:
         if self.path is not None:
             (self.path / "cgroup.procs").write_text(str(pid or os.getpid()))
 
+    def processes(self) -> list[int]:
+        """The processes in the cgroup now (none known without one)."""
+        if self.path is None:
+            return []
+        return [int(pid) for pid in (self.path / "cgroup.procs").read_text().split()]
+
     def cpu_s(self) -> float:
         if self.path is None:
             return sum(

@@ -225,3 +225,41 @@ def test_a_run_that_fails_before_its_first_epoch_says_why(write_config, tmp_path
     assert result["status"] == "failed" and result["best_epoch"] is None
     assert "OPENAI_API_KEY" in result["reason"]
     assert invoke("show", result["run"])["status"] == "failed"
+
+
+# Runs the command as a subreaper (PR_SET_CHILD_SUBREAPER), so that whatever it started and left behind becomes our
+# child once it has exited, wherever in its tree it was; prints its exit code and those processes, then kills them.
+LEFT_BEHIND = """
+import ctypes, json, os, signal, subprocess, sys
+from pathlib import Path
+
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+code = subprocess.run([sys.executable, "-c", "from agenttrain.cli import main; main()", *sys.argv[1:]],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+left = []
+for entry in Path("/proc").iterdir():
+    try:
+        state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        command = (entry / "cmdline").read_bytes().replace(b"\\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        continue
+    if int(parent) == os.getpid() and state != "Z":
+        left.append(command)
+        os.kill(int(entry.name), signal.SIGKILL)
+print(json.dumps({"code": code, "left": left}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("endpoint", ["up", "down"])
+def test_nothing_the_train_command_started_runs_after_it_exits(write_config, tmp_path, endpoint):
+    """A finished run (sandbox sessions, scorer processes), and one refused before it starts because its endpoint
+    is down (the processes started early for it)."""
+    with FakeOpenAI(lambda body: optimizer(body) if is_optimizer(body) else multiplying_agent(body)) as server:
+        data = write_problems(tmp_path / "problems.jsonl", PRODUCTS)
+        base_url = server.base_url if endpoint == "up" else "http://127.0.0.1:9/v1"
+        config = write_config(base_url, data, optimizer={"epochs": 1})
+        result = subprocess.run([sys.executable, "-c", LEFT_BEHIND, "train", str(config)], capture_output=True,
+                                text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    outcome = json.loads(result.stdout)
+    assert outcome == {"code": 0 if endpoint == "up" else 2, "left": []}, result.stderr

@@ -698,3 +698,28 @@ def test_a_sandbox_started_in_the_background_serves_the_first_session_and_closes
     assert asyncio.run(first_session_at_once()).output == "42\n"
     asyncio.run(closed_mid_start())
     assert child_processes(templates) == set()
+
+
+def test_a_template_launched_before_any_event_loop_is_adopted_by_the_start_or_stopped_by_the_close() -> None:
+    """`train` launches the template as soon as the config is loaded, before its event loop runs: the start adopts
+    that template (one template, not two), and a run refused before it starts (its endpoint is down) stops it."""
+    templates = b"agenttrain.sandbox.forkserver"
+    others = child_processes(templates)
+
+    async def session_of_launched(sandbox: Sandbox) -> tuple[ExecResult, set[int]]:
+        try:
+            async with sandbox.session(FunctionSet()) as session:
+                return await session.run_code("print(6 * 7)"), child_processes(templates) - others
+        finally:
+            await sandbox.close()
+
+    launched = Sandbox(SandboxConfig(**FAST))
+    launched.launch()
+    (template,) = child_processes(templates) - others
+    result, running = asyncio.run(session_of_launched(launched))
+    assert (result.output, running) == ("42\n", {template})
+    assert launched.describe()["start"]["method"] == "fork server"
+    refused = Sandbox(SandboxConfig(**FAST))
+    refused.launch()
+    asyncio.run(refused.close())
+    assert child_processes(templates) == others

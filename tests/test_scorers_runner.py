@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +102,35 @@ def test_a_child_process_forks_its_workers_from_the_template_its_parent_hands_do
         assert scorer_templates() - others == {pid}  # the child's workers came from it; it still serves
     finally:
         template.close()
+    assert scorer_templates() == others
+
+
+def children_of(parent: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.add(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or one that just ended
+    return found
+
+
+@pytest.mark.slow
+def test_a_warmed_pool_starts_its_template_and_workers_before_the_first_item():
+    """What `train` does while it starts: the scorers' imports are paid before any item, at most once per worker
+    the pool may use."""
+    others = scorer_templates()
+    with JudgePool(2) as pool:
+        pool.warm("math", workers=16)
+        deadline = time.monotonic() + 60
+        while not (templates := scorer_templates() - others) or len(children_of(next(iter(templates)))) < 2:
+            assert time.monotonic() < deadline, "the warmed pool did not start its template and two workers"
+            time.sleep(0.05)
+        assert [v.correct for v in pool.judge_all([("math", i["prediction"], i["answer"], {}) for i in ITEMS], 10.0)] \
+            == [True, False, True, False]
+        (template,) = templates
+        assert len(children_of(template)) == 2  # the pool's size, not the 16 asked for
     assert scorer_templates() == others
 
 

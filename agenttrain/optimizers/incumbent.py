@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 
+from agenttrain import stats
 from agenttrain.config import OptimizerConfig
 from agenttrain.functions import FunctionSet
 from agenttrain.optimizers.base import (
@@ -83,6 +84,7 @@ class IncumbentMethod:
         batch = self._batch(loop, epoch)
         reference_records = await self._reference(loop, epoch, batch)
         reference = summarise(reference_records).accuracy if self._same_batch else self.incumbent_accuracy
+        stats.preload()  # for the comparison of the candidate below
         proposal = await loop.proposal(epoch, "step", lambda: self.proposer.step(
             self.incumbent, reference, reference_records, self.rejected, epoch))
         actions, cuts = proposal.actions, proposal.prompt_cuts

@@ -17,10 +17,10 @@ from agenttrain.sandbox import isolation as confine
 CONTROL_TIMEOUT_S = 30  # the template imports sympy and numpy before it says ready
 
 
-def start_template(python: str, env: Mapping[str, str], preload: Sequence[str]) -> ForkServer:
-    """A template that has imported `preload` (blocking: call it off the event loop)."""
+def launch_template(python: str, env: Mapping[str, str], preload: Sequence[str]) -> ForkServer:
+    """A template that imports `preload`, started without waiting: `wait_ready(CONTROL_TIMEOUT_S)` before use."""
     statement = "from agenttrain.sandbox.forkserver import serve; serve()"
-    return ForkServer.start(python, env, statement, {"preload": list(preload)}, CONTROL_TIMEOUT_S)
+    return ForkServer.launch(python, env, statement, {"preload": list(preload)})
 
 
 def serve() -> None:

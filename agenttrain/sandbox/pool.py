@@ -263,8 +263,8 @@ class WarmPool:
         for task in self._starting:
             task.cancel()
         await asyncio.gather(*self._starting, return_exceptions=True)
-        while self._ready:
-            await self._ready.popleft().kill()
+        ready, self._ready = list(self._ready), deque()
+        await asyncio.gather(*(worker.kill() for worker in ready))  # together: each waits until its tree is gone
 
     def _replenish(self) -> None:
         for _ in range(self._size - len(self._ready) - len(self._starting)):

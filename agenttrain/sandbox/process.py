@@ -34,7 +34,7 @@ from agenttrain.forking import ForkServer, ForkServerError
 from agenttrain.functions import FunctionSet
 from agenttrain.sandbox import replies
 from agenttrain.sandbox.cgroups import SessionCgroups
-from agenttrain.sandbox.forkserver import start_template
+from agenttrain.sandbox.forkserver import CONTROL_TIMEOUT_S, launch_template
 from agenttrain.sandbox.interface import STATE_LOST, ExecResult, SandboxError
 from agenttrain.sandbox.isolation import Limits
 from agenttrain.sandbox.network import find_slirp4netns
@@ -156,6 +156,7 @@ class Sandbox:
         self._sessions: set[SandboxSession] = set()
         self._workdirs = WorkdirRoot()
         self._forkserver: ForkServer | None = None
+        self._launched: ForkServer | None = None  # a template started by `launch`, not yet ready
         self._start_method = {"method": "not started", "why": ""}
         self._cgroups: SessionCgroups | None = None
         self._cgroups_how: dict[str, str] = {}  # per controller: where, or why none
@@ -169,6 +170,14 @@ class Sandbox:
             self.start_soon()
         assert self._start_task is not None
         await asyncio.shield(self._start_task)
+
+    def launch(self) -> None:
+        """Start the fork server's template now, without an event loop or waiting: its imports run while the
+        caller goes on (the CLI loads the rest of itself and checks the endpoint meanwhile); `start` adopts it.
+        A template that cannot start is left for `start` to report."""
+        if self._launched is None and self._forkserver is None:
+            with contextlib.suppress(ForkServerError):
+                self._launched = launch_template(self._python, self._env, PRELOADED_MODULES)
 
     def start_soon(self) -> None:
         """Begin starting in the background (the template's imports overlap the model's first turn); the first
@@ -210,6 +219,9 @@ class Sandbox:
         await self._pool.close()
         for session in list(self._sessions):
             await session.stop_worker()
+        if self._launched is not None:  # launched, never started: a run that failed its checks
+            await asyncio.to_thread(self._launched.close)
+            self._launched = None
         if self._forkserver is not None:
             await asyncio.to_thread(self._forkserver.close)
             self._forkserver = None
@@ -355,9 +367,13 @@ class Sandbox:
 
     async def _start_forkserver(self) -> None:
         try:
-            self._forkserver = await asyncio.to_thread(start_template, self._python, self._env, PRELOADED_MODULES)
+            if self._launched is None:
+                self._launched = await asyncio.to_thread(launch_template, self._python, self._env, PRELOADED_MODULES)
+            await asyncio.to_thread(self._launched.wait_ready, CONTROL_TIMEOUT_S)  # closes it if it fails
+            self._forkserver, self._launched = self._launched, None
             self._start_method = {"method": "fork server", "why": "each session is a fork of a template process"}
         except ForkServerError as exc:
+            self._launched = None
             self._start_method = {"method": "spawn", "why": f"no fork server: {exc}"}
 
     async def _spawn(self) -> WorkerProcess:

@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agenttrain.scorers.judging import check_scorer, judge, reads_rollout
-    from agenttrain.scorers.runner import JudgePool, judge_async, judge_many
+    from agenttrain.scorers.runner import JudgePool, judge_async, judge_many, warm_judges
     from agenttrain.scorers.verdict import Verdict
 
 _MODULE_OF = {
     "check_scorer": "judging", "judge": "judging", "reads_rollout": "judging",
-    "JudgePool": "runner", "judge_async": "runner", "judge_many": "runner",
+    "JudgePool": "runner", "judge_async": "runner", "judge_many": "runner", "warm_judges": "runner",
     "Verdict": "verdict",
 }  # fmt: skip
-__all__ = ["JudgePool", "Verdict", "check_scorer", "judge", "judge_async", "judge_many", "reads_rollout"]
+__all__ = [
+    "JudgePool", "Verdict", "check_scorer", "judge", "judge_async", "judge_many", "reads_rollout", "warm_judges",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -37,6 +38,7 @@ READY = "ready"  # what a worker sends once it can take jobs
 FIELD_KEYS = ("choices", "unit")  # the per-example extras a scorer may read
 STARTUP_TIMEOUT_S = 60.0
 TEMPLATE_ENV = "AGENTTRAIN_SCORER_TEMPLATE"  # the control socket of a template a parent process hands down
+KILL_WAIT_S = 5.0  # for the kernel to end a killed worker
 
 
 class ScorerWorkerError(RuntimeError):
@@ -103,6 +105,7 @@ class _Worker:
         elif self._pidfd is not None:  # the template reaps its children
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            select.select([self._pidfd], [], [], KILL_WAIT_S)  # readable once it is gone: none outlives the pool
             os.close(self._pidfd)
             self._pidfd = None
         self._connection.close()
@@ -120,6 +123,24 @@ class JudgePool:
         self._template: ForkServer | None = None
         self._template_failed = False  # then every worker is spawned
         self._template_lock = threading.Lock()
+        self._launching: ForkServer | None = None  # a template still importing, which `close` need not wait for
+
+    def warm(self, scorer: str, workers: int) -> None:
+        """Start the template (warmed with `scorer`) and up to `workers` workers (the items the caller may send at
+        once) on one of the pool's threads, so that the first items need not wait for the scorers' imports: they
+        overlap the caller's own start-up and first requests."""
+        self._threads.submit(self._warm, scorer, min(workers, self.size))
+
+    def _warm(self, scorer: str, workers: int) -> None:
+        template = self._running_template(scorer)
+        if template is None:  # no template (or the pool closed while it started): items start what they need
+            return
+        for _ in range(workers):
+            worker = self._idle.get()
+            if worker is None:
+                with contextlib.suppress(ScorerWorkerError):  # then an item starts one, and reports the failure
+                    worker = _Worker(template)
+            self._idle.put(worker)
 
     def judge(self, job: Job, timeout_s: float) -> Verdict:
         worker = self._idle.get()
@@ -143,13 +164,6 @@ class JudgePool:
         with self._template_lock:
             self._template = template
 
-    def warm(self, scorer: str) -> None:
-        """Start the template now, on a thread of its own, warmed with `scorer`: the first item scored then finds it
-        ready instead of waiting seconds for its imports (which a run's first requests to the endpoint leave time
-        for)."""
-        threading.Thread(target=self._running_template, args=(scorer,), name="agenttrain-scorer-warm",
-                         daemon=True).start()
-
     async def judge_async(self, job: Job, timeout_s: float) -> Verdict:
         return await asyncio.get_running_loop().run_in_executor(self._threads, self.judge, job, timeout_s)
 
@@ -157,6 +171,8 @@ class JudgePool:
         return list(self._threads.map(lambda job: self.judge(job, timeout_s), jobs))
 
     def close(self) -> None:
+        if (launching := self._launching) is not None:
+            launching.close()  # its start fails at once: a run refused early does not wait for the scorers' imports
         self._threads.shutdown(wait=True)
         while True:
             try:
@@ -179,9 +195,13 @@ class JudgePool:
                 self._template = None
             if self._template is None and not self._template_failed:
                 try:
-                    self._template = start_template(scorer)
+                    self._launching = launch_template(scorer)
+                    self._launching.wait_ready(STARTUP_TIMEOUT_S)
+                    self._template = self._launching
                 except ForkServerError:
                     self._template_failed = True
+                finally:
+                    self._launching = None
             return self._template
 
     def __enter__(self) -> JudgePool:
@@ -191,13 +211,20 @@ class JudgePool:
         self.close()
 
 
-def start_template(scorer: str) -> ForkServer:
-    """A template process that has imported the scorers and judged an item with `scorer`; blocking. A process that
-    starts others that score (a sweep, its jobs) may hand theirs down: `adopt_template`."""
+def launch_template(scorer: str) -> ForkServer:
+    """A template process that imports the scorers and judges an item with `scorer`, not waited for
+    (`ForkServer.wait_ready`). A process that starts others that score (a sweep, its jobs) may hand theirs down:
+    `adopt_template`."""
     statement = "from agenttrain.scorers.worker import serve_template; serve_template()"
     # in our folder, with our environment: a plugin's scorer may be importable only from there
-    return ForkServer.start(sys.executable, os.environ, statement, {"warm": scorer}, STARTUP_TIMEOUT_S,
-                            cwd=os.getcwd())
+    return ForkServer.launch(sys.executable, os.environ, statement, {"warm": scorer}, cwd=os.getcwd())
+
+
+def start_template(scorer: str) -> ForkServer:
+    """`launch_template`, waited for until it is ready; blocking."""
+    template = launch_template(scorer)
+    template.wait_ready(STARTUP_TIMEOUT_S)
+    return template
 
 
 def adopt_template(control_fd: int) -> None:
@@ -229,10 +256,11 @@ def _job(scorer: str, prediction: str | None, answer: str, fields: Mapping[str, 
     return scorer, prediction, answer, extras
 
 
-def warm(scorer: str) -> None:
-    """Get the scorer processes ready for `scorer` in the background, before the first item comes to be judged."""
+def warm_judges(scorer: str, workers: int) -> None:
+    """Start the shared pool's scorer processes in the background (`JudgePool.warm`); a scorer given as a Python
+    function has none."""
     if not runs_in_process(scorer):
-        _shared_pool().warm(scorer)
+        _shared_pool().warm(scorer, workers)
 
 
 async def judge_async(

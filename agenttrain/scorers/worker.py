@@ -55,10 +55,10 @@ def serve(connection: Connection) -> None:
 
 
 def serve_template() -> None:
-    """The template's program: import every scorer and judge one made-up item with the scorer the pool was first
-    asked for (math-verify builds its parsers on first use), then fork a worker per request."""
+    """The template's program: import the built-in scorers and the one the pool was first asked for (not every
+    plugin: one may import much more than its scorer), judge one made-up item with it (math-verify builds its
+    parsers on first use), then fork a worker per request."""
     control, settings = template_settings()
-    scorers.names()
     _judge((settings["warm"], "\\boxed{2}", "1", {}))  # a scorer error here is a note on a made-up item
     gc.freeze()  # the imported objects are never collected: forks share their pages instead of copying them
 

@@ -18,12 +18,12 @@ from agenttrain.tasks.base import AnswerFormat
 
 @asynccontextmanager
 async def open_agent(
-    experiment: Experiment, client: LLMClient, answer_format: AnswerFormat
+    experiment: Experiment, client: LLMClient, answer_format: AnswerFormat, sandbox: Sandbox | None = None
 ) -> AsyncIterator[tuple[Agent, Sandbox]]:
-    """The configured agent with a sandbox pool of its own; here, or in a Ray worker process. The sandbox starts in
-    the background, so that its template's imports overlap the model's first turn: the first session waits for
-    it (and raises SandboxError where it cannot start)."""
-    sandbox = Sandbox(experiment.sandbox)
+    """The configured agent with a sandbox pool of its own (`sandbox`, or a new one; closed with the agent); here, or
+    in a Ray worker process. The sandbox starts in the background, so that its template's imports overlap the
+    model's first turn: the first session waits for it (and raises SandboxError where it cannot start)."""
+    sandbox = sandbox or Sandbox(experiment.sandbox)
     try:
         sandbox.start_soon()
         yield make_agent(experiment.agent, client, sandbox, answer_format), sandbox

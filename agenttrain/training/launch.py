@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -23,6 +24,8 @@ from agenttrain.errors import Interrupted, UserError
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.directory import RunDir, WriteError
 from agenttrain.rundir.records import EpochMetrics
+from agenttrain.sandbox import Sandbox
+from agenttrain.scorers import warm_judges
 from agenttrain.tasks import load_task
 from agenttrain.tracking import check_tracking, tracked
 from agenttrain.training.executors import check_executor
@@ -85,6 +88,22 @@ def check_experiment(experiment: Experiment, source: str, offline: bool = False)
     check_local([experiment.llm_for("agent"), experiment.llm_for("optimizer")])
 
 
+@contextlib.contextmanager
+def launched_early(experiment: Experiment) -> Iterator[Sandbox]:
+    """Start the processes the first rollouts wait for, without waiting for them: the sandbox's template and the
+    scorers'. Their imports take the other core while this process imports the rest of itself and checks the
+    endpoint. The sandbox is the run's: the runtime closes it with the agent, in the run's event loop; if the
+    run never gets that far (a failed check, a locked run), it is closed here."""
+    sandbox = Sandbox(experiment.sandbox)
+    sandbox.launch()
+    if experiment.executor.kind == "local":  # else the Ray workers score
+        warm_judges(load_task(experiment.task).scorer, experiment.llm_for("agent").concurrency)
+    try:
+        yield sandbox
+    finally:
+        asyncio.run(sandbox.close())  # idempotent: nothing left to do once the runtime closed it
+
+
 def split_sizes(experiment: Experiment) -> str:
     """The examples each split holds, e.g. `20 train, 80 test examples`, with the default rule if one chose."""
     return load_task(experiment.task).splits().describe()
@@ -116,12 +135,14 @@ async def _record_sandbox(runtime: Runtime, run: RunDir) -> None:
                     task_requires_network=getattr(runtime.task, "requires_network", False))
 
 
-async def _fit(experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None) -> str:
+async def _fit(
+    experiment: Experiment, run: RunDir, use_cache: bool, reporter: Reporter | None, sandbox: Sandbox | None
+) -> str:
     from agenttrain.gather import run_all
     from agenttrain.training.runtime import open_runtime
     from agenttrain.training.trainer import Trainer
 
-    async with open_runtime(experiment, run.path, use_cache=use_cache) as runtime:
+    async with open_runtime(experiment, run.path, use_cache=use_cache, sandbox=sandbox) as runtime:
         runtime.meter.restore(run.spent())  # a resumed run's budget and cost count what it already spent
         trainer = Trainer(runtime, run, reporter)
         try:
@@ -137,15 +158,18 @@ def train(
     config_path: Path, overrides: list[str] | None = None, use_cache: bool = True, reporter: Reporter | None = None,
     offline: bool = False,
 ) -> TrainOutcome:
-    return train_experiment(prepare(config_path, overrides, offline), use_cache, reporter)
+    experiment = load_experiment(config_path, overrides)
+    with launched_early(experiment) as sandbox:
+        check_experiment(experiment, str(config_path), offline)
+        return train_experiment(experiment, use_cache, reporter, sandbox)
 
 
-def train_experiment(experiment: Experiment, use_cache: bool = True, reporter: Reporter | None = None
-                     ) -> TrainOutcome:
-    """Train a checked config (`prepare`, `check_experiment`) in a new run folder."""
+def train_experiment(experiment: Experiment, use_cache: bool = True, reporter: Reporter | None = None,
+                     sandbox: Sandbox | None = None) -> TrainOutcome:
+    """Train a checked config (`prepare`, `check_experiment`) in a new run folder; `sandbox`: one launched early."""
     run = RunDir.create(experiment)
     with run.lock(), tracked(experiment, run, reporter) as reporter:
-        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
+        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter, sandbox), run))
 
 
 def recorded_config_hash(run: RunDir) -> str:
@@ -187,15 +211,16 @@ def resume(
     run = RunDir.open(run_path)
     experiment = run_experiment(run, overrides, extend=True)
     check_trust(run, experiment, trust_endpoint)
-    if not offline:
-        check_endpoints(experiment)
-    with run.lock(), tracked(experiment, run, reporter) as reporter:
-        if overrides or trust_endpoint:
-            run.write_config(experiment)
-        run.remove_leftovers()
-        run.update_info(status="running", config_hash=experiment.content_hash())
-        run.log("resume", overrides=overrides or [])
-        return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter), run))
+    with launched_early(experiment) as sandbox:
+        if not offline:
+            check_endpoints(experiment)
+        with run.lock(), tracked(experiment, run, reporter) as reporter:
+            if overrides or trust_endpoint:
+                run.write_config(experiment)
+            run.remove_leftovers()
+            run.update_info(status="running", config_hash=experiment.content_hash())
+            run.log("resume", overrides=overrides or [])
+            return TrainOutcome(run, _run_interruptible(_fit(experiment, run, use_cache, reporter, sandbox), run))
 
 
 def _run_interruptible(coroutine: Any, run: RunDir) -> str:

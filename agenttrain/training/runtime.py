@@ -60,27 +60,30 @@ async def role_endpoints(experiment: Experiment, log_dir: Path) -> AsyncIterator
 
 
 @asynccontextmanager
-async def open_runtime(experiment: Experiment, log_dir: Path, use_cache: bool = True) -> AsyncIterator[Runtime]:
-    """`log_dir` (the run directory) receives the local model server's log, when one is started."""
+async def open_runtime(
+    experiment: Experiment, log_dir: Path, use_cache: bool = True, sandbox: Sandbox | None = None
+) -> AsyncIterator[Runtime]:
+    """`log_dir` (the run directory) receives the local model server's log, when one is started. `sandbox`: one
+    the caller launched early (launch.launched_early), closed with the agent (agent_setup.open_agent)."""
     task = load_task(experiment.task)
     check_network(experiment, task)
     async with role_endpoints(experiment, log_dir) as settings, \
-            _open_clients(experiment, task, settings, use_cache) as runtime:
+            _open_clients(experiment, task, settings, use_cache, sandbox) as runtime:
         yield runtime
 
 
 @asynccontextmanager
 async def _open_clients(
-    experiment: Experiment, task: Task, settings: dict[str, LLMConfig], use_cache: bool
+    experiment: Experiment, task: Task, settings: dict[str, LLMConfig], use_cache: bool, sandbox: Sandbox | None
 ) -> AsyncIterator[Runtime]:
     meter = UsageMeter(experiment.budget, experiment.prices())
     cache = open_cache(experiment.llm, enabled=use_cache)
-    agent_client, optimizer_client = (
-        LLMClient(settings[role], role=role, meter=meter, cache=cache, cache_endpoint=cache_endpoint(experiment, role))
-        for role in ("agent", "optimizer")
-    )
+    agent_client = LLMClient(settings["agent"], role="agent", meter=meter, cache=cache,
+                             cache_endpoint=cache_endpoint(experiment, "agent"))
+    optimizer_client = LLMClient(settings["optimizer"], role="optimizer", meter=meter, cache=cache,
+                                 cache_endpoint=cache_endpoint(experiment, "optimizer"), share_with=agent_client)
     try:
-        async with open_agent(experiment, agent_client, task.answer_format) as (agent, sandbox), \
+        async with open_agent(experiment, agent_client, task.answer_format, sandbox) as (agent, sandbox), \
                 open_executor(experiment, task, agent, settings["agent"], meter, use_cache) as executor:
             yield Runtime(experiment, task, meter, agent_client, optimizer_client, sandbox, agent, executor)
     finally:

@@ -154,10 +154,10 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAI:
     """Use as a context manager; `base_url` goes into the config, `requests` records every body.
 
-    `max_in_flight` is the most requests the server was handling at the same time; `arrivals` the time.monotonic()
-    at which each of `requests` arrived, `ports` the client's port it came from; `refused` the arrival times of
-    requests refused by the rate limit (not in `requests`). `GET /models` (the preflight) answers `models_status`,
-    counted in `model_lists`.
+    `max_in_flight` is the most requests the server was handling at the same time; `arrivals` the time.time() at
+    which each of `requests` arrived (so that another process's clock can be compared), `ports` the client's port
+    it came from; `refused` the arrival times of requests refused by the rate limit (not in `requests`).
+    `GET /models` (the preflight) answers `models_status`, counted in `model_lists`.
     """
 
     def __init__(self, responder: Responder, latency_s: float = 0.0, reasoning_rules: bool = False,
@@ -197,10 +197,10 @@ class FakeOpenAI:
         """Count the request in, or False when the rate limit refuses it."""
         with self._lock:
             if self.rate_limit is not None and self.in_flight >= self.rate_limit:
-                self.refused.append(time.monotonic())
+                self.refused.append(time.time())
                 return False
             self.requests.append(body)
-            self.arrivals.append(time.monotonic())
+            self.arrivals.append(time.time())
             self.ports.append(port)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)

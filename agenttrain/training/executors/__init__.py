@@ -31,10 +31,10 @@ async def open_executor(
     """The executor `experiment.executor.kind` names. `agent` is this process's, which `local` runs; `endpoint`
     is the agent's endpoint as this process resolved it (the embedded local server's address, say)."""
     if experiment.executor.kind == "local":
-        from agenttrain.scorers.runner import warm
+        from agenttrain.scorers.runner import warm_judges
         from agenttrain.training.executors.local import LocalRollouts
 
-        warm(task.scorer)  # its processes start while the first rollouts wait for the endpoint
+        warm_judges(task.scorer, endpoint.concurrency)  # they start while the first rollouts wait for the endpoint
         yield LocalRollouts(agent, task.scorer, endpoint.concurrency)
         return
     from agenttrain.training.executors.ray_rollouts import open_ray_executor
