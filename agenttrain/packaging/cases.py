@@ -16,8 +16,7 @@ from typing import Any
 
 from agenttrain.functions import FunctionSet
 from agenttrain.rundir.records import RolloutRecord
-
-TRUNCATION_MARKER = "\n[... output truncated: "  # what the sandbox appends to a capped output (sandbox/worker.py)
+from agenttrain.sandbox.worker import TRUNCATED
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def regression_cases(functions: FunctionSet, records: Sequence[RolloutRecord]) -
                 continue  # a refused or failed call: an error, not a behaviour to keep
             if call.arguments is None or call.result is None:
                 found.skipped["calls recorded before arguments and results were kept"] += 1
-            elif TRUNCATION_MARKER in call.result:
+            elif TRUNCATED in call.result:
                 found.skipped["calls whose result was cut at sandbox.max_output_chars"] += 1
             else:
                 key = (call.name, json.dumps(call.arguments, sort_keys=True))

@@ -36,8 +36,11 @@ CAPTURE_WAIT_S = 10  # a call's output is complete within this long after the ca
 ERROR_CHARS = 2000  # a reason is one line; an exception's message may be long, the traceback in the output has it
 
 
+TRUNCATED = "\n[... output truncated: "  # how a capped output's note begins, for readers of recorded results
+
+
 def truncation_note(dropped: int) -> str:
-    return f"\n[... output truncated: {dropped} more characters]" if dropped else ""
+    return f"{TRUNCATED}{dropped} more characters]" if dropped else ""
 
 
 def truncate(text: str, limit: int) -> str:
