@@ -110,9 +110,10 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load(name)
         if name not in self._entries:
-            close = difflib.get_close_matches(name, list(self._entries), n=1)
+            known = self.names()  # every plugin's, not only those that name `name`
+            close = difflib.get_close_matches(name, known, n=1)
             guess = f"did you mean {close[0]!r}? " if close else ""
-            raise UnknownName(f"unknown {self.kind} {name!r}; {guess}registered: {', '.join(sorted(self.names()))} "
+            raise UnknownName(f"unknown {self.kind} {name!r}; {guess}registered: {', '.join(sorted(known))} "
                               "(`agenttrain plugins` lists them)")
         value: T = self._entries[name].value
         return value
