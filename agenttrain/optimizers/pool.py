@@ -30,6 +30,15 @@ def identity(functions: FunctionSet) -> frozenset[str]:
     return frozenset(f.content_hash() for f in functions)
 
 
+def solver_counts(members: Sequence[Member]) -> dict[str, int]:
+    """For each validation task some of `members` solve, how many of them do."""
+    counts: dict[str, int] = {}
+    for member in members:
+        for task in member.solved:
+            counts[task] = counts.get(task, 0) + 1
+    return counts
+
+
 @dataclass(frozen=True)
 class Member:
     epoch: int
@@ -111,10 +120,7 @@ class Pool:
         """A front member, drawn with weight: for each validation task it solves, one over the number of front
         members that solve it too (a set alone on some tasks is drawn most)."""
         front = self.front(epoch)
-        solvers: dict[str, int] = {}
-        for member in front:
-            for task in member.solved:
-                solvers[task] = solvers.get(task, 0) + 1
+        solvers = solver_counts(front)
         weights = [UNIQUE_WEIGHT + sum(1 / solvers[t] for t in member.solved) for member in front]
         return rng.choices(front, weights)[0]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agenttrain.optimizers.pool import Member, Pool
+from agenttrain.optimizers.pool import Member, Pool, solver_counts
 from agenttrain.rundir.directory import RunDir, Snapshot
 from agenttrain.viewer.html import Markup, el, layout, link, percent, table
 from agenttrain.viewer.site import Site
@@ -60,10 +60,7 @@ def _tree(run: RunDir, snapshots: Sequence[Snapshot], front: set[int], best: int
 
 
 def _front(run: RunDir, members: list[Member]) -> Markup:
-    solvers: dict[str, int] = {}
-    for member in members:
-        for task in member.solved:
-            solvers[task] = solvers.get(task, 0) + 1
+    solvers = solver_counts(members)
     rows = [[link(epoch_url(run, m.epoch), f"epoch {m.epoch}"), percent(m.accuracy), len(m.functions),
              ", ".join(sorted(t for t in m.solved if solvers[t] == 1)) or "–"] for m in members]
     return table(["set", "validation", "functions", "validation tasks it alone solves"], rows, id="front")
