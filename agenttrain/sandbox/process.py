@@ -128,8 +128,9 @@ class SandboxSession:
         if self._starting is not None:
             starting, self._starting = self._starting, None
             starting.cancel()  # a cancelled start-up releases the worker it took
-            with contextlib.suppress(Exception, asyncio.CancelledError):  # nobody called it: its failure is moot
-                self._worker = await starting
+            await asyncio.wait({starting})  # its outcome is not raised here (nobody called it); our own cancel is
+            if not starting.cancelled() and starting.exception() is None:
+                self._worker = starting.result()
         if self._worker is not None:
             await self._sandbox.release(self._worker)
             self._worker = None
