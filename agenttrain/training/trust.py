@@ -69,11 +69,11 @@ def _destinations(experiment: Experiment) -> list[tuple[str, str | None]]:
     return found
 
 
-def folder_endpoints(run: RunDir, experiment: Experiment) -> list[tuple[str, str]]:
+def folder_endpoints(saved: Experiment, experiment: Experiment) -> list[tuple[str, str]]:
     """(what, where) for each place `experiment` sends requests to that it took from the run's config.yaml as it is
-    on disk: role endpoints, a remote Ray cluster and an MLflow tracking server."""
-    saved = _destinations(load_experiment(run.path / "config.yaml"))
-    return [(what, where) for (what, where), (_, was) in zip(_destinations(experiment), saved, strict=True)
+    on disk (`saved`): role endpoints, a remote Ray cluster and an MLflow tracking server."""
+    return [(what, where) for (what, where), (_, was) in zip(_destinations(experiment), _destinations(saved),
+                                                                strict=True)
             if where and where == was]
 
 
@@ -85,11 +85,11 @@ def named_alike(run: RunDir, experiment: Experiment) -> bool:
     return [where for _, where in saved] == [where for _, where in _destinations(experiment)]
 
 
-def handed_variables(run: RunDir, experiment: Experiment) -> list[str]:
-    """The variables set in this environment that the run's config.yaml, as it is on disk, passes to model-written
-    code (`sandbox.env_allow`): with `sandbox.network` on, a function could send your key anywhere."""
-    saved = set(load_experiment(run.path / "config.yaml").sandbox.env_allow)
-    return [name for name in experiment.sandbox.env_allow if name in saved and name in os.environ]
+def handed_variables(saved: Experiment, experiment: Experiment) -> list[str]:
+    """The variables set in this environment that the run's config.yaml, as it is on disk (`saved`), passes to
+    model-written code (`sandbox.env_allow`): with `sandbox.network` on, a function could send your key anywhere."""
+    kept = set(saved.sandbox.env_allow)
+    return [name for name in experiment.sandbox.env_allow if name in kept and name in os.environ]
 
 
 def check_trust(run: RunDir, experiment: Experiment, trusted: bool) -> None:
@@ -98,9 +98,10 @@ def check_trust(run: RunDir, experiment: Experiment, trusted: bool) -> None:
     foreign folder's requests go to."""
     if trusted or run.made_here():
         return
-    endpoints = folder_endpoints(run, experiment)
+    saved = load_experiment(run.path / "config.yaml")  # read once for both checks
+    endpoints = folder_endpoints(saved, experiment)
     sends = [f"{what} to {url}" for what, url in endpoints if not _is_trusted(url)]
-    if handed := handed_variables(run, experiment):
+    if handed := handed_variables(saved, experiment):
         sends.append(f"your {', '.join(f'${name}' for name in handed)} to its functions' code (sandbox.env_allow)")
     if sends:
         raise UserError(f"{run.path} was not made by you on this machine, and its config.yaml sends {'; '.join(sends)}."
